@@ -1,0 +1,5 @@
+import sys
+
+from illust2vec.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,60 @@
+"""``illust2vec`` entry point.
+
+Each sub-command lives in its own module under :mod:`illust2vec.cli` and
+exposes ``register(subparsers) -> None``; ``register`` adds a parser and sets
+``func`` (``handler(args) -> int`` exit code) with ``parser.set_defaults``.
+Add a command by adding its module name to :data:`COMMANDS`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from illust2vec.errors import Illust2VecError
+
+#: Modules of ``illust2vec.cli`` that define sub-commands, in ``--help`` order.
+COMMANDS: list[str] = [
+    "tag",
+    "embed",
+    "models",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from illust2vec import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="illust2vec",
+        description=(
+            "Tags, feature vectors, similarity search and image maps for "
+            "anime-style illustrations (illustration2vec and WD taggers on ONNX Runtime)."
+        ),
+        epilog="Run 'illust2vec COMMAND --help' for the options of one command.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"illust2vec.cli.{name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except Illust2VecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,355 @@
+"""Downloads that users can trust: resumable, verified, atomic.
+
+:func:`download` fetches one URL into ``dest``:
+
+* bytes go to a ``.part`` file in a temporary directory of the model store
+  (``tmp_dir``, on the same file system as ``dest``), never to ``dest`` itself;
+* an interrupted transfer (cut connection, timeout, HTTP 5xx) keeps the ``.part``
+  file and the next attempt asks the server for the rest with an HTTP ``Range``
+  request; a server that ignores ``Range`` (answers ``200`` instead of ``206``)
+  makes the download start over cleanly;
+* when the transfer is complete, the size and SHA-256 are checked (when known);
+  only then is the file fsync'ed and moved into place with :func:`os.replace`;
+* a file that fails verification is deleted, ``.part`` included, because
+  resuming it would only reproduce the bad bytes;
+* proxies: a fresh :func:`urllib.request.build_opener` is made for each
+  download, so ``http_proxy`` / ``https_proxy`` / ``no_proxy`` are read from the
+  environment as it is at that moment;
+* offline mode (``offline=True`` or ``ILLUST2VEC_OFFLINE=1``) raises before any
+  socket is opened.
+
+The policy, in short: after any failure ``dest`` does not exist (or is the file
+that was there before) and the only thing left behind is a ``.part`` holding a
+prefix of the file, and only after an interruption that a resume can finish.
+
+>>> from illust2vec.download import download
+>>> download("https://example.org/model.onnx", "model.onnx", size=123, sha256="ab...")  # doctest: +SKIP
+PosixPath('model.onnx')
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import socket
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from illust2vec.errors import DownloadError
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "IMPORT_HINT",
+    "RemoteFile",
+    "download",
+    "download_all",
+    "is_offline",
+    "part_path",
+    "sha256_file",
+]
+
+#: Seconds a connect or a single read may block before the attempt counts as interrupted.
+DEFAULT_TIMEOUT = 30.0
+#: Told to the user whenever the network cannot be used.
+IMPORT_HINT = "fetch the file(s) on a machine with network access and run `illust2vec models import FILE`"
+_CHUNK = 1 << 16
+_USER_AGENT = "illust2vec-downloader"
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file to fetch: where from, under which name, and what it must be."""
+
+    url: str
+    filename: str
+    size: int | None = None
+    sha256: str | None = None
+
+
+class _Interrupted(Exception):
+    """A transfer that stopped part-way; a resume may finish it."""
+
+
+def is_offline(offline: bool | None = None) -> bool:
+    """``offline`` if given, else whether ``ILLUST2VEC_OFFLINE`` is set to a true value."""
+    if offline is not None:
+        return bool(offline)
+    return os.environ.get("ILLUST2VEC_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def part_path(url: str, dest: str | os.PathLike[str], tmp_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The ``.part`` file that holds the bytes of ``url`` on their way to ``dest``.
+
+    The name carries a hash of the URL so that a partial file is only ever resumed
+    from the URL it came from.
+    """
+    d = Path(dest)
+    tmp = Path(tmp_dir) if tmp_dir is not None else d.parent / "tmp"
+    tag = hashlib.sha1(url.encode("utf-8")).hexdigest()[:12]
+    return tmp / f"{d.name}.{tag}.part"
+
+
+def _fsync_dir(path: Path) -> None:
+    if os.name != "posix":  # pragma: no cover
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _unreachable(url: str, reason: object) -> DownloadError:
+    host = urllib.parse.urlsplit(url).hostname or url
+    return DownloadError(
+        f"cannot reach {host} to download {url} ({reason}); check the network or the "
+        f"http_proxy/https_proxy variables, or {IMPORT_HINT}"
+    )
+
+
+def _http_error(url: str, code: int, reason: str) -> DownloadError:
+    what = {
+        401: "access denied: the repository may be gated and need a login token",
+        403: "access denied: the repository may be gated and need a login token",
+        404: "the file is not at this URL (moved or renamed upstream?)",
+    }.get(code, "server error, try again later" if code >= 500 else "request refused")
+    return DownloadError(f"{url}: HTTP {code} {reason}: {what}; or {IMPORT_HINT}")
+
+
+def _attempt(
+    url: str,
+    part: Path,
+    *,
+    size: int | None,
+    timeout: float,
+    progress: bool,
+    desc: str,
+) -> None:
+    """One HTTP request that appends to (or restarts) ``part``.  Raises ``_Interrupted`` to retry."""
+    from tqdm.auto import tqdm
+
+    have = part.stat().st_size if part.exists() else 0
+    if size is not None and have >= size:
+        return  # complete (or too long: verification will say so)
+    req = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"})
+    if have:
+        req.add_header("Range", f"bytes={have}-")
+    opener = urllib.request.build_opener()  # reads *_proxy / no_proxy from the environment now
+    try:
+        resp = opener.open(req, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code == 416 and have:
+            # Our partial file is not a prefix the server can continue: start over.
+            part.unlink(missing_ok=True)
+            raise _Interrupted("HTTP 416 on resume; restarting from the beginning") from None
+        if exc.code >= 500:
+            raise _Interrupted(f"HTTP {exc.code} {exc.reason}") from None
+        part.unlink(missing_ok=True)
+        raise _http_error(url, exc.code, str(exc.reason)) from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        raise _unreachable(url, reason) from None
+
+    with resp:
+        status = getattr(resp, "status", 200)
+        length_hdr = resp.headers.get("Content-Length")
+        expected_body = int(length_hdr) if length_hdr and length_hdr.isdigit() else None
+        if have and status == 206:
+            crange = resp.headers.get("Content-Range", "")
+            start = crange.split()[1].split("-")[0] if crange.startswith("bytes ") else ""
+            if start != str(have):
+                part.unlink(missing_ok=True)
+                raise _Interrupted(f"server answered the resume with range {crange!r}; restarting")
+            mode = "ab"
+        else:
+            # 200: the server ignored Range (or there was nothing to resume): write from the start.
+            have = 0
+            mode = "wb"
+        total = size if size is not None else (have + expected_body if expected_body is not None else None)
+        received = 0
+        part.parent.mkdir(parents=True, exist_ok=True)
+        with open(part, mode) as fh, tqdm(
+            total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
+            desc=desc, file=sys.stderr, disable=not progress, leave=False,
+        ) as bar:
+            try:
+                while True:
+                    chunk = resp.read(_CHUNK)
+                    if not chunk:
+                        break
+                    fh.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+                    if size is not None and have + received > size:
+                        break  # more than expected: stop; verification reports it
+            except (OSError, http.client.HTTPException) as exc:
+                fh.flush()
+                os.fsync(fh.fileno())
+                raise _Interrupted(f"connection lost after {have + received} bytes ({exc})") from None
+            fh.flush()
+            os.fsync(fh.fileno())
+        if expected_body is not None and received < expected_body:
+            raise _Interrupted(f"connection closed after {have + received} of {have + expected_body} bytes")
+
+
+def download(
+    url: str,
+    dest: str | os.PathLike[str],
+    *,
+    size: int | None = None,
+    sha256: str | None = None,
+    progress: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+    tmp_dir: str | os.PathLike[str] | None = None,
+    retries: int = 3,
+    offline: bool | None = None,
+) -> Path:
+    """Download ``url`` to ``dest``, verified and atomically; return ``dest`` as a Path.
+
+    Parameters
+    ----------
+    url:
+        ``http://`` or ``https://`` URL.
+    dest:
+        Final path.  Written only once the whole file has passed verification.
+    size, sha256:
+        Expected byte count and hex SHA-256; ``None`` skips that check.
+    progress:
+        Show a tqdm bar on stderr.
+    timeout:
+        Seconds a connect or a read may block (each, not the whole download).
+    tmp_dir:
+        Where ``.part`` files live (the model store's ``tmp/``); default ``dest.parent / "tmp"``.
+        Must be on the same file system as ``dest``.
+    retries:
+        How many more times an interrupted transfer is resumed within this call
+        (only while attempts make progress). ``0`` leaves the ``.part`` for the next call.
+    offline:
+        ``True`` refuses to use the network; ``None`` reads ``ILLUST2VEC_OFFLINE``.
+
+    Raises
+    ------
+    DownloadError
+        Offline mode, network unreachable (names the URL and how to import the file
+        by hand), HTTP errors, a transfer still interrupted after ``retries``, or a
+        size/checksum mismatch (both values in the message).
+    """
+    dest = Path(dest)
+    if is_offline(offline):
+        raise DownloadError(
+            f"offline mode (ILLUST2VEC_OFFLINE=1 or --offline): not downloading {url}; {IMPORT_HINT}"
+        )
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in ("http", "https"):
+        raise DownloadError(f"{url}: only http:// and https:// URLs can be downloaded")
+    part = part_path(url, dest, tmp_dir)
+    part.parent.mkdir(parents=True, exist_ok=True)
+    if size is not None and part.exists() and part.stat().st_size > size:
+        part.unlink()
+
+    attempt = 0
+    while True:
+        before = part.stat().st_size if part.exists() else 0
+        try:
+            _attempt(url, part, size=size, timeout=timeout, progress=progress, desc=dest.name)
+            break
+        except _Interrupted as exc:
+            after = part.stat().st_size if part.exists() else 0
+            attempt += 1
+            made_progress = after > before or "restarting" in str(exc)
+            if attempt > retries or not made_progress:
+                kept = f"; {after} bytes kept in {part}, run the command again to resume" if after else ""
+                raise DownloadError(f"{url}: download interrupted: {exc}{kept}") from None
+            time.sleep(min(0.2 * 2 ** (attempt - 1), 2.0))
+
+    got = part.stat().st_size
+    if size is not None and got != size:
+        part.unlink(missing_ok=True)
+        raise DownloadError(
+            f"{url}: size mismatch: got {got} bytes, expected {size}; the partial file was deleted. "
+            "The upstream file may have changed: check the model entry, or fetch it yourself and "
+            "run `illust2vec models import FILE`"
+        )
+    if sha256 is not None:
+        digest = sha256_file(part)
+        if digest.lower() != sha256.lower():
+            part.unlink(missing_ok=True)
+            raise DownloadError(
+                f"{url}: checksum mismatch: SHA-256 {digest}, expected {sha256.lower()}; "
+                "the file was deleted. The upstream file may have changed or the transfer was "
+                "corrupted: run the command again, or fetch it yourself and run `illust2vec models import FILE`"
+            )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(part, dest)
+    _fsync_dir(dest.parent)
+    return dest
+
+
+def download_all(
+    files: Iterable[RemoteFile],
+    dest_dir: str | os.PathLike[str],
+    *,
+    progress: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+    tmp_dir: str | os.PathLike[str] | None = None,
+    offline: bool | None = None,
+) -> list[Path]:
+    """Fetch every file that is not yet in ``dest_dir``; one error naming every missing URL.
+
+    Files already present are kept as they are (the store verifies them on import).
+    In offline mode, or when the network is unreachable, the error lists each URL
+    with its target path so the user can fetch them elsewhere.
+    """
+    dest_dir = Path(dest_dir)
+    files = list(files)
+    out: list[Path] = []
+    missing = [f for f in files if not (dest_dir / f.filename).exists()]
+    if missing and is_offline(offline):
+        raise DownloadError(
+            "offline mode: these files are missing from the model store:\n"
+            + "\n".join(f"  {f.url}  ->  {dest_dir / f.filename}" for f in missing)
+            + f"\n{IMPORT_HINT}"
+        )
+    failures: list[str] = []
+    for f in files:
+        target = dest_dir / f.filename
+        if target.exists():
+            out.append(target)
+            continue
+        try:
+            out.append(
+                download(
+                    f.url, target, size=f.size, sha256=f.sha256, progress=progress,
+                    timeout=timeout, tmp_dir=tmp_dir, offline=offline,
+                )
+            )
+        except DownloadError as exc:
+            failures.append(str(exc))
+    if failures:
+        raise DownloadError(
+            "\n".join(failures)
+            + "\nfiles still missing:\n"
+            + "\n".join(f"  {f.url}  ->  {dest_dir / f.filename}" for f in missing if not (dest_dir / f.filename).exists())
+        )
+    return out

@@ -1,0 +1,185 @@
+"""Tag tables and the i2v-compatible result structures built from probabilities.
+
+A :class:`TagTable` holds tag names and a category per tag; categories are data
+(from the model's tag file and its zoo record), never hard-coded slices.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from illust2vec.errors import Illust2VecError, ModelFormatError
+
+#: Category order of illustration2vec's tag list: (name, count) blocks in file order.
+I2V_LAYOUT: tuple[tuple[str, int], ...] = (("general", 512), ("character", 512), ("copyright", 512), ("rating", 3))
+
+#: Categories that are reported whole (sorted) rather than thresholded, as in i2v.
+UNTHRESHOLDED = frozenset({"rating"})
+
+THRESHOLD_RULES = ("constant", "f0.5", "f1", "f2")
+
+TagList = list[tuple[str, float]]
+
+
+@dataclass(frozen=True)
+class TagTable:
+    """Names and categories of a model's outputs, index-aligned with its probability vector."""
+
+    names: tuple[str, ...]
+    categories: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.names) != len(self.categories):
+            raise ValueError("names and categories must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def category_names(self) -> tuple[str, ...]:
+        """Distinct categories in order of first appearance."""
+        return tuple(dict.fromkeys(self.categories))
+
+    def indices(self, category: str) -> np.ndarray:
+        return np.flatnonzero(np.asarray(self.categories) == category)
+
+    def index(self, tag: str) -> int:
+        try:
+            return self._index[tag]
+        except KeyError:
+            alt = tag.replace("_", " ") if "_" in tag else tag.replace(" ", "_")
+            if alt in self._index:
+                return self._index[alt]
+            raise Illust2VecError(
+                f"unknown tag {tag!r}: this model has {len(self)} tags; "
+                "run 'illust2vec models tags NAME' to list them"
+            ) from None
+
+    @property
+    def _index(self) -> dict[str, int]:
+        cached = self.__dict__.get("_index_cache")
+        if cached is None:
+            cached = {name: i for i, name in enumerate(self.names)}
+            object.__setattr__(self, "_index_cache", cached)
+        return cached
+
+    @classmethod
+    def from_layout(cls, names: Sequence[str], layout: Sequence[tuple[str, int]]) -> TagTable:
+        total = sum(n for _, n in layout)
+        if len(names) != total:
+            raise ModelFormatError(
+                f"the tag list has {len(names)} tags but the model layout expects {total} "
+                f"({', '.join(f'{n} {c}' for c, n in layout)})"
+            )
+        cats: list[str] = []
+        for cat, n in layout:
+            cats.extend([cat] * n)
+        return cls(tuple(names), tuple(cats))
+
+    @classmethod
+    def from_i2v_json(cls, path: str | os.PathLike, layout: Sequence[tuple[str, int]] = I2V_LAYOUT) -> TagTable:
+        """Read illustration2vec's ``tag_list.json`` (or ``.json.gz``)."""
+        path = Path(path)
+        try:
+            raw = path.read_bytes()
+            if raw[:2] == b"\x1f\x8b":
+                raw = gzip.decompress(raw)
+            names = json.loads(raw.decode("utf-8"))
+        except FileNotFoundError:
+            raise ModelFormatError(f"{path}: tag list not found") from None
+        except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelFormatError(f"{path}: not a readable tag list ({exc})") from None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ModelFormatError(f"{path}: expected a JSON list of tag names")
+        return cls.from_layout(names, layout)
+
+
+def load_thresholds(path: str | os.PathLike, n_tags: int) -> np.ndarray:
+    """Read an i2v calibrated threshold file: one row per tag, columns f0.5, f1, f2."""
+    try:
+        table = np.loadtxt(path, dtype=np.float64, ndmin=2)
+    except (OSError, ValueError) as exc:
+        raise ModelFormatError(f"{path}: not a readable threshold file ({exc})") from None
+    if table.shape != (n_tags, 3):
+        raise ModelFormatError(f"{path}: expected {n_tags} rows of 3 thresholds (f0.5 f1 f2), got {table.shape}")
+    return table
+
+
+def top_tags(prob: np.ndarray, table: TagTable, n_tag: int = 10) -> list[dict[str, TagList]]:
+    """i2v's ``estimate_top_tags`` on a probability matrix: top ``n_tag`` per category, rating whole."""
+    prob = np.asarray(prob)
+    results: list[dict[str, TagList]] = [{} for _ in range(prob.shape[0])]
+    names = np.asarray(table.names, dtype=object)
+    for cat in table.category_names:
+        idx = table.indices(cat)
+        sub = prob[:, idx]
+        order = np.argsort(-sub, axis=1, kind="stable")
+        if cat not in UNTHRESHOLDED:
+            order = order[:, :n_tag]
+        for i, res in enumerate(results):
+            cols = order[i]
+            res[cat] = list(zip(names[idx[cols]].tolist(), sub[i, cols].tolist()))
+    return results
+
+
+def resolve_thresholds(
+    table: TagTable,
+    threshold: float | Mapping[str, float] | np.ndarray,
+) -> np.ndarray:
+    """One threshold per tag from a constant, a per-category mapping or a per-tag array."""
+    if isinstance(threshold, np.ndarray):
+        if threshold.shape != (len(table),):
+            raise Illust2VecError(f"per-tag thresholds must have shape ({len(table)},), got {threshold.shape}")
+        return threshold.astype(np.float64)
+    if isinstance(threshold, Mapping):
+        unknown = set(threshold) - set(table.category_names) - {"default"}
+        if unknown:
+            raise Illust2VecError(
+                f"unknown tag categories {sorted(unknown)}; this model has {', '.join(table.category_names)}"
+            )
+        default = float(threshold.get("default", 0.25))
+        return np.array([float(threshold.get(c, default)) for c in table.categories], dtype=np.float64)
+    return np.full(len(table), float(threshold), dtype=np.float64)
+
+
+def plausible_tags(prob: np.ndarray, table: TagTable, thresholds: np.ndarray) -> list[dict[str, TagList]]:
+    """Tags whose probability is strictly above their threshold, per category, sorted by probability.
+
+    The rating category is returned whole and sorted, as i2v does.
+    """
+    prob = np.asarray(prob)
+    names = np.asarray(table.names, dtype=object)
+    results: list[dict[str, TagList]] = [{} for _ in range(prob.shape[0])]
+    for cat in table.category_names:
+        idx = table.indices(cat)
+        sub = prob[:, idx]
+        order = np.argsort(-sub, axis=1, kind="stable")
+        for i, res in enumerate(results):
+            cols = order[i]
+            if cat not in UNTHRESHOLDED:
+                cols = cols[sub[i, cols] > thresholds[idx[cols]]]
+            res[cat] = list(zip(names[idx[cols]].tolist(), sub[i, cols].tolist()))
+    return results
+
+
+def specific_tags(prob: np.ndarray, table: TagTable, tags: Sequence[str]) -> list[dict[str, float]]:
+    """i2v's ``estimate_specific_tags``: the probability of each named tag, per image."""
+    cols = [table.index(t) for t in tags]
+    prob = np.asarray(prob)
+    return [{t: float(prob[i, c]) for t, c in zip(tags, cols)} for i in range(prob.shape[0])]
+
+
+def mcut_threshold(probs: np.ndarray) -> float:
+    """Maximum Cut Thresholding: the midpoint of the largest gap between sorted probabilities."""
+    p = np.sort(np.asarray(probs, dtype=np.float64))[::-1]
+    if p.size < 2:
+        return 0.5
+    gaps = p[:-1] - p[1:]
+    k = int(np.argmax(gaps))
+    return float((p[k] + p[k + 1]) / 2)

@@ -1,0 +1,100 @@
+"""Export a collection: paths, hashes, tag probabilities and vectors, as Parquet, CSV or JSON Lines."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from illust2vec.collection.errors import CollectionError
+
+FORMATS = ("parquet", "csv", "jsonl")
+
+
+def _format_for(path: Path, format: str | None) -> str:
+    if format is None:
+        ext = path.suffix.lower().lstrip(".")
+        format = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "jsonl": "jsonl", "ndjson": "jsonl"}.get(ext)
+        if format is None:
+            raise CollectionError(f"{path}: cannot tell the format from the extension; pass one of {', '.join(FORMATS)} (--format)")
+    if format not in FORMATS:
+        raise CollectionError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    return format
+
+
+def export(col, path: str | os.PathLike, format: str | None = None, *, vectors: bool = True, codes: bool = True,
+           probs: bool = True, min_prob: float | None = None) -> int:
+    """Write one record per indexed file; returns the number of records.
+
+    Columns: ``path``, ``sha256``, ``row``; with ``probs`` the tag
+    probabilities (Parquet: a ``prob`` list column plus the tag names in the
+    schema metadata; CSV: one column per tag; JSON Lines: a ``tags`` object
+    with probabilities ``>= min_prob``, default all); with ``vectors`` the
+    float ``feature`` and with ``codes`` the packed ``code`` (hex in CSV/JSON).
+    """
+    path = Path(path)
+    fmt = _format_for(path, format)
+    meta, live = col._snapshot()
+    rows_files = col.conn.execute(
+        "SELECT f.path, f.sha256, f.row FROM files f JOIN contents c ON c.row = f.row ORDER BY f.path"
+    ).fetchall()
+    vfs = col._vector_files(meta) if "feature_dim" in meta else {}
+    rows = np.asarray([r for _, _, r in rows_files], dtype=np.int64)
+    F = vfs["feature"].read(rows) if vectors and vfs else None
+    C = vfs["codes"].read(rows) if codes and vfs else None
+    P = vfs["prob"].read(rows) if probs and "prob" in vfs else None
+    names = [n for (n,) in col.conn.execute("SELECT name FROM tags ORDER BY id")] if P is not None else []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        cols = {
+            "path": pa.array([p for p, _, _ in rows_files], pa.string()),
+            "sha256": pa.array([s for _, s, _ in rows_files], pa.string()),
+            "row": pa.array(rows, pa.int64()),
+        }
+        if P is not None:
+            cols["prob"] = pa.FixedSizeListArray.from_arrays(pa.array(P.reshape(-1), pa.float32()), P.shape[1])
+        if F is not None:
+            cols["feature"] = pa.FixedSizeListArray.from_arrays(pa.array(F.reshape(-1), pa.float32()), F.shape[1])
+        if C is not None:
+            cols["code"] = pa.array([bytes(c) for c in C], pa.binary(C.shape[1]))
+        md = {"illust2vec.collection": json.dumps({k: meta.get(k) for k in (
+            "embedder_name", "embedder_identity", "tagger_name", "tagger_identity")}),
+              "illust2vec.tags": json.dumps(names)}
+        table = pa.table(cols).replace_schema_metadata(md)
+        pq.write_table(table, tmp)
+    elif fmt == "csv":
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            header = ["path", "sha256", "row"] + [f"tag:{n}" for n in names]
+            header += [f"f{i}" for i in range(F.shape[1])] if F is not None else []
+            header += ["code"] if C is not None else []
+            w.writerow(header)
+            for i, (p, s, r) in enumerate(rows_files):
+                rec: list[object] = [p, s, r]
+                if P is not None:
+                    rec += [repr(float(x)) for x in P[i]]
+                if F is not None:
+                    rec += [repr(float(x)) for x in F[i]]
+                if C is not None:
+                    rec.append(C[i].tobytes().hex())
+                w.writerow(rec)
+    else:
+        thr = -1.0 if min_prob is None else float(min_prob)
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for i, (p, s, r) in enumerate(rows_files):
+                rec = {"path": p, "sha256": s, "row": r}
+                if P is not None:
+                    rec["tags"] = {names[t]: float(P[i, t]) for t in np.nonzero(P[i].astype(np.float64) >= thr)[0]}
+                if F is not None:
+                    rec["feature"] = F[i].tolist()
+                if C is not None:
+                    rec["code"] = C[i].tobytes().hex()
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return len(rows_files)

@@ -1,0 +1,276 @@
+"""Similarity search (cosine on float features, Hamming on binary codes) and tag filters."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from illust2vec.collection import index as _index
+from illust2vec.collection.errors import CollectionError, ModelMismatchError
+from illust2vec.collection.query import TagIndex, matching_rows, parse_terms
+
+#: With a tag filter, candidate sets up to this size are ranked exactly by brute force.
+BRUTE_FORCE_MAX = 50_000
+
+
+@dataclass
+class SearchHit:
+    """One result.
+
+    ``score`` is the cosine similarity (float search), ``1 - distance/bits``
+    (binary search) or, for tag-only queries, the smallest probability among
+    the queried tags.  ``distance`` is the Hamming distance (binary search).
+    ``tags`` holds the stored probability of each queried tag.
+    """
+
+    path: str
+    row: int
+    score: float | None
+    distance: int | None = None
+    paths: list[str] = field(default_factory=list)
+    tags: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _tag_index(col) -> TagIndex:
+    ti = col._cache.get("tagindex")
+    if ti is None:
+        ti = col._cache["tagindex"] = TagIndex.from_db(col.conn)
+    return ti
+
+
+def get_index(col, kind: str, meta: dict[str, str], live: np.ndarray, *, nprobe: int | None = None,
+              flat_max: int = _index.FLAT_MAX):
+    """The up-to-date FAISS index of ``kind`` (``"feature"`` or ``"codes"``), loading, extending or rebuilding it."""
+    ident = meta["embedder_identity"]
+    rows = int(meta["rows"])
+    gen = int(meta.get("delete_gen", 0))
+    path = col.path / "index" / f"{kind}.faiss"
+    vfs = col._vector_files(meta)
+    vectors = vfs[kind].view(rows)
+    cached = col._cache.get(("index", kind))
+    if cached is None:
+        cached = _index.load(path)
+    changed = False
+    if cached is not None:
+        idx, im = cached
+        if im.identity != ident or im.delete_gen != gen or im.rows_upto > rows:
+            cached = None
+        elif im.rows_upto < rows:
+            new = live[np.searchsorted(live, im.rows_upto):]
+            if kind == "codes":
+                _index.add_binary_rows(idx, vectors, new)
+            elif im.kind == "flat-ip" and im.ntotal + len(new) > flat_max:
+                cached = None  # grew past the exact-search size: rebuild as IVF
+            else:
+                _index.add_float_rows(idx, vectors, new)
+            if cached is not None:
+                im.rows_upto, im.ntotal = rows, int(idx.ntotal)
+                changed = True
+    if cached is None:
+        if kind == "codes":
+            idx = _index.build_binary_index(vectors, live)
+            k = "binary-flat"
+        else:
+            idx, k = _index.build_float_index(vectors, live, flat_max=flat_max)
+        im = _index.IndexMeta(_index.INDEX_FORMAT, k, ident, rows, gen, int(idx.ntotal), int(vectors.shape[1]))
+        cached = (idx, im)
+        changed = True
+    if changed:
+        try:
+            _index.save(cached[0], path, cached[1])
+        except OSError:  # read-only collection: keep the index in memory only
+            pass
+    col._cache[("index", kind)] = cached
+    if kind == "feature":
+        _index.set_nprobe(cached[0], nprobe or _index.DEFAULT_NPROBE)
+    return cached[0]
+
+
+def _query_vectors(col, meta, image, vector, embedder, binary: bool):
+    """``(float query or None, code query or None, row of the query if it is in the collection)``."""
+    from illust2vec.collection.infer import binarize
+
+    dim = int(meta["feature_dim"])
+    nbytes = int(meta["code_bytes"])
+    if vector is not None:
+        v = np.asarray(vector)
+        v = v.reshape(1, -1)
+        if v.dtype == np.uint8 and v.shape[1] == nbytes:
+            if not binary:
+                raise CollectionError("a uint8 vector is a binary code: search it with binary=True (--binary)")
+            return None, v, None
+        if v.shape[1] != dim:
+            raise CollectionError(f"query vector has {v.shape[1]} values; this collection's features have {dim}")
+        v = v.astype(np.float32)
+        return v, (binarize(embedder or _LazyModel(col, meta), v) if binary else None), None
+    if isinstance(image, (str, os.PathLike)):
+        row = col.row_of_path(image)
+        if row is not None:
+            kind = "codes" if binary else "feature"
+            vf = col._vector_files(meta)[kind]
+            return (None, vf.read([row]), row) if binary else (vf.read([row]), None, row)
+    model = embedder if embedder is not None else _load_embedder(col, meta)
+    if getattr(model, "identity", None) != meta["embedder_identity"]:
+        raise ModelMismatchError(
+            f"the query model {getattr(model, 'name', '?')!r} is not the model this collection was indexed with "
+            f"({meta.get('embedder_name')!r}, identity {meta['embedder_identity'][:16]}); its vectors are not comparable"
+        )
+    feats = np.asarray(model.extract_feature([image]), dtype=np.float32).reshape(1, -1)
+    return feats, (binarize(model, feats) if binary else None), None
+
+
+class _LazyModel:
+    """Stands in for the embedder where only its ``binarize`` rule is needed."""
+
+    def __init__(self, col, meta):
+        self.col, self.meta = col, meta
+
+    def binarize(self, feats):
+        from illust2vec.collection.infer import binarize
+
+        return binarize(_load_embedder(self.col, self.meta), feats)
+
+
+def _load_embedder(col, meta):
+    model = col._embedder
+    if model is None:
+        from illust2vec.model import load_model
+
+        name = meta.get("embedder_name") or None
+        model = col._embedder = load_model(name, task="feature")
+    return model
+
+
+def search(col, *, image=None, vector=None, k: int | None = 20, binary: bool = False, tags=None, not_tags=None,
+           min_prob: float = 0.5, embedder=None, nprobe: int | None = None) -> list[SearchHit]:
+    """Search a collection.
+
+    Args:
+        image: query image (path, or anything :func:`illust2vec.images.load_image`
+            takes).  A file that is in the collection uses its stored vector;
+            others are embedded with ``embedder`` (default: the collection's
+            model, loaded by name and checked by identity).
+        vector: a query feature vector (or packed code with ``binary``) instead of an image.
+        k: number of results (``None``: all that match).
+        binary: rank by Hamming distance of binary codes instead of cosine similarity.
+        tags: tags every result must have (``"blue hair, cat ears"``, ``"character:hatsune miku"``).
+        not_tags: tags no result may have.
+        min_prob: probability threshold for ``tags`` and ``not_tags`` (``>=``).
+        embedder: the model for query images outside the collection.
+        nprobe: IVF lists visited (large collections only).
+
+    Returns:
+        Hits, best first.  Without ``image``/``vector`` the hits are the
+        files matching the tag query, highest probability first.
+    """
+    if not 0.0 <= min_prob <= 1.0:
+        raise CollectionError(f"min_prob must be between 0 and 1, not {min_prob}")
+    if k is not None and k <= 0:
+        raise CollectionError(f"k must be a positive number of results, not {k}")
+    meta, live = col._snapshot()
+    if "feature_dim" not in meta:
+        raise CollectionError(f"{col.path}: the collection is empty; add images with 'illust2vec index DIR --db {col.path}'")
+    vfs = col._vector_files(meta)
+    probs = vfs["prob"].view(int(meta["rows"])) if "prob" in vfs else None
+    include = exclude = []
+    allowed = None
+    if tags or not_tags:
+        if probs is None:
+            raise CollectionError(f"{col.path}: has no tag probabilities (indexed without a tagger); re-index with --tagger")
+        ti = _tag_index(col)
+        cats = set(ti.categories)
+        inc_terms, exc_terms = parse_terms(tags, cats), parse_terms(not_tags, cats)
+        include = [ti.resolve(t) for t in inc_terms]
+        exclude = [ti.resolve(t) for t in exc_terms]
+        floor = float(meta.get("prob_floor", 0.01))
+        allowed = matching_rows(col.conn, probs, live, include, exclude, min_prob, floor)
+        names = {i: ti.names[i] for ids in include + exclude for i in ids}
+    else:
+        names = {}
+
+    def tag_probs(row: int) -> dict[str, float]:
+        if not names:
+            return {}
+        p = probs[row]
+        return {names[i]: float(p[i]) for i in names}
+
+    if image is None and vector is None:
+        if allowed is None:
+            raise CollectionError("give a query image, a vector or tags (--tags) to search for")
+        if include:
+            P = np.asarray(probs[allowed], dtype=np.float64) if len(allowed) else np.zeros((0, len(names)))
+            score = np.min(np.stack([P[:, ids].max(axis=1) for ids in include], axis=1), axis=1) if len(allowed) else np.zeros(0)
+            order = np.lexsort((allowed, -score))
+        else:
+            score = np.full(len(allowed), np.nan)
+            order = np.arange(len(allowed))
+        order = order if k is None else order[:k]
+        rows = allowed[order]
+        paths = col.rows_to_paths(rows)
+        return [SearchHit(paths[r][0], int(r), None if np.isnan(s) else float(s), None, paths[r], tag_probs(int(r)))
+                for r, s in zip(rows, score[order]) if paths[r]]
+
+    qf, qc, _qrow = _query_vectors(col, meta, image, vector, embedder, binary)
+    pool = live if allowed is None else allowed
+    kk = len(pool) if k is None else min(k, len(pool))
+    if kk == 0:
+        return []
+    if binary:
+        bits = qc.shape[1] * 8
+        if allowed is not None and len(allowed) <= BRUTE_FORCE_MAX:
+            rows, dist = _brute_hamming(vfs["codes"], allowed, qc, kk)
+        else:
+            idx = get_index(col, "codes", meta, live)
+            rows, dist = _filtered_search(idx, qc, kk, allowed, len(live))
+        paths = col.rows_to_paths(rows)
+        return [SearchHit(paths[r][0], int(r), 1.0 - float(d) / bits, int(d), paths[r], tag_probs(int(r)))
+                for r, d in zip(rows, dist) if paths[r]]
+    q = _index.l2_normalize(qf)
+    if allowed is not None and len(allowed) <= BRUTE_FORCE_MAX:
+        rows, sims = _brute_cosine(vfs["feature"], allowed, q, kk)
+    else:
+        idx = get_index(col, "feature", meta, live, nprobe=nprobe)
+        rows, sims = _filtered_search(idx, q, kk, allowed, len(live))
+    paths = col.rows_to_paths(rows)
+    return [SearchHit(paths[r][0], int(r), float(s), None, paths[r], tag_probs(int(r)))
+            for r, s in zip(rows, sims) if paths[r]]
+
+
+def _brute_cosine(vf, rows, q, k):
+    sims = np.empty(len(rows), dtype=np.float32)
+    for i in range(0, len(rows), 16_384):
+        sims[i : i + 16_384] = _index.l2_normalize(vf.read(rows[i : i + 16_384])) @ q[0]
+    order = np.lexsort((rows, -sims))[:k]
+    return rows[order], sims[order]
+
+
+_POP = np.array([bin(i).count("1") for i in range(256)], dtype=np.int32)
+
+
+def _brute_hamming(vf, rows, qc, k):
+    dist = np.empty(len(rows), dtype=np.int32)
+    for i in range(0, len(rows), 65_536):
+        dist[i : i + 65_536] = _POP[np.bitwise_xor(vf.read(rows[i : i + 65_536]), qc[0])].sum(axis=1)
+    order = np.lexsort((rows, dist))[:k]
+    return rows[order], dist[order]
+
+
+def _filtered_search(idx, q, k, allowed, total):
+    """Top ``k`` ids of ``idx`` restricted to ``allowed`` (``None``: all), over-fetching as needed."""
+    fetch = k if allowed is None else min(total, max(4 * k, 64))
+    while True:
+        D, I = idx.search(q, fetch)
+        D, I = D[0], I[0]
+        keep = I >= 0
+        if allowed is not None:
+            keep &= np.isin(I, allowed)
+        if keep.sum() >= k or fetch >= total:
+            sel = np.nonzero(keep)[0][:k]
+            return I[sel].astype(np.int64), D[sel]
+        fetch = min(total, fetch * 4)

@@ -425,3 +425,52 @@ def _registered(name: str) -> bool:
     from illust2vec.zoo import MODELS
 
     return name in MODELS
+
+
+#: Tag-file suffix -> "module:function" reading a TagTable (other families add theirs).
+TAG_FILE_READERS: dict[str, str] = {
+    ".json": "illust2vec.tags:TagTable.from_i2v_json",
+    ".gz": "illust2vec.tags:TagTable.from_i2v_json",
+}
+
+#: Tag-file suffix -> "module:function" returning the InputRecipe for a raw ONNX file.
+ONNX_RECIPE_RESOLVERS: dict[str, str] = {}
+
+
+def _resolve(target: str):
+    module, attr = target.split(":")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def load_onnx_model(
+    path: str | os.PathLike,
+    *,
+    tags: str | os.PathLike | None = None,
+    recipe: InputRecipe | None = None,
+    **options: Any,
+) -> ImageModel:
+    """Load an ``.onnx`` file directly (``--weights model.onnx``).
+
+    The tag file's kind picks how tags are read and, unless ``recipe`` is given,
+    how images are prepared (a WD ``selected_tags.csv`` implies the WD recipe;
+    anything else the i2v recipe).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise Illust2VecError(f"{path}: no such ONNX file")
+    table = None
+    suffix = Path(tags).suffix.lower() if tags is not None else ""
+    if tags is not None:
+        reader = TAG_FILE_READERS.get(suffix)
+        if reader is None:
+            raise Illust2VecError(f"{tags}: unknown tag file type {suffix!r} (expected .json, .json.gz or .csv)")
+        table = _resolve(reader)(tags)
+    if recipe is None:
+        resolver = ONNX_RECIPE_RESOLVERS.get(suffix)
+        recipe = _resolve(resolver)(path) if resolver else I2V_RECIPE
+    store = ModelStore(options.pop("model_dir", None))
+    identity = f"sha256:{store.content_hash(path)}"
+    return ImageModel(path, recipe=recipe, tags=table, name=path.name, identity=identity, **options)

@@ -1,0 +1,61 @@
+"""``illust2vec embed``: feature vectors or binary codes for images, saved with their paths."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from illust2vec.cli.common import (
+    ErrorReport, add_input_arguments, add_model_arguments, expand_inputs, model_from_args, progress_bar,
+)
+
+EXAMPLES = """\
+examples:
+  illust2vec embed pictures/ -o features.npy        (N, 4096) float32 + features.paths.txt
+  illust2vec embed pictures/ -o codes.npy --binary  (N, 512) uint8 packed 4096-bit codes
+  illust2vec embed pictures/ -o features.parquet    columns: path, vector
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "embed", help="extract semantic feature vectors (or binary codes)",
+        description="Extract one feature vector per image (i2v: 4096-d encode1) in input order. Images "
+                    "that fail are reported and left out; the paths file says which row is which image.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_input_arguments(p)
+    add_model_arguments(p, task="feature")
+    p.add_argument("--output", "-o", required=True, metavar="FILE",
+                   help="FILE.npy (+ FILE.paths.txt), FILE.npz or FILE.parquet")
+    p.add_argument("--binary", action="store_true", help="packed binary codes (uint8) instead of floats")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from illust2vec.outputs import write_matrix
+    from illust2vec.pipeline import iter_batches
+
+    files = expand_inputs(args.paths)
+    model = model_from_args(args, task="feature")
+    bar = progress_bar(args, len(files))
+    report = ErrorReport(bar)
+    rows: list[np.ndarray] = []
+    paths: list[str] = []
+    try:
+        for batch in iter_batches(model, files, batch_size=args.batch_size, workers=args.workers,
+                                  outputs=("feature",), progress=bar, on_error=report):
+            if not batch.indices:
+                continue
+            feats = batch.outputs["feature"]
+            rows.append(model.binarize_features(feats) if args.binary else feats)
+            paths.extend(str(files[i]) for i in batch.indices)
+    finally:
+        bar.close()
+    if rows:
+        matrix = np.concatenate(rows)
+        written = write_matrix(args.output, matrix, paths)
+        print(f"wrote {', '.join(map(str, written))} ({matrix.shape[0]}x{matrix.shape[1]} {matrix.dtype}, "
+              f"model {model.name})", file=sys.stderr)
+    return report.summary(len(paths), "embedded")

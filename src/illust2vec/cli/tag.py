@@ -1,0 +1,150 @@
+"""``illust2vec tag``: Danbooru tags for images, as JSON/JSONL/CSV/NumPy or caption files."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from illust2vec.cli.common import (
+    ErrorReport, add_input_arguments, add_model_arguments, expand_inputs, model_from_args, progress_bar,
+)
+from illust2vec.errors import Illust2VecError
+
+EXAMPLES = """\
+examples:
+  illust2vec tag pictures/                       tags of every image, JSON on stdout
+  illust2vec tag a.jpg b.png --threshold 0.5 --format csv -o tags.csv
+  illust2vec tag dataset/ --captions --rating    NAME.txt caption beside each image
+  illust2vec tag dataset/ --captions --caption-dir captions/ --underscores --exclude "white background"
+  illust2vec tag "shots/*.png" --format npy -o probs.npy   raw (N, T) probabilities + probs.paths.txt
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "tag", help="estimate Danbooru tags (general, character, copyright, rating)",
+        description="Estimate Danbooru tags with probabilities for each image. Tags above a threshold are "
+                    "reported per category; rating is always reported whole.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_input_arguments(p)
+    add_model_arguments(p, task="tag")
+    t = p.add_argument_group("thresholds")
+    t.add_argument("--threshold", type=float, metavar="P",
+                   help="report tags with probability > P (default: the model's, i2v 0.25)")
+    t.add_argument("--general", type=float, metavar="P", help="threshold for general tags")
+    t.add_argument("--character", type=float, metavar="P", help="threshold for character tags")
+    t.add_argument("--copyright", type=float, metavar="P", help="threshold for copyright tags")
+    t.add_argument("--threshold-rule", choices=("constant", "f0.5", "f1", "f2", "mcut"), default="constant",
+                   help="constant (default); f0.5/f1/f2 use i2v's calibrated file (--thresholds); "
+                        "mcut picks the largest probability gap per image and category")
+    o = p.add_argument_group("output")
+    o.add_argument("--format", "-f", choices=("json", "jsonl", "csv", "npy"), default="json",
+                   help="json (default), jsonl (streamed), csv (path,category,tag,probability), "
+                        "npy (raw probability matrix in input order; needs --output)")
+    o.add_argument("--output", "-o", metavar="FILE", help="write results here (default: stdout)")
+    c = p.add_argument_group("captions (training sets)")
+    c.add_argument("--captions", action="store_true", help="write a comma-separated caption file per image")
+    c.add_argument("--caption-dir", type=Path, metavar="DIR",
+                   help="write captions under DIR (mirroring folders) instead of beside the images")
+    c.add_argument("--caption-ext", default=".txt", metavar="EXT", help="caption file extension (default .txt)")
+    c.add_argument("--underscores", action="store_true", help="blue_eyes instead of 'blue eyes'")
+    c.add_argument("--exclude", action="append", default=[], metavar="TAGS",
+                   help="comma-separated tags to leave out (repeatable)")
+    c.add_argument("--order", default="character,copyright,general", metavar="CATS",
+                   help="category order in captions (default character,copyright,general)")
+    c.add_argument("--rating", action="store_true", help="start captions with the most likely rating tag")
+    c.add_argument("--escape-parentheses", action="store_true", help=r"write \( \) for prompt syntaxes")
+    c.add_argument("--if-exists", dest="caption_mode", choices=("overwrite", "append", "skip"),
+                   default="overwrite", help="what to do with an existing caption file (default overwrite)")
+    p.set_defaults(func=run)
+
+
+def _thresholds(args, model):
+    from illust2vec.tags import resolve_thresholds
+
+    if args.threshold_rule in ("f0.5", "f1", "f2"):
+        return model.thresholds_for(None, args.threshold_rule)
+    mapping = dict(model.thresholds)
+    if args.threshold is not None:
+        mapping = {"default": args.threshold}
+    for cat in ("general", "character", "copyright"):
+        value = getattr(args, cat)
+        if value is not None:
+            if cat not in model.tags.category_names:
+                raise Illust2VecError(f"--{cat}: {model.name} has no {cat} tags "
+                                      f"(categories: {', '.join(model.tags.category_names)})")
+            mapping[cat] = value
+    return resolve_thresholds(model.tags, mapping)
+
+
+def _mcut_tags(prob_row: np.ndarray, table) -> dict:
+    from illust2vec.tags import UNTHRESHOLDED, mcut_threshold, plausible_tags
+
+    thresholds = np.zeros(len(table))
+    for cat in table.category_names:
+        idx = table.indices(cat)
+        if cat not in UNTHRESHOLDED:
+            thresholds[idx] = mcut_threshold(prob_row[idx])
+    return plausible_tags(prob_row[None], table, thresholds)[0]
+
+
+def run(args: argparse.Namespace) -> int:
+    from illust2vec.outputs import (
+        CaptionOptions, TagWriter, caption_path, caption_text, common_root, open_text_output, tag_record,
+        write_caption, write_matrix,
+    )
+    from illust2vec.pipeline import iter_batches
+    from illust2vec.tags import plausible_tags
+
+    if args.format == "npy" and not args.output:
+        raise Illust2VecError("--format npy needs --output FILE.npy")
+    files = expand_inputs(args.paths)
+    model = model_from_args(args, task="tag")
+    thresholds = None if args.threshold_rule == "mcut" else _thresholds(args, model)
+    caption_opts = CaptionOptions(
+        underscores=args.underscores,
+        exclude=frozenset(t.strip() for group in args.exclude for t in group.split(",") if t.strip()),
+        order=tuple(c.strip() for c in args.order.split(",") if c.strip()),
+        rating=args.rating, escape_parentheses=args.escape_parentheses, mode=args.caption_mode,
+        extension=args.caption_ext if args.caption_ext.startswith(".") else "." + args.caption_ext,
+    )
+    root = common_root(files) if args.caption_dir else None
+    matrix = np.full((len(files), len(model.tags)), np.nan, np.float32) if args.format == "npy" else None
+    writer = None
+    fh, close = (None, False)
+    if args.format != "npy":
+        fh, close = open_text_output(args.output)
+        writer = TagWriter(fh, args.format)
+    bar = progress_bar(args, len(files))
+    report = ErrorReport(bar)
+    done = 0
+    try:
+        for batch in iter_batches(model, files, batch_size=args.batch_size, workers=args.workers,
+                                  outputs=("prob",), progress=bar, on_error=report):
+            prob = batch.outputs["prob"]
+            for j, index in enumerate(batch.indices):
+                if args.threshold_rule == "mcut":
+                    tags = _mcut_tags(prob[j], model.tags)
+                else:
+                    tags = plausible_tags(prob[j : j + 1], model.tags, thresholds)[0]
+                if matrix is not None:
+                    matrix[index] = prob[j]
+                if writer is not None:
+                    writer.write(tag_record(str(files[index]), tags))
+                if args.captions:
+                    target = caption_path(files[index], caption_opts, args.caption_dir, root)
+                    write_caption(target, caption_text(tags, caption_opts), caption_opts.mode)
+                done += 1
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+        if close:
+            fh.close()
+    if matrix is not None:
+        write_matrix(args.output, matrix, [str(f) for f in files])
+        print(f"wrote {args.output} ({matrix.shape[0]}x{matrix.shape[1]}; failed rows are NaN)", file=sys.stderr)
+    return report.summary(done, "tagged")

@@ -338,18 +338,15 @@ def _convert_layer(
         num_axes = int(p.get("num_axes", -1))
         start = axis % (len(shape) + 1) if axis < 0 else axis
         end = len(shape) if num_axes == -1 else start + num_axes
-        new_part = []
+        new_part: list[int | None] = []
         for i, d in enumerate(spec):
-            new_part.append(shape[start + i] if d == 0 else d)
+            new_part.append(shape[start + i] if d == 0 else (None if d == -1 else d))
         new = shape[:start] + new_part + shape[end:]
-        if -1 in new_part:
-            known = int(np.prod([d for d in new if d != -1 and d is not None]))
-            total = int(np.prod(shape[1:])) if shape[0] == -1 else int(np.prod(shape))
-            batch_kept = shape[0] == -1 and start > 0
-            if not batch_kept:
-                raise ModelFormatError(f"Reshape '{layer.name}' that changes the batch axis is not supported")
-            idx = start + new_part.index(-1)
-            new[idx] = total // max(1, known)
+        if new[0] != -1 or -1 in new[1:]:
+            raise ModelFormatError(f"Reshape '{layer.name}' that moves the batch axis is not supported")
+        if None in new:
+            known = int(np.prod([d for d in new[1:] if d is not None]))
+            new[new.index(None)] = int(np.prod(shape[1:])) // max(1, known)
         _reshape(b, layer, x, new, out)
     else:  # pragma: no cover - guarded by SUPPORTED_TYPES
         raise ModelFormatError(f"layer '{layer.name}' has unsupported type '{t}'")

@@ -18,6 +18,7 @@ COMMANDS: list[str] = [
     "tag",
     "embed",
     "models",
+    "video",
 ]
 
 

@@ -12,7 +12,7 @@ import math
 import queue
 import threading
 import time as _time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -256,6 +256,37 @@ class Timeline:
 # model adapter
 
 
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class _TagAndFeature:
+    """A tagger and a feature model with the same input recipe, run on one prepared batch.
+
+    Looks like an ImageModel to :func:`illust2vec.pipeline.iter_batches`.
+    """
+
+    def __init__(self, tagger: Any, features: Any) -> None:
+        self.tagger = tagger
+        self.features = features
+        self.recipe = tagger.recipe
+        self.alpha = tagger.alpha
+        self.batch_size = tagger.batch_size
+        self.outputs = ("prob", "feature")
+
+    def run_all(self, batch: np.ndarray, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        out = {"prob": self.tagger.run_all(batch, ("prob",))["prob"]}
+        out["feature"] = self.features.run_all(batch, ("feature",))["feature"]
+        return out
+
+
 class _Runner:
     """Wraps an ImageModel (``preprocess`` + ``run_all``) or a plain ``frames -> probs`` callable.
 
@@ -295,42 +326,42 @@ class _Runner:
             )
         if self.own_features and "feature" not in self.model.outputs:
             raise Illust2VecError(f"{self.model.name} has no feature output")
-        self.share_batch = fm is not None and self.is_image_model and getattr(fm, "recipe", None) == getattr(
-            model, "recipe", 0
-        )
+        if fm is not None and self.is_image_model and getattr(fm, "recipe", None) != getattr(model, "recipe", None):
+            raise Illust2VecError(
+                f"the feature model {getattr(fm, 'name', '?')} prepares images differently from the tagger "
+                f"{getattr(model, 'name', '?')}; use a feature model with the same input recipe (e.g. i2v-feature "
+                "with i2v-tag)"
+            )
         self.name = getattr(model, "name", None)
 
     @property
     def wants_features(self) -> bool:
         return self.own_features or self.feature_model is not None
 
-    def prepare(self, images: list[np.ndarray]) -> Any:
-        """CPU-side work for a batch (runs in the decoding thread)."""
+    def batches(self, images: Iterable[np.ndarray], batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """(probabilities, features or None) per batch of ``images``."""
         if not self.is_image_model:
-            return images, None
-        batch = self.model.preprocess(images)
-        fbatch = None
-        if self.feature_model is not None:
-            fbatch = batch if self.share_batch else self.feature_model.preprocess(images)
-        return batch, fbatch
+            for chunk in _chunks(images, batch_size):
+                prob = np.asarray(self.model(chunk), dtype=np.float32)
+                if prob.ndim != 2 or prob.shape != (len(chunk), len(self.table)):
+                    raise ValueError(
+                        f"the model callable returned shape {prob.shape}, expected "
+                        f"({len(chunk)}, {len(self.table)})"
+                    )
+                yield prob, None
+            return
+        from illust2vec.pipeline import iter_batches
 
-    def __call__(self, prepared: Any) -> tuple[np.ndarray, np.ndarray | None]:
-        batch, fbatch = prepared
-        if self.is_image_model:
-            outs = ("prob", "feature") if self.own_features else ("prob",)
-            out = self.model.run_all(batch, outs)
-            prob = out["prob"]
-            feat = out.get("feature")
-            if self.feature_model is not None:
-                feat = self.feature_model.run_all(fbatch, ("feature",))["feature"]
-            return prob, feat
-        prob = np.asarray(self.model(batch), dtype=np.float32)
-        if prob.ndim != 2 or prob.shape != (len(batch), len(self.table)):
-            raise ValueError(
-                f"the model callable returned shape {prob.shape}, expected "
-                f"({len(batch)}, {len(self.table)})"
-            )
-        return prob, None
+        model: Any = self.model
+        names: tuple[str, ...] = ("prob", "feature") if self.own_features else ("prob",)
+        if self.feature_model is not None:
+            model = _TagAndFeature(self.model, self.feature_model)
+            names = ("prob", "feature")
+        for result in iter_batches(model, images, batch_size=batch_size, outputs=names):
+            if result.errors:
+                raise Illust2VecError(f"video frame could not be processed: {result.errors[0].message}")
+            out = result.outputs
+            yield out["prob"], out.get("feature")
 
     def thresholds(self, threshold: Any, rule: str) -> np.ndarray:
         if self.is_image_model and hasattr(self.model, "thresholds_for"):
@@ -371,6 +402,7 @@ def tag_video(
     min_shot: float = 0.4,
     tag_names: Sequence[str] | None = None,
     progress: ProgressFn | None = None,
+    scan_progress: Callable[[int], None] | None = None,
     frame_sink: FrameSink | None = None,
 ) -> Timeline:
     """Tag a video frame by frame and build its :class:`Timeline`.
@@ -405,6 +437,8 @@ def tag_video(
         shot_threshold, min_shot: cut detector settings (:class:`ShotDetector`).
         tag_names: names of the callable's outputs (plain callables only).
         progress: called with (frames tagged, time of the latest frame).
+        scan_progress: with ``scenes``, called with the number of frames the
+            shot detector has looked at.
         frame_sink: receives each tagged frame and its shot index.
 
     Returns:
@@ -425,7 +459,9 @@ def tag_video(
     detection = None
     shot_list: list[Shot] = []
     if scenes:
-        detection = detect_shots(path, start=start, end=end, threshold=shot_threshold, min_shot=min_shot)
+        detection = detect_shots(
+            path, start=start, end=end, threshold=shot_threshold, min_shot=min_shot, progress=scan_progress
+        )
         shot_list = detection.shots
         picks = representative_times(detection, per_shot=per_shot, method=representative)
         frames = iter_video_frames(path, times=[t for _, t in picks], max_side=max_side)
@@ -446,14 +482,15 @@ def tag_video(
     info = frames.info
     detector = ShotDetector(threshold=shot_threshold, min_shot=min_shot) if (shots and not scenes) else None
 
-    # Decoding + preprocessing in a thread, inference here: ONNX Runtime releases the GIL.
-    q: queue.Queue[Any] = queue.Queue(maxsize=2)
+    # Decoding (and shot detection) run in a thread that feeds a bounded queue;
+    # ImageModels then take the image pipeline's path (pipeline.iter_batches:
+    # preprocessing overlapped with ONNX Runtime, which releases the GIL).
+    q: queue.Queue[Any] = queue.Queue(maxsize=max(4, 2 * batch_size))
     stop = threading.Event()
     meta: list[tuple[float, int, int]] = []  # (time, frame index, shot) per sample
 
     def produce() -> None:
         try:
-            batch: list[np.ndarray] = []
             shot_idx = 0
             for fr in frames:
                 if stop.is_set():
@@ -466,12 +503,12 @@ def tag_video(
                 meta.append((fr.time, fr.index, shot_idx))
                 if frame_sink is not None:
                     frame_sink(fr, shot_idx)
-                batch.append(fr.image)
-                if len(batch) >= batch_size:
-                    q.put((len(batch), runner.prepare(batch)))
-                    batch = []
-            if batch and not stop.is_set():
-                q.put((len(batch), runner.prepare(batch)))
+                while not stop.is_set():
+                    try:
+                        q.put(fr.image, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
             q.put(_STOP)
         except BaseException as exc:  # handed to the consumer
             q.put(exc)
@@ -479,24 +516,26 @@ def tag_video(
             if stop.is_set():
                 frames.close()
 
+    def frame_images() -> Iterator[np.ndarray]:
+        while True:
+            item = q.get()
+            if item is _STOP:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
     thread = threading.Thread(target=produce, name="illust2vec-video-decode", daemon=True)
     thread.start()
     probs: list[np.ndarray] = []
     feats: list[np.ndarray] = []
     done = 0
     try:
-        while True:
-            item = q.get()
-            if item is _STOP:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            n, prepared = item
-            p, f = runner(prepared)
+        for p, f in runner.batches(frame_images(), batch_size):
             probs.append(p)
             if f is not None:
                 feats.append(f)
-            done += n
+            done += p.shape[0]
             if progress is not None:
                 progress(done, meta[done - 1][0])
     finally:

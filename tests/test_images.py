@@ -284,6 +284,18 @@ def test_missing_file_directory_and_unreadable(tmp_path):
     a_file = tmp_path / "file.png"
     Image.fromarray(noise(2, 2)).save(a_file)
     _assert_decode_error(a_file / "inside.png", "cannot read")  # NotADirectoryError
+    with pytest.raises(ImageDecodeError) as info:
+        load_image(tmp_path / "nope.png")
+    assert info.value.source == str(tmp_path / "nope.png") and info.value.reason == "no such file"
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="needs POSIX fifos")
+def test_fifo_is_refused_without_blocking(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    _assert_decode_error(fifo, "not a regular file")
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,

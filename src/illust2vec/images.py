@@ -15,6 +15,7 @@ import glob
 import io
 import os
 import re
+import stat
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -164,16 +165,16 @@ def _load(source: ImageSource, *, alpha: str, max_pixels: int | None) -> np.ndar
         return _from_array(source, alpha=alpha, name=name)
     if isinstance(source, Image.Image):
         try:
-            source.load()
             _check_size(source.size, max_pixels, name)
+            source.load()
             return _from_pil(source, alpha=alpha, name=name)
         except ImageDecodeError:
             raise
         except Exception as exc:  # Pillow raises many types for bad data
-            raise ImageDecodeError(f"{name}: cannot decode image: {_describe(exc)}") from exc
+            raise _error(name, f"cannot decode image: {_describe(exc)}") from exc
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
-            raise ImageDecodeError(f"{name}: empty data (0 bytes), not an image")
+            raise _error(name, "empty data (0 bytes), not an image")
         return _decode_stream(io.BytesIO(bytes(source)), alpha=alpha, max_pixels=max_pixels, name=name)
     if isinstance(source, (str, os.PathLike)):
         path = os.fsdecode(source)
@@ -182,6 +183,14 @@ def _load(source: ImageSource, *, alpha: str, max_pixels: int | None) -> np.ndar
         "load_image() takes a path, bytes, a PIL.Image.Image or a numpy array, "
         f"not {type(source).__name__}"
     )
+
+
+def _error(name: str, reason: str) -> ImageDecodeError:
+    """``ImageDecodeError("NAME: reason")`` with ``.source`` and ``.reason`` attributes set."""
+    err = ImageDecodeError(f"{name}: {reason}")
+    err.source = name  # type: ignore[attr-defined]
+    err.reason = reason  # type: ignore[attr-defined]
+    return err
 
 
 def _describe(exc: BaseException) -> str:
@@ -193,35 +202,38 @@ def _describe(exc: BaseException) -> str:
 def _check_size(size: tuple[int, int], max_pixels: int | None, name: str) -> None:
     w, h = size
     if w <= 0 or h <= 0:
-        raise ImageDecodeError(f"{name}: image has no pixels ({w}x{h})")
+        raise _error(name, f"image has no pixels ({w}x{h})")
     if max_pixels is not None and w * h > max_pixels:
-        raise ImageDecodeError(
-            f"{name}: image is {w}x{h} = {w * h:,} pixels, more than the limit of "
-            f"{max_pixels:,} (possible decompression bomb); raise max_pixels to read it"
+        raise _error(
+            name,
+            f"image is {w}x{h} = {w * h:,} pixels, more than the limit of "
+            f"{max_pixels:,} (possible decompression bomb); raise max_pixels to read it",
         )
 
 
 def _decode_path(path: str, *, alpha: str, max_pixels: int | None, name: str) -> np.ndarray:
     try:
-        if os.path.isdir(path):
-            raise ImageDecodeError(f"{name}: is a directory, not an image file")
-        size = os.path.getsize(path)
-    except ImageDecodeError:
-        raise
+        st = os.stat(path)
     except FileNotFoundError:
-        raise ImageDecodeError(f"{name}: no such file") from None
+        raise _error(name, "no such file") from None
+    except PermissionError:
+        raise _error(name, "permission denied") from None
     except OSError as exc:
-        raise ImageDecodeError(f"{name}: cannot read file: {exc.strerror or _describe(exc)}") from exc
-    if size == 0:
-        raise ImageDecodeError(f"{name}: empty file (0 bytes), not an image")
+        raise _error(name, f"cannot read file: {exc.strerror or _describe(exc)}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise _error(name, "is a directory, not an image file")
+    if not stat.S_ISREG(st.st_mode):
+        raise _error(name, "not a regular file")
+    if st.st_size == 0:
+        raise _error(name, "empty file (0 bytes), not an image")
     try:
         fp = open(path, "rb")
     except FileNotFoundError:
-        raise ImageDecodeError(f"{name}: no such file") from None
+        raise _error(name, "no such file") from None
     except PermissionError:
-        raise ImageDecodeError(f"{name}: permission denied") from None
+        raise _error(name, "permission denied") from None
     except OSError as exc:
-        raise ImageDecodeError(f"{name}: cannot read file: {exc.strerror or _describe(exc)}") from exc
+        raise _error(name, f"cannot read file: {exc.strerror or _describe(exc)}") from None
     with fp:
         return _decode_stream(fp, alpha=alpha, max_pixels=max_pixels, name=name)
 
@@ -239,16 +251,16 @@ def _decode_stream(fp, *, alpha: str, max_pixels: int | None, name: str) -> np.n
     except ImageDecodeError:
         raise
     except Image.UnidentifiedImageError:
-        raise ImageDecodeError(f"{name}: not an image file (format not recognised)") from None
+        raise _error(name, "not an image file (format not recognised)") from None
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"{name}: image too large (possible decompression bomb): {_describe(exc)}") from None
+        raise _error(name, f"image too large (possible decompression bomb): {_describe(exc)}") from None
     except MemoryError:
-        raise ImageDecodeError(f"{name}: not enough memory to decode this image") from None
+        raise _error(name, "not enough memory to decode this image") from None
     except Exception as exc:  # OSError, SyntaxError, ValueError, struct.error, EOFError, ...
         msg = _describe(exc)
         if "truncated" in msg.lower() or isinstance(exc, EOFError):
-            raise ImageDecodeError(f"{name}: truncated or incomplete image file ({msg})") from None
-        raise ImageDecodeError(f"{name}: cannot decode image: {msg}") from None
+            raise _error(name, f"truncated or incomplete image file ({msg})") from None
+        raise _error(name, f"cannot decode image: {msg}") from None
 
 
 def _exif_upright(img: Image.Image) -> Image.Image:
@@ -297,7 +309,7 @@ def _from_pil(img: Image.Image, *, alpha: str, name: str) -> np.ndarray:
     try:
         rgb = img.convert("RGB")
     except Exception as exc:
-        raise ImageDecodeError(f"{name}: cannot convert image mode {mode!r} to RGB: {_describe(exc)}") from None
+        raise _error(name, f"cannot convert image mode {mode!r} to RGB: {_describe(exc)}") from None
     return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
 
 
@@ -332,7 +344,7 @@ def _float_to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
     if arr.size == 0:
         return arr.astype(np.uint8)
     if not np.isfinite(arr).all():
-        raise ImageDecodeError(f"{name}: image data contains NaN or infinity")
+        raise _error(name, "image data contains NaN or infinity")
     lo, hi = float(arr.min()), float(arr.max())
     work = arr.astype(np.float32)
     if lo >= 0.0 and hi <= 1.0:
@@ -346,12 +358,13 @@ def _from_array(arr: np.ndarray, *, alpha: str, name: str) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (2, 3, 4)):
-        raise ImageDecodeError(
-            f"{name}: array of shape {arr.shape} is not an image; expected (H, W), "
-            "(H, W, 1), (H, W, 2), (H, W, 3) or (H, W, 4)"
+        raise _error(
+            name,
+            f"array of shape {arr.shape} is not an image; expected (H, W), "
+            "(H, W, 1), (H, W, 2), (H, W, 3) or (H, W, 4)",
         )
     if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ImageDecodeError(f"{name}: array of shape {arr.shape} has no pixels")
+        raise _error(name, f"array of shape {arr.shape} has no pixels")
     if arr.dtype == np.uint8:
         u8 = arr
     elif arr.dtype == np.bool_:
@@ -363,7 +376,7 @@ def _from_array(arr: np.ndarray, *, alpha: str, name: str) -> np.ndarray:
     elif np.issubdtype(arr.dtype, np.floating):
         u8 = _float_to_uint8(arr, name)
     else:
-        raise ImageDecodeError(f"{name}: array dtype {arr.dtype} is not an image type (use uint8 or float)")
+        raise _error(name, f"array dtype {arr.dtype} is not an image type (use uint8 or float)")
     if u8.ndim == 2:
         return _grey_to_rgb(u8)
     channels = u8.shape[2]

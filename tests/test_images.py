@@ -179,6 +179,20 @@ def test_one_bit_image(tmp_path):
     assert arr[0, 0].tolist() == [0, 0, 0]
 
 
+def test_float_and_32_bit_integer_pil_images(tmp_path):
+    f = Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32))
+    assert f.mode == "F"
+    assert load_image(f)[0, :, 0].tolist() == [0, 128, 255]  # 0-1 floats
+    f = Image.fromarray(np.array([[0.0, 127.6, 300.0]], dtype=np.float32))
+    assert load_image(f)[0, :, 0].tolist() == [0, 128, 255]  # 0-255 floats, clipped
+    i32 = Image.fromarray(np.array([[0, 100, 255]], dtype=np.int32))
+    assert i32.mode == "I"
+    assert load_image(i32)[0, :, 0].tolist() == [0, 100, 255]  # fits in 8 bits: as is
+    path = tmp_path / "i32.tif"
+    Image.fromarray(np.array([[0, 512, 65535]], dtype=np.int32)).save(path)
+    assert load_image(path)[0, :, 0].tolist() == [0, 2, 255]  # 16-bit data in an I image
+
+
 def test_paths_with_spaces_and_non_ascii(tmp_path):
     d = tmp_path / "my pictures" / "画像 ñ"
     d.mkdir(parents=True)

@@ -163,3 +163,24 @@ def test_tag_video_with_fixture_model_and_json(shots_video, tmp_path):
     assert d["complete"] is True and len(d["frames"]) == 4
     assert len(d["frames"][0]["feature"]) == 1024
     assert len(d["frames"][0]["tags"]) <= 5
+
+
+def test_truncated_video_keeps_timeline_up_to_the_break(shots_video, tmp_path):
+    # Re-mux the shots into a streamable MKV, then cut it half-way.
+    full = tmp_path / "full.mkv"
+    rng = np.random.default_rng(7)
+    with VideoWriter(full, W, H, rate=RATE, gop=12) as w:
+        for i in range(N):
+            w.write(_shot_frame(i, rng))
+    data = full.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) // 2])
+    tl = tag_video(cut, colour_model, tag_names=TAGS, threshold=0.5, every=0.25)
+    assert tl.problem is not None and "cut.mkv" in tl.problem
+    assert 0 < len(tl) < N / RATE / 0.25
+    assert tl.stopped_at is not None and tl.times[-1] <= tl.stopped_at + 1e-6
+    assert tl.end_time <= tl.stopped_at + 0.25 + 1e-6
+    d = tl.to_dict()
+    assert d["complete"] is False and d["stopped_at"] == pytest.approx(tl.stopped_at)
+    # What was decoded is still tagged: the first (red) shot is there.
+    assert tl.intervals["red"][0].start == 0.0

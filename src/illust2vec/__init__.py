@@ -24,6 +24,8 @@ _LAZY = {
     "ModelStore": "illust2vec.store",
     "list_models": "illust2vec.zoo",
     "Illust2VecError": "illust2vec.errors",
+    "iter_video_frames": "illust2vec.video",
+    "tag_video": "illust2vec.video",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -19,6 +19,10 @@ COMMANDS: list[str] = [
     "embed",
     "models",
     "video",
+    "index",
+    "search",
+    "dupes",
+    "export",
 ]
 
 

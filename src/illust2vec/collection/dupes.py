@@ -131,3 +131,9 @@ def find_dupes(col, max_distance: int = 8, *, progress: bool = False) -> list[Du
         groups.append(DupeGroup(ps, rs, max((d for *_, d in es), default=0), es))
     groups.sort(key=lambda g: (-len(g.paths), g.paths[0]))
     return groups
+
+
+def default_max_distance(col) -> int:
+    """2% of the collection's code length (82 bits for 4096-bit i2v codes)."""
+    bits = int(col.meta.get("code_bytes", 512)) * 8
+    return max(1, round(bits * 0.02))

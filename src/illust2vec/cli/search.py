@@ -1,0 +1,99 @@
+"""``illust2vec search``: similar images and/or tag queries in a collection."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from illust2vec.errors import Illust2VecError
+
+EXAMPLES = """\
+examples:
+  illust2vec search query.jpg --db pics.i2v -k 10                 cosine similarity of features
+  illust2vec search query.jpg --db pics.i2v --binary               Hamming distance of binary codes
+  illust2vec search --db pics.i2v --tags "blue hair, cat ears" --not hat --min 0.5
+  illust2vec search --db pics.i2v --tags "character:hatsune miku" --json
+  illust2vec search query.jpg --db pics.i2v --tags smile --sheet hits.png
+"""
+
+
+def register(sub) -> None:
+    from illust2vec.cli.common import add_model_arguments
+    from illust2vec.cli.index import add_db_argument
+
+    p = sub.add_parser(
+        "search", help="find similar images and/or images with given tags in a collection",
+        description="Search a collection made with 'illust2vec index'. A query image inside the collection "
+                    "uses its stored vector; one outside it is embedded with the collection's model "
+                    "(or --model/--weights, which must be the same model).",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("query", nargs="?", metavar="QUERY", help="query image (optional with --tags)")
+    add_db_argument(p)
+    p.add_argument("-k", type=int, default=20, metavar="N", help="number of results (default 20)")
+    p.add_argument("--binary", action="store_true", help="rank by Hamming distance of binary codes")
+    p.add_argument("--tags", metavar="TAGS", help='tags all results must have: "blue hair, cat ears", '
+                                                  '"character:hatsune miku"')
+    p.add_argument("--not", dest="not_tags", metavar="TAGS", help="tags no result may have")
+    p.add_argument("--min", dest="min_prob", type=float, default=0.5, metavar="P",
+                   help="probability threshold for --tags/--not (default 0.5)")
+    p.add_argument("--nprobe", type=int, metavar="N", help="IVF lists to visit (large collections only)")
+    out = p.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="JSON list on stdout instead of a table")
+    out.add_argument("--sheet", metavar="PNG", type=Path, help="also write a contact sheet of the hits")
+    add_model_arguments(p, task="feature")
+    p.set_defaults(func=run)
+
+
+def _table(hits, binary: bool) -> str:
+    lines = []
+    head = f"{'#':>3}  {'distance' if binary else 'score':>8}  path"
+    tag_names = list(hits[0].tags) if hits and hits[0].tags else []
+    if tag_names:
+        head += "  " + "  ".join(tag_names)
+    lines.append(head)
+    for i, h in enumerate(hits, 1):
+        val = f"{h.distance:>8d}" if binary and h.distance is not None else (
+            f"{h.score:8.4f}" if h.score is not None else f"{'-':>8}")
+        line = f"{i:>3}  {val}  {h.path}"
+        if len(h.paths) > 1:
+            line += f"  (+{len(h.paths) - 1} copies)"
+        if tag_names:
+            line += "  " + "  ".join(f"{h.tags[t]:.3f}" for t in tag_names)
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from illust2vec.collection import Collection
+
+    if args.query is None and not args.tags and not args.not_tags:
+        raise Illust2VecError("give a QUERY image, --tags or --not (see 'illust2vec search --help')")
+    embedder = None
+    with Collection.open(args.db, create=False) as col:
+        if args.query is not None:
+            q = Path(args.query)
+            if not q.exists():
+                raise Illust2VecError(f"{q}: query image not found")
+            if col.row_of_path(q) is None:
+                from illust2vec.cli.index import models_from_args
+
+                embedder, _ = models_from_args(args, col.meta, need_tagger=False)
+        hits = col.search(image=args.query, k=args.k, binary=args.binary, tags=args.tags, not_tags=args.not_tags,
+                          min_prob=args.min_prob, embedder=embedder, nprobe=args.nprobe)
+    if args.json:
+        json.dump([h.to_dict() for h in hits], sys.stdout, indent=1, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        print(_table(hits, args.binary) if hits else "no results")
+    if args.sheet:
+        from illust2vec.collection.sheet import contact_sheet
+
+        items = [(h.path, f"{i}. {Path(h.path).name} "
+                  + (f"d={h.distance}" if h.distance is not None else (f"{h.score:.3f}" if h.score is not None else "")))
+                 for i, h in enumerate(hits, 1)]
+        title = f"query: {args.query or ''} {('tags: ' + args.tags) if args.tags else ''}"
+        contact_sheet(([(args.query, "query")] if args.query else []) + items, args.sheet, title=title.strip())
+        print(f"wrote {args.sheet}", file=sys.stderr)
+    return 0

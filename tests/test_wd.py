@@ -341,3 +341,78 @@ def test_unfixable_batch_falls_back_to_batch_1(tmp_path: Path) -> None:
     assert model.batch_size == 1
     x = np.random.default_rng(3).uniform(0, 255, (1, 32, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(model.run_all(x)["prob"], reference(x)[1], rtol=1e-4, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- zoo
+
+
+WD_NAMES = ["wd-vit-v3", "wd-swinv2-v3", "wd-convnext-v3", "wd-vit-large-v3", "wd-eva02-large-v3"]
+
+
+@pytest.mark.parametrize("name", WD_NAMES)
+def test_zoo_records(name: str) -> None:
+    from illust2vec.zoo import get_spec, list_models
+
+    spec = get_spec(name)
+    assert name in list_models("wd-*")
+    repo = wd.WD_REPOS[name]
+    assert spec.family == "wd" and spec.license == "Apache-2.0"
+    assert spec.file("onnx").url == f"https://huggingface.co/{repo}/resolve/main/model.onnx"
+    assert spec.file("tags").url == f"https://huggingface.co/{repo}/resolve/main/selected_tags.csv"
+    assert spec.file("tags").filename.endswith(".csv")
+    assert spec.thresholds["general"] == 0.35 and spec.thresholds["character"] == 0.85
+    assert spec.outputs == ("prob", "feature")
+    assert spec.recipe == wd.wd_recipe((448, 448))
+
+
+def test_zoo_filenames_do_not_collide() -> None:
+    from illust2vec.zoo import MODELS
+
+    names = [f.filename for spec in MODELS.values() for f in spec.files]
+    assert len(names) == len(set(names))
+
+
+def _serve(directory: Path):
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    return srv
+
+
+def test_zoo_download_then_load_offline(wd_files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A WD record whose URLs point at a local server: first use downloads, later loads work offline."""
+    import dataclasses
+
+    from illust2vec.errors import ModelNotFoundError
+    from illust2vec.model import load_model
+    from illust2vec.zoo import MODELS, get_spec
+
+    for var in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY", "ILLUST2VEC_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    onnx_path, _, _ = wd_files
+    srv = _serve(onnx_path.parent)
+    try:
+        base = f"http://127.0.0.1:{srv.server_address[1]}/"
+        real = get_spec("wd-vit-v3")
+        local = dataclasses.replace(real, files=tuple(
+            dataclasses.replace(f, url=base + ("model.onnx" if f.role == "onnx" else "selected_tags.csv"))
+            for f in real.files))
+        monkeypatch.setitem(MODELS, "wd-vit-v3", local)
+        store_dir = tmp_path / "zoo-store"
+        with pytest.raises(ModelNotFoundError) as info:
+            load_model("wd-vit-v3", model_dir=store_dir, offline=True)
+        assert base + "model.onnx" in str(info.value) and "models import" in str(info.value)
+        model = load_model("wd-vit-v3", model_dir=store_dir, progress=False)
+        assert model.name == "wd-vit-v3" and model.outputs == ("prob", "feature")
+        assert not list((store_dir / "tmp").glob("*.part"))
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    again = load_model("wd-vit-v3", model_dir=store_dir, offline=True)  # server gone: store only
+    img = _images()[:1]
+    np.testing.assert_allclose(again.predict_proba(img), model.predict_proba(img))

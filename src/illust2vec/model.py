@@ -350,6 +350,8 @@ def import_caffemodel(
 #: Family -> "module:function" building an ImageModel from a spec (imported lazily).
 FAMILY_LOADERS: dict[str, str] = {
     "i2v": "illust2vec.model:load_i2v",
+    "wd": "illust2vec.wd:load_wd",
+    "effnet": "illust2vec.effnet:load_effnet",
 }
 
 #: What ``load_model(task=...)`` uses when no name is given, in order of preference.
@@ -461,6 +463,10 @@ def load_onnx_model(
     path = Path(path)
     if not path.is_file():
         raise Illust2VecError(f"{path}: no such ONNX file")
+    if tags is not None and recipe is None and Path(tags).suffix.lower() == ".csv":
+        from illust2vec.wd import load_wd_files  # WD tagger: adds the feature output, recipe from the graph
+
+        return load_wd_files(path, tags, store=ModelStore(options.pop("model_dir", None)), **options)
     table = None
     suffix = Path(tags).suffix.lower() if tags is not None else ""
     if tags is not None:

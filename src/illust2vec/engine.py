@@ -75,7 +75,9 @@ def open_session(
         name = source if isinstance(source, str) else "model bytes"
         raise Illust2VecError(f"{name}: ONNX Runtime could not load the model ({exc})") from None
     if device.startswith("cuda") and "CUDAExecutionProvider" not in session.get_providers():
-        message = (
+        from illust2vec.providers import cuda_problem
+
+        message = cuda_problem() or (
             "onnxruntime-gpu is installed but CUDA could not be initialised (CUDA 12 runtime, cuDNN 9 "
             "or the driver is missing or mismatched; see ONNX Runtime's CUDA requirements)"
         )

@@ -109,3 +109,15 @@ def test_second_load_uses_cached_graph(model_store):
     Illustration2Vec.from_caffemodel(path, tags=I2V_FIXTURES / "tag_list.json", model_dir=model_store)
     assert time.perf_counter() - start < 5
     assert {p: p.stat().st_mtime_ns for p in cached} == mtimes, "no re-conversion"
+
+
+def test_original_factory_functions_port_unchanged(model_store):
+    """Code written for i2v runs after `import illust2vec as i2v`."""
+    from PIL import Image
+
+    import illust2vec as i2v
+
+    model = i2v.make_i2v_with_chainer(str(I2V_FIXTURES / "tag_w8_v1.caffemodel"), str(I2V_FIXTURES / "tag_list.json"),
+                                      model_dir=model_store)
+    images = [Image.open(p) for p in IMAGES]
+    _assert_same_tag_lists(model.estimate_plausible_tags(images, threshold=0.5), REF_JSON["noaa_plausible_0.5"])

@@ -17,6 +17,8 @@ _LAZY = {
     "Illustration2Vec": "illust2vec.model",
     "ImageModel": "illust2vec.model",
     "load_model": "illust2vec.model",
+    "make_i2v_with_chainer": "illust2vec.model",
+    "make_i2v_with_caffe": "illust2vec.model",
     "load_image": "illust2vec.images",
     "iter_image_files": "illust2vec.images",
     "InputRecipe": "illust2vec.preprocess",

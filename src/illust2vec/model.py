@@ -480,3 +480,29 @@ def load_onnx_model(
     store = ModelStore(options.pop("model_dir", None))
     identity = f"sha256:{store.content_hash(path)}"
     return ImageModel(path, recipe=recipe, tags=table, name=path.name, identity=identity, **options)
+
+
+# -- drop-in replacements for illustration2vec's factory functions -----------
+
+def make_i2v_with_chainer(
+    param_path: str | os.PathLike, tag_path: str | os.PathLike | None = None,
+    threshold_path: str | os.PathLike | None = None, **options: Any,
+) -> Illustration2Vec:
+    """Same call as ``i2v.make_i2v_with_chainer``; runs on ONNX Runtime.
+
+    Transparency is dropped, as the original does; pass ``alpha="white"`` to
+    composite onto white instead.
+
+    >>> import illust2vec as i2v                              # doctest: +SKIP
+    >>> model = i2v.make_i2v_with_chainer("illust2vec_tag_ver200.caffemodel", "tag_list.json")
+    """
+    options.setdefault("alpha", "drop")
+    return Illustration2Vec.from_caffemodel(param_path, tags=tag_path, thresholds=threshold_path, **options)
+
+
+def make_i2v_with_caffe(
+    net_path: str | os.PathLike, param_path: str | os.PathLike, tag_path: str | os.PathLike | None = None,
+    threshold_path: str | os.PathLike | None = None, **options: Any,
+) -> Illustration2Vec:
+    """Same call as ``i2v.make_i2v_with_caffe``; the ``.prototxt`` is not needed (the caffemodel has the net)."""
+    return make_i2v_with_chainer(param_path, tag_path, threshold_path, **options)

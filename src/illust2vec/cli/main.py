@@ -23,6 +23,7 @@ COMMANDS: list[str] = [
     "search",
     "dupes",
     "export",
+    "faces",
 ]
 
 

@@ -1,0 +1,147 @@
+"""``illust2vec faces``: find anime faces, print their boxes, draw a contact sheet, write crops."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+FORMATS = ("json", "jsonl", "csv")
+CSV_FIELDS = ["source", "width", "height", "face_index", "x", "y", "w", "h", "likelihood"]
+
+
+def register(subparsers: Any) -> None:
+    from illust2vec.faces.detect import DEFAULT_MARGIN, DEFAULT_MAX_SIDE
+
+    p = subparsers.add_parser(
+        "faces",
+        help="find anime faces (boxes, landmarks), draw them on a contact sheet, write face crops",
+        description=(
+            "Find anime faces with the AnimeFace 2009 detector and print one record per picture "
+            "(box x, y, w, h, likelihood, eyes, nose, mouth, chin, skin/hair/eye colours). "
+            "--sheet draws the boxes for a quick check; --crops writes NAME_face0.png, NAME_face1.png, ..."
+        ),
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, directories (recursive) or globs")
+    p.add_argument("--format", choices=FORMATS, default="json", help="output format (default json; csv: one row per face)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write results here instead of stdout")
+    p.add_argument("--sheet", metavar="PNG", help="draw the faces on a contact sheet of all pictures")
+    p.add_argument("--sheet-cell", type=int, default=256, metavar="PIXELS", help="thumbnail size on the sheet (default 256)")
+    p.add_argument("--crops", metavar="DIR", help="write each face crop as DIR/NAME_faceK.png")
+    p.add_argument(
+        "--min-likelihood", type=float, default=0.0, metavar="P",
+        help="drop faces below this likelihood, 0..1 (default 0: all the detector reports, which is >= ~0.5)",
+    )
+    p.add_argument(
+        "--margin", type=float, default=DEFAULT_MARGIN, metavar="FRACTION",
+        help=f"crop margin on each side, as a fraction of the face box (default {DEFAULT_MARGIN})",
+    )
+    p.add_argument("--no-square", action="store_true", help="keep the face box's aspect ratio for crops")
+    p.add_argument(
+        "--max-side", type=int, default=DEFAULT_MAX_SIDE, metavar="PIXELS",
+        help=f"downscale pictures to this longest side for detection, 0 = never (default {DEFAULT_MAX_SIDE})",
+    )
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="detection processes (default: CPU count)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=handler)
+
+
+def _crop_names(stems: list[str]) -> list[str]:
+    """Unique file-name stems: a repeated stem gets ``_2``, ``_3``, ..."""
+    seen: dict[str, int] = {}
+    out = []
+    for stem in stems:
+        n = seen.get(stem, 0) + 1
+        seen[stem] = n
+        out.append(stem if n == 1 else f"{stem}_{n}")
+    return out
+
+
+def _write(records: list[dict[str, Any]], fmt: str, out: TextIO) -> None:
+    if fmt == "json":
+        json.dump(records, out, indent=1)
+        out.write("\n")
+    elif fmt == "jsonl":
+        for rec in records:
+            out.write(json.dumps(rec) + "\n")
+    else:
+        writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for rec in records:
+            base = {"source": rec["source"], "width": rec["width"], "height": rec["height"]}
+            if not rec["faces"]:
+                writer.writerow(base)
+            for face in rec["faces"]:
+                x, y, w, h = face["box"]
+                writer.writerow(dict(base, face_index=face["face_index"], x=x, y=y, w=w, h=h, likelihood=face["likelihood"]))
+
+
+def handler(args: argparse.Namespace) -> int:
+    from illust2vec.errors import Illust2VecError
+    from illust2vec.faces.cli_support import expand_paths, report_errors
+    from illust2vec.faces.items import iter_detections
+
+    if not 0.0 <= args.min_likelihood <= 1.0:
+        raise Illust2VecError(f"--min-likelihood must be between 0 and 1, got {args.min_likelihood}")
+    if args.margin < 0:
+        raise Illust2VecError(f"--margin must be >= 0, got {args.margin}")
+    if args.max_side and args.max_side < 64:
+        raise Illust2VecError(f"--max-side must be at least 64 (or 0 for full size), got {args.max_side}")
+    if args.sheet_cell < 32:
+        raise Illust2VecError(f"--sheet-cell must be at least 32 pixels, got {args.sheet_cell}")
+
+    files = expand_paths(args.paths)
+    if not files:
+        raise Illust2VecError(f"no images found in: {', '.join(args.paths)}")
+    failed = 0
+    crops_dir = Path(args.crops) if args.crops else None
+    if crops_dir is not None:
+        crops_dir.mkdir(parents=True, exist_ok=True)
+    names = _crop_names([f.stem for f in files])
+
+    records: list[dict[str, Any]] = []
+    thumbnails: list[tuple[str, Any]] = []
+    for det in iter_detections(
+        files,
+        workers=args.workers,
+        min_likelihood=args.min_likelihood,
+        max_side=args.max_side or None,
+        margin=args.margin if crops_dir is not None else None,
+        square=not args.no_square,
+        keep_image="always" if args.sheet else "never",
+        progress=not args.quiet,
+    ):
+        if det.error is not None:
+            failed += report_errors([(det.source, det.error)])
+            continue
+        records.append(det.to_dict())
+        if args.sheet and det.image is not None:
+            from illust2vec.faces.sheet import face_thumbnail
+
+            thumbnails.append((f"{Path(det.source).name} ({len(det.faces)})", face_thumbnail(det.image, det.faces, cell=args.sheet_cell)))
+            det.image = None
+        if crops_dir is not None and det.crops:
+            from PIL import Image
+
+            for k, crop in enumerate(det.crops):
+                Image.fromarray(crop).save(crops_dir / f"{names[det.index]}_face{k}.png")
+
+    if args.output:
+        with open(args.output, "w", encoding="utf-8", newline="") as fh:
+            _write(records, args.format, fh)
+    else:
+        _write(records, args.format, sys.stdout)
+    if args.sheet:
+        if thumbnails:
+            from illust2vec.faces.sheet import compose_sheet
+
+            compose_sheet(thumbnails, cell=args.sheet_cell).save(args.sheet)
+        else:
+            failed += report_errors([(args.sheet, "no picture could be read, sheet not written")])
+    n_faces = sum(len(r["faces"]) for r in records)
+    if not args.quiet:
+        with_face = sum(1 for r in records if r["faces"])
+        print(f"{n_faces} faces in {with_face} of {len(records)} pictures", file=sys.stderr)
+    return 1 if failed else 0

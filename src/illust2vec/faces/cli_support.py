@@ -1,0 +1,155 @@
+"""Command-line glue for faces, shared by ``faces``, ``tag``, ``embed``, ``index`` and ``map``.
+
+A command that supports faces calls :func:`add_face_arguments` on its parser
+and, when :func:`faces_requested` says so, replaces its list of input images
+by the face items of :func:`expand_face_items` (crops as numpy arrays plus
+one metadata dict per item with ``source``, ``face_index``, ``box``,
+``likelihood`` and ``label``); each output row then carries those fields.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from illust2vec.faces.detect import DEFAULT_MARGIN, DEFAULT_MAX_SIDE
+from illust2vec.faces.items import FaceItem, FaceItemError, iter_face_items
+
+
+def add_face_arguments(parser: argparse.ArgumentParser, *, group_title: str = "faces") -> None:
+    """Add ``--faces``, ``--faces-only``, ``--face-margin``, ``--face-min-likelihood``, ``--face-max-side``."""
+    g = parser.add_argument_group(
+        group_title,
+        "detect anime faces (AnimeFace 2009) and work on each face crop instead of the whole picture",
+    )
+    g.add_argument(
+        "--faces",
+        action="store_true",
+        help="one item per detected face (crop with margin, squared); pictures without a face are used whole",
+    )
+    g.add_argument(
+        "--faces-only",
+        action="store_true",
+        help="like --faces, but skip pictures in which no face is found",
+    )
+    g.add_argument(
+        "--face-margin",
+        type=_non_negative_float,
+        default=DEFAULT_MARGIN,
+        metavar="FRACTION",
+        help=f"margin added on each side of a face box, as a fraction of its size (default {DEFAULT_MARGIN})",
+    )
+    g.add_argument(
+        "--face-min-likelihood",
+        type=_unit_float,
+        default=0.0,
+        metavar="P",
+        help="drop faces below this likelihood, 0..1 (default 0: all the detector reports, which is >= ~0.5)",
+    )
+    g.add_argument(
+        "--face-max-side",
+        type=int,
+        default=DEFAULT_MAX_SIDE,
+        metavar="PIXELS",
+        help=f"downscale pictures to this longest side for detection; boxes are scaled back (default {DEFAULT_MAX_SIDE})",
+    )
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _unit_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def faces_requested(args: argparse.Namespace) -> bool:
+    """True when ``--faces`` or ``--faces-only`` was given."""
+    return bool(getattr(args, "faces", False) or getattr(args, "faces_only", False))
+
+
+def expand_paths(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Files, directories (recursive) and globs -> image files (see :func:`illust2vec.images.iter_image_files`).
+
+    Missing paths are kept, so that detection reports ``PATH: no such file`` for them.
+    """
+    from illust2vec.images import iter_image_files
+
+    return list(iter_image_files(list(paths)))
+
+
+@dataclass
+class FaceExpansion:
+    """Face items of a set of inputs, ready to feed a model.
+
+    ``items[i]`` is the crop (or whole image) for ``meta[i]``;  ``errors`` are
+    ``(source, message)`` pairs for inputs that could not be read.
+    """
+
+    items: list[np.ndarray] = field(default_factory=list)
+    meta: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[Any]:  # allows ``items, meta, errors = expand_face_items(...)``
+        return iter((self.items, self.meta, self.errors))
+
+
+def item_meta(item: FaceItem) -> dict[str, Any]:
+    """``source``, ``face_index``, ``box``, ``likelihood`` and the display ``label`` of an item."""
+    meta = item.meta()
+    meta["label"] = item.label
+    return meta
+
+
+def iter_face_args(
+    inputs: Iterable[Any], args: argparse.Namespace, *, workers: int | None = None, progress: bool | None = None
+) -> Iterator[FaceItem | FaceItemError]:
+    """:func:`iter_face_items` with the options of :func:`add_face_arguments` (streaming)."""
+    if progress is None:
+        progress = not getattr(args, "quiet", False)
+    return iter_face_items(
+        inputs,
+        workers=workers if workers is not None else getattr(args, "workers", None),
+        faces_only=bool(getattr(args, "faces_only", False)),
+        margin=getattr(args, "face_margin", DEFAULT_MARGIN),
+        min_likelihood=getattr(args, "face_min_likelihood", 0.0),
+        max_side=getattr(args, "face_max_side", DEFAULT_MAX_SIDE),
+        progress=progress,
+    )
+
+
+def expand_face_items(
+    inputs: Iterable[Any], args: argparse.Namespace, *, workers: int | None = None, progress: bool | None = None
+) -> FaceExpansion:
+    """Detect faces in ``inputs`` and return their crops with metadata (see :class:`FaceExpansion`)."""
+    out = FaceExpansion()
+    for item in iter_face_args(inputs, args, workers=workers, progress=progress):
+        if isinstance(item, FaceItemError):
+            out.errors.append((item.source, item.message))
+            continue
+        out.items.append(item.crop)
+        out.meta.append(item_meta(item))
+    return out
+
+
+def report_errors(errors: Iterable[tuple[str, str]]) -> int:
+    """Print ``error: PATH: message`` lines on stderr; return how many there were."""
+    n = 0
+    for source, message in errors:
+        print(f"error: {source}: {message}", file=sys.stderr)
+        n += 1
+    return n

@@ -1,0 +1,312 @@
+"""Anime face detection (AnimeFace 2009 through ctypes), crops, face items and the ``faces`` command."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import PIL
+import pytest
+from PIL import Image, ImageDraw
+
+from illust2vec.faces import (
+    Face,
+    FaceItem,
+    FaceItemError,
+    crop_region,
+    detect_faces,
+    face_crops,
+    face_label,
+    iter_detections,
+    iter_face_items,
+)
+from illust2vec.faces.native import get_detector
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+ANIME36 = SHARED / "data" / "anime36"
+
+SKIN = (255, 228, 210)
+IRIS = (40, 90, 200)
+HAIR = (120, 70, 40)
+
+# Boxes (x, y, w, h) the original binding (animeface 2.0.3 + Pillow 11.3, its own
+# C extension) reports for a few anime36 pictures; the ctypes path must agree.
+ORIGINAL_BINDING_BOXES = {
+    "00.jpg": [],
+    "01.jpg": [(81, 81, 218, 218)],
+    "05.jpg": [(160, 140, 80, 80), (281, 110, 80, 80)],
+    "12.jpg": [],
+    "21.jpg": [(118, 300, 56, 56), (313, 120, 96, 96), (337, 253, 96, 96)],
+    "24.jpg": [(132, 94, 152, 152), (332, 110, 127, 127)],
+}
+
+
+def draw_anime_face(size: int = 320, *, eyes: bool = True) -> np.ndarray:
+    """A simple anime face drawn with Pillow: hair, spiky fringe, skin, pointed chin, big eyes, mouth."""
+    s = size / 320
+    im = Image.new("RGB", (size, size), (255, 255, 255))
+    d = ImageDraw.Draw(im)
+
+    def sc(*v: float) -> list[int]:
+        return [int(round(x * s)) for x in v]
+
+    d.ellipse(sc(50, 30, 270, 260), fill=HAIR)
+    d.rectangle(sc(50, 140, 270, 300), fill=HAIR)
+    d.polygon([tuple(sc(x, y)) for x, y in [(75, 130), (245, 130), (240, 200), (190, 265), (160, 280), (130, 265), (80, 200)]], fill=SKIN)
+    d.rectangle(sc(75, 100, 245, 200), fill=SKIN)
+    fringe = [tuple(sc(55, 150))]
+    for i, x in enumerate(range(60, 271, 30)):
+        fringe += [tuple(sc(x, 40)), tuple(sc(x + 15, 140 if i % 2 else 125))]
+    fringe += [tuple(sc(265, 150)), tuple(sc(265, 40))]
+    d.polygon(fringe, fill=HAIR)
+    d.ellipse(sc(60, 20, 260, 110), fill=HAIR)
+    if eyes:
+        w = max(1, int(3 * s))
+        for cx in (120, 200):
+            d.ellipse(sc(cx - 25, 150, cx + 25, 215), fill=(255, 255, 255), outline=(30, 20, 20), width=w)
+            d.ellipse(sc(cx - 18, 157, cx + 18, 213), fill=IRIS)
+            d.ellipse(sc(cx - 9, 172, cx + 9, 200), fill=(20, 20, 40))
+            d.ellipse(sc(cx - 12, 162, cx - 2, 174), fill=(255, 255, 255))
+            d.line(sc(cx - 28, 148, cx + 28, 145), fill=(30, 20, 20), width=max(1, int(5 * s)))
+    d.line(sc(158, 222, 162, 228), fill=(210, 150, 140), width=max(1, int(2 * s)))
+    d.arc(sc(145, 235, 175, 255), 20, 160, fill=(150, 60, 60), width=max(1, int(3 * s)))
+    return np.asarray(im)
+
+
+@pytest.fixture(scope="module")
+def anime36_detections():
+    files = sorted(ANIME36.glob("*.jpg"))
+    assert len(files) == 36
+    t0 = time.perf_counter()
+    dets = list(iter_detections(files, workers=2, margin=0.25))
+    return dets, time.perf_counter() - t0
+
+
+def test_bundled_native_library_is_used():
+    det = get_detector()
+    assert "nvxs" in Path(det.path).name
+    # the library that ships inside the animeface wheel, not a system copy
+    assert "animeface" in str(det.path) or "ILLUST2VEC_NVXS_LIBRARY" in str(det.path)
+
+
+def test_drawn_face_is_found_with_landmarks():
+    img = draw_anime_face(320)
+    faces = detect_faces(img)
+    assert len(faces) == 1, faces
+    face = faces[0]
+    assert face.likelihood > 0.9
+    x, y, w, h = face.box
+    # the face sits between the fringe and the chin of the drawing, around the eyes
+    assert 60 <= x <= 110 and 100 <= y <= 160 and 120 <= w <= 200 and w == h
+    lx, ly, lw, lh = face.landmarks["left_eye"]
+    rx, ry, rw, rh = face.landmarks["right_eye"]
+    # character's left eye is on the image's right; both near the drawn eye centres (120/200, 182)
+    assert abs((lx + lw / 2) - 200) < 20 and abs((rx + rw / 2) - 120) < 20
+    assert abs((ly + lh / 2) - 182) < 25 and abs((ry + rh / 2) - 182) < 25
+    nose_x, nose_y = face.landmarks["nose"]
+    chin_x, chin_y = face.landmarks["chin"]
+    mx, my, mw, mh = face.landmarks["mouth"]
+    assert ly < nose_y < my + mh < chin_y + 10
+    assert abs(chin_x - 160) < 25
+    assert np.abs(np.subtract(face.colors["skin"], SKIN)).max() <= 8
+    assert np.abs(np.subtract(face.colors["left_eye"], IRIS)).max() <= 8
+    assert np.abs(np.subtract(face.colors["right_eye"], IRIS)).max() <= 8
+
+
+def test_drawn_face_position_follows_the_drawing():
+    canvas = np.full((480, 640, 3), 255, np.uint8)
+    canvas[100:420, 250:570] = draw_anime_face(320)
+    (moved,) = detect_faces(canvas)
+    (alone,) = detect_faces(draw_anime_face(320))
+    # same window size; position within the scan step (4 px at this scale)
+    assert moved.box[2:] == alone.box[2:]
+    assert abs(moved.box[0] - (alone.box[0] + 250)) <= 4 and abs(moved.box[1] - (alone.box[1] + 100)) <= 4
+
+
+def _noise():
+    return np.random.default_rng(0).integers(0, 256, (320, 400, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    "name,image",
+    [
+        ("noise", _noise()),
+        ("white", np.full((256, 256, 3), 255, np.uint8)),
+        ("black", np.zeros((200, 300, 3), np.uint8)),
+        ("skin", np.full((240, 320, 3), SKIN, np.uint8)),
+        ("gradient", np.dstack([np.tile(np.linspace(0, 255, 320), (256, 1))] * 3).astype(np.uint8)),
+        ("face without eyes", draw_anime_face(320, eyes=False)),
+    ],
+)
+def test_no_face_on_noise_and_plain_backgrounds(name, image):
+    assert detect_faces(image) == []
+
+
+def test_boxes_are_scaled_back_from_downscaled_detection():
+    small = draw_anime_face(320)
+    (ref,) = detect_faces(small)
+    big = np.asarray(Image.fromarray(small).resize((640, 640), Image.Resampling.NEAREST))
+    (scaled,) = detect_faces(big, max_side=320)  # detected on a 320 px copy
+    for a, b in zip(scaled.box, ref.box):
+        assert abs(a - 2 * b) <= 2, (scaled.box, ref.box)
+    for name in ("left_eye", "right_eye", "mouth", "nose", "chin"):
+        for a, b in zip(scaled.landmarks[name], ref.landmarks[name]):
+            assert abs(a - 2 * b) <= 3, (name, scaled.landmarks[name], ref.landmarks[name])
+    (full,) = detect_faces(big, max_side=None)  # detected at full size: same face, ~2x
+    assert abs(full.box[2] / ref.box[2] - 2) < 0.25
+    assert abs((full.box[0] + full.box[2] / 2) - 2 * (ref.box[0] + ref.box[2] / 2)) < 20
+
+
+def test_min_likelihood_filters():
+    img = np.asarray(Image.open(ANIME36 / "21.jpg").convert("RGB"))
+    all_faces = detect_faces(img)
+    confident = detect_faces(img, min_likelihood=0.9)
+    assert confident
+    assert len(confident) < len(all_faces)
+    assert all(f.likelihood >= 0.9 for f in confident)
+    assert [f.likelihood for f in all_faces] == sorted((f.likelihood for f in all_faces), reverse=True)
+
+
+def test_works_with_installed_pillow_and_pil_or_path_inputs(tmp_path):
+    # animeface's own extension finds nothing under Pillow >= 12; ours never touches Pillow internals
+    path = tmp_path / "drawn.png"
+    Image.fromarray(draw_anime_face(240)).save(path)
+    from_path = detect_faces(path)
+    from_pil = detect_faces(Image.open(path))
+    from_array = detect_faces(np.asarray(Image.open(path).convert("RGB")))
+    assert len(from_path) == 1 and from_path == from_pil == from_array, f"Pillow {PIL.__version__}"
+    # colours are deterministic (the library's k-means generator is reseeded per face)
+    assert detect_faces(path) == from_path
+
+
+def test_crop_region_margin_and_square():
+    assert crop_region((100, 50, 40, 40), margin=0.25) == (90, 40, 60, 60)
+    assert crop_region((100, 50, 40, 40), margin=0.0) == (100, 50, 40, 40)
+    x, y, w, h = crop_region((100, 50, 40, 20), margin=0.5, square=True)
+    assert w == h == 80 and (x + w / 2, y + h / 2) == (120, 60)
+    assert crop_region((100, 50, 40, 20), margin=0.5, square=False) == (80, 40, 80, 40)
+
+
+def test_face_crops_are_square_with_margin_and_padded_at_borders():
+    img = np.zeros((100, 200, 3), np.uint8)
+    img[..., 0] = np.arange(200, dtype=np.uint8)[None, :]
+    img[..., 1] = np.arange(100, dtype=np.uint8)[:, None]
+    inside, corner = face_crops(img, [(80, 30, 40, 40), (-10, -10, 30, 20)], margin=0.25)
+    assert inside.shape == (60, 60, 3)
+    np.testing.assert_array_equal(inside, img[20:80, 70:130])
+    # a face at the top-left corner: square 45 px crop, outside parts white
+    assert corner.shape == (45, 45, 3)
+    x, y, w, h = crop_region((-10, -10, 30, 20), margin=0.25)
+    assert (corner[: -y, :] == 255).all() and (corner[:, : -x] == 255).all()
+    np.testing.assert_array_equal(corner[-y:, -x:], img[0 : y + h, 0 : x + w])
+
+
+def test_anime36_faces(anime36_detections):
+    dets, seconds = anime36_detections
+    assert [d.error for d in dets] == [None] * 36
+    with_face = [d for d in dets if d.faces]
+    assert len(with_face) >= 32, f"{len(with_face)}/36 pictures with a face in {seconds:.1f}s"
+    by_name = {Path(d.source).name: d for d in dets}
+    for name, boxes in ORIGINAL_BINDING_BOXES.items():
+        assert sorted(f.box for f in by_name[name].faces) == boxes, name
+    for d in dets:
+        assert d.size == (512, 512)
+        assert len(d.crops) == len(d.faces)
+        for f, crop in zip(d.faces, d.crops):
+            x, y, w, h = f.box
+            assert 0 <= x and 0 <= y and x + w <= 512 and y + h <= 512
+            side = crop_region(f.box, margin=0.25)[2]
+            assert crop.shape == (side, side, 3)
+
+
+def test_iter_face_items_in_worker_processes(tmp_path):
+    face = tmp_path / "face.png"
+    Image.fromarray(draw_anime_face(320)).save(face)
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (300, 200), (200, 220, 240)).save(plain)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    paths = [face, plain, broken, tmp_path / "missing.png"]
+
+    items = list(iter_face_items(paths, workers=2, chunksize=1, margin=0.5))
+    assert [type(i) for i in items] == [FaceItem, FaceItem, FaceItemError, FaceItemError]
+    f, whole = items[0], items[1]
+    assert f.source == str(face) and f.face_index == 0 and f.likelihood > 0.9
+    assert f.crop.shape[0] == f.crop.shape[1] == crop_region(f.box, margin=0.5)[2]
+    assert f.label == f"face.png#face0 [{','.join(map(str, f.box))}]"
+    assert f.meta() == {"source": str(face), "face_index": 0, "box": list(f.box), "likelihood": round(f.likelihood, 6)}
+    assert whole.face_index is None and whole.box is None and whole.crop.shape == (200, 300, 3)
+    assert whole.label == "plain.png"
+    assert items[2].source == str(broken) and items[2].message
+
+    only = list(iter_face_items(paths, workers=0, faces_only=True))
+    assert [type(i) for i in only] == [FaceItem, FaceItemError, FaceItemError]
+    assert only[0].box == f.box
+
+
+def test_face_label():
+    assert face_label("/x/y/NAME.jpg", 0, (1, 2, 3, 4)) == "NAME.jpg#face0 [1,2,3,4]"
+    assert face_label("/x/y/NAME.jpg", None, None) == "NAME.jpg"
+
+
+def _run_faces_cli(argv, capsys):
+    import argparse
+
+    from illust2vec.cli import faces as faces_cli
+
+    parser = argparse.ArgumentParser(prog="illust2vec")
+    faces_cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["faces", *argv])
+    rc = args.func(args)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_faces_cli_json_sheet_crops(tmp_path, capsys):
+    names = ["00.jpg", "05.jpg", "24.jpg"]
+    paths = [str(ANIME36 / n) for n in names]
+    sheet = tmp_path / "sheet.png"
+    crops = tmp_path / "crops"
+    rc, out, err = _run_faces_cli(
+        [*paths, str(tmp_path / "nope.jpg"), "--sheet", str(sheet), "--crops", str(crops), "--workers", "1", "-q"], capsys
+    )
+    assert rc == 1
+    assert err.strip().splitlines() == [f"error: {tmp_path / 'nope.jpg'}: no such file"]
+    records = json.loads(out)
+    assert [r["source"] for r in records] == paths
+    for rec in records:
+        expected = sorted(ORIGINAL_BINDING_BOXES[Path(rec["source"]).name])
+        assert sorted(tuple(f["box"]) for f in rec["faces"]) == expected
+        assert [f["face_index"] for f in rec["faces"]] == list(range(len(expected)))
+        for f in rec["faces"]:
+            assert set(f["landmarks"]) == {"left_eye", "right_eye", "mouth", "nose", "chin"}
+            assert set(f["colors"]) == {"skin", "hair", "left_eye", "right_eye"}
+    written = sorted(p.name for p in crops.iterdir())
+    assert written == ["05_face0.png", "05_face1.png", "24_face0.png", "24_face1.png"]
+    box = records[1]["faces"][1]["box"]
+    with Image.open(crops / "05_face1.png") as im:
+        side = crop_region(box, margin=0.25)[2]
+        assert im.size == (side, side)
+    with Image.open(sheet) as im:
+        # 3 pictures -> 2 x 2 grid of 256 px cells with a caption line
+        assert im.size == (512, 2 * (256 + 14))
+        arr = np.asarray(im.convert("RGB"))
+        # red box outline drawn somewhere on the sheet for the faces found
+        assert ((arr[..., 0] == 255) & (arr[..., 1] == 40) & (arr[..., 2] == 40)).sum() > 100
+
+
+def test_faces_cli_csv(tmp_path, capsys):
+    face = tmp_path / "drawn.png"
+    Image.fromarray(draw_anime_face(320)).save(face)
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (100, 80), "white").save(plain)
+    rc, out, err = _run_faces_cli([str(tmp_path), "--format", "csv", "-q", "--workers", "0"], capsys)
+    assert rc == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["source"] for r in rows] == [str(face), str(plain)]
+    (face_obj,) = detect_faces(face)
+    assert (int(rows[0]["x"]), int(rows[0]["y"]), int(rows[0]["w"]), int(rows[0]["h"])) == face_obj.box
+    assert rows[0]["face_index"] == "0" and rows[1]["face_index"] == "" and rows[1]["width"] == "100"

@@ -416,3 +416,26 @@ def test_zoo_download_then_load_offline(wd_files, tmp_path: Path, monkeypatch: p
     again = load_model("wd-vit-v3", model_dir=store_dir, offline=True)  # server gone: store only
     img = _images()[:1]
     np.testing.assert_allclose(again.predict_proba(img), model.predict_proba(img))
+
+
+def test_cli_import_as_then_offline_load(wd_files, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Files fetched elsewhere keep their repository names; --as files them under the model's names."""
+    from illust2vec.cli.main import main
+    from illust2vec.errors import ModelNotFoundError
+    from illust2vec.model import load_model
+
+    onnx_path, tags_path, _ = wd_files
+    store_dir = tmp_path / "cli-store"
+    with pytest.raises(ModelNotFoundError, match="--as wd-convnext-v3"):
+        load_model("wd-convnext-v3", model_dir=store_dir, offline=True)
+    assert main(["models", "--model-dir", str(store_dir), "import", str(onnx_path), "--as", "wd-vit-v3"]) == 0
+    assert (store_dir / "files" / "wd-vit-tagger-v3.onnx").is_file()
+    bad_csv = tmp_path / "selected_tags.csv"
+    bad_csv.write_text("not,a,tag,file\n")
+    code = main(["models", "--model-dir", str(store_dir), "import", "--as", "wd-convnext-v3",
+                 str(onnx_path), str(bad_csv)])
+    assert code == 1 and "tag_id,name,category,count" in capsys.readouterr().err  # checked before it enters
+    assert main(["models", "--model-dir", str(store_dir), "import", "--as", "wd-convnext-v3",
+                 str(onnx_path), str(tags_path)]) == 0
+    model = load_model("wd-convnext-v3", model_dir=store_dir, offline=True)
+    assert model.outputs == ("prob", "feature") and len(model.tags) == len(TAGS)

@@ -155,9 +155,11 @@ def missing_files_message(spec, missing, store: ModelStore) -> str:
     for f in missing:
         where = f" from {f.url}" if f.url else (f" (shipped by the pip package '{f.package}')" if f.package else "")
         lines.append(f"  {f.filename}{where}")
+    renamed = any(f.url and f.url.rsplit("/", 1)[-1] != f.filename for f in missing)
     lines.append(
-        "Fetch them on a machine with internet access and run 'illust2vec models import FILE' for each, "
-        f"or 'illust2vec models download {spec.name}' here."
+        "Fetch them on a machine with internet access and run 'illust2vec models import FILE' for each"
+        + (f" (add '--as {spec.name}': the store names them per model)" if renamed else "")
+        + f", or 'illust2vec models download {spec.name}' here."
     )
     return "\n".join(lines)
 

@@ -89,6 +89,10 @@ def _validate(path: Path) -> None:
         from illust2vec.tags import TagTable
 
         TagTable.from_i2v_json(path)
+    elif name.endswith(".csv"):
+        from illust2vec.wd import read_selected_tags
+
+        read_selected_tags(path)
     elif name.endswith(".onnx"):
         import onnx
 
@@ -96,6 +100,22 @@ def _validate(path: Path) -> None:
             onnx.checker.check_model(str(path))
         except Exception as exc:
             raise Illust2VecError(f"{path}: not a valid ONNX model ({exc})") from None
+
+
+def _target_name(model: str, path: Path) -> str:
+    """The store name of ``path`` as a file of ``model`` (WD repositories all use model.onnx/selected_tags.csv)."""
+    from illust2vec.zoo import get_spec
+
+    files = [f for f in get_spec(model).files if not f.package]
+    for f in files:
+        if f.filename == path.name or (f.url and f.url.rsplit("/", 1)[-1] == path.name):
+            return f.filename
+    same_kind = [f for f in files if Path(f.filename).suffix == path.suffix.lower()]
+    if len(same_kind) == 1:
+        return same_kind[0].filename
+    raise Illust2VecError(
+        f"{path}: not a file of {model} (it needs: {', '.join(f.filename for f in files)})"
+    )
 
 
 def cmd_import(args) -> int:
@@ -114,8 +134,10 @@ def cmd_import(args) -> int:
                     f"{path}: not a file of any known model (expected one of: {', '.join(sorted(known))}); "
                     "rename it or pass --as NAME"
                 )
+            if args.model is not None:
+                target_name = _target_name(args.model, path)
             _validate(path)
-            dest = store.import_file(path)
+            dest = store.import_file(path, name=target_name)
             print(f"imported {path} -> {dest}")
         except Illust2VecError as exc:
             failed += 1

@@ -252,17 +252,16 @@ def test_face_label():
     assert face_label("/x/y/NAME.jpg", None, None) == "NAME.jpg"
 
 
-def _run_faces_cli(argv, capsys):
-    import argparse
+def _run_cli(argv, capsys):
+    from illust2vec.cli.main import main
 
-    from illust2vec.cli import faces as faces_cli
-
-    parser = argparse.ArgumentParser(prog="illust2vec")
-    faces_cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["faces", *argv])
-    rc = args.func(args)
+    rc = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return rc, out, err
+
+
+def _run_faces_cli(argv, capsys):
+    return _run_cli(["faces", *argv], capsys)
 
 
 def test_faces_cli_json_sheet_crops(tmp_path, capsys):
@@ -310,3 +309,73 @@ def test_faces_cli_csv(tmp_path, capsys):
     (face_obj,) = detect_faces(face)
     assert (int(rows[0]["x"]), int(rows[0]["y"]), int(rows[0]["w"]), int(rows[0]["h"])) == face_obj.box
     assert rows[0]["face_index"] == "0" and rows[1]["face_index"] == "" and rows[1]["width"] == "100"
+
+
+I2V = SHARED / "fixtures" / "i2v"
+FEAT = ["--weights", I2V / "feature_w16_e1024.caffemodel"]
+TAG = ["--weights", I2V / "tag_w8_v1.caffemodel", "--tags", I2V / "tag_list.json"]
+
+
+@pytest.fixture()
+def offline_store(model_store, monkeypatch):
+    monkeypatch.setenv("ILLUST2VEC_HOME", str(model_store))
+    monkeypatch.setenv("ILLUST2VEC_OFFLINE", "1")
+    return model_store
+
+
+def test_embed_faces_one_row_per_face(offline_store, i2v_features, tmp_path, capsys):
+    names = ["00.jpg", "05.jpg", "24.jpg"]
+    paths = [ANIME36 / n for n in names]
+    out = tmp_path / "f.npy"
+    rc, _, err = _run_cli(["embed", *paths, *FEAT, "-o", out, "--faces", "--face-workers", "2", "-q"], capsys)
+    assert rc == 0, err
+    matrix = np.load(out)
+    rows = [json.loads(line) for line in (tmp_path / "f.faces.jsonl").read_text().splitlines()]
+    listed = (tmp_path / "f.paths.txt").read_text().splitlines()
+    # 00.jpg has no face: whole picture; 05 and 24 have two faces each (boxes as the original binding)
+    assert [(Path(r["source"]).name, r["face_index"]) for r in rows] == [
+        ("00.jpg", None), ("05.jpg", 0), ("05.jpg", 1), ("24.jpg", 0), ("24.jpg", 1)]
+    assert listed == [r["source"] for r in rows] and [r["row"] for r in rows] == list(range(5))
+    for name in ("05.jpg", "24.jpg"):
+        assert sorted(tuple(r["box"]) for r in rows if r["source"].endswith(name)) == ORIGINAL_BINDING_BOXES[name]
+    assert matrix.shape == (5, i2v_features.feature_dim)
+    # each row is the feature of that face's crop (25 % margin, square), the first of the whole picture
+    crops = [np.asarray(Image.open(paths[0]).convert("RGB"))]
+    for r in rows[1:]:
+        crops += face_crops(r["source"], [r["box"]], margin=0.25)
+    np.testing.assert_allclose(matrix, i2v_features.extract_feature(crops, alpha="white"), atol=1e-5)
+
+    rc, _, err = _run_cli(["embed", *paths, *FEAT, "-o", tmp_path / "g.parquet", "--faces-only",
+                           "--face-margin", "0", "--face-workers", "0", "-q"], capsys)
+    assert rc == 0, err
+    only = [json.loads(line) for line in (tmp_path / "g.faces.jsonl").read_text().splitlines()]
+    assert [r["face_index"] for r in only] == [0, 1, 0, 1]
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "g.parquet")
+    assert table.num_rows == 4 and table.column("path").to_pylist() == [r["source"] for r in only]
+
+
+def test_tag_faces_records_carry_boxes(offline_store, i2v_tagger, tmp_path, capsys):
+    paths = [ANIME36 / "00.jpg", ANIME36 / "05.jpg", tmp_path / "missing.jpg"]
+    rc, out, err = _run_cli(["tag", *paths, *TAG, "--faces", "--face-workers", "0", "-q"], capsys)
+    assert rc == 1 and f"error: {paths[2]}: no such file" in err
+    records = json.loads(out)
+    assert [(Path(r["path"]).name, r["face_index"]) for r in records] == [("00.jpg", None), ("05.jpg", 0), ("05.jpg", 1)]
+    assert records[0]["box"] is None and records[0]["likelihood"] is None
+    assert sorted(tuple(r["box"]) for r in records[1:]) == ORIGINAL_BINDING_BOXES["05.jpg"]
+    assert all(r["likelihood"] > 0.5 and set(r["tags"]) >= {"general", "rating"} for r in records[1:])
+    # the tag probabilities are those of the crops
+    crop = face_crops(paths[1], [records[2]["box"]])
+    probs = i2v_tagger.predict_proba(crop)[0]
+    rating = {t: p for t, p in zip(i2v_tagger.tags.names, probs) if t in records[2]["tags"]["rating"]}
+    for tag, p in records[2]["tags"]["rating"].items():
+        assert abs(rating[tag] - p) < 1e-4
+
+    rc, out, _ = _run_cli(["tag", paths[1], *TAG, "--faces", "--format", "csv", "-q", "--face-workers", "0"], capsys)
+    assert rc == 0
+    refs = {row["path"] for row in csv.DictReader(io.StringIO(out))}
+    assert refs == {f"{paths[1]}#face{i} [{','.join(map(str, r['box']))}]" for i, r in enumerate(records[1:])}
+
+    rc, _, err = _run_cli(["tag", paths[1], *TAG, "--faces", "--captions", "-q"], capsys)
+    assert rc == 1 and "--captions" in err and "--faces" in err

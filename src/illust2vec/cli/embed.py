@@ -30,32 +30,45 @@ def register(sub) -> None:
     p.add_argument("--output", "-o", required=True, metavar="FILE",
                    help="FILE.npy (+ FILE.paths.txt), FILE.npz or FILE.parquet")
     p.add_argument("--binary", action="store_true", help="packed binary codes (uint8) instead of floats")
+    from illust2vec.faces.cli_support import add_face_arguments
+
+    add_face_arguments(p)  # --faces: one row per face, boxes in FILE.faces.jsonl
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from illust2vec.faces.cli_support import face_inputs, faces_requested, write_face_sidecar
     from illust2vec.outputs import write_matrix
     from illust2vec.pipeline import iter_batches
 
     files = expand_inputs(args.paths)
     model = model_from_args(args, task="feature")
-    bar = progress_bar(args, len(files))
+    bar = progress_bar(args, None if faces_requested(args) else len(files))
     report = ErrorReport(bar)
+    faces = face_inputs(files, args, on_error=report)  # None without --faces
+    face_rows: list[dict] = []
     rows: list[np.ndarray] = []
     paths: list[str] = []
     try:
-        for batch in iter_batches(model, files, batch_size=args.batch_size, workers=args.workers,
+        for batch in iter_batches(model, files if faces is None else faces, batch_size=args.batch_size,
+                                  workers=args.workers,
                                   outputs=("feature",), progress=bar, on_error=report):
             if not batch.indices:
                 continue
             feats = batch.outputs["feature"]
             rows.append(model.binarize_features(feats) if args.binary else feats)
-            paths.extend(str(files[i]) for i in batch.indices)
+            if faces is None:
+                paths.extend(str(files[i]) for i in batch.indices)
+            else:
+                paths.extend(faces.source(i) for i in batch.indices)
+                face_rows.extend(faces.meta[i] for i in batch.indices)
     finally:
         bar.close()
     if rows:
         matrix = np.concatenate(rows)
         written = write_matrix(args.output, matrix, paths)
+        if faces is not None:
+            written.append(write_face_sidecar(args.output, face_rows))
         print(f"wrote {', '.join(map(str, written))} ({matrix.shape[0]}x{matrix.shape[1]} {matrix.dtype}, "
               f"model {model.name})", file=sys.stderr)
     return report.summary(len(paths), "embedded")

@@ -59,6 +59,9 @@ def register(sub) -> None:
     c.add_argument("--escape-parentheses", action="store_true", help=r"write \( \) for prompt syntaxes")
     c.add_argument("--if-exists", dest="caption_mode", choices=("overwrite", "append", "skip"),
                    default="overwrite", help="what to do with an existing caption file (default overwrite)")
+    from illust2vec.faces.cli_support import add_face_arguments
+
+    add_face_arguments(p)  # --faces: one record per face with face_index, box, likelihood
     p.set_defaults(func=run)
 
 
@@ -96,11 +99,14 @@ def run(args: argparse.Namespace) -> int:
         CaptionOptions, TagWriter, caption_path, caption_text, common_root, open_text_output, tag_record,
         write_caption, write_matrix,
     )
+    from illust2vec.faces.cli_support import face_inputs, faces_requested, write_face_sidecar
     from illust2vec.pipeline import iter_batches
     from illust2vec.tags import plausible_tags
 
     if args.format == "npy" and not args.output:
         raise Illust2VecError("--format npy needs --output FILE.npy")
+    if args.captions and faces_requested(args):
+        raise Illust2VecError("--captions writes one caption per picture; it cannot be combined with --faces")
     files = expand_inputs(args.paths)
     model = model_from_args(args, task="tag")
     thresholds = None if args.threshold_rule == "mcut" else _thresholds(args, model)
@@ -112,17 +118,22 @@ def run(args: argparse.Namespace) -> int:
         extension=args.caption_ext if args.caption_ext.startswith(".") else "." + args.caption_ext,
     )
     root = common_root(files) if args.caption_dir else None
-    matrix = np.full((len(files), len(model.tags)), np.nan, np.float32) if args.format == "npy" else None
+    npy = args.format == "npy" and not faces_requested(args)
+    matrix = np.full((len(files), len(model.tags)), np.nan, np.float32) if npy else None
+    face_probs: list[np.ndarray] = []
+    face_rows: list[dict] = []
     writer = None
     fh, close = (None, False)
     if args.format != "npy":
         fh, close = open_text_output(args.output)
         writer = TagWriter(fh, args.format)
-    bar = progress_bar(args, len(files))
+    bar = progress_bar(args, None if faces_requested(args) else len(files))
     report = ErrorReport(bar)
+    faces = face_inputs(files, args, on_error=report)  # None without --faces
     done = 0
     try:
-        for batch in iter_batches(model, files, batch_size=args.batch_size, workers=args.workers,
+        for batch in iter_batches(model, files if faces is None else faces, batch_size=args.batch_size,
+                                  workers=args.workers,
                                   outputs=("prob",), progress=bar, on_error=report):
             prob = batch.outputs["prob"]
             for j, index in enumerate(batch.indices):
@@ -132,7 +143,13 @@ def run(args: argparse.Namespace) -> int:
                     tags = plausible_tags(prob[j : j + 1], model.tags, thresholds)[0]
                 if matrix is not None:
                     matrix[index] = prob[j]
-                if writer is not None:
+                elif faces is not None and args.format == "npy":
+                    face_probs.append(prob[j])
+                    face_rows.append(faces.meta[index])
+                if writer is not None and faces is not None:  # csv: path column "PATH#faceK [x,y,w,h]"
+                    path = faces.ref(index) if args.format == "csv" else faces.source(index)
+                    writer.write(tag_record(path, tags, **faces.fields(index)))
+                elif writer is not None:
                     writer.write(tag_record(str(files[index]), tags))
                 if args.captions:
                     target = caption_path(files[index], caption_opts, args.caption_dir, root)
@@ -147,4 +164,9 @@ def run(args: argparse.Namespace) -> int:
     if matrix is not None:
         write_matrix(args.output, matrix, [str(f) for f in files])
         print(f"wrote {args.output} ({matrix.shape[0]}x{matrix.shape[1]}; failed rows are NaN)", file=sys.stderr)
+    elif face_probs:
+        write_matrix(args.output, np.stack(face_probs), [m["source"] for m in face_rows])
+        side = write_face_sidecar(args.output, face_rows)
+        print(f"wrote {args.output} ({len(face_probs)}x{len(model.tags)}, one row per face) and {side}",
+              file=sys.stderr)
     return report.summary(done, "tagged")

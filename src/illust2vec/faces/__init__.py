@@ -30,8 +30,10 @@ from illust2vec.faces.items import (
     FaceItemError,
     detection_items,
     face_label,
+    face_ref,
     iter_detections,
     iter_face_items,
+    parse_face_ref,
 )
 from illust2vec.faces.native import FaceDetectorUnavailable
 
@@ -51,8 +53,10 @@ __all__ = [
     "draw_faces",
     "face_crops",
     "face_label",
+    "face_ref",
     "iter_detections",
     "iter_face_items",
+    "parse_face_ref",
 ]
 
 

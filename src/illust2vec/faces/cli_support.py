@@ -17,12 +17,13 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from illust2vec.errors import Illust2VecError
 from illust2vec.faces.detect import DEFAULT_MARGIN, DEFAULT_MAX_SIDE
 from illust2vec.faces.items import FaceItem, FaceItemError, iter_face_items
 
 
 def add_face_arguments(parser: argparse.ArgumentParser, *, group_title: str = "faces") -> None:
-    """Add ``--faces``, ``--faces-only``, ``--face-margin``, ``--face-min-likelihood``, ``--face-max-side``."""
+    """Add ``--faces``, ``--faces-only``, ``--face-margin``, ``--face-min-likelihood``, ``--face-workers``, ``--face-max-side``."""
     g = parser.add_argument_group(
         group_title,
         "detect anime faces (AnimeFace 2009) and work on each face crop instead of the whole picture",
@@ -52,6 +53,13 @@ def add_face_arguments(parser: argparse.ArgumentParser, *, group_title: str = "f
         help="drop faces below this likelihood, 0..1 (default 0: all the detector reports, which is >= ~0.5)",
     )
     g.add_argument(
+        "--face-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="face detection processes (default: one per CPU core; 0 = in the main process)",
+    )
+    g.add_argument(
         "--face-max-side",
         type=int,
         default=DEFAULT_MAX_SIDE,
@@ -75,6 +83,16 @@ def _unit_float(text: str) -> float:
     if value > 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
+
+
+def check_face_arguments(args: argparse.Namespace) -> None:
+    """Refuse face options that cannot work, with a message naming the flag."""
+    max_side = getattr(args, "face_max_side", DEFAULT_MAX_SIDE)
+    if max_side and max_side < 64:
+        raise Illust2VecError(f"--face-max-side {max_side}: too small; use at least 64 (or 0 for full size)")
+    workers = getattr(args, "face_workers", None)
+    if workers is not None and workers < 0:
+        raise Illust2VecError(f"--face-workers {workers}: must be 0 or more")
 
 
 def faces_requested(args: argparse.Namespace) -> bool:
@@ -109,10 +127,90 @@ class FaceExpansion:
 
 
 def item_meta(item: FaceItem) -> dict[str, Any]:
-    """``source``, ``face_index``, ``box``, ``likelihood`` and the display ``label`` of an item."""
+    """``source``, ``face_index``, ``box``, ``likelihood``, the display ``label`` and the ``ref`` of an item."""
     meta = item.meta()
     meta["label"] = item.label
+    meta["ref"] = item.ref
     return meta
+
+
+#: The fields every output row gets with ``--faces``.
+FACE_FIELDS = ("face_index", "box", "likelihood")
+
+
+class FaceInputs:
+    """Face crops of ``files`` as the ``inputs`` of :func:`illust2vec.pipeline.iter_batches`.
+
+    Detection runs in worker processes ahead of the network; every crop that
+    is handed out is recorded, so ``batch.indices`` map back to their face::
+
+        faces = FaceInputs(files, args, on_error=report)
+        for batch in iter_batches(model, faces, ...):
+            for i in batch.indices:
+                faces.source(i), faces.fields(i)   # path, {"face_index", "box", "likelihood"}
+
+    Unreadable inputs go to ``on_error`` (an object whose ``str`` is
+    ``"SOURCE: message"`` and with ``.source``/``.message``) and are skipped.
+    """
+
+    def __init__(
+        self,
+        files: Sequence[Any],
+        args: argparse.Namespace,
+        *,
+        on_error: Any = None,
+        workers: int | None = None,
+    ) -> None:
+        check_face_arguments(args)
+        self.files = list(files)
+        self.args = args
+        self.on_error = on_error
+        self.workers = workers if workers is not None else getattr(args, "face_workers", None)
+        self.meta: list[dict[str, Any]] = []
+        self.errors: list[FaceItemError] = []
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for item in iter_face_args(self.files, self.args, workers=self.workers, progress=False):
+            if isinstance(item, FaceItemError):
+                self.errors.append(item)
+                if self.on_error is not None:
+                    self.on_error(item)
+                continue
+            self.meta.append(item_meta(item))
+            yield item.crop
+
+    def source(self, index: int) -> str:
+        """Path of the picture item ``index`` was cut from."""
+        return self.meta[index]["source"]
+
+    def ref(self, index: int) -> str:
+        """``SOURCE#faceK [x,y,w,h]`` (the source path alone for a whole-image item)."""
+        return self.meta[index]["ref"]
+
+    def fields(self, index: int) -> dict[str, Any]:
+        """``{"face_index", "box", "likelihood"}`` of item ``index`` (``None`` values for a whole image)."""
+        m = self.meta[index]
+        return {k: m[k] for k in FACE_FIELDS}
+
+
+def face_inputs(files: Sequence[Any], args: argparse.Namespace, *, on_error: Any = None) -> FaceInputs | None:
+    """:class:`FaceInputs` when ``--faces``/``--faces-only`` was given, else ``None``."""
+    return FaceInputs(files, args, on_error=on_error) if faces_requested(args) else None
+
+
+def write_face_sidecar(output: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) -> Path:
+    """Write ``OUTPUT.faces.jsonl``: per matrix row ``{"row", "source", "face_index", "box", "likelihood"}``."""
+    import json
+
+    path = Path(output)
+    side = path.with_name(path.stem + ".faces.jsonl")
+    tmp = side.with_name("." + side.name + ".part")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for row, meta in enumerate(rows):
+            rec = {"row": row, "source": meta["source"], **{k: meta[k] for k in FACE_FIELDS}}
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    os.replace(tmp, side)
+    return side
 
 
 def iter_face_args(
@@ -121,13 +219,14 @@ def iter_face_args(
     """:func:`iter_face_items` with the options of :func:`add_face_arguments` (streaming)."""
     if progress is None:
         progress = not getattr(args, "quiet", False)
+    check_face_arguments(args)
     return iter_face_items(
         inputs,
-        workers=workers if workers is not None else getattr(args, "workers", None),
+        workers=workers if workers is not None else getattr(args, "face_workers", None),
         faces_only=bool(getattr(args, "faces_only", False)),
         margin=getattr(args, "face_margin", DEFAULT_MARGIN),
         min_likelihood=getattr(args, "face_min_likelihood", 0.0),
-        max_side=getattr(args, "face_max_side", DEFAULT_MAX_SIDE),
+        max_side=getattr(args, "face_max_side", DEFAULT_MAX_SIDE) or None,
         progress=progress,
     )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import re
 import sys
 from collections import deque
 from dataclasses import dataclass, field
@@ -87,6 +88,11 @@ class FaceItem:
         """``NAME.jpg#face0 [x,y,w,h]`` (or just ``NAME.jpg`` for a whole image)."""
         return face_label(self.source, self.face_index, self.box)
 
+    @property
+    def ref(self) -> str:
+        """``SOURCE#face0 [x,y,w,h]`` with the full source path (just ``SOURCE`` for a whole image)."""
+        return face_ref(self.source, self.face_index, self.box)
+
     def meta(self) -> dict[str, Any]:
         """Fields every output row carries: ``source``, ``face_index``, ``box``, ``likelihood``."""
         return {
@@ -103,6 +109,25 @@ def face_label(source: str, face_index: int | None, box: Sequence[int] | None) -
     if face_index is None or box is None:
         return name
     return f"{name}#face{face_index} [{','.join(str(int(v)) for v in box)}]"
+
+
+def face_ref(source: str, face_index: int | None, box: Sequence[int] | None) -> str:
+    """Path-like reference to a face: ``SOURCE#face0 [x,y,w,h]`` (``SOURCE`` alone for a whole image)."""
+    if face_index is None or box is None:
+        return source
+    return f"{source}#face{face_index} [{','.join(str(int(v)) for v in box)}]"
+
+
+_REF = re.compile(r"^(?P<source>.*)#face(?P<index>\d+) \[(?P<box>-?\d+,-?\d+,\d+,\d+)\]$")
+
+
+def parse_face_ref(ref: str) -> tuple[str, int | None, Box | None]:
+    """Inverse of :func:`face_ref`: ``(source, face_index, box)``; a plain path gives ``(path, None, None)``."""
+    m = _REF.match(ref)
+    if m is None:
+        return ref, None, None
+    x, y, w, h = (int(v) for v in m.group("box").split(","))
+    return m.group("source"), int(m.group("index")), (x, y, w, h)
 
 
 @dataclass(frozen=True)

@@ -439,3 +439,28 @@ def test_cli_import_as_then_offline_load(wd_files, tmp_path: Path, capsys: pytes
                  str(onnx_path), str(tags_path)]) == 0
     model = load_model("wd-convnext-v3", model_dir=store_dir, offline=True)
     assert model.outputs == ("prob", "feature") and len(model.tags) == len(TAGS)
+
+
+def test_cli_tag_with_wd_files(wd_files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture) -> None:
+    """`illust2vec tag --weights model.onnx --tags selected_tags.csv`: same results, CSV and captions as i2v."""
+    import json
+    import shutil
+
+    from illust2vec.cli.main import main
+
+    onnx_path, tags_path, _ = wd_files
+    monkeypatch.setenv("ILLUST2VEC_HOME", str(tmp_path / "home"))
+    img = tmp_path / "pics" / "a.jpg"
+    img.parent.mkdir()
+    shutil.copy(sorted(ANIME36.glob("*.jpg"))[0], img)
+    common = ["tag", "--weights", str(onnx_path), "--tags", str(tags_path), str(img), "-q"]
+    assert main(common + ["--captions", "--rating"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    tags = out[0]["tags"]
+    assert [t for t in tags["general"] if t not in {"smile", "blue eyes", "open mouth"}] == ["1girl", "long hair", "^_^"]
+    assert list(tags["character"]) == ["hatsune miku"]
+    assert list(tags["rating"]) == ["general", "sensitive", "questionable", "explicit"]
+    caption = img.with_suffix(".txt").read_text()
+    assert caption.startswith("general, hatsune miku, 1girl, long hair")
+    assert "^_^" in caption

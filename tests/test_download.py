@@ -27,7 +27,9 @@ class _Server(http.server.ThreadingHTTPServer):
         self.cut_after: dict[str, list[int]] = {}  # path -> byte counts, one per request, then whole
         self.ignore_range: set[str] = set()
         self.status: dict[str, int] = {}
+        self.etags: dict[str, str] = {}
         self.log: list[tuple[str, str | None]] = []  # (request line path, Range header)
+        self.if_range: list[str | None] = []
 
     @property
     def url(self) -> str:
@@ -43,6 +45,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         srv = self.server
         srv.log.append((self.path, self.headers.get("Range")))
+        srv.if_range.append(self.headers.get("If-Range"))
         path = urlsplit(self.path).path  # proxies get absolute URLs
         if path in srv.status:
             self.send_error(srv.status[path])
@@ -53,6 +56,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         start = 0
         rng = self.headers.get("Range")
+        etag = srv.etags.get(path)
+        if rng and self.headers.get("If-Range") not in (None, etag):
+            rng = None  # the file changed since the client's copy: send all of it
         if rng and path not in srv.ignore_range:
             start = int(rng.split("=")[1].split("-")[0])
             if start >= len(data):
@@ -66,6 +72,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         body = data[start:]
+        if etag:
+            self.send_header("ETag", etag)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         cuts = srv.cut_after.get(path)
@@ -267,3 +275,30 @@ def test_download_all_lists_missing_urls_offline(server: _Server, tmp_path: Path
     got = download_all(files, tmp_path, progress=False)
     assert [p.name for p in got] == ["model.bin", "selected_tags.csv"]
     assert (tmp_path / "model.bin").read_bytes() == PAYLOAD
+
+
+def test_resume_of_a_file_that_changed_upstream_restarts(server: _Server, tmp_path: Path) -> None:
+    """No checksum known (as for the WD files): If-Range keeps an old prefix from being spliced onto a new file."""
+    server.etags["/model.bin"] = '"v1"'
+    server.cut_after["/model.bin"] = [80_000]
+    dest = tmp_path / "model.bin"
+    url = server.url + "/model.bin"
+    with pytest.raises(DownloadError, match="interrupted"):
+        download(url, dest, progress=False, retries=0)
+    assert sorted(_leftovers(tmp_path)) == sorted([part_path(url, dest).name, part_path(url, dest).name + ".json"])
+    new = bytes(reversed(PAYLOAD))
+    server.files["/model.bin"] = new
+    server.etags["/model.bin"] = '"v2"'
+    download(url, dest, progress=False)
+    assert dest.read_bytes() == new
+    assert server.if_range[-1] == '"v1"' and server.log[-1][1] == "bytes=80000-"
+    assert _leftovers(tmp_path) == ["model.bin"]
+
+
+def test_resume_same_version_uses_range(server: _Server, tmp_path: Path) -> None:
+    server.etags["/model.bin"] = '"v1"'
+    server.cut_after["/model.bin"] = [80_000]
+    dest = tmp_path / "model.bin"
+    download(server.url + "/model.bin", dest, progress=False)  # no size, no checksum given
+    assert dest.read_bytes() == PAYLOAD
+    assert server.if_range == [None, '"v1"']

@@ -8,6 +8,11 @@
   file and the next attempt asks the server for the rest with an HTTP ``Range``
   request; a server that ignores ``Range`` (answers ``200`` instead of ``206``)
   makes the download start over cleanly;
+* beside the ``.part`` a small ``.part.json`` keeps the server's validator
+  (strong ``ETag`` or ``Last-Modified``) and announced length: a resume sends
+  ``If-Range``, so a file that changed upstream is fetched whole instead of
+  being spliced onto the old prefix, and the announced length is checked when
+  the caller knows no size;
 * when the transfer is complete, the size and SHA-256 are checked (when known);
   only then is the file fsync'ed and moved into place with :func:`os.replace`;
 * a file that fails verification is deleted, ``.part`` included, because
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import socket
 import sys
@@ -104,6 +110,24 @@ def part_path(url: str, dest: str | os.PathLike[str], tmp_dir: str | os.PathLike
     return tmp / f"{d.name}.{tag}.part"
 
 
+def _meta_path(part: Path) -> Path:
+    """Sidecar of a ``.part``: the server's validator (ETag/Last-Modified) and the full length."""
+    return part.with_name(part.name + ".json")
+
+
+def _read_meta(part: Path) -> dict:
+    try:
+        data = json.loads(_meta_path(part).read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _drop(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _meta_path(part).unlink(missing_ok=True)
+
+
 def _fsync_dir(path: Path) -> None:
     if os.name != "posix":  # pragma: no cover
         return
@@ -152,8 +176,12 @@ def _attempt(
     if size is not None and have >= size:
         return  # complete (or too long: verification will say so)
     req = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"})
+    meta = _read_meta(part) if have else {}
     if have:
         req.add_header("Range", f"bytes={have}-")
+        if meta.get("validator"):
+            # The server sends the whole (new) file instead of the rest if it changed since.
+            req.add_header("If-Range", str(meta["validator"]))
     opener = urllib.request.build_opener()  # reads *_proxy / no_proxy from the environment now
     try:
         resp = opener.open(req, timeout=timeout)
@@ -161,11 +189,11 @@ def _attempt(
         exc.close()
         if exc.code == 416 and have:
             # Our partial file is not a prefix the server can continue: start over.
-            part.unlink(missing_ok=True)
+            _drop(part)
             raise _Interrupted("HTTP 416 on resume; restarting from the beginning") from None
         if exc.code >= 500:
             raise _Interrupted(f"HTTP {exc.code} {exc.reason}") from None
-        part.unlink(missing_ok=True)
+        _drop(part)
         raise _http_error(url, exc.code, str(exc.reason)) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
@@ -179,16 +207,24 @@ def _attempt(
             crange = resp.headers.get("Content-Range", "")
             start = crange.split()[1].split("-")[0] if crange.startswith("bytes ") else ""
             if start != str(have):
-                part.unlink(missing_ok=True)
+                _drop(part)
                 raise _Interrupted(f"server answered the resume with range {crange!r}; restarting")
             mode = "ab"
+            full = crange.rsplit("/", 1)[-1]
+            full_length = int(full) if full.isdigit() else meta.get("total")
         else:
-            # 200: the server ignored Range (or there was nothing to resume): write from the start.
+            # 200: the server ignored Range, the file changed (If-Range), or there was nothing to
+            # resume: write from the start.
             have = 0
             mode = "wb"
+            full_length = expected_body
+        etag = resp.headers.get("ETag") or ""
+        validator = etag if etag and not etag.startswith("W/") else resp.headers.get("Last-Modified")
+        part.parent.mkdir(parents=True, exist_ok=True)
+        if mode == "wb" or full_length != meta.get("total"):
+            _meta_path(part).write_text(json.dumps({"url": url, "validator": validator, "total": full_length}))
         total = size if size is not None else (have + expected_body if expected_body is not None else None)
         received = 0
-        part.parent.mkdir(parents=True, exist_ok=True)
         with open(part, mode) as fh, tqdm(
             total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
             desc=desc, file=sys.stderr, disable=not progress, leave=False,
@@ -266,7 +302,7 @@ def download(
     part = part_path(url, dest, tmp_dir)
     part.parent.mkdir(parents=True, exist_ok=True)
     if size is not None and part.exists() and part.stat().st_size > size:
-        part.unlink()
+        _drop(part)
 
     attempt = 0
     while True:
@@ -284,17 +320,20 @@ def download(
             time.sleep(min(0.2 * 2 ** (attempt - 1), 2.0))
 
     got = part.stat().st_size
-    if size is not None and got != size:
-        part.unlink(missing_ok=True)
+    announced = _read_meta(part).get("total")
+    expected = size if size is not None else announced
+    if expected is not None and got != expected:
+        _drop(part)
+        what = "expected" if size is not None else "the server announced"
         raise DownloadError(
-            f"{url}: size mismatch: got {got} bytes, expected {size}; the partial file was deleted. "
+            f"{url}: size mismatch: got {got} bytes, {what} {expected}; the partial file was deleted. "
             "The upstream file may have changed: check the model entry, or fetch it yourself and "
             "run `illust2vec models import FILE`"
         )
     if sha256 is not None:
         digest = sha256_file(part)
         if digest.lower() != sha256.lower():
-            part.unlink(missing_ok=True)
+            _drop(part)
             raise DownloadError(
                 f"{url}: checksum mismatch: SHA-256 {digest}, expected {sha256.lower()}; "
                 "the file was deleted. The upstream file may have changed or the transfer was "
@@ -302,6 +341,7 @@ def download(
             )
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.replace(part, dest)
+    _meta_path(part).unlink(missing_ok=True)
     _fsync_dir(dest.parent)
     return dest
 

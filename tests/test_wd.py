@@ -86,11 +86,21 @@ def build_model(size: int = 64, *, fixed_batch: bool = False, head: str = "gemm"
     if head == "gemm":
         inits.append(numpy_helper.from_array(wh, "head.w"))
         nodes.append(helper.make_node("Gemm", ["pooled", "head.w", "head.b"], ["logits"], transB=1))
-    else:
+    elif head == "matmul":
         inits.append(numpy_helper.from_array(np.ascontiguousarray(wh.T), "head.w"))
         nodes.append(helper.make_node("MatMul", ["pooled", "head.w"], ["mm"]))
         nodes.append(helper.make_node("Add", ["mm", "head.b"], ["logits"]))
-    nodes.append(helper.make_node("Sigmoid", ["logits"], [output_name]))
+    else:  # "tf": tf2onnx-style: weight through Identity, bias as a Constant node, Identity output
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(wh.T), "head.w"))
+        nodes.append(helper.make_node("Identity", ["head.w"], ["head.w:0"]))
+        nodes.append(helper.make_node("MatMul", ["head.w:0", "pooled"][::-1], ["mm"]))
+        nodes.append(helper.make_node("Constant", [], ["head.b:0"], value=numpy_helper.from_array(bh, "bias")))
+        nodes.append(helper.make_node("Add", ["head.b:0", "mm"], ["logits"]))
+    if head == "tf":
+        nodes.append(helper.make_node("Sigmoid", ["logits"], ["sig"]))
+        nodes.append(helper.make_node("Identity", ["sig"], [output_name]))
+    else:
+        nodes.append(helper.make_node("Sigmoid", ["logits"], [output_name]))
     graph = helper.make_graph(
         nodes, "tiny_wd",
         [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [batch, size, size, 3])],
@@ -166,7 +176,7 @@ def test_display_name_kaomoji_set() -> None:
 # --------------------------------------------------------------------------- graph
 
 
-@pytest.mark.parametrize("head", ["gemm", "matmul"])
+@pytest.mark.parametrize("head", ["gemm", "matmul", "tf"])
 def test_graph_info_finds_head_input(head: str) -> None:
     m = build_model(64, head=head)
     info = wd.graph_info(m)
@@ -194,7 +204,7 @@ def test_not_a_tagger_graph() -> None:
         wd.graph_info(m)
 
 
-@pytest.mark.parametrize("head", ["gemm", "matmul"])
+@pytest.mark.parametrize("head", ["gemm", "matmul", "tf"])
 def test_feature_output_equals_head_input(head: str) -> None:
     m = build_model(32, head=head)
     wd.add_feature_output(m)

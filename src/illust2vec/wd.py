@@ -270,10 +270,12 @@ def find_embedding_tensor(model: Any, output: str | None = None) -> tuple[str, s
     output = output or graph.output[0].name
     producers = {o: n for n in graph.node for o in n.output}
     consts = {t.name: t for t in graph.initializer}
-    for n in graph.node:
+    for n in graph.node:  # graph order: an Identity of a constant is a constant (tf2onnx exports)
         if n.op_type == "Constant":
             for o in n.output:
-                consts.setdefault(o, n)
+                consts.setdefault(o, next((a.t for a in n.attribute if a.name == "value"), n))
+        elif n.op_type == "Identity" and n.input and n.input[0] in consts:
+            consts.setdefault(n.output[0], consts[n.input[0]])
 
     def weight_dim(name: str, axis: int) -> int | None:
         t = consts.get(name)

@@ -36,9 +36,9 @@ def nice_tick_step(span: float, target_ticks: int = 10) -> float:
     return float(3600 * math.ceil(raw / 3600))
 
 
-def format_time(t: float, step: float) -> str:
-    """``12.5s`` below a minute, ``m:ss`` / ``h:mm:ss`` above (decimals only when the step needs them)."""
-    if t < 60 and step < 60:
+def format_time(t: float, step: float, duration: float = 0.0) -> str:
+    """``12.5s`` for videos under a minute, else ``m:ss`` / ``h:mm:ss`` (decimals only when the step needs them)."""
+    if max(t, duration) < 60 and step < 60:
         return f"{t:.1f}s" if step < 1 else f"{t:.0f}s"
     total = int(round(t))
     h, rem = divmod(total, 3600)
@@ -168,7 +168,7 @@ def plot_timeline(
         t = m * step
         x = lay.x(t)
         draw.line([x, lay.axis_y, x, lay.axis_y + 5], fill=AXIS_COLOUR, width=1)
-        label = format_time(t, step)
+        label = format_time(t, step, duration)
         tw = probe.textlength(label, font=font)
         draw.text((min(max(x - tw / 2, 0), width - tw - 1), lay.axis_y + 8), label, fill=TEXT_COLOUR, font=font)
     if timeline.problem is not None and timeline.stopped_at is not None:

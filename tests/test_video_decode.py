@@ -149,3 +149,9 @@ def test_bad_sampling_arguments(cfr_video):
         iter_video_frames(cfr_video, every=0)
     with pytest.raises(ValueError, match="at most one"):
         iter_video_frames(cfr_video, every=1, fps=2)
+
+
+def test_start_after_the_end_is_empty_not_damaged(cfr_video):
+    frames = iter_video_frames(cfr_video, every=1.0, start=100.0)
+    assert list(frames) == []
+    assert frames.problem is None

@@ -435,23 +435,27 @@ class VideoFrames:
             limit = frame_end(fr, t) if end is None else min(frame_end(fr, t), end)
             if target < limit - eps:
                 yield emit(fr, t, i)
-        if self.problem is None and end is None and not early:
-            self._check_complete(last_t, fdur)
+        if self.problem is None and not early:
+            self._check_complete(last_t, fdur, end)
         self.finished = True
         self._close_container()
 
-    def _check_complete(self, last_t: float | None, fdur: float) -> None:
+    def _check_complete(self, last_t: float | None, fdur: float, end: float | None) -> None:
         """Flag a stream that ended well before the duration its container announced."""
         dur = self.info.duration
         if dur is None:
             return
+        if end is not None:
+            dur = min(dur, end)
+        if last_t is None and self.start >= dur - max(3 * fdur, 0.25):
+            return  # asked to start at (or after) the end: nothing to decode is not damage
         got = (last_t + fdur) if last_t is not None else 0.0
         if got < dur - max(3 * fdur, 0.25):
             t = last_t if last_t is not None else 0.0
             self.stopped_at = t
             self.problem = (
-                f"{self.path}: stream ended at {t:.3f} s of the {dur:.3f} s the file announces "
-                "(truncated or damaged file); the frames up to there were used"
+                f"{self.path}: stream ended at {t:.3f} s of the {self.info.duration:.3f} s the file "
+                "announces (truncated or damaged file); the frames up to there were used"
             )
 
     def _should_seek(self, stream: Any, current_t: float, target: float) -> bool:

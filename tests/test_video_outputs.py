@@ -89,11 +89,13 @@ def test_plot_png(timeline, tmp_path):
     assert len(cols) >= 2
 
 
-def test_annotated_video_same_frames_and_duration(timeline, video, tmp_path):
+@pytest.mark.parametrize("codec", [None, "mpeg4"])
+def test_annotated_video_same_frames_and_duration(timeline, video, tmp_path, codec):
     out = tmp_path / "ann.mp4"
-    res = annotate_video(timeline, out, top=2)
+    res = annotate_video(timeline, out, top=2, codec=codec)
     src, ann = probe_video(video), probe_video(out)
-    assert res["frames"] == 36 and res["codec"] in ("libx264", "mpeg4")
+    assert res["frames"] == 36 and res["codec"] == (codec or res["codec"])
+    assert ann.codec == ("mpeg4" if codec == "mpeg4" else {"libx264": "h264", "mpeg4": "mpeg4"}[res["codec"]])
     frames = list(iter_video_frames(out))
     assert len(frames) == 36
     assert [f.time for f in frames] == pytest.approx([f.time for f in iter_video_frames(video)], abs=1e-3)

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from illust2vec.video.decode import iter_video_frames
-from illust2vec.video.encode import VideoWriter
+from illust2vec.video.encode import VideoWriter, pick_codec
 from illust2vec.video.timeline import Timeline
 
 __all__ = ["annotate_video", "draw_tags"]
@@ -88,16 +88,12 @@ def annotate_video(
         for fr in frames:
             if writer is None:
                 h, w = fr.image.shape[:2]
-                chosen = codec
-                options = {"crf": str(crf), "preset": "veryfast"}
-                writer = VideoWriter(
-                    output, w, h, rate=info.average_rate or 25, time_base=tb, codec=chosen,
-                    options=options if (chosen or "libx264") == "libx264" else {},
-                )
-                if writer.codec != "libx264":
-                    writer.close()
-                    writer = VideoWriter(output, w, h, rate=info.average_rate or 25, time_base=tb,
-                                         codec=writer.codec, bit_rate=max(400_000, w * h * 4))
+                chosen = pick_codec(codec)
+                if chosen == "libx264":
+                    extra: dict[str, Any] = {"options": {"crf": str(crf), "preset": "veryfast"}}
+                else:
+                    extra = {"bit_rate": max(400_000, w * h * 4)}
+                writer = VideoWriter(output, w, h, rate=info.average_rate or 25, time_base=tb, codec=chosen, **extra)
             lines = [f"{fr.time:7.2f} s  frame {fr.index}"]
             if len(timeline):
                 if scenes and shot_starts.size:

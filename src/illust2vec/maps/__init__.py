@@ -1,0 +1,1 @@
+"""Maps of image collections: reduction, layout, PNG renderer and interactive HTML viewer."""

@@ -7,9 +7,11 @@
  * on demand when their points are on screen at a zoom that needs them).
  *
  * Read-only hook for tests and automation: window.illust2vecViewer
- *   ready            Promise, resolved after the first frame is drawn
- *   settled()        Promise, resolved once every atlas page the current view
- *                    needs is loaded and drawn
+ *   ready            Promise, resolved after the first frame is drawn (the map is
+ *                    interactive; points show their mean colours until the
+ *                    overview atlas is decoded)
+ *   settled()        Promise, resolved once the overview atlas and every hi
+ *                    atlas page the current view needs are loaded and drawn
  *   renderer         "webgl" or "canvas"
  *   count            number of points
  *   pointToScreen(i) {x, y, size}: centre of point i in client CSS pixels and
@@ -65,6 +67,7 @@
     for (i = 0; i < N; i++) { wx[i] = (D.x[i] - cx) / span; wy[i] = (D.y[i] - cy) / span; }
   })();
   var WORLD_SIZE = Math.min(0.25, 0.8 / Math.sqrt(N)); // side of a thumbnail in world units
+  var AVG = b64ToBytes(D.avg); // mean colour per thumbnail (RGB)
   var ext = new Float32Array(2 * N); // content half-extent fractions (aspect)
   for (var i0 = 0; i0 < N; i0++) {
     var w = D.size[4 * i0], h = D.size[4 * i0 + 1], m = Math.max(w, h, 1);
@@ -343,9 +346,9 @@
     if (!gl) return null;
     var VS = "#version 300 es\n" +
       "precision highp float; precision highp int;\n" +
-      "in vec2 a_corner; in vec2 a_pos; in vec2 a_ext; in vec4 a_base; in float a_bl; in vec4 a_hi; in float a_hp; in vec4 a_style;\n" +
+      "in vec2 a_corner; in vec2 a_pos; in vec2 a_ext; in vec4 a_base; in float a_bl; in vec4 a_hi; in float a_hp; in vec4 a_style; in vec3 a_avg;\n" +
       "uniform vec2 u_cam; uniform float u_zoom; uniform vec2 u_view; uniform float u_px; uniform int u_pass;\n" +
-      "uniform bool u_filter; uniform bool u_useHi; uniform bool u_colour; uniform lowp usampler2D u_hiMap; uniform int u_hiMapW;\n" +
+      "uniform bool u_filter; uniform bool u_useHi; uniform bool u_colour; uniform bool u_baseReady; uniform lowp usampler2D u_hiMap; uniform int u_hiMapW;\n" +
       "out vec2 v_local; flat out vec2 v_half; flat out vec4 v_rect; flat out float v_layer; flat out int v_tex;\n" +
       "flat out vec3 v_ring; flat out float v_ringW; flat out float v_dim; flat out int v_solid; flat out vec3 v_col;\n" +
       "void main() {\n" +
@@ -367,7 +370,7 @@
       "  gl_Position = vec4(p.x / u_view.x * 2.0 - 1.0, 1.0 - p.y / u_view.y * 2.0, 0.0, 1.0);\n" +
       "  v_local = d; v_half = half_; v_ring = ringCol; v_ringW = ring;\n" +
       "  v_dim = (u_filter && !match && !sel && u_pass != 2) ? 1.0 : 0.0;\n" +
-      "  v_solid = (small_ && (hasRing)) ? 1 : 0; v_col = ringCol;\n" +
+      "  v_solid = (small_ || !u_baseReady) ? 1 : 0; v_col = (small_ && hasRing) ? ringCol : a_avg;\n" +
       "  v_tex = 0; v_rect = a_base; v_layer = a_bl;\n" +
       "  if (u_useHi) {\n" +
       "    int hp = int(a_hp + 0.5);\n" +
@@ -406,9 +409,9 @@
     if (!gl.getProgramParameter(prog, gl.LINK_STATUS)) throw new Error("program: " + gl.getProgramInfoLog(prog));
     gl.useProgram(prog);
     var U = {};
-    ["u_cam", "u_zoom", "u_view", "u_px", "u_pass", "u_filter", "u_useHi", "u_colour", "u_hiMap", "u_hiMapW", "u_base", "u_hi", "u_bg"].forEach(function (n) { U[n] = gl.getUniformLocation(prog, n); });
+    ["u_cam", "u_zoom", "u_view", "u_px", "u_pass", "u_filter", "u_useHi", "u_colour", "u_baseReady", "u_hiMap", "u_hiMapW", "u_base", "u_hi", "u_bg"].forEach(function (n) { U[n] = gl.getUniformLocation(prog, n); });
     var L = {};
-    ["a_corner", "a_pos", "a_ext", "a_base", "a_bl", "a_hi", "a_hp", "a_style"].forEach(function (n) { L[n] = gl.getAttribLocation(prog, n); });
+    ["a_corner", "a_pos", "a_ext", "a_base", "a_bl", "a_hi", "a_hp", "a_style", "a_avg"].forEach(function (n) { L[n] = gl.getAttribLocation(prog, n); });
 
     var vao = gl.createVertexArray();
     gl.bindVertexArray(vao);
@@ -428,6 +431,9 @@
     var sbuf = gl.createBuffer();
     gl.bindBuffer(gl.ARRAY_BUFFER, sbuf);
     gl.bufferData(gl.ARRAY_BUFFER, stat, gl.STATIC_DRAW);
+    var abuf = gl.createBuffer();
+    gl.bindBuffer(gl.ARRAY_BUFFER, abuf);
+    gl.bufferData(gl.ARRAY_BUFFER, AVG, gl.STATIC_DRAW);
     var dbuf = gl.createBuffer();
     gl.bindBuffer(gl.ARRAY_BUFFER, dbuf);
     gl.bufferData(gl.ARRAY_BUFFER, style, gl.DYNAMIC_DRAW);
@@ -441,6 +447,10 @@
         gl.vertexAttribPointer(loc, a[1], gl.FLOAT, false, sb, off + a[2] * 4);
         gl.vertexAttribDivisor(loc, 1);
       });
+      gl.bindBuffer(gl.ARRAY_BUFFER, abuf);
+      gl.enableVertexAttribArray(L.a_avg);
+      gl.vertexAttribPointer(L.a_avg, 3, gl.UNSIGNED_BYTE, true, 3, first * 3);
+      gl.vertexAttribDivisor(L.a_avg, 1);
       gl.bindBuffer(gl.ARRAY_BUFFER, dbuf);
       gl.enableVertexAttribArray(L.a_style);
       gl.vertexAttribPointer(L.a_style, 4, gl.UNSIGNED_BYTE, false, 4, first * 4);
@@ -533,6 +543,7 @@
         gl.uniform1i(U.u_filter, filterActive ? 1 : 0);
         gl.uniform1i(U.u_useHi, st.useHi ? 1 : 0);
         gl.uniform1i(U.u_colour, colourMode !== "none" ? 1 : 0);
+        gl.uniform1i(U.u_baseReady, st.baseReady ? 1 : 0);
         pointers(0);
         gl.uniform1i(U.u_pass, 0);
         gl.drawArraysInstanced(gl.TRIANGLE_STRIP, 0, 4, N);
@@ -553,27 +564,11 @@
   function makeCanvas2D() {
     var ctx = canvas.getContext("2d", { alpha: false });
     var baseBmp = [];
-    var avg = new Uint8Array(3 * N);
     function css(rgb) { return "rgb(" + rgb[0] + "," + rgb[1] + "," + rgb[2] + ")"; }
     return {
       name: "canvas",
       uploadBase: function (layer, bmp) {
         baseBmp[layer] = bmp;
-        // average colour per cell: draw the page shrunk so that one cell becomes one pixel
-        var per = Math.floor(A.page / A.baseCell);
-        var cw = Math.ceil(bmp.width / A.baseCell), ch = Math.ceil(bmp.height / A.baseCell);
-        var c = document.createElement("canvas");
-        c.width = cw; c.height = ch;
-        var x = c.getContext("2d", { willReadFrequently: true });
-        x.imageSmoothingQuality = "high";
-        x.drawImage(bmp, 0, 0, cw, ch);
-        var px = x.getImageData(0, 0, cw, ch).data;
-        for (var i = 0; i < N; i++) {
-          if (baseR.layer[i] !== layer) continue;
-          var q = D.slot[i] - layer * per * per, row = Math.floor(q / per), col = q - row * per;
-          var k = 4 * (row * cw + col);
-          avg[3 * i] = px[k]; avg[3 * i + 1] = px[k + 1]; avg[3 * i + 2] = px[k + 2];
-        }
       },
       baseDone: function () {},
       draw: function (st) {
@@ -591,7 +586,7 @@
         emphList.sort(function (a, b) { return a - b; });
         var all = order.concat(emphList);
         if (st.hover >= 0) all.push(st.hover);
-        var thumbs = px >= 6 && vis.length <= 40000;
+        var thumbs = st.baseReady && px >= 6 && vis.length <= 40000;
         ctx.imageSmoothingEnabled = true;
         ctx.imageSmoothingQuality = "medium";
         for (var j = 0; j < all.length; j++) {
@@ -603,7 +598,7 @@
           if (isHover) ringRgb = HOVER_RGB;
           ctx.globalAlpha = filterActive && !flagged && !isHover ? 0.22 : 1;
           if (!thumbs) {
-            var dot = ringRgb || [avg[3 * p], avg[3 * p + 1], avg[3 * p + 2]];
+            var dot = (px < 6 && ringRgb) || [AVG[3 * p], AVG[3 * p + 1], AVG[3 * p + 2]];
             ctx.fillStyle = css(dot);
             ctx.fillRect(sc[0] - hw, sc[1] - hh, Math.max(1, 2 * hw), Math.max(1, 2 * hh));
             continue;
@@ -654,7 +649,6 @@
   }
   function frame() {
     drawQueued = false;
-    if (!baseLoaded) return;
     frameNo++;
     var px = pointPx();
     var vis = visibleSet(px);
@@ -673,15 +667,15 @@
       });
     }
     var anySel = selCount > 0;
-    var st = { px: px, useHi: useHi, visible: vis, hover: tipIndex, anySelected: anySel };
+    var st = { px: px, useHi: useHi, visible: vis, hover: tipIndex, anySelected: anySel, baseReady: baseLoaded };
     lastState = st;
     renderer.draw(st);
     drawOverlay();
     var status = N + " images \u00b7 " + vis.length + " visible \u00b7 zoom " + (cam.zoom / (fitZoom || 1)).toFixed(1) + "\u00d7";
-    if (loadingCount) status += " \u00b7 loading thumbnails\u2026";
+    if (loadingCount || !baseLoaded) status += " \u00b7 loading thumbnails\u2026";
     $("i2v-status").textContent = status;
     if (firstFrame) { var f = firstFrame; firstFrame = null; T.firstFrame = performance.now(); f(); }
-    if (missingNeeded === 0 && loadingCount === 0 && settleWaiters.length) {
+    if (baseLoaded && missingNeeded === 0 && loadingCount === 0 && settleWaiters.length) {
       var w = settleWaiters; settleWaiters = [];
       w.forEach(function (r) { r(); });
     } else if (missingNeeded > 0 && loadingCount < 3) {
@@ -1007,7 +1001,8 @@
   fit();
   fitZoom = cam.zoom;
   recomputeStyle();
-  var ready = new Promise(function (resolve, reject) {
+  var ready = new Promise(function (resolve) { firstFrame = resolve; requestDraw(); });
+  var baseReady = new Promise(function (resolve, reject) {
     var jobs = [];
     for (var p = 0; p < A.basePages; p++) {
       (function (p) {
@@ -1018,14 +1013,14 @@
       T.baseDecoded = performance.now();
       renderer.baseDone();
       baseLoaded = true;
-      firstFrame = resolve;
+      resolve();
       requestDraw();
     }).catch(function (err) { showError(String(err && err.message || err)); reject(err); });
   });
 
   var hook = {
     ready: ready,
-    settled: function () { return ready.then(function () { return new Promise(function (r) { settleWaiters.push(r); requestDraw(); }); }); },
+    settled: function () { return baseReady.then(function () { return new Promise(function (r) { settleWaiters.push(r); requestDraw(); }); }); },
     renderer: renderer.name,
     count: N,
     pointToScreen: function (i) { var s = toScreen(i); return { x: s[0], y: s[1], size: pointPx() }; },

@@ -217,8 +217,12 @@ class ImageModel:
             if self._simhash is None:
                 rng = np.random.default_rng(0x1A2B3C)
                 self._simhash = rng.standard_normal((features.shape[1], 4096)).astype(np.float32)
-            norm = np.linalg.norm(features, axis=1, keepdims=True)
-            bits = (features / np.maximum(norm, 1e-12)) @ self._simhash > 0
+            # Centre each vector on its own mean first: embedders with non-negative
+            # (ReLU) features would otherwise put every vector in one orthant and
+            # the signed projections would carry little information.
+            centred = features - features.mean(axis=1, keepdims=True)
+            norm = np.linalg.norm(centred, axis=1, keepdims=True)
+            bits = (centred / np.maximum(norm, 1e-12)) @ self._simhash > 0
         else:
             raise Illust2VecError(f"unknown binarize rule {self.binarize!r}")
         return np.packbits(bits, axis=1)

@@ -9,6 +9,7 @@ import gzip
 import json
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,11 +176,50 @@ def specific_tags(prob: np.ndarray, table: TagTable, tags: Sequence[str]) -> lis
     return [{t: float(prob[i, c]) for t, c in zip(tags, cols)} for i in range(prob.shape[0])]
 
 
-def mcut_threshold(probs: np.ndarray) -> float:
-    """Maximum Cut Thresholding: the midpoint of the largest gap between sorted probabilities."""
-    p = np.sort(np.asarray(probs, dtype=np.float64))[::-1]
-    if p.size < 2:
-        return 0.5
-    gaps = p[:-1] - p[1:]
-    k = int(np.argmax(gaps))
-    return float((p[k] + p[k + 1]) / 2)
+#: MCut never keeps a character tag below this probability (as the WD front-ends do).
+MCUT_CHARACTER_FLOOR = 0.15
+
+
+def mcut_thresholds(
+    prob: np.ndarray,
+    table: TagTable,
+    *,
+    categories: Sequence[str] | None = None,
+    character_floor: float = MCUT_CHARACTER_FLOOR,
+) -> np.ndarray:
+    """Per-image, per-tag thresholds by Maximum Cut Thresholding (MCut).
+
+    For each image and each category in ``categories``, the category's
+    probabilities are sorted and the threshold is the midpoint of the largest
+    gap between neighbours; tags strictly above it are kept.  Other categories
+    get threshold 0 (ratings are reported whole anyway).  Returns an (N, T) array.
+    """
+    prob = np.asarray(prob, dtype=np.float64)
+    if prob.ndim != 2 or prob.shape[1] != len(table):
+        raise Illust2VecError(f"probabilities of shape {prob.shape} do not match {len(table)} tags")
+    out = np.zeros_like(prob)
+    if categories is None:
+        categories = [c for c in table.category_names if c not in UNTHRESHOLDED]
+    for cat in categories:
+        idx = table.indices(cat)
+        if idx.size == 0:
+            continue
+        sub = -np.sort(-prob[:, idx], axis=1)  # descending
+        if idx.size < 2:
+            thr = np.full(prob.shape[0], 0.5)
+        else:
+            gaps = sub[:, :-1] - sub[:, 1:]
+            k = np.argmax(gaps, axis=1)
+            rows = np.arange(prob.shape[0])
+            thr = (sub[rows, k] + sub[rows, k + 1]) / 2
+        if cat == "character":
+            thr = np.maximum(thr, character_floor)
+        out[:, idx] = thr[:, None]
+    return out
+
+
+def plausible_tags_mcut(prob: np.ndarray, table: TagTable, **kwargs: Any) -> list[dict[str, list[tuple[str, float]]]]:
+    """i2v-style results (category -> [(tag, prob)], sorted) with MCut thresholds per image."""
+    prob = np.asarray(prob)
+    thr = mcut_thresholds(prob, table, **kwargs)
+    return [plausible_tags(prob[i : i + 1], table, thr[i])[0] for i in range(prob.shape[0])]

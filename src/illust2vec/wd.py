@@ -30,14 +30,15 @@ import csv
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from illust2vec.errors import Illust2VecError, ModelFormatError
+from illust2vec.errors import ModelFormatError
+from illust2vec.tags import MCUT_CHARACTER_FLOOR, mcut_thresholds, plausible_tags_mcut  # noqa: F401 (re-exported)
 
 __all__ = [
     "CATEGORY_CODES",
@@ -80,7 +81,6 @@ WD_REPOS: dict[str, str] = {
 #: Bump when :func:`add_feature_output` changes what it writes (invalidates cached graphs).
 SURGERY_VERSION = 1
 #: MCut never sets the character threshold below this (the reference front-end's floor).
-MCUT_CHARACTER_FLOOR = 0.15
 
 
 def display_name(tag: str) -> str:
@@ -162,51 +162,6 @@ def read_selected_tags(path: str | os.PathLike[str]) -> WDTagList:
 
 
 # --------------------------------------------------------------------------- thresholds
-
-
-def mcut_thresholds(
-    prob: np.ndarray,
-    table: Any,
-    *,
-    categories: Sequence[str] = ("general", "character"),
-    character_floor: float = MCUT_CHARACTER_FLOOR,
-) -> np.ndarray:
-    """Per-image, per-tag thresholds by Maximum Cut Thresholding (MCut).
-
-    For each image and each category in ``categories``, the category's
-    probabilities are sorted and the threshold is the midpoint of the largest
-    gap between neighbours; tags strictly above it are kept.  Other categories
-    get threshold 0 (ratings are reported whole anyway).  Returns an (N, T) array.
-    """
-    prob = np.asarray(prob, dtype=np.float64)
-    if prob.ndim != 2 or prob.shape[1] != len(table):
-        raise Illust2VecError(f"probabilities of shape {prob.shape} do not match {len(table)} tags")
-    out = np.zeros_like(prob)
-    for cat in categories:
-        idx = table.indices(cat)
-        if idx.size == 0:
-            continue
-        sub = -np.sort(-prob[:, idx], axis=1)  # descending
-        if idx.size < 2:
-            thr = np.full(prob.shape[0], 0.5)
-        else:
-            gaps = sub[:, :-1] - sub[:, 1:]
-            k = np.argmax(gaps, axis=1)
-            rows = np.arange(prob.shape[0])
-            thr = (sub[rows, k] + sub[rows, k + 1]) / 2
-        if cat == "character":
-            thr = np.maximum(thr, character_floor)
-        out[:, idx] = thr[:, None]
-    return out
-
-
-def plausible_tags_mcut(prob: np.ndarray, table: Any, **kwargs: Any) -> list[dict[str, list[tuple[str, float]]]]:
-    """i2v-style results (category -> [(tag, prob)], sorted) with MCut thresholds per image."""
-    from illust2vec.tags import plausible_tags
-
-    prob = np.asarray(prob)
-    thr = mcut_thresholds(prob, table, **kwargs)
-    return [plausible_tags(prob[i : i + 1], table, thr[i])[0] for i in range(prob.shape[0])]
 
 
 # --------------------------------------------------------------------------- graph

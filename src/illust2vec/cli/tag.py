@@ -83,17 +83,6 @@ def _thresholds(args, model):
     return resolve_thresholds(model.tags, mapping)
 
 
-def _mcut_tags(prob_row: np.ndarray, table) -> dict:
-    from illust2vec.tags import UNTHRESHOLDED, mcut_threshold, plausible_tags
-
-    thresholds = np.zeros(len(table))
-    for cat in table.category_names:
-        idx = table.indices(cat)
-        if cat not in UNTHRESHOLDED:
-            thresholds[idx] = mcut_threshold(prob_row[idx])
-    return plausible_tags(prob_row[None], table, thresholds)[0]
-
-
 def run(args: argparse.Namespace) -> int:
     from illust2vec.outputs import (
         CaptionOptions, TagWriter, caption_path, caption_text, common_root, open_text_output, tag_record,
@@ -101,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from illust2vec.faces.cli_support import face_inputs, faces_requested, write_face_sidecar
     from illust2vec.pipeline import iter_batches
-    from illust2vec.tags import plausible_tags
+    from illust2vec.tags import plausible_tags, plausible_tags_mcut
 
     if args.format == "npy" and not args.output:
         raise Illust2VecError("--format npy needs --output FILE.npy")
@@ -138,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
             prob = batch.outputs["prob"]
             for j, index in enumerate(batch.indices):
                 if args.threshold_rule == "mcut":
-                    tags = _mcut_tags(prob[j], model.tags)
+                    tags = plausible_tags_mcut(prob[j : j + 1], model.tags)[0]
                 else:
                     tags = plausible_tags(prob[j : j + 1], model.tags, thresholds)[0]
                 if matrix is not None:

@@ -24,6 +24,8 @@ COMMANDS: list[str] = [
     "dupes",
     "export",
     "faces",
+    "map",
+    "demo",
 ]
 
 

@@ -7,6 +7,8 @@ Main entry points:
 * :func:`face_crops` / :func:`crop_region` (margin, squared, padded at borders),
 * :func:`iter_detections` / :func:`iter_face_items` (many images in worker
   processes; faces as items for tagging, embedding, indexing and maps),
+* :class:`FaceInputs` / :func:`face_features` (face crops through a model,
+  detection running ahead in worker processes),
 * :func:`draw_faces` / :func:`contact_sheet` (visual check),
 * :mod:`illust2vec.faces.cli_support` (``--faces`` options for the commands).
 
@@ -24,6 +26,7 @@ from illust2vec.faces.detect import (
     detect_faces,
     face_crops,
 )
+from illust2vec.faces.features import FaceFeatures, FaceInputs, FaceOptions, face_features
 from illust2vec.faces.items import (
     Detection,
     FaceItem,
@@ -43,6 +46,9 @@ __all__ = [
     "Detection",
     "Face",
     "FaceDetectorUnavailable",
+    "FaceFeatures",
+    "FaceInputs",
+    "FaceOptions",
     "FaceItem",
     "FaceItemError",
     "contact_sheet",
@@ -52,6 +58,7 @@ __all__ = [
     "detection_items",
     "draw_faces",
     "face_crops",
+    "face_features",
     "face_label",
     "face_ref",
     "iter_detections",

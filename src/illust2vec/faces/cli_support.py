@@ -1,10 +1,11 @@
 """Command-line glue for faces, shared by ``faces``, ``tag``, ``embed``, ``index`` and ``map``.
 
 A command that supports faces calls :func:`add_face_arguments` on its parser
-and, when :func:`faces_requested` says so, replaces its list of input images
-by the face items of :func:`expand_face_items` (crops as numpy arrays plus
-one metadata dict per item with ``source``, ``face_index``, ``box``,
-``likelihood`` and ``label``); each output row then carries those fields.
+and gives ``face_inputs(files, args, on_error=report)`` (``None`` without
+``--faces``) to :func:`illust2vec.pipeline.iter_batches` instead of its files;
+``faces.source(i)`` / ``faces.fields(i)`` (``face_index``, ``box``,
+``likelihood``) then describe output row ``i``.  Matrix outputs get a
+``FILE.faces.jsonl`` sidecar (:func:`write_face_sidecar`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from illust2vec.errors import Illust2VecError
 from illust2vec.faces.detect import DEFAULT_MARGIN, DEFAULT_MAX_SIDE
+from illust2vec.faces.features import FACE_FIELDS, FaceInputs, FaceOptions, _item_meta
 from illust2vec.faces.items import FaceItem, FaceItemError, iter_face_items
 
 
@@ -87,12 +89,7 @@ def _unit_float(text: str) -> float:
 
 def check_face_arguments(args: argparse.Namespace) -> None:
     """Refuse face options that cannot work, with a message naming the flag."""
-    max_side = getattr(args, "face_max_side", DEFAULT_MAX_SIDE)
-    if max_side and max_side < 64:
-        raise Illust2VecError(f"--face-max-side {max_side}: too small; use at least 64 (or 0 for full size)")
-    workers = getattr(args, "face_workers", None)
-    if workers is not None and workers < 0:
-        raise Illust2VecError(f"--face-workers {workers}: must be 0 or more")
+    FaceOptions.from_args(args)
 
 
 def faces_requested(args: argparse.Namespace) -> bool:
@@ -128,74 +125,12 @@ class FaceExpansion:
 
 def item_meta(item: FaceItem) -> dict[str, Any]:
     """``source``, ``face_index``, ``box``, ``likelihood``, the display ``label`` and the ``ref`` of an item."""
-    meta = item.meta()
-    meta["label"] = item.label
-    meta["ref"] = item.ref
-    return meta
-
-
-#: The fields every output row gets with ``--faces``.
-FACE_FIELDS = ("face_index", "box", "likelihood")
-
-
-class FaceInputs:
-    """Face crops of ``files`` as the ``inputs`` of :func:`illust2vec.pipeline.iter_batches`.
-
-    Detection runs in worker processes ahead of the network; every crop that
-    is handed out is recorded, so ``batch.indices`` map back to their face::
-
-        faces = FaceInputs(files, args, on_error=report)
-        for batch in iter_batches(model, faces, ...):
-            for i in batch.indices:
-                faces.source(i), faces.fields(i)   # path, {"face_index", "box", "likelihood"}
-
-    Unreadable inputs go to ``on_error`` (an object whose ``str`` is
-    ``"SOURCE: message"`` and with ``.source``/``.message``) and are skipped.
-    """
-
-    def __init__(
-        self,
-        files: Sequence[Any],
-        args: argparse.Namespace,
-        *,
-        on_error: Any = None,
-        workers: int | None = None,
-    ) -> None:
-        check_face_arguments(args)
-        self.files = list(files)
-        self.args = args
-        self.on_error = on_error
-        self.workers = workers if workers is not None else getattr(args, "face_workers", None)
-        self.meta: list[dict[str, Any]] = []
-        self.errors: list[FaceItemError] = []
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for item in iter_face_args(self.files, self.args, workers=self.workers, progress=False):
-            if isinstance(item, FaceItemError):
-                self.errors.append(item)
-                if self.on_error is not None:
-                    self.on_error(item)
-                continue
-            self.meta.append(item_meta(item))
-            yield item.crop
-
-    def source(self, index: int) -> str:
-        """Path of the picture item ``index`` was cut from."""
-        return self.meta[index]["source"]
-
-    def ref(self, index: int) -> str:
-        """``SOURCE#faceK [x,y,w,h]`` (the source path alone for a whole-image item)."""
-        return self.meta[index]["ref"]
-
-    def fields(self, index: int) -> dict[str, Any]:
-        """``{"face_index", "box", "likelihood"}`` of item ``index`` (``None`` values for a whole image)."""
-        m = self.meta[index]
-        return {k: m[k] for k in FACE_FIELDS}
+    return _item_meta(item)
 
 
 def face_inputs(files: Sequence[Any], args: argparse.Namespace, *, on_error: Any = None) -> FaceInputs | None:
-    """:class:`FaceInputs` when ``--faces``/``--faces-only`` was given, else ``None``."""
-    return FaceInputs(files, args, on_error=on_error) if faces_requested(args) else None
+    """:class:`~illust2vec.faces.features.FaceInputs` when ``--faces``/``--faces-only`` was given, else ``None``."""
+    return FaceInputs(files, FaceOptions.from_args(args), on_error=on_error) if faces_requested(args) else None
 
 
 def write_face_sidecar(output: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) -> Path:
@@ -219,14 +154,15 @@ def iter_face_args(
     """:func:`iter_face_items` with the options of :func:`add_face_arguments` (streaming)."""
     if progress is None:
         progress = not getattr(args, "quiet", False)
-    check_face_arguments(args)
+    o = FaceOptions.from_args(args)
     return iter_face_items(
         inputs,
-        workers=workers if workers is not None else getattr(args, "face_workers", None),
-        faces_only=bool(getattr(args, "faces_only", False)),
-        margin=getattr(args, "face_margin", DEFAULT_MARGIN),
-        min_likelihood=getattr(args, "face_min_likelihood", 0.0),
-        max_side=getattr(args, "face_max_side", DEFAULT_MAX_SIDE) or None,
+        workers=workers if workers is not None else o.workers,
+        faces_only=o.faces_only,
+        margin=o.margin,
+        square=o.square,
+        min_likelihood=o.min_likelihood,
+        max_side=o.max_side,
         progress=progress,
     )
 

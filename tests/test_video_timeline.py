@@ -88,8 +88,13 @@ def test_representative_frames(shots_video):
     for (s, t), shot in zip(mids, det.shots):
         assert shot.start <= t < shot.end
         assert abs(t - (shot.start + shot.end) / 2) <= 1.0 / RATE
+    with pytest.raises(ValueError, match="keep_histograms"):
+        representative_times(det, method="typical")
+    det = detect_shots(shots_video, keep_histograms=True)
     two = representative_times(det, per_shot=2, method="typical")
     assert len(two) == 2 * len(det.shots)
+    for s, t in two:
+        assert det.shots[s].start <= t < det.shots[s].end
 
 
 def test_intervals_hysteresis_merging_and_min_duration():

@@ -111,6 +111,8 @@ class ShotDetector:
         min_shot: shortest shot in seconds; a cut sooner than this after the
             previous one is ignored (flashes, strobing).
         side: thumbnail size the comparison runs on.
+        keep_histograms: keep every frame's colour histogram (192 values) in
+            :attr:`histograms`, for picking typical frames.
     """
 
     def __init__(
@@ -121,6 +123,7 @@ class ShotDetector:
         window: int = 12,
         min_shot: float = 0.4,
         side: int = THUMB_SIDE,
+        keep_histograms: bool = False,
     ) -> None:
         if not 0 < threshold <= 1:
             raise ValueError(f"threshold={threshold!r}: must be in (0, 1]")
@@ -132,6 +135,7 @@ class ShotDetector:
         self.ratio = ratio
         self.min_shot = min_shot
         self.side = side
+        self.keep_histograms = keep_histograms
         self._recent: deque[float] = deque(maxlen=max(1, window))
         self._prev_hsv: np.ndarray | None = None
         self._prev_hist: np.ndarray | None = None
@@ -140,7 +144,7 @@ class ShotDetector:
         self.cuts: list[tuple[float, int]] = []
         #: scores of every frame after the first (for plots and tuning).
         self.scores: list[float] = []
-        #: colour histogram of every frame (used to pick typical frames).
+        #: colour histogram of every frame, if ``keep_histograms`` (to pick typical frames).
         self.histograms: list[np.ndarray] = []
         self.times: list[float] = []
         self.indices: list[int] = []
@@ -165,7 +169,8 @@ class ShotDetector:
         """Add the next frame; True when it starts a new shot (the first frame does)."""
         hsv = _hsv(thumbnail(image, self.side))
         hist = _histogram(hsv)
-        self.histograms.append(hist)
+        if self.keep_histograms:
+            self.histograms.append(hist.astype(np.float16))
         self.times.append(float(time))
         self.indices.append(int(index))
         if self._prev_hsv is None:
@@ -214,7 +219,7 @@ class ShotDetection:
     times: np.ndarray
     indices: np.ndarray
     scores: np.ndarray
-    histograms: np.ndarray
+    histograms: np.ndarray | None
     frames_decoded: int
     problem: str | None = None
     stopped_at: float | None = None
@@ -229,6 +234,7 @@ def detect_shots(
     threshold: float = 0.3,
     ratio: float = 3.0,
     min_shot: float = 0.4,
+    keep_histograms: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> ShotDetection:
     """Find the shots of a video by decoding it at thumbnail size.
@@ -238,12 +244,13 @@ def detect_shots(
         fps: look at this many frames per second (``None``: every frame; cuts
             are then exact to the frame).
         start, end: the part of the video to look at (seconds).
-        threshold, ratio, min_shot: see :class:`ShotDetector`.
+        threshold, ratio, min_shot, keep_histograms: see :class:`ShotDetector`
+            (``keep_histograms`` is needed for ``representative_times(method="typical")``).
         progress: called with the number of frames looked at so far.
     """
     from illust2vec.video.decode import iter_video_frames
 
-    det = ShotDetector(threshold=threshold, ratio=ratio, min_shot=min_shot)
+    det = ShotDetector(threshold=threshold, ratio=ratio, min_shot=min_shot, keep_histograms=keep_histograms)
     frames = iter_video_frames(path, fps=fps, start=start, end=end, max_side=THUMB_SIDE * 2)
     last_t, last_i, n = 0.0, -1, 0
     step = frames.info.frame_duration if fps is None else 1.0 / fps
@@ -262,7 +269,10 @@ def detect_shots(
         times=np.asarray(det.times, dtype=np.float64),
         indices=np.asarray(det.indices, dtype=np.int64),
         scores=np.asarray([0.0] + det.scores if n else [], dtype=np.float32),
-        histograms=np.asarray(det.histograms, dtype=np.float32).reshape(n, int(np.prod(_HIST_BINS))),
+        histograms=(
+            np.asarray(det.histograms, dtype=np.float32).reshape(n, int(np.prod(_HIST_BINS)))
+            if keep_histograms else None
+        ),
         frames_decoded=frames.decoded,
         problem=frames.problem,
         stopped_at=frames.stopped_at,
@@ -297,6 +307,8 @@ def representative_times(
         if method == "middle":
             picks = [sel[min(sel.size - 1, int(math.floor((j + 0.5) * sel.size / k)))] for j in range(k)]
         else:
+            if detection.histograms is None:
+                raise ValueError("method='typical' needs detect_shots(..., keep_histograms=True)")
             hist = detection.histograms[sel]
             dist = np.abs(hist - hist.mean(axis=0)).sum(axis=1)
             picks = sorted(sel[np.argsort(dist, kind="stable")[:k]])

@@ -460,7 +460,8 @@ def tag_video(
     shot_list: list[Shot] = []
     if scenes:
         detection = detect_shots(
-            path, start=start, end=end, threshold=shot_threshold, min_shot=min_shot, progress=scan_progress
+            path, start=start, end=end, threshold=shot_threshold, min_shot=min_shot,
+            keep_histograms=representative == "typical", progress=scan_progress,
         )
         shot_list = detection.shots
         picks = representative_times(detection, per_shot=per_shot, method=representative)

@@ -28,6 +28,8 @@ _LAZY = {
     "Illust2VecError": "illust2vec.errors",
     "iter_video_frames": "illust2vec.video",
     "tag_video": "illust2vec.video",
+    "detect_faces": "illust2vec.faces",
+    "face_crops": "illust2vec.faces",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -153,12 +153,13 @@ def run_reference(args: argparse.Namespace) -> None:
           f"Python {sys.version.split()[0]}", flush=True)
     print(f"model: {args.model} ({args.model.stat().st_size / 1e6:.1f} MB); loading with CaffeFunction ...",
           flush=True)
-    loads = []
+    loads, load_cpu = [], []
     for _ in range(args.load_repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         net = CaffeFunction(str(args.model))
         loads.append(time.perf_counter() - t)
-        print(f"  CaffeFunction load: {loads[-1]:.1f} s", flush=True)
+        load_cpu.append(time.process_time() - c)
+        print(f"  CaffeFunction load: {loads[-1]:.1f} s wall, {load_cpu[-1]:.1f} s CPU", flush=True)
 
     diffs: dict[str, float] = {}
     prob_range: tuple[float, float] | None = None
@@ -199,12 +200,14 @@ def run_reference(args: argparse.Namespace) -> None:
 
     net_m, e2e_m = statistics.median(net_rates), statistics.median(e2e_rates)
     load_label = "CaffeFunction load" + (f" (median of {len(loads)})" if len(loads) > 1 else "")
-    print(f"machine: {os.cpu_count()} CPUs; numpy BLAS threads: default; batch size {bs}; "
+    print(f"machine: {os.cpu_count()} CPUs (load average now: {' '.join(f'{v:.1f}' for v in os.getloadavg())}); "
+          f"numpy BLAS threads: default; batch size {bs}; "
           f"{len(files)} JPEGs; anti_aliasing={args.anti_aliasing}")
     print("| measure (Chainer CaffeFunction reference) | value |")
     print("| --- | --- |")
     print(f"| import chainer + CaffeFunction | {import_s:.2f} s |")
     print(f"| {load_label} | {statistics.median(loads):.2f} s |")
+    print(f"| {load_label}, CPU time of this process | {statistics.median(load_cpu):.2f} s |")
     print(f"| network alone (median of {args.repeats}) | {net_m:.2f} img/s |")
     print(f"| end-to-end decode+preprocess+network (median of {args.repeats}) | {e2e_m:.2f} img/s |")
     print(f"| end-to-end / network alone | {e2e_m / net_m:.1%} |")

@@ -379,3 +379,83 @@ def test_tag_faces_records_carry_boxes(offline_store, i2v_tagger, tmp_path, caps
 
     rc, _, err = _run_cli(["tag", paths[1], *TAG, "--faces", "--captions", "-q"], capsys)
     assert rc == 1 and "--captions" in err and "--faces" in err
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def face_map(tmp_path_factory, model_store):
+    """``illust2vec map --faces`` on five anime36 pictures (one without a face): PNG, HTML and report."""
+    import os
+
+    out = tmp_path_factory.mktemp("face-map")
+    files = [ANIME36 / n for n in ("00.jpg", "01.jpg", "05.jpg", "21.jpg", "24.jpg")]
+    env = {"ILLUST2VEC_HOME": str(model_store), "ILLUST2VEC_OFFLINE": "1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        from illust2vec.cli.main import main
+
+        rc = main([*map(str, ["map", *files, "--faces", "--method", "pca", "-o", out / "map.png",
+                              "--html", out / "map.html", "--report", out / "report.json",
+                              "--face-workers", "2", "-q", *FEAT])])
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return {"rc": rc, "out": out, "files": files, "report": json.loads((out / "report.json").read_text())}
+
+
+def test_map_of_face_crops_traces_every_crop_to_its_source_and_box(face_map):
+    from illust2vec.faces import parse_face_ref
+
+    assert face_map["rc"] == 0
+    points = face_map["report"]["points"]
+    expected = []
+    for f in face_map["files"]:
+        faces = detect_faces(f)
+        expected += [(str(f), i, face.box) for i, face in enumerate(faces)] or [(str(f), None, None)]
+    assert sorted((p for p in map(parse_face_ref, (pt["path"] for pt in points))), key=str) == sorted(expected, key=str)
+    # 8 faces (boxes as the original binding) and 00.jpg whole
+    assert len(points) == 9
+    with Image.open(face_map["out"] / "map.png") as im:
+        arr = np.asarray(im.convert("RGB"))
+    assert arr.shape[0] >= 256 and (arr < 250).any(axis=2).mean() > 0.05
+    html = (face_map["out"] / "map.html").read_text(encoding="utf-8")
+    for pt in points:
+        assert json.dumps(pt["path"], ensure_ascii=False)[1:-1] in html
+
+
+@pytest.mark.browser
+def test_face_map_viewer_shows_face_refs(face_map):
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed at /usr/bin/chromium (bash .ci/run installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    points = face_map["report"]["points"]
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--headless=new", "--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file://") else r.abort())
+            page.goto((face_map["out"] / "map.html").resolve().as_uri())
+            page.evaluate("() => window.illust2vecViewer.ready")
+            page.evaluate("() => window.illust2vecViewer.settled()")
+            assert page.evaluate("() => window.illust2vecViewer.count") == len(points)
+            shown = set()
+            for i in range(len(points)):
+                pt = page.evaluate(f"() => window.illust2vecViewer.pointToScreen({i})")
+                page.mouse.move(pt["x"] + 2, pt["y"] - 1)
+                page.wait_for_selector("#i2v-tooltip:not([hidden])")
+                j = page.evaluate("() => window.illust2vecViewer.hovered()")
+                if j >= 0:
+                    shown.add(page.text_content("#i2v-tip-path"))
+            assert shown and shown <= {p["path"] for p in points}
+            assert any("#face" in s for s in shown)
+            assert errors == []
+        finally:
+            browser.close()

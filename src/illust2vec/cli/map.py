@@ -47,6 +47,9 @@ def register(sub) -> None:
     p.add_argument("--db", type=Path, metavar="COLLECTION",
                    help="collection used as a feature cache: images are indexed into it, then mapped")
     add_model_arguments(p, task="feature")
+    from illust2vec.faces.cli_support import add_face_arguments
+
+    add_face_arguments(p)  # --faces: one point per face crop, named SOURCE#faceK [x,y,w,h]
     p.set_defaults(func=run)
 
 
@@ -77,12 +80,19 @@ def run(args: argparse.Namespace) -> int:
         if len(inputs) == 1:
             inputs = inputs[0]
     report_errors = ErrorReport()
+    face_refs, face_kw, face_errors = None, {}, []
+    if getattr(args, "faces", False) or getattr(args, "faces_only", False):
+        if model is None or args.db is not None:
+            raise Illust2VecError("--faces maps face crops of image files; it cannot read a collection or use --db")
+        from illust2vec.faces.cli_support import map_face_inputs
+
+        face_refs, face_kw, face_errors = map_face_inputs(model, inputs, args, on_error=report_errors)
     result = make_map(
-        inputs, args.output, html=args.html, report=args.report, method=args.method, model=model,
+        inputs if face_refs is None else face_refs, args.output, html=args.html, report=args.report, method=args.method, model=model,
         label_by=args.label_by, grid=args.grid, seed=args.seed, max_size=args.max_size, title=args.title,
         db=args.db, perplexity=args.perplexity, batch_size=args.batch_size,
         workers=args.workers or None, thumb_size=args.thumb_size, progress=not args.quiet,
-        on_error=report_errors,
+        on_error=report_errors, **face_kw,
     )
     print(format_quality(result.quality))
     for c in result.clusters[:20]:
@@ -90,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     for what, path in (("map", result.png), ("viewer", result.html), ("report", result.report)):
         if path is not None:
             print(f"wrote {what}: {path}", file=sys.stderr)
-    failed = len(result.errors)
+    failed = len(result.errors) + len(face_errors)
     if failed:
         print(f"mapped {len(result.paths)} images; {failed} failed (see the error lines above)", file=sys.stderr)
     return 1 if failed or (not isinstance(inputs, str) and len(inputs) < len(args.paths)) else 0

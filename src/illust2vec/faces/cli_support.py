@@ -133,6 +133,34 @@ def face_inputs(files: Sequence[Any], args: argparse.Namespace, *, on_error: Any
     return FaceInputs(files, FaceOptions.from_args(args), on_error=on_error) if faces_requested(args) else None
 
 
+def map_face_inputs(
+    model: Any, inputs: Sequence[str] | str, args: argparse.Namespace, *, on_error: Any = None
+) -> tuple[list[str], dict[str, Any], list[tuple[str, str]]]:
+    """For ``illust2vec map --faces``: ``(refs, make_map keywords, errors)``.
+
+    Every face crop becomes a point named ``SOURCE#faceK [x,y,w,h]``; the map
+    draws the crop (``thumbnails``) and the viewer links to the source picture
+    (``links``); features and tag probabilities come from the crops.
+    """
+    from illust2vec.faces.features import face_features
+    from illust2vec.images import iter_image_files
+
+    files = iter_image_files([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
+    if not files:
+        raise Illust2VecError(f"no images found in: {inputs}")
+    ff = face_features(
+        model, files, FaceOptions.from_args(args), batch_size=getattr(args, "batch_size", None),
+        workers=getattr(args, "workers", None) or None, progress=not getattr(args, "quiet", False),
+        on_error=on_error,
+    )
+    kw: dict[str, Any] = {"features": ff.features, "thumbnails": ff.thumbnail, "links": ff.sources}
+    if ff.probs is not None:
+        kw["tag_probs"] = ff.probs
+        kw["tag_names"] = list(model.tags.names)
+        kw["tag_categories"] = list(getattr(model.tags, "categories", []) or []) or None
+    return ff.refs, kw, ff.errors
+
+
 def write_face_sidecar(output: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) -> Path:
     """Write ``OUTPUT.faces.jsonl``: per matrix row ``{"row", "source", "face_index", "box", "likelihood"}``."""
     import json

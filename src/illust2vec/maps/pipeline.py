@@ -243,6 +243,8 @@ def make_map(
     tag_probs: np.ndarray | None = None,
     tag_names: Sequence[str] | None = None,
     tag_categories: Sequence[str] | None = None,
+    thumbnails: Sequence[Any] | Callable[[int], Any] | None = None,
+    links: Sequence[str] | None = None,
     perplexity: float = 30.0,
     quality_k: int = 10,
     min_cluster_size: int | None = None,
@@ -264,6 +266,9 @@ def make_map(
     ``labels``.  ``tag_probs``/``tag_names`` explain clusters when the model or
     collection has no tag probabilities.  Writes ``out_png``, ``html`` and
     ``report`` when given.  ``on_error`` gets each unreadable image's error.
+    ``thumbnails`` (a sequence or ``i -> path | PIL image | array``) are drawn
+    instead of reading ``paths`` (e.g. face crops), and ``links`` are what a
+    click in the viewer opens instead of ``paths``.
     """
     timings: dict[str, float] = {}
     prog = _tqdm_progress(progress)
@@ -348,13 +353,13 @@ def make_map(
             html=html, report=report, method=method, label_by=label_by, grid=grid, seed=seed,
             max_size=max_size, title=title, perplexity=perplexity, quality_k=quality_k,
             min_cluster_size=min_cluster_size, n_jobs=n_jobs, thumb_size=thumb_size, progress=progress,
-            prog=prog,
+            prog=prog, thumbnails=thumbnails, links=links,
         )
 
 
 def _finish(paths, feats, probs, names, cats, labels, root, errors, timings, t0, model_name, *, out_png, html,
             report, method, label_by, grid, seed, max_size, title, perplexity, quality_k, min_cluster_size,
-            n_jobs, thumb_size, progress, prog) -> MapResult:
+            n_jobs, thumb_size, progress, prog, thumbnails=None, links=None) -> MapResult:
     n = len(paths)
 
     from illust2vec.maps.reduce import reduce
@@ -396,8 +401,8 @@ def _finish(paths, feats, probs, names, cats, labels, root, errors, timings, t0,
         from illust2vec.maps.render import render_map
 
         t = time.perf_counter()
-        rr = render_map(out_png, emb, paths, labels=labels, cluster_ids=cluster_ids, cluster_names=cluster_names,
-                        title=title, grid=layout, max_size=max_size, thumb_size=thumb_size, progress=prog)
+        rr = render_map(out_png, emb, paths if thumbnails is None else thumbnails, labels=labels,
+                        cluster_ids=cluster_ids, cluster_names=cluster_names, title=title, grid=layout, max_size=max_size, thumb_size=thumb_size, progress=prog)
         result.png, result.rects = rr.path, rr.rects
         timings["png"] = time.perf_counter() - t
 
@@ -412,12 +417,15 @@ def _finish(paths, feats, probs, names, cats, labels, root, errors, timings, t0,
         points = [
             ViewerPoint(x=float(pos[i, 0]), y=float(pos[i, 1]), path=paths[i],
                         label=labels[i] if labels is not None else None,
-                        cluster=int(cluster_ids[i]), top_tags=tt[i] if tt else [], href=_href(paths[i], html))
+                        cluster=int(cluster_ids[i]), top_tags=tt[i] if tt else [],
+                        href=_href(paths[i] if links is None else links[i], html))
             for i in range(n)
         ]
         qnum = {k: float(v) for k, v in quality.items()
                 if isinstance(v, float) and k not in ("n",)}
-        write_viewer(html, points, lambda i: load_thumbnail(paths[i], 256), title=title or "illust2vec map",
+        thumb = paths.__getitem__ if thumbnails is None else (
+            thumbnails if callable(thumbnails) else thumbnails.__getitem__)
+        write_viewer(html, points, lambda i: load_thumbnail(thumb(i), 256), title=title or "illust2vec map",
                      cluster_names=cluster_names, quality=qnum, progress=progress)
         result.html = html
         timings["html"] = time.perf_counter() - t

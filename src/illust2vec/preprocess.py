@@ -240,7 +240,7 @@ def _apply_axis(x: np.ndarray, idx: np.ndarray, w: np.ndarray, axis: int, out: n
     gather = _scratch.get(tag + "-gather", res.shape, flat.dtype)
     tmp = gather if flat.dtype == np.float32 else _scratch.get(tag + "-tmp", res.shape, np.float32)
     for k in range(n_taps):
-        np.take(flat, idx[:, k], axis=axis, out=gather)
+        np.take(flat, idx[:, k], axis=axis, out=gather, mode="clip")  # "raise" would buffer
         dst = res if k == 0 else tmp
         if dst is not gather:
             np.copyto(dst, gather, casting="unsafe")

@@ -1,6 +1,6 @@
 """Snap a 2-D map to a tidy grid, one image per cell, keeping neighbourhoods.
 
-* up to ``exact_max`` points: an exact linear assignment
+* up to ``exact_max`` points (1500 by default, about a second): an exact linear assignment
   (:func:`scipy.optimize.linear_sum_assignment`) of points to cells that
   minimises the total squared distance moved;
 * above: recursive bisection (split the cell rectangle along its longer side,
@@ -93,7 +93,7 @@ def snap_to_grid(
     positions: np.ndarray,
     *,
     shape: tuple[int, int] | None = None,
-    exact_max: int = 3000,
+    exact_max: int = 1500,
     leaf_size: int = 256,
 ) -> GridLayout:
     """Assign each 2-D point to its own grid cell, keeping the layout's neighbourhoods.

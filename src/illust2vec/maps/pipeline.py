@@ -387,9 +387,14 @@ def _finish(paths, feats, probs, names, cats, labels, root, errors, timings, t0,
     if n >= 3:
         from illust2vec.maps.quality import map_quality
 
-        shown = layout.cells.astype(np.float64) if layout is not None else emb
-        quality = map_quality(feats, shown, labels, k=quality_k, seed=seed)
-        quality["layout"] = "grid" if layout is not None else method
+        quality = map_quality(feats, emb, labels, k=quality_k, seed=seed)
+        quality["layout"] = method
+        if layout is not None:
+            # equal cell distances are ordered by the t-SNE/UMAP distance underneath
+            unit = (emb - emb.min(0)) / np.maximum(np.ptp(emb, axis=0), 1e-12)
+            gq = map_quality(feats, layout.cells + 1e-3 * unit, labels, k=quality_k, seed=seed)
+            quality["grid"] = {k: v for k, v in gq.items()
+                               if k in ("trustworthiness", "knn_preservation", "knn_label_accuracy_map")}
     timings["quality"] = time.perf_counter() - t
 
     cluster_names = {c.id: c.name for c in clusters}
@@ -421,8 +426,8 @@ def _finish(paths, feats, probs, names, cats, labels, root, errors, timings, t0,
                         href=_href(paths[i] if links is None else links[i], html))
             for i in range(n)
         ]
-        qnum = {k: float(v) for k, v in quality.items()
-                if isinstance(v, float) and k not in ("n",)}
+        qnum = {k: float(v) for k, v in quality.items() if isinstance(v, float)}
+        qnum.update({f"grid_{k}": float(v) for k, v in quality.get("grid", {}).items()})
         thumb = paths.__getitem__ if thumbnails is None else (
             thumbnails if callable(thumbnails) else thumbnails.__getitem__)
         write_viewer(html, points, lambda i: load_thumbnail(thumb(i), 256), title=title or "illust2vec map",
@@ -452,4 +457,11 @@ def format_quality(q: dict) -> str:
     if "knn_label_accuracy_map" in q:
         lines.append(f"  k-NN label accuracy  features {q['knn_label_accuracy_features']:.4f}   "
                      f"map {q['knn_label_accuracy_map']:.4f}   (k={q['label_k']}, {q['labelled']} labelled)")
+    if "grid" in q:
+        g = q["grid"]
+        line = (f"  on the grid: trustworthiness {g['trustworthiness']:.4f}, "
+                f"k-NN preservation {g['knn_preservation']:.4f}")
+        if "knn_label_accuracy_map" in g:
+            line += f", k-NN label accuracy {g['knn_label_accuracy_map']:.4f}"
+        lines.append(line + " (grid cells; ties by map distance)")
     return "\n".join(lines)

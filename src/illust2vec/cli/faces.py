@@ -9,6 +9,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 FORMATS = ("json", "jsonl", "csv")
+EXAMPLES = """\
+examples:
+  illust2vec faces pictures/ --sheet check.png          boxes as JSON, and a contact sheet to look at
+  illust2vec faces pictures/ --crops faces/ --margin 0.5  faces/NAME_face0.png, ... (squared crops)
+  illust2vec faces "*.png" --format csv -o faces.csv --min-likelihood 0.9
+  illust2vec embed pictures/ --faces -o faces.npy       (tag, embed and map take --faces too)
+"""
 CSV_FIELDS = ["source", "width", "height", "face_index", "x", "y", "w", "h", "likelihood"]
 
 
@@ -23,12 +30,16 @@ def register(subparsers: Any) -> None:
             "(box x, y, w, h, likelihood, eyes, nose, mouth, chin, skin/hair/eye colours). "
             "--sheet draws the boxes for a quick check; --crops writes NAME_face0.png, NAME_face1.png, ..."
         ),
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, directories (recursive) or globs")
     p.add_argument("--format", choices=FORMATS, default="json", help="output format (default json; csv: one row per face)")
     p.add_argument("-o", "--output", metavar="FILE", help="write results here instead of stdout")
     p.add_argument("--sheet", metavar="PNG", help="draw the faces on a contact sheet of all pictures")
     p.add_argument("--sheet-cell", type=int, default=256, metavar="PIXELS", help="thumbnail size on the sheet (default 256)")
+    p.add_argument("--sheet-max", type=int, default=400, metavar="N",
+                   help="put at most the first N pictures on the sheet (default 400)")
     p.add_argument("--crops", metavar="DIR", help="write each face crop as DIR/NAME_faceK.png")
     p.add_argument(
         "--min-likelihood", type=float, default=0.0, metavar="P",
@@ -43,6 +54,8 @@ def register(subparsers: Any) -> None:
         "--max-side", type=int, default=DEFAULT_MAX_SIDE, metavar="PIXELS",
         help=f"downscale pictures to this longest side for detection, 0 = never (default {DEFAULT_MAX_SIDE})",
     )
+    p.add_argument("--scan", choices=("fine", "fast"), default="fine",
+                   help="fine (default: the original AnimeFace scan) or fast (about twice as fast, may miss a few faces)")
     p.add_argument("--workers", type=int, default=None, metavar="N", help="detection processes (default: CPU count)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=handler)
@@ -89,6 +102,8 @@ def handler(args: argparse.Namespace) -> int:
         raise Illust2VecError(f"--margin must be >= 0, got {args.margin}")
     if args.max_side and args.max_side < 64:
         raise Illust2VecError(f"--max-side must be at least 64 (or 0 for full size), got {args.max_side}")
+    if args.sheet_max < 1:
+        raise Illust2VecError(f"--sheet-max must be at least 1, got {args.sheet_max}")
     if args.sheet_cell < 32:
         raise Illust2VecError(f"--sheet-cell must be at least 32 pixels, got {args.sheet_cell}")
 
@@ -110,14 +125,15 @@ def handler(args: argparse.Namespace) -> int:
         max_side=args.max_side or None,
         margin=args.margin if crops_dir is not None else None,
         square=not args.no_square,
-        keep_image="always" if args.sheet else "never",
+        keep_image="always" if args.sheet else "never",  # workers send pictures back only for the sheet
         progress=not args.quiet,
+        scan=args.scan,
     ):
         if det.error is not None:
             failed += report_errors([(det.source, det.error)])
             continue
         records.append(det.to_dict())
-        if args.sheet and det.image is not None:
+        if args.sheet and det.image is not None and len(thumbnails) < args.sheet_max:
             from illust2vec.faces.sheet import face_thumbnail
 
             thumbnails.append((f"{Path(det.source).name} ({len(det.faces)})", face_thumbnail(det.image, det.faces, cell=args.sheet_cell)))

@@ -62,6 +62,12 @@ def add_face_arguments(parser: argparse.ArgumentParser, *, group_title: str = "f
         help="face detection processes (default: one per CPU core; 0 = in the main process)",
     )
     g.add_argument(
+        "--face-scan",
+        choices=("fine", "fast"),
+        default="fine",
+        help="fine (default: the original AnimeFace scan) or fast (about twice as fast, may miss a few faces)",
+    )
+    g.add_argument(
         "--face-max-side",
         type=int,
         default=DEFAULT_MAX_SIDE,
@@ -192,6 +198,7 @@ def iter_face_args(
         min_likelihood=o.min_likelihood,
         max_side=o.max_side,
         progress=progress,
+        scan=o.scan,
     )
 
 

@@ -66,18 +66,9 @@ class Face:
 
 
 def _load_rgb(source: Any) -> np.ndarray:
-    """Decode through :func:`illust2vec.images.load_image` (the one loader of the project)."""
-    if isinstance(source, np.ndarray):
-        arr = source
-        if arr.ndim == 2:
-            arr = np.repeat(arr[:, :, None], 3, axis=2)
-        if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-            raise Illust2VecError(f"expected an (H, W, 3) RGB array, got shape {arr.shape}")
-        if arr.shape[2] == 4:
-            arr = arr[:, :, :3]
-        if arr.dtype != np.uint8:
-            arr = np.clip(arr, 0, 255).astype(np.uint8)
-        return arr
+    """(H, W, 3) uint8 RGB arrays as they are; anything else through :func:`illust2vec.images.load_image`."""
+    if isinstance(source, np.ndarray) and source.dtype == np.uint8 and source.ndim == 3 and source.shape[2] == 3:
+        return source
     from illust2vec.images import load_image
 
     return load_image(source)
@@ -108,6 +99,7 @@ def detect_faces(
     *,
     min_likelihood: float = 0.0,
     max_side: int | None = DEFAULT_MAX_SIDE,
+    scan: str = "fine",
 ) -> list[Face]:
     """Find anime faces with the AnimeFace 2009 detector.
 
@@ -123,15 +115,21 @@ def detect_faces(
         Images whose longest side is larger are downscaled to it for detection
         (much faster; faces smaller than ~43 px at that scale are missed) and
         the boxes are scaled back.  ``None`` detects at full size.
+    scan:
+        ``"fine"`` (default): the scan of the original AnimeFace bindings
+        (same boxes as ``animeface.detect``).  ``"fast"``: coarser scales,
+        about twice as fast, may miss a few faces.
 
     Returns
     -------
     Faces sorted by likelihood (highest first), then left to right.
     """
-    from illust2vec.faces.native import get_detector
+    from illust2vec.faces.native import SCANS, get_detector
 
     if not 0.0 <= min_likelihood <= 1.0:
         raise Illust2VecError(f"min_likelihood must be between 0 and 1, got {min_likelihood}")
+    if scan not in SCANS:
+        raise Illust2VecError(f"scan must be one of {', '.join(SCANS)}, got {scan!r}")
     if max_side is not None and max_side < 64:
         raise Illust2VecError(f"max_side must be at least 64 pixels (or None), got {max_side}")
     rgb = _load_rgb(image)
@@ -139,7 +137,7 @@ def detect_faces(
     sx = rgb.shape[1] / small.shape[1]
     sy = rgb.shape[0] / small.shape[0]
     faces = []
-    for raw in get_detector().detect(np.ascontiguousarray(small)):
+    for raw in get_detector().detect(np.ascontiguousarray(small), scan=scan):
         if raw.likelihood < min_likelihood:
             continue
         faces.append(

@@ -30,7 +30,8 @@ class FaceOptions:
     ``faces_only``: skip pictures without a face (else they are used whole);
     ``margin``/``square``: crop shape (:func:`~illust2vec.faces.crop_region`);
     ``min_likelihood``/``max_side``: detection (:func:`~illust2vec.faces.detect_faces`);
-    ``workers``: detection processes (``None``: one per core, 0: in this process).
+    ``workers``: detection processes (``None``: one per core, 0: in this process);
+    ``scan``: ``"fine"`` (original bindings) or ``"fast"`` (about twice as fast).
     """
 
     faces_only: bool = False
@@ -39,8 +40,13 @@ class FaceOptions:
     min_likelihood: float = 0.0
     max_side: int | None = DEFAULT_MAX_SIDE
     workers: int | None = None
+    scan: str = "fine"
 
     def __post_init__(self) -> None:
+        from illust2vec.faces.native import SCANS
+
+        if self.scan not in SCANS:
+            raise Illust2VecError(f"face scan must be one of {', '.join(SCANS)}, got {self.scan!r}")
         if self.margin < 0:
             raise Illust2VecError(f"face margin must be >= 0, got {self.margin}")
         if not 0.0 <= self.min_likelihood <= 1.0:
@@ -65,6 +71,7 @@ class FaceOptions:
             min_likelihood=float(getattr(args, "face_min_likelihood", 0.0)),
             max_side=max_side or None,
             workers=workers,
+            scan=getattr(args, "face_scan", "fine"),
         )
 
 
@@ -116,6 +123,7 @@ class FaceInputs:
             min_likelihood=o.min_likelihood,
             max_side=o.max_side,
             progress=self.progress,
+            scan=o.scan,
         ):
             if isinstance(item, FaceItemError):
                 self.errors.append(item)

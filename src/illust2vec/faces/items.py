@@ -10,6 +10,7 @@ image as a fallback item when no face is found (unless ``faces_only``).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import concurrent.futures.process
 import multiprocessing
 import os
 import re
@@ -137,12 +138,13 @@ class _Options:
     margin: float | None  # None: no crops
     square: bool
     keep_image: str  # "never" | "no_faces" | "always"
+    scan: str = "fine"
 
 
 def _detect_one(index: int, source: Any, label: str, opts: _Options) -> Detection:
     try:
         rgb = _load_rgb(source)
-        faces = detect_faces(rgb, min_likelihood=opts.min_likelihood, max_side=opts.max_side)
+        faces = detect_faces(rgb, min_likelihood=opts.min_likelihood, max_side=opts.max_side, scan=opts.scan)
     except Illust2VecError as exc:
         # ImageDecodeError says "NAME: reason"; keep the reason, the source is reported beside it
         return Detection(index=index, source=label, error=getattr(exc, "reason", None) or str(exc))
@@ -197,6 +199,7 @@ def iter_detections(
     chunksize: int = 4,
     progress: bool | Callable[[int], None] | None = None,
     start_method: str | None = None,
+    scan: str = "fine",
 ) -> Iterator[Detection]:
     """Detect faces in every input, in worker processes, yielding :class:`Detection` in input order.
 
@@ -218,6 +221,8 @@ def iter_detections(
     start_method:
         multiprocessing start method for the pool (``None``: the platform default;
         ``"spawn"``/``"forkserver"`` need the usual ``__main__`` guard in scripts).
+    scan:
+        ``"fine"`` or ``"fast"`` (see :func:`~illust2vec.faces.detect_faces`).
     """
     if not 0.0 <= min_likelihood <= 1.0:
         raise Illust2VecError(f"min_likelihood must be between 0 and 1, got {min_likelihood}")
@@ -229,7 +234,7 @@ def iter_detections(
         raise Illust2VecError(f"chunksize must be >= 1, got {chunksize}")
     items = list(inputs)
     tasks = [(i, src, source_label(src, i)) for i, src in enumerate(items)]
-    opts = _Options(min_likelihood, max_side, margin, square, keep_image)
+    opts = _Options(min_likelihood, max_side, margin, square, keep_image, scan)
     n_workers = default_workers() if workers is None else int(workers)
     n_workers = min(n_workers, max(1, (len(tasks) + chunksize - 1) // chunksize))
     update, close = _make_progress(progress, len(tasks))
@@ -249,7 +254,17 @@ def iter_detections(
                     while next_chunk < len(chunks) and len(pending) < 2 * n_workers:
                         pending.append(pool.submit(_detect_chunk, chunks[next_chunk], opts))
                         next_chunk += 1
-                    for det in pending.popleft().result():
+                    future = pending.popleft()
+                    try:
+                        chunk = future.result()
+                    except cf.process.BrokenProcessPool as exc:
+                        in_flight = chunks[next_chunk - len(pending) - 1 : next_chunk]
+                        names = ", ".join(label for chunk_ in in_flight for _, _, label in chunk_)
+                        raise Illust2VecError(
+                            f"a face detection worker died while reading one of: {names}; "
+                            "run with 0 detection workers to find the file that crashes it"
+                        ) from exc
+                    for det in chunk:
                         update(1)
                         yield det
             finally:
@@ -309,6 +324,7 @@ def iter_face_items(
     chunksize: int = 4,
     progress: bool | Callable[[int], None] | None = None,
     start_method: str | None = None,
+    scan: str = "fine",
 ) -> Iterator[FaceItem | FaceItemError]:
     """Yield a :class:`FaceItem` for every face in ``paths`` (input order, faces by likelihood).
 
@@ -327,6 +343,7 @@ def iter_face_items(
         chunksize=chunksize,
         progress=progress,
         start_method=start_method,
+        scan=scan,
     ):
         if det.error is not None:
             yield FaceItemError(det.source, det.error)

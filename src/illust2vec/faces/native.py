@@ -45,6 +45,10 @@ LIBRARY_ENV = "ILLUST2VEC_NVXS_LIBRARY"
 SCAN_STEP = 4.0
 SCALE_FACTOR = 1.095
 MIN_WINDOW = 42.592
+#: Scan presets: ``(step, scale_factor)``.  "fine" is the original bindings'
+#: scan; "fast" grows the window by 1.2 per scale instead of 1.095, about twice
+#: as fast (anime36: the same 33/36 pictures with a face, 35 of 37 faces).
+SCANS = {"fine": (SCAN_STEP, SCALE_FACTOR), "fast": (SCAN_STEP, 1.2)}
 MAX_FACES = 4096
 #: Initial state of the library's random generator (``idums[0]`` in its data
 #: section).  ``nv_face_analyze`` clusters colours with k-means seeded from that
@@ -267,8 +271,11 @@ class NativeDetector:
                 "(install the 'animeface' wheel from PyPI)"
             )
 
-    def detect(self, rgb: np.ndarray) -> list[RawFace]:
-        """Detect faces in an (H, W, 3) uint8 RGB image (no resizing here)."""
+    def detect(self, rgb: np.ndarray, *, scan: str = "fine") -> list[RawFace]:
+        """Detect faces in an (H, W, 3) uint8 RGB image (no resizing here); ``scan``: a key of :data:`SCANS`."""
+        if scan not in SCANS:
+            raise ValueError(f"scan must be one of {', '.join(SCANS)}, got {scan!r}")
+        step, scale_factor = SCANS[scan]
         if rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")
         h, w = rgb.shape[:2]
@@ -296,7 +303,7 @@ class NativeDetector:
             count = lib.nv_face_detect(
                 positions, MAX_FACES, m_gi, m_ei, ctypes.byref(size),
                 self._dir_mlp, self._detector_mlp, self._bagging, 2, self._parts_mlp,
-                SCAN_STEP, SCALE_FACTOR, MIN_WINDOW,
+                step, scale_factor, MIN_WINDOW,
             )
             faces = []
             for i in range(max(0, min(count, MAX_FACES))):

@@ -476,3 +476,32 @@ def test_face_map_viewer_shows_face_refs(face_map):
             assert errors == []
         finally:
             browser.close()
+
+
+def test_expand_face_items_and_option_errors(offline_store, tmp_path, capsys):
+    import argparse
+
+    from illust2vec.faces.cli_support import add_face_arguments, expand_face_items
+
+    parser = argparse.ArgumentParser()
+    add_face_arguments(parser)
+    face = tmp_path / "face.png"
+    Image.fromarray(draw_anime_face(240)).save(face)
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (64, 48), "white").save(plain)
+    inputs = [face, plain, tmp_path / "gone.png"]
+
+    items, meta, errors = expand_face_items(inputs, parser.parse_args(["--faces", "--face-margin", "0"]), workers=0)
+    assert [m["face_index"] for m in meta] == [0, None]
+    assert items[0].shape[:2] == (meta[0]["box"][3], meta[0]["box"][2])  # margin 0: the box itself
+    assert items[1].shape == (48, 64, 3)
+    assert meta[0]["label"] == f"face.png#face0 [{','.join(map(str, meta[0]['box']))}]"
+    assert errors == [(str(tmp_path / "gone.png"), "no such file")]
+    items, meta, errors = expand_face_items(inputs, parser.parse_args(["--faces-only"]), workers=0)
+    assert [m["source"] for m in meta] == [str(face)]
+
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--faces", "--face-margin", "-1"])
+    capsys.readouterr()
+    rc, _, err = _run_cli(["embed", face, *FEAT, "-o", tmp_path / "x.npy", "--faces", "--face-max-side", "10"], capsys)
+    assert rc == 1 and "--face-max-side 10" in err

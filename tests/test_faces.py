@@ -13,7 +13,6 @@ import pytest
 from PIL import Image, ImageDraw
 
 from illust2vec.faces import (
-    Face,
     FaceItem,
     FaceItemError,
     crop_region,

@@ -10,12 +10,12 @@ image as a fallback item when no face is found (unless ``faces_only``).
 from __future__ import annotations
 
 import concurrent.futures as cf
-import concurrent.futures.process
 import multiprocessing
 import os
 import re
 import sys
 from collections import deque
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -257,7 +257,7 @@ def iter_detections(
                     future = pending.popleft()
                     try:
                         chunk = future.result()
-                    except cf.process.BrokenProcessPool as exc:
+                    except BrokenProcessPool as exc:
                         in_flight = chunks[next_chunk - len(pending) - 1 : next_chunk]
                         names = ", ".join(label for chunk_ in in_flight for _, _, label in chunk_)
                         raise Illust2VecError(

@@ -326,9 +326,7 @@ class NativeDetector:
                         right_eye_color=_rgb(feature.right_eye_bgr[0]),
                     )
                 )
-        # keep the buffers alive until the library is done with them
-        del bgr, gray, smooth, edge, gray_integral, edge_integral
-        return faces
+        return faces  # the numpy buffers the headers point to lived until here
 
 
 _DETECTOR: NativeDetector | None = None

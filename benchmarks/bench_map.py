@@ -99,7 +99,7 @@ def bench_grid(n: int) -> dict:
     with Timer() as t:
         layout = snap_to_grid(pos)
     assert len({tuple(c) for c in layout.cells.tolist()}) == n
-    return {"n": n, "impl": "grid", "wall_s": round(t.wall, 2)}
+    return {"n": n, "impl": "grid", "wall_s": round(t.wall, 2), "cpu_s": round(t.cpu, 2)}
 
 
 RENDER_CHILD = r"""
@@ -113,9 +113,12 @@ paths = [src[i % len(src)] for i in range(n)]
 pos = np.random.default_rng(0).standard_normal((n, 2))
 labels = [str(i % 25) for i in range(n)]
 t = time.perf_counter()
+c0 = resource.getrusage(resource.RUSAGE_SELF)
 r = render_map(out, pos, paths, labels=labels, title=f"{n} thumbnails", max_size=4096)
 wall = time.perf_counter() - t
-print(json.dumps({"n": n, "impl": "render-png", "wall_s": round(wall, 1), "size": list(r.size),
+c1 = resource.getrusage(resource.RUSAGE_SELF)
+cpu = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
+print(json.dumps({"n": n, "impl": "render-png", "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "size": list(r.size),
                   "thumb_px": r.thumb_size,
                   "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
 """
@@ -164,8 +167,8 @@ def main() -> int:
             print(f"| {r['n']} | {r['impl']} | {r['wall_s']} | {r['cpu_s']} | {r['trustworthiness']} | "
                   f"{r['knn_preservation']} | {r['knn_label_accuracy_map']} |")
         else:
-            print(f"| {r['n']} | {r['impl']} | {r['wall_s']} | | | | {r.get('peak_rss_mb', '')} MB |"
-                  if "peak_rss_mb" in r else f"| {r['n']} | {r['impl']} | {r['wall_s']} | | | | |")
+            mem = f"peak RSS {r['peak_rss_mb']} MB" if "peak_rss_mb" in r else ""
+            print(f"| {r['n']} | {r['impl']} | {r['wall_s']} | {r.get('cpu_s', '')} | | | {mem} |")
     print(json.dumps(info))
     if args.json:
         args.json.write_text(json.dumps({"info": info, "rows": rows}, indent=1))

@@ -31,6 +31,8 @@ from illust2vec.maps.grid import GridLayout, snap_to_grid
 from illust2vec.maps.labels import labels_from_spec
 
 REPORT_SCHEMA = 1
+#: Up to this many images the viewer is one self-contained file; above, atlases go beside it.
+VIEWER_EMBED_MAX = 20_000
 
 
 @dataclass
@@ -431,7 +433,8 @@ def _finish(paths, feats, probs, names, cats, labels, root, errors, timings, t0,
         thumb = paths.__getitem__ if thumbnails is None else (
             thumbnails if callable(thumbnails) else thumbnails.__getitem__)
         write_viewer(html, points, lambda i: load_thumbnail(thumb(i), 256), title=title or "illust2vec map",
-                     cluster_names=cluster_names, quality=qnum, progress=progress)
+                     cluster_names=cluster_names, quality=qnum, progress=progress,
+                     embed=n <= VIEWER_EMBED_MAX)
         result.html = html
         timings["html"] = time.perf_counter() - t
 

@@ -29,6 +29,8 @@ METHODS = ("tsne", "umap", "pca")
 
 #: t-SNE uses FFT gradients from this many points up (Barnes-Hut below).
 FFT_MIN_N = 5000
+#: Map units per FFT interpolation interval (openTSNE: 1); see :func:`tsne`.
+DEFAULT_INTS_IN_INTERVAL = 1.5
 #: Below this many points every stage runs single-threaded.
 THREADS_MIN_N = 5000
 
@@ -160,6 +162,7 @@ def tsne(
     init: np.ndarray | None = None,
     neighbors: str = "auto",
     gradient: str = "auto",
+    ints_in_interval: float = DEFAULT_INTS_IN_INTERVAL,
     progress: ProgressFn | None = None,
 ) -> np.ndarray:
     """t-SNE of ``x`` (e.g. PCA-50 coordinates) to 2-D with openTSNE.
@@ -174,6 +177,11 @@ def tsne(
     ``gradient``: ``"fft"`` (FFT-accelerated interpolation, O(N)), ``"bh"``
     (Barnes-Hut) or ``"auto"``: FFT from :data:`FFT_MIN_N` points, Barnes-Hut
     below (FFT has a fixed per-iteration cost that dominates for small sets).
+    ``ints_in_interval``: map units per FFT interpolation interval (openTSNE's
+    default is 1).  The FFT grid grows with the map's extent, which dominates
+    the late iterations; 1.5 cuts the CPU time at 10k points from 76 s to 41 s
+    (one thread) for a k-NN preservation of 0.451 instead of 0.457 and the same
+    trustworthiness (0.998); 2 gives 27 s and 0.444.  Only used with FFT.
     Below :data:`THREADS_MIN_N` points one thread is used whatever ``n_jobs``
     says: thread start-up costs more than it saves there, and much more on a
     busy machine.  Returns ``(N, 2)`` float32.
@@ -213,6 +221,7 @@ def tsne(
             progress("tsne", min(total, done[0] + iteration), total)
         return False
 
+    fft_kw = {"ints_in_interval": float(ints_in_interval)} if gradient == "fft" else {}
     emb = TSNEEmbedding(
         np.ascontiguousarray(init), aff, negative_gradient_method=gradient, n_jobs=n_jobs,
         random_state=seed, callbacks=_callback if progress else None, callbacks_every_iters=25,
@@ -220,11 +229,11 @@ def tsne(
     if early_exaggeration_iter > 0:
         emb = emb.optimize(
             n_iter=early_exaggeration_iter, exaggeration=early_exaggeration, momentum=0.8,
-            learning_rate="auto", inplace=True,
+            learning_rate="auto", inplace=True, **fft_kw,
         )
     done[0] = early_exaggeration_iter
     if n_iter > 0:
-        emb = emb.optimize(n_iter=n_iter, momentum=0.8, learning_rate="auto", inplace=True)
+        emb = emb.optimize(n_iter=n_iter, momentum=0.8, learning_rate="auto", inplace=True, **fft_kw)
     if progress:
         progress("tsne", total, total)
     return np.asarray(emb, dtype=np.float32)

@@ -226,3 +226,15 @@ def test_labels_from_folder_regex_csv(tmp_path: Path):
         labels_from_spec("colour", files)
     with pytest.raises(LabelSpecError, match="not found"):
         labels_from_spec(f"csv:{tmp_path / 'none.csv'}", files)
+
+
+def test_clusters_on_a_sample_for_big_maps_agree_with_the_full_run():
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((8, 2)) * 30
+    emb = centres[rng.integers(0, 8, 3000)] + rng.standard_normal((3000, 2))
+    full = find_clusters(emb)
+    sampled = find_clusters(emb, max_points=800)
+    assert len(set(full[full >= 0])) == len(set(sampled[sampled >= 0])) >= 6
+    # same partition up to renumbering
+    pairs = {(a, b) for a, b in zip(full.tolist(), sampled.tolist()) if a >= 0 and b >= 0}
+    assert len(pairs) == len(set(full[full >= 0]))

@@ -56,11 +56,16 @@ def find_clusters(
     *,
     min_cluster_size: int | None = None,
     min_samples: int | None = None,
+    max_points: int = 50_000,
+    seed: int = 0,
 ) -> np.ndarray:
     """HDBSCAN cluster id per point of a 2-D map; ``-1`` marks noise.
 
     Cluster ids are renumbered by decreasing size (0 = largest).  Fewer than
-    ``2 * min_cluster_size`` points -> everything is noise.
+    ``2 * min_cluster_size`` points -> everything is noise.  Above
+    ``max_points``, HDBSCAN runs on a seeded random sample of that size
+    (``min_cluster_size`` scaled down with it) and every other point takes the
+    cluster of its nearest sampled point.
     """
     from sklearn.cluster import HDBSCAN
 
@@ -69,9 +74,18 @@ def find_clusters(
     mcs = int(min_cluster_size or default_min_cluster_size(n))
     if n < max(2 * mcs, 4):
         return np.full(n, -1, dtype=np.int64)
-    # scale-free: HDBSCAN is scale invariant except for cluster_selection_epsilon (0)
+    sample = None
+    if n > max_points:
+        sample = np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
+        mcs = max(2, int(round(mcs * max_points / n)))
+    fit_x = x if sample is None else x[sample]
     model = HDBSCAN(min_cluster_size=mcs, min_samples=min_samples, copy=True)
-    raw = model.fit_predict(x)
+    raw = model.fit_predict(fit_x)
+    if sample is not None:
+        from scipy.spatial import cKDTree
+
+        _, nearest = cKDTree(fit_x).query(x, k=1)
+        raw = raw[nearest]
     out = np.full(n, -1, dtype=np.int64)
     ids, counts = np.unique(raw[raw >= 0], return_counts=True)
     for new, old in enumerate(ids[np.argsort(-counts, kind="stable")]):

@@ -389,12 +389,14 @@ def _finish(paths, feats, probs, names, cats, labels, root, errors, timings, t0,
     if n >= 3:
         from illust2vec.maps.quality import map_quality
 
-        quality = map_quality(feats, emb, labels, k=quality_k, seed=seed)
+        queries = 2000 if n <= 20_000 else 1000  # each query ranks all N points in D dimensions
+        quality = map_quality(feats, emb, labels, k=quality_k, seed=seed, max_queries=queries)
         quality["layout"] = method
         if layout is not None:
             # equal cell distances are ordered by the t-SNE/UMAP distance underneath
             unit = (emb - emb.min(0)) / np.maximum(np.ptp(emb, axis=0), 1e-12)
-            gq = map_quality(feats, layout.cells + 1e-3 * unit, labels, k=quality_k, seed=seed)
+            gq = map_quality(feats, layout.cells + 1e-3 * unit, labels, k=quality_k, seed=seed,
+                             max_queries=queries)
             quality["grid"] = {k: v for k, v in gq.items()
                                if k in ("trustworthiness", "knn_preservation", "knn_label_accuracy_map")}
     timings["quality"] = time.perf_counter() - t

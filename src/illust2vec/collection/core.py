@@ -416,7 +416,14 @@ class Collection:
         c.execute("BEGIN")
         try:
             m = _db.get_all_meta(c)
-            live = np.fromiter((r for (r,) in c.execute("SELECT row FROM contents ORDER BY row")), dtype=np.int64)
+            # rows only grow between deletions, and every deletion bumps delete_gen
+            key = (m.get("rows"), m.get("delete_gen"), m.get("embedder_identity"))
+            cached = self._cache.get("live")
+            if cached is not None and cached[0] == key:
+                live = cached[1]
+            else:
+                live = np.fromiter((r for (r,) in c.execute("SELECT row FROM contents ORDER BY row")), dtype=np.int64)
+                self._cache["live"] = (key, live)
         finally:
             c.execute("COMMIT")
         return m, live

@@ -264,13 +264,15 @@ def _brute_hamming(vf, rows, qc, k):
 def _filtered_search(idx, q, k, allowed, total):
     """Top ``k`` ids of ``idx`` restricted to ``allowed`` (``None``: all), over-fetching as needed."""
     fetch = k if allowed is None else min(total, max(4 * k, 64))
+    before = -1
     while True:
         D, I = idx.search(q, fetch)
         D, I = D[0], I[0]
-        keep = I >= 0
-        if allowed is not None:
-            keep &= np.isin(I, allowed)
-        if keep.sum() >= k or fetch >= total:
+        valid = I >= 0
+        keep = valid & np.isin(I, allowed) if allowed is not None else valid
+        # stop when enough, when everything was seen, or when the index has no more candidates (IVF nprobe)
+        if keep.sum() >= k or fetch >= total or valid.sum() == before:
             sel = np.nonzero(keep)[0][:k]
             return I[sel].astype(np.int64), D[sel]
+        before = int(valid.sum())
         fetch = min(total, fetch * 4)

@@ -1,0 +1,412 @@
+"""Collection search at scale, and the cost of indexing over plain inference.
+
+Run:  .venv/bin/python benchmarks/bench_search.py [--parts float,binary,tags,ivf,overhead] [--n-float 100000]
+      [--n-binary 1000000] [--n-ivf 1000000] [--queries 200] [--workdir DIR]
+
+Parts (all run by default except ``ivf1m``):
+
+* ``float``: a collection of N synthetic 4096-d float features (clustered, so
+  neighbours exist) written straight into the collection files; first search
+  builds the exact ``IndexFlatIP``; then p50/p99 latency of
+  ``Collection.search(vector=..., k=20)`` (end to end: index lookup + SQLite
+  path lookup).  Also the PCA256+IVF index the collection switches to above
+  200k rows, built over the same N vectors: its latency and recall@20
+  against the exact index.
+* ``binary``: N random 512-byte codes (4096 bits) in a collection (the float
+  feature file is a sparse file of zeros there: binary search never reads it);
+  ``Collection.search(vector=code, binary=True, k=20)`` latency, build time.
+* ``tags``: N rows of synthetic tag probabilities (1539 tags, about 40 per
+  image above the 0.01 storage floor), SQL tag query latency, disk per image.
+* ``ivf1m``: the IVF path at 1M x 4096 float (vectors generated in chunks and
+  streamed into the index, never stored: 16 GB would not fit this machine).
+* ``overhead``: ``Collection.add`` over a folder vs plain inference
+  (``pipeline.iter_batches`` as ``illust2vec embed`` runs it) with the same model.
+
+Prints a markdown table; ``--json FILE`` saves the numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from illust2vec.collection import Collection
+from illust2vec.collection import db as _db
+from illust2vec.collection import index as _index
+from illust2vec.collection.vectors import HEADER_SIZE, VectorFile
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+DIM = 4096
+CODE_BYTES = 512
+N_TAGS = 1539
+ROWS: list[tuple[str, str, str]] = []
+REUSE = False
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def percentiles(times: list[float]) -> tuple[float, float]:
+    a = np.asarray(times) * 1000
+    return float(np.percentile(a, 50)), float(np.percentile(a, 99))
+
+
+def time_queries(fn, qs) -> dict[int, tuple[float, float, float]]:
+    """``{omp threads: (wall p50 ms, wall p99 ms, CPU-time p50 ms)}`` of ``fn(q)`` over ``qs``.
+
+    CPU time (all threads of this process) is what a query costs on an idle
+    machine; wall time on a shared, loaded machine can be several times more.
+    """
+    import faiss
+
+    out = {}
+    default = faiss.omp_get_max_threads()
+    for threads in sorted({default, 1}, reverse=True):
+        faiss.omp_set_num_threads(threads)
+        wall, cpu = [], []
+        for q in qs:
+            t, c = time.perf_counter(), time.process_time()
+            fn(q)
+            wall.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
+        p50, p99 = percentiles(wall)
+        out[threads] = (p50, p99, float(np.median(cpu)) * 1000)
+    faiss.omp_set_num_threads(default)
+    return out
+
+
+def row_latency(what: str, res: dict[int, tuple[float, float, float]], note: str = "") -> None:
+    for threads, (p50, p99, cpu) in res.items():
+        row(f"{what} ({threads} thread{'s' if threads > 1 else ''})",
+            f"{p50:.1f} / {p99:.1f} ms (CPU {cpu:.1f} ms)", note)
+
+
+def row(what: str, value: str, note: str = "") -> None:
+    ROWS.append((what, value, note))
+    print(f"  {what}: {value} {note}", file=sys.stderr, flush=True)
+
+
+_BASIS: dict[int, np.ndarray] = {}
+
+
+def clustered(rng: np.random.Generator, n: int, centers: np.ndarray, noise: float = 0.02) -> np.ndarray:
+    """Synthetic features with structure like real ones: cluster centre + variation in a
+    128-d subspace (decaying spectrum) + a little isotropic noise."""
+    d = centers.shape[1]
+    if d not in _BASIS:
+        b = np.random.default_rng(1).standard_normal((128, d), dtype=np.float32) / np.sqrt(d)
+        _BASIS[d] = b * np.linspace(1.0, 0.2, 128, dtype=np.float32)[:, None]
+    lab = rng.integers(0, len(centers), n)
+    z = rng.standard_normal((n, 128), dtype=np.float32)
+    x = centers[lab] + z @ _BASIS[d] + noise * rng.standard_normal((n, d), dtype=np.float32)
+    return x.astype(np.float32)
+
+
+def synthetic_collection(path: Path, n: int, *, features, codes, probs=None, chunk: int = 50_000) -> None:
+    """Write a collection of ``n`` synthetic rows directly (no inference).
+
+    ``features``/``codes``/``probs`` are callables ``(start, stop) -> array``
+    (``features=None`` writes a sparse all-zero feature file).
+    """
+    if REUSE and (path / "collection.sqlite").exists():
+        with Collection.open(path, create=False) as col:
+            if int(col.meta.get("rows", 0)) == n and bool(probs) == bool(int(col.meta.get("tag_count", 0))):
+                print(f"    reusing {path}", file=sys.stderr)
+                return
+    shutil.rmtree(path, ignore_errors=True)
+    col = Collection.open(path)
+    c = col.conn
+    with _db.transaction(c):
+        for k, v in {"embedder_name": "synthetic", "embedder_identity": "sha256:synthetic", "feature_dim": DIM,
+                     "code_bytes": CODE_BYTES, "tagger_name": "synthetic-tags" if probs else "",
+                     "tagger_identity": "sha256:synthetic-tags" if probs else "", "prob_floor": 0.01,
+                     "tag_count": N_TAGS if probs else 0}.items():
+            _db.set_meta(c, k, v)
+        if probs:
+            c.executemany("INSERT INTO tags(id, name, category) VALUES (?, ?, ?)",
+                          [(i, f"tag{i}", "general" if i < 512 else "character" if i < 1024 else
+                            "copyright" if i < 1536 else "rating") for i in range(N_TAGS)])
+    vfs = col._vector_files()
+    if features is None:
+        with open(vfs["feature"].path, "r+b") as fh:
+            fh.truncate(HEADER_SIZE + n * DIM * 4)  # sparse: zeros, no disk blocks
+    now = time.time()
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        if features is not None:
+            vfs["feature"].append(features(s, e), expect_row=s)
+        vfs["codes"].append(codes(s, e), expect_row=s)
+        if probs:
+            p = probs(s, e)
+            vfs["prob"].append(p, expect_row=s)
+        with _db.transaction(c):
+            c.executemany("INSERT INTO contents(row, sha256, added_at) VALUES (?, ?, ?)",
+                          ((r, f"{r:064x}", now) for r in range(s, e)))
+            c.executemany("INSERT INTO files(path, size, mtime_ns, sha256, row, error, updated_at) "
+                          "VALUES (?, 0, 0, ?, ?, NULL, ?)",
+                          ((f"/synthetic/{r // 1000:04d}/{r:08d}.jpg", f"{r:064x}", r, now) for r in range(s, e)))
+            if probs:
+                rr, tt = np.nonzero(p >= 0.01)
+                c.executemany("INSERT INTO tag_probs(tag_id, prob, row) VALUES (?, ?, ?)",
+                              zip(tt.tolist(), p[rr, tt].astype(np.float64).tolist(), (rr + s).tolist()))
+            _db.set_meta(c, "rows", e)
+        print(f"    wrote {e}/{n} rows", file=sys.stderr, end="\r", flush=True)
+    print(file=sys.stderr)
+    col.close()
+
+
+def disk_mb(path: Path, names: list[str]) -> float:
+    total = 0
+    for name in names:
+        for p in path.glob(name):
+            total += p.stat().st_blocks * 512
+    return total / 2**20
+
+
+def bench_float(work: Path, n: int, queries: int, rng) -> None:
+    print(f"float: {n} x {DIM}", file=sys.stderr)
+    centers = rng.standard_normal((2000, DIM), dtype=np.float32) / np.sqrt(DIM) * 8
+    path = work / "float"
+    t = time.perf_counter()
+    synthetic_collection(path, n, features=lambda s, e: clustered(rng, e - s, centers),
+                         codes=lambda s, e: rng.integers(0, 256, (e - s, CODE_BYTES), dtype=np.uint8))
+    row(f"float {n // 1000}k: write synthetic collection", f"{time.perf_counter() - t:.1f} s")
+    qs = clustered(rng, queries, centers)
+    with Collection.open(path, create=False) as col:
+        m0 = rss_mb()
+        t = time.perf_counter()
+        col.search(vector=qs[0], k=20)
+        build = time.perf_counter() - t
+        m1 = rss_mb()
+        assert len(col.search(vector=qs[1], k=20)) == 20
+        res = time_queries(lambda q: col.search(vector=q, k=20), qs)
+        row(f"float {n // 1000}k exact (IndexFlatIP): build on first search", f"{build:.1f} s",
+            "(read 4096-d rows, normalise, add; saved to index/)")
+        row_latency(f"float {n // 1000}k exact: Collection.search k=20 p50 / p99", res, "(target <= 20 ms)")
+        col.close()
+        with Collection.open(path, create=False) as col2:
+            t = time.perf_counter()
+            col2.search(vector=qs[0], k=20)
+            row(f"float {n // 1000}k: first search, index loaded from disk", f"{time.perf_counter() - t:.1f} s")
+        row(f"float {n // 1000}k: index memory", f"{(m1 - m0) / n * 1024:.1f} KiB/image",
+            "(RSS growth when the index is built)")
+    # IVF over the same vectors: latency and recall against the exact index
+    import faiss
+
+    vf = VectorFile(path / "feature.f32", DIM, "float32")
+    vecs = vf.view()
+    live = np.arange(n, dtype=np.int64)
+    t = time.perf_counter()
+    ivf, kind = _index.build_float_index(vecs, live, flat_max=0)
+    row(f"float {n // 1000}k PCA256+IVF: build (train + add)", f"{time.perf_counter() - t:.1f} s", f"({kind})")
+    exact = _index.load(path / "index" / "feature.faiss")[0]
+    qn = _index.l2_normalize(qs)
+    _, gt = exact.search(qn, 20)
+    for nprobe in (16, 32, 64):
+        _index.set_nprobe(ivf, nprobe)
+        _, I = ivf.search(qn, 20)
+        rec = np.mean([len(set(a) & set(b)) / 20 for a, b in zip(I, gt)])
+        res = time_queries(lambda q: ivf.search(q[None], 20), qn)
+        row_latency(f"float {n // 1000}k PCA256+IVF{faiss.extract_index_ivf(ivf).nlist} nprobe={nprobe}: "
+                    f"raw search p50 / p99, recall@20 = {rec:.3f}", res)
+    row(f"float {n // 1000}k: disk (feature.f32 + codes.u8 + sqlite)",
+        f"{disk_mb(path, ['feature.f32', 'codes.u8', 'collection.sqlite*']) / n * 1024:.1f} KiB/image",
+        f"(index files: {disk_mb(path, ['index/*.faiss']) / n * 1024:.1f} KiB/image)")
+
+
+def bench_binary(work: Path, n: int, queries: int, rng) -> None:
+    print(f"binary: {n} x {CODE_BYTES} bytes", file=sys.stderr)
+    path = work / "binary"
+    t = time.perf_counter()
+    synthetic_collection(path, n, features=None,
+                         codes=lambda s, e: rng.integers(0, 256, (e - s, CODE_BYTES), dtype=np.uint8), chunk=100_000)
+    row(f"binary {n // 1000}k: write synthetic collection", f"{time.perf_counter() - t:.1f} s")
+    codes = VectorFile(path / "codes.u8", CODE_BYTES, "uint8")
+    pick = rng.choice(n, queries, replace=False)
+    qs = codes.read(np.sort(pick))
+    flip = rng.random(qs.shape) < 0.02  # near-duplicates of stored codes
+    qs = qs ^ (flip * rng.integers(1, 256, qs.shape)).astype(np.uint8)
+    with Collection.open(path, create=False) as col:
+        m0 = rss_mb()
+        t = time.perf_counter()
+        col.search(vector=qs[0], k=20, binary=True)
+        build = time.perf_counter() - t
+        m1 = rss_mb()
+        res = time_queries(lambda q: col.search(vector=q, k=20, binary=True), qs)
+        row(f"binary {n // 1000}k (IndexBinaryFlat): build on first search", f"{build:.1f} s")
+        row_latency(f"binary {n // 1000}k: Collection.search k=20 p50 / p99", res, "(target <= 50 ms)")
+        row(f"binary {n // 1000}k: index memory", f"{(m1 - m0) / n * 1024:.2f} KiB/image")
+        idx = col._cache[("index", "codes")][0]
+        row_latency(f"binary {n // 1000}k: raw FAISS search k=20 p50 / p99", time_queries(lambda q: idx.search(q[None], 20), qs[:50]))
+    row(f"binary {n // 1000}k: disk (codes.u8 + sqlite)",
+        f"{disk_mb(path, ['codes.u8', 'collection.sqlite*']) / n * 1024:.2f} KiB/image")
+
+
+def bench_tags(work: Path, n: int, queries: int, rng) -> None:
+    print(f"tags: {n} x {N_TAGS}", file=sys.stderr)
+    path = work / "tags"
+    base = np.sort(rng.beta(0.3, 12, N_TAGS).astype(np.float32))[::-1].copy()  # tag frequencies
+
+    def probs(s, e):
+        p = rng.beta(0.25, 8, (e - s, N_TAGS)).astype(np.float32)
+        hot = rng.random((e - s, N_TAGS)) < base * 0.5
+        p[hot] = rng.uniform(0.3, 1.0, hot.sum()).astype(np.float32)
+        return p
+
+    t = time.perf_counter()
+    synthetic_collection(path, n, features=None,
+                         codes=lambda s, e: rng.integers(0, 256, (e - s, CODE_BYTES), dtype=np.uint8),
+                         probs=probs, chunk=20_000)
+    row(f"tags {n // 1000}k: write synthetic collection", f"{time.perf_counter() - t:.1f} s")
+    with Collection.open(path, create=False) as col:
+        stored = col.conn.execute("SELECT COUNT(*) FROM tag_probs").fetchone()[0]
+        row(f"tags {n // 1000}k: probabilities >= 0.01 in SQL", f"{stored / n:.1f} per image")
+        cases = [("tag0", None), ("tag1, tag2", None), ("tag3", "tag0"), ("character:tag600", None)]
+        for tags, not_tags in cases:
+            times, cpu = [], []
+            for _ in range(max(5, queries // 20)):
+                t, c = time.perf_counter(), time.process_time()
+                col.search(tags=tags, not_tags=not_tags, min_prob=0.5, k=20)
+                times.append(time.perf_counter() - t)
+                cpu.append(time.process_time() - c)
+            p50, p99 = percentiles(times)
+            row(f"tags {n // 1000}k: --tags {tags!r}" + (f" --not {not_tags!r}" if not_tags else "") + " k=20 p50 / p99",
+                f"{p50:.1f} / {p99:.1f} ms (CPU {np.median(cpu) * 1000:.1f} ms)")
+    row(f"tags {n // 1000}k: disk (prob.f32 + sqlite incl. tag_probs)",
+        f"{disk_mb(path, ['prob.f32', 'collection.sqlite*']) / n * 1024:.1f} KiB/image",
+        f"(prob.f32 alone {disk_mb(path, ['prob.f32']) / n * 1024:.1f})")
+
+
+def bench_ivf1m(n: int, queries: int, rng) -> None:
+    import faiss
+
+    print(f"ivf: {n} x {DIM} streamed", file=sys.stderr)
+    centers = rng.standard_normal((2000, DIM), dtype=np.float32) / np.sqrt(DIM) * 8
+    index, kind = _index.new_float_index(DIM, n, flat_max=0)
+    t = time.perf_counter()
+    _index.train_float_index(index, _index.l2_normalize(clustered(rng, 65_536, centers)))
+    train = time.perf_counter() - t
+    m0 = rss_mb()
+    t = time.perf_counter()
+    chunk = 50_000
+    for s in range(0, n, chunk):
+        x = _index.l2_normalize(clustered(rng, min(chunk, n - s), centers))
+        index.add_with_ids(x, np.arange(s, s + len(x), dtype=np.int64))
+        print(f"    added {s + len(x)}/{n}", file=sys.stderr, end="\r", flush=True)
+    add = time.perf_counter() - t
+    print(file=sys.stderr)
+    row(f"float {n // 1000}k PCA256+IVF{faiss.extract_index_ivf(index).nlist}: train / add",
+        f"{train:.0f} s / {add:.0f} s", "(add includes generating the synthetic vectors)")
+    row(f"float {n // 1000}k PCA256+IVF: index memory", f"{(rss_mb() - m0) / n * 1024:.2f} KiB/image")
+    qs = _index.l2_normalize(clustered(rng, queries, centers))
+    for nprobe in (16, 32):
+        _index.set_nprobe(index, nprobe)
+        row_latency(f"float {n // 1000}k PCA256+IVF nprobe={nprobe}: search k=20 p50 / p99",
+                    time_queries(lambda q: index.search(q[None], 20), qs))
+
+
+def bench_overhead(work: Path, model_name: str | None, n_images: int) -> None:
+    from illust2vec.model import Illustration2Vec, load_model
+    from illust2vec.pipeline import iter_batches
+
+    src = sorted((SHARED / "data" / "anime36").glob("*.jpg"))
+    folder = work / "folder"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    from PIL import Image
+
+    for i in range(n_images):  # distinct files (different bytes) so nothing is skipped as a duplicate
+        p = src[i % len(src)]
+        Image.open(p).convert("RGB").rotate(0 if i < len(src) else i, expand=False).save(folder / f"{i:04d}.jpg", quality=90)
+    files = sorted(folder.glob("*.jpg"))
+    if model_name == "fixture":
+        fix = SHARED / "fixtures" / "i2v"
+        model = Illustration2Vec.from_caffemodel(fix / "feature_w16_e1024.caffemodel")
+    else:
+        model = load_model(model_name, task="feature", progress=False)
+    label = f"{model.name} ({model.feature_dim}-d)"
+    list(iter_batches(model, files[:16], batch_size=16, outputs=("feature",)))  # warm-up
+    results = {"plain": [], "index": []}
+    for rep in range(2):
+        t = time.perf_counter()
+        for _ in iter_batches(model, files, batch_size=16, outputs=("feature",)):
+            pass
+        results["plain"].append(time.perf_counter() - t)
+        shutil.rmtree(work / "ov", ignore_errors=True)
+        t = time.perf_counter()
+        with Collection.open(work / "ov") as col:
+            r = col.add([folder], embedder=model, batch_size=16, progress=False)
+        results["index"].append(time.perf_counter() - t)
+        assert r.added == len(files), r
+    plain, idx = min(results["plain"]), min(results["index"])
+    row(f"indexing {len(files)} images, {label}: plain inference / Collection.add",
+        f"{plain:.1f} s / {idx:.1f} s", f"(overhead {100 * (idx / plain - 1):+.1f} %, target <= 10 %)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--parts", default="float,binary,tags,overhead")
+    ap.add_argument("--n-float", type=int, default=100_000)
+    ap.add_argument("--n-binary", type=int, default=1_000_000)
+    ap.add_argument("--n-tags", type=int, default=100_000)
+    ap.add_argument("--n-ivf", type=int, default=1_000_000)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--overhead-model", default=None,
+                    help="zoo model for the overhead part (default: load_model's default; 'fixture' = i2v fixture)")
+    ap.add_argument("--overhead-images", type=int, default=72)
+    ap.add_argument("--workdir", type=Path, help="where to write the synthetic collections (default: a temp dir)")
+    ap.add_argument("--json", type=Path, help="also write the numbers here")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse synthetic collections of the right size already in --workdir")
+    args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    global REUSE
+    REUSE = args.reuse
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="i2v-bench-search-"))
+    work.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    try:
+        if "float" in parts:
+            bench_float(work, args.n_float, args.queries, rng)
+        if "binary" in parts:
+            bench_binary(work, args.n_binary, args.queries, rng)
+        if "tags" in parts:
+            bench_tags(work, args.n_tags, args.queries, rng)
+        if "ivf1m" in parts:
+            bench_ivf1m(args.n_ivf, args.queries, rng)
+        if "overhead" in parts:
+            bench_overhead(work, args.overhead_model, args.overhead_images)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    import faiss
+
+    print(f"\nmachine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
+          f"faiss {faiss.__version__}, omp threads {faiss.omp_get_max_threads()}, "
+          f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB\n")
+    print("| measurement | value | note |\n| --- | --- | --- |")
+    for what, value, note in ROWS:
+        print(f"| {what} | {value} | {note} |")
+    if args.json:
+        args.json.write_text(json.dumps([{"what": w, "value": v, "note": n} for w, v, n in ROWS], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,7 +13,8 @@ chromium (Playwright, ``executable_path``; software WebGL under ``--disable-gpu`
 - base ms      navigation start -> overview atlas decoded and drawn (thumbnails everywhere)
 - settled ms   navigation start -> every atlas page the first view needs is drawn
 - pan ms/frame median time between frames while dragging the map at full zoom-out and
-               at 8x zoom (thumbnails from the hi atlas)
+               at 8x zoom (thumbnails from the hi atlas); js ms: the viewer's own JavaScript
+               time of the last frame (the rest is the browser and software WebGL)
 
 Target (issue 5): ready <= 3 s at 100k points.
 
@@ -105,8 +106,11 @@ def measure_load(browser, html: Path) -> dict:
             page.mouse.move(700 + 6 * k, 400 + 3 * k)
         page.mouse.up()
         ts = page.evaluate("() => { window.__rec.on = false; return window.__rec.ts; }")
+        js_ms.append(page.evaluate("() => window.illust2vecViewer.timings().lastFrameJs"))
         d = np.diff(np.array(ts))
         return float(np.median(d)) if d.size else float("nan")
+
+    js_ms: list[float] = []
 
     pan_out = pan_frame_ms()
     for _ in range(6):  # zoom in about 8x around the window centre
@@ -118,7 +122,7 @@ def measure_load(browser, html: Path) -> dict:
     ctx.close()
     return {
         "ready": tm.get("firstFrame"), "base": tm.get("baseDecoded"), "settled": settled,
-        "pan_out": pan_out, "pan_in": pan_in, "visible_zoomed": visible, "errors": errors,
+        "pan_out": pan_out, "pan_in": pan_in, "js_out": js_ms[0], "js_in": js_ms[1], "visible_zoomed": visible, "errors": errors,
         "renderer": renderer,
     }
 
@@ -163,12 +167,12 @@ def main() -> int:
         browser.close()
     print()
     print(f"thumb_size={args.thumb_size}; times in ms from navigation start; load average now {os.getloadavg()[0]:.1f}")
-    hdr = f"{'N':>7} {'mode':>8} {'build s':>8} {'cpu s':>6} {'size MB':>8} {'ready ms':>9} {'base ms':>8} {'settled ms':>10} {'pan out ms/f':>12} {'pan 8x ms/f':>11}"
+    hdr = f"{'N':>7} {'mode':>8} {'build s':>8} {'cpu s':>6} {'size MB':>8} {'ready ms':>9} {'base ms':>8} {'settled ms':>10} {'pan out ms/f':>12} {'pan 8x ms/f':>11} {'js ms':>9}"
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         print(f"{r['n']:>7} {r['mode']:>8} {r['build']:>8.1f} {r['cpu']:>6.1f} {r['size']:>8.1f} {r['ready']:>9.0f} "
-              f"{r['base']:>8.0f} {r['settled']:>10.0f} {r['pan_out']:>12.1f} {r['pan_in']:>11.1f}")
+              f"{r['base']:>8.0f} {r['settled']:>10.0f} {r['pan_out']:>12.1f} {r['pan_in']:>11.1f} {r['js_out']:>4.1f}/{r['js_in']:<4.1f}")
     if args.out is None:
         shutil.rmtree(out, ignore_errors=True)
     return 0

@@ -524,3 +524,60 @@ def test_nothing_requested_from_the_network(viewer, built):
     urls = [u.removeprefix("route:") for u in p.requests]
     assert page_url in urls
     assert all(u == page_url or u.startswith(("data:", "blob:")) for u in urls), urls
+
+
+@pytest.mark.browser
+def test_level_of_detail_many_points(open_page, tmp_path, thumbs):
+    """600 images on 3 hi atlas pages: the overview draws from the base atlas, zooming in
+    decodes the hi pages of the visible points and draws them at full resolution."""
+    n, cols = 600, 30
+    pts = [ViewerPoint(float(k % cols), float(k // cols), f"img_{k:03d}.jpg", label=f"c{k % 36 // 6}") for k in range(n)]
+    html = write_viewer(tmp_path / "lod.html", pts, lambda i: thumbs[i % 36], thumb_size=128)
+    data = _data_of(html.read_text(encoding="utf-8"))
+    assert data["atlas"]["hiPages"] == 3 and data["atlas"]["basePages"] == 1
+    p = open_page(html)
+    assert p.hook("visibleCount()") == n
+    expected = _expected(thumbs)
+    small = p.hook("pointToScreen(0)")["size"]
+    assert 10 < small < 35  # overview: small thumbnails from the 32 px base atlas
+
+    def check(screen, img, idx):
+        bad = []
+        for i in idx:
+            pt = screen[i]
+            got = _patch(img, pt["x"], pt["y"], pt["size"] * 0.4)
+            errs = [np.abs(got - e).mean() for e in expected]
+            if int(np.argmin(errs)) != i % 36 or errs[i % 36] > 30:
+                bad.append(i)
+        return bad
+
+    screen = _screens(p)
+    inside = [i for i, s in enumerate(screen) if 340 < s["x"] < 1000 and 30 < s["y"] < 770]
+    assert check(screen, p.shot(), inside[::7]) == []
+    # zoom in around the middle: few points visible, drawn big from the hi atlas
+    mid = screen[n // 2 + cols // 2]
+    p.page.mouse.move(mid["x"], mid["y"])
+    for _ in range(4):
+        p.page.mouse.wheel(0, -300)
+    p.page.mouse.move(150, 150)  # onto the panel: the tooltip goes away
+    p.page.wait_for_selector("#i2v-tooltip", state="hidden")
+    p.settle()
+    screen = _screens(p)
+    assert screen[0]["size"] > 100 and p.hook("visibleCount()") < 90
+    # fully on screen and clear of the panels on the left and right
+    vis = [i for i, s in enumerate(screen)
+           if 320 + s["size"] / 2 < s["x"] < 1020 - s["size"] / 2 and s["size"] / 2 < s["y"] < 800 - s["size"] / 2]
+    assert 0 < len(vis) < 40
+    img = p.shot()
+    assert check(screen, img, vis) == []
+    # sharpness: the drawn thumbnail has the detail of the 128 px cell, not an upscaled 32 px one
+    i = vis[len(vis) // 2]
+    pt = screen[i]
+    half = pt["size"] * 0.45
+    got = img[int(pt["y"] - half):int(pt["y"] + half), int(pt["x"] - half):int(pt["x"] + half)]
+    size = (got.shape[1], got.shape[0])
+    t = thumbs[i % 36]
+    lo = t.resize((32, 32), Image.Resampling.BOX)
+    ref_hi = np.asarray(t.resize(size, box=(6.4, 6.4, 121.6, 121.6)), dtype=np.float64)
+    ref_lo = np.asarray(lo.resize(size, box=(1.6, 1.6, 30.4, 30.4)), dtype=np.float64)
+    assert np.abs(got - ref_hi).mean() < np.abs(got - ref_lo).mean()

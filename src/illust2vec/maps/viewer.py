@@ -10,7 +10,8 @@ base64 data (``embed=True``) or written beside the page in ``NAME_files/``.
 Atlases
     Every image is letterboxed (aspect kept) into a square cell of
     ``thumb_size`` pixels on 2048x2048 "hi" atlas pages, and again into 32 px
-    (16 px above 8,192 images) cells on "base" pages.  The base pages are
+    cells (16 px above 8,192 images, 8 px above 32,768) on "base" pages, so
+    that the base atlas stays within about two pages.  The base pages are
     loaded when the page opens (overview, dots and small thumbnails); hi pages
     are decoded only when their points are on screen at a zoom that needs
     them.  Points are assigned to cells in Z-order of their map position, so a
@@ -59,8 +60,6 @@ __all__ = ["ViewerPoint", "write_viewer", "ATLAS_PAGE_SIZE"]
 ATLAS_PAGE_SIZE = 2048
 #: Colour of the letterbox around a thumbnail inside its atlas cell.
 _LETTERBOX = (32, 33, 36)
-#: Above this many points the base (overview) atlas uses 16 px cells instead of 32 px.
-_BASE_SMALL_LIMIT = 8_192
 _HREF_SCHEMES = ("http:", "https:", "file:")
 
 
@@ -178,7 +177,7 @@ def write_viewer(
     order = _z_order(xy)  # atlas slot k holds point order[k]
     slot = np.empty(n, dtype=np.int64)
     slot[order] = np.arange(n)
-    base_cell = 32 if n <= _BASE_SMALL_LIMIT else 16
+    base_cell = 32 if n <= 8_192 else 16 if n <= 32_768 else 8
 
     get_thumb: Callable[[int], Image.Image]
     get_thumb = thumbnails if callable(thumbnails) else thumbnails.__getitem__  # type: ignore[assignment]
@@ -447,6 +446,11 @@ def _build_data(
             flat.append(round(float(prob), 4))
         tags.append(flat)
         hrefs.append(_safe_href(p.href))
+    # legend order: natural sort ("char 2" before "char 10"); indices follow it
+    order = sorted(range(len(labels)), key=lambda k: _natural_key(labels[k]))
+    remap = {old: new for new, old in enumerate(order)}
+    labels = [labels[k] for k in order]
+    lab = [remap[v] if v >= 0 else -1 for v in lab]
     clusters = sorted({c for c in clu if c != -2})
     names = {int(k): str(v) for k, v in (cluster_names or {}).items()}
     cluster_list = [
@@ -477,6 +481,10 @@ def _build_data(
         "size": sizes.reshape(-1).tolist(),
         "quality": q,
     }
+
+
+def _natural_key(s: str) -> list:
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", s) if t]
 
 
 def _safe_href(href: str | None) -> str | None:

@@ -110,7 +110,7 @@
     for (i = 0; i < gw * gh; i++) start[i + 1] += start[i];
     var fill = start.slice(0, gw * gh);
     for (i = 0; i < N; i++) items[fill[cellOf[i]]++] = i; // indices ascending within a cell
-    return { x0: x0, y0: y0, cell: cell, gw: gw, gh: gh, start: start, items: items };
+    return { x0: x0, y0: y0, cell: cell, gw: gw, gh: gh, start: start, items: items, bx0: x0, bx1: x1, by0: y0, by1: y1 };
   })();
   // calls fn(i) for points whose centre lies in the world rectangle
   function queryRect(ax, ay, bx, by, fn) {
@@ -288,7 +288,7 @@
   }
   function loadBitmap(kind, index) { return atlasUri(kind, index).then(dataUriToBitmap); }
 
-  // hi pages: state 0 none, 1 loading, 2 resident
+  // hi pages: state 0 none, 1 loading, 2 resident, 3 failed
   var hiPages = A.hiPages;
   var hiState = new Uint8Array(hiPages);
   var hiBitmap = new Array(hiPages);   // level-0 bitmap (for tooltip / canvas renderer)
@@ -328,8 +328,9 @@
       if (tipIndex >= 0 && pageOfHi(tipIndex) === p) drawTipImage(tipIndex);
       requestDraw();
     }).catch(function (err) {
-      loadingCount--; hiState[p] = 0;
+      loadingCount--; hiState[p] = 3; // failed: not retried, the base atlas stays in use
       showError(String(err && err.message || err));
+      requestDraw();
     });
   }
   function pageOfHi(i) { return hiR.layer[i]; }
@@ -637,31 +638,46 @@
     drawQueued = true;
     requestAnimationFrame(frame);
   }
-  function visibleSet(px) {
+  var allIndices = null;
+  // points whose drawn square intersects the window: their indices (collect) or just the count
+  function visibleSet(px, collect) {
     var pad = (px / 2 + 3) / cam.zoom;
     var a = toWorld(0, 0), b = toWorld(cssW, cssH);
-    var out = [];
+    var out = collect ? [] : null, count = 0;
+    var z = cam.zoom, ox = cssW / 2 - cam.x * z, oy = cssH / 2 - cam.y * z, h = px / 2;
+    var g = grid;
+    if (g.bx0 * z + ox - h >= 0 && g.bx1 * z + ox + h <= cssW && g.by0 * z + oy - h >= 0 && g.by1 * z + oy + h <= cssH) {
+      if (!collect) return N; // the whole map is inside the window
+      if (!allIndices) { allIndices = new Array(N); for (var k = 0; k < N; k++) allIndices[k] = k; }
+      return allIndices;
+    }
     queryRect(a[0] - pad, a[1] - pad, b[0] + pad, b[1] + pad, function (i) {
-      var sc = toScreen(i), hw = ext[2 * i] * px / 2, hh = ext[2 * i + 1] * px / 2;
-      if (sc[0] + hw >= 0 && sc[0] - hw <= cssW && sc[1] + hh >= 0 && sc[1] - hh <= cssH) out.push(i);
+      var sx = wx[i] * z + ox, sy = wy[i] * z + oy, hw = ext[2 * i] * h, hh = ext[2 * i + 1] * h;
+      if (sx + hw >= 0 && sx - hw <= cssW && sy + hh >= 0 && sy - hh <= cssH) {
+        count++;
+        if (collect) out.push(i);
+      }
     });
-    return out;
+    return collect ? out : count;
   }
   function frame() {
     drawQueued = false;
+    var t0 = performance.now();
     frameNo++;
     var px = pointPx();
-    var vis = visibleSet(px);
     var useHi = px * (window.devicePixelRatio || 1) > A.baseCell * 1.1;
+    var vis = visibleSet(px, useHi || renderer.name === "canvas");
+    var nvis = typeof vis === "number" ? vis : vis.length;
     missingNeeded = 0;
     neededPages = null;
-    if (useHi && vis.length <= 60000) {
+    if (useHi && nvis <= 60000) {
       var counts = new Map();
       for (var k = 0; k < vis.length; k++) { var p = hiR.layer[vis[k]]; counts.set(p, (counts.get(p) || 0) + 1); }
       var pages = Array.from(counts.keys()).sort(function (a, b) { return counts.get(b) - counts.get(a); }).slice(0, slotPage.length);
       neededPages = new Set(pages);
       pages.forEach(function (p) {
         if (hiState[p] === 2) { slotUsed[hiSlot[p]] = frameNo; return; }
+        if (hiState[p] === 3) return;
         missingNeeded++;
         if (loadingCount < 3) ensureHi(p);
       });
@@ -671,15 +687,14 @@
     lastState = st;
     renderer.draw(st);
     drawOverlay();
-    var status = N + " images \u00b7 " + vis.length + " visible \u00b7 zoom " + (cam.zoom / (fitZoom || 1)).toFixed(1) + "\u00d7";
+    T.lastFrameJs = performance.now() - t0;
+    var status = N + " images \u00b7 " + nvis + " visible \u00b7 zoom " + (cam.zoom / (fitZoom || 1)).toFixed(1) + "\u00d7";
     if (loadingCount || !baseLoaded) status += " \u00b7 loading thumbnails\u2026";
     $("i2v-status").textContent = status;
     if (firstFrame) { var f = firstFrame; firstFrame = null; T.firstFrame = performance.now(); f(); }
     if (baseLoaded && missingNeeded === 0 && loadingCount === 0 && settleWaiters.length) {
       var w = settleWaiters; settleWaiters = [];
       w.forEach(function (r) { r(); });
-    } else if (missingNeeded > 0 && loadingCount < 3) {
-      requestDraw();
     }
   }
   var fitZoom = 1;
@@ -893,7 +908,7 @@
     var dy = e.deltaY * (e.deltaMode === 1 ? 16 : e.deltaMode === 2 ? cssH : 1);
     var f = Math.exp(-Math.max(-300, Math.min(300, dy)) * 0.0016);
     var before = toWorld(e.clientX, e.clientY);
-    cam.zoom = Math.min(Math.max(cam.zoom * f, fitZoom * 0.2), fitZoom * 4000);
+    cam.zoom = clampZoom(cam.zoom * f);
     var after = toWorld(e.clientX, e.clientY);
     cam.x += before[0] - after[0]; cam.y += before[1] - after[1];
     requestDraw();
@@ -917,8 +932,13 @@
     else if (e.key === "+" || e.key === "=") zoomBy(1.5);
     else if (e.key === "-") zoomBy(1 / 1.5);
   });
+  // from a fifth of the fitted view to thumbnails at 2.5x their atlas resolution
+  function clampZoom(z) {
+    var zmax = Math.max(fitZoom * 4, 2.5 * A.hiCell / (WORLD_SIZE * sizeScale * dpr));
+    return Math.min(Math.max(z, fitZoom * 0.2), zmax);
+  }
   function zoomBy(f) {
-    cam.zoom = Math.min(Math.max(cam.zoom * f, fitZoom * 0.2), fitZoom * 4000);
+    cam.zoom = clampZoom(cam.zoom * f);
     requestDraw();
   }
   window.addEventListener("resize", function () { resize(); });
@@ -1025,7 +1045,7 @@
     count: N,
     pointToScreen: function (i) { var s = toScreen(i); return { x: s[0], y: s[1], size: pointPx() }; },
     screenToPoint: function (x, y) { return hitTest(x, y); },
-    visibleCount: function () { return visibleSet(pointPx()).length; },
+    visibleCount: function () { return visibleSet(pointPx(), false); },
     highlighted: function () { var out = []; if (filterActive) for (var i = 0; i < N; i++) if (match[i]) out.push(i); return out; },
     selection: selectedList,
     hovered: function () { return tipIndex; },

@@ -138,6 +138,28 @@ def test_search_matches_brute_force_and_uses_stored_vectors(indexed):
     assert indexed.meta["embedder_identity"] in meta
 
 
+@pytest.mark.parametrize("flat_max, ivf_min, kind", [(10, 100, "pca-flat-ip"), (10, 20, "pca-ivf-ip")])
+def test_projected_indexes_rerank_to_exact_results(indexed, monkeypatch, flat_max, ivf_min, kind):
+    """Large collections search a PCA projection (flat, then IVF) and re-rank exactly."""
+    import json
+
+    from illust2vec.collection import index as _index
+
+    exact = {q: [h.row for h in indexed.search(image=q, k=5)] for q in ORIGINALS[:6]}
+    monkeypatch.setattr(_index, "FLAT_MAX", flat_max)
+    monkeypatch.setattr(_index, "IVF_MIN", ivf_min)
+    path = indexed.path / "index" / "feature.faiss"
+    monkeypatch.setattr(_index, "load", lambda p: None)  # force a rebuild with the patched sizes
+    indexed._cache.pop(("index", "feature"), None)
+    try:
+        for q, rows in exact.items():
+            assert [h.row for h in indexed.search(image=q, k=5)] == rows
+        assert json.loads(path.with_suffix(".json").read_text())["kind"] == kind
+    finally:
+        indexed._cache.pop(("index", "feature"), None)
+        path.unlink()
+
+
 def test_query_with_another_model_is_refused(indexed, i2v_tagger, copies):
     with pytest.raises(ModelMismatchError, match="not the model this collection was indexed with"):
         indexed.search(image=copies / "00_crop.jpg", embedder=i2v_tagger)

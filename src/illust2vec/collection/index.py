@@ -1,10 +1,13 @@
 """FAISS search indexes built from a collection's stored vectors.
 
 * Float features: L2-normalised, so inner product is cosine similarity.
-  Up to ``flat_max`` live rows (default 200 000) an exact ``IndexFlatIP``;
-  above it a projection to ``pca_dim`` (256) principal directions followed by
-  an inner-product ``IndexIVFFlat`` (``nlist`` about sqrt(N)), searched with
-  ``nprobe`` lists.
+  Up to ``FLAT_MAX`` live rows (20 000) an exact ``IndexFlatIP`` on the full
+  vectors.  Above it a projection to ``pca_dim`` (256) principal directions
+  in front of an ``IndexFlatIP`` (up to ``IVF_MIN`` = 200 000 rows) or an
+  inner-product ``IndexIVFFlat`` (``nlist`` about sqrt(N), searched with
+  ``nprobe`` lists).  The projected indexes only pick candidates: search
+  re-ranks them by exact cosine on the stored full vectors
+  (:mod:`.search`), so a 4096-d scan of every row is never needed.
 * Binary codes: exact ``IndexBinaryFlat`` (Hamming distance).
 
 Both are wrapped so that FAISS ids are the collection's vector row numbers.
@@ -26,7 +29,8 @@ from typing import Callable
 import numpy as np
 
 INDEX_FORMAT = 1
-FLAT_MAX = 200_000
+FLAT_MAX = 20_000
+IVF_MIN = 200_000
 PCA_DIM = 256
 DEFAULT_NPROBE = 32
 _CHUNK = 16_384
@@ -37,7 +41,7 @@ class IndexMeta:
     """What an index file covers (stored as JSON beside it)."""
 
     format: int
-    kind: str  # "flat-ip", "pca-ivf-ip", "binary-flat"
+    kind: str  # "flat-ip", "pca-flat-ip", "pca-ivf-ip", "binary-flat"
     identity: str
     rows_upto: int  # vector rows [0, rows_upto) were considered
     delete_gen: int
@@ -58,24 +62,38 @@ def _live_in(live_rows: np.ndarray, start: int, stop: int) -> np.ndarray:
     return live_rows[lo:hi]
 
 
-def new_float_index(dim: int, n: int, *, flat_max: int = FLAT_MAX, pca_dim: int = PCA_DIM, nlist: int | None = None):
+def float_kind(n: int, *, flat_max: int | None = None, ivf_min: int | None = None) -> str:
+    """The float index kind used for ``n`` rows."""
+    flat_max = FLAT_MAX if flat_max is None else flat_max
+    ivf_min = IVF_MIN if ivf_min is None else ivf_min
+    return "flat-ip" if n <= flat_max else "pca-flat-ip" if n <= ivf_min else "pca-ivf-ip"
+
+
+def new_float_index(dim: int, n: int, *, flat_max: int | None = None, ivf_min: int | None = None,
+                    pca_dim: int = PCA_DIM, nlist: int | None = None):
     """An empty float index suitable for ``n`` vectors; returns ``(index, kind)``.
 
-    Above ``flat_max`` it is a projection to ``pca_dim`` dimensions (a
-    ``LinearTransform`` filled by :func:`train_float_index`) in front of an
-    inner-product ``IndexIVFFlat``; it must be trained before use.
+    The projected kinds (a ``LinearTransform`` filled by
+    :func:`train_float_index`, then a flat or IVF inner-product index) must be
+    trained before use.
     """
     import faiss
 
-    if n <= flat_max:
-        return faiss.IndexIDMap2(faiss.IndexFlatIP(dim)), "flat-ip"
-    if nlist is None:
-        nlist = int(min(4096, max(64, 2 ** round(math.log2(max(1.0, math.sqrt(n)))))))
-    pca = min(pca_dim, dim)
+    kind = float_kind(n, flat_max=flat_max, ivf_min=ivf_min)
+    if kind == "flat-ip":
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(dim)), kind
+    pca = max(1, min(pca_dim, dim, n))
     proj = faiss.LinearTransform(dim, pca, False)
-    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(pca), pca, nlist, faiss.METRIC_INNER_PRODUCT)
-    index = faiss.IndexPreTransform(proj, ivf)
-    return index, "pca-ivf-ip"
+    if kind == "pca-flat-ip":
+        inner = faiss.IndexIDMap2(faiss.IndexFlatIP(pca))
+    else:
+        if nlist is None:
+            nlist = int(min(4096, max(64, 2 ** round(math.log2(max(1.0, math.sqrt(n)))))))
+        nlist = max(1, min(nlist, n // 39))  # FAISS wants ~39 training points per list
+        inner = faiss.IndexIVFFlat(faiss.IndexFlatIP(pca), pca, nlist, faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexPreTransform(proj, inner)
+    index.is_trained = False
+    return index, kind
 
 
 def train_float_index(index, sample: np.ndarray, *, seed: int = 0) -> None:
@@ -97,8 +115,9 @@ def train_float_index(index, sample: np.ndarray, *, seed: int = 0) -> None:
     _, _, vt = randomized_svd(x, k, n_iter=2, random_state=seed)
     faiss.copy_array_to_vector(np.ascontiguousarray(vt, dtype=np.float32).ravel(), proj.A)
     proj.is_trained = True
-    ivf = faiss.downcast_index(index.index)
-    ivf.train(np.ascontiguousarray(x @ vt.T, dtype=np.float32))
+    inner = faiss.downcast_index(index.index)
+    if not inner.is_trained:
+        inner.train(np.ascontiguousarray(x @ vt.T, dtype=np.float32))
     index.is_trained = True
 
 
@@ -116,7 +135,8 @@ def build_float_index(
     vectors: np.ndarray,
     live_rows: np.ndarray,
     *,
-    flat_max: int = FLAT_MAX,
+    flat_max: int | None = None,
+    ivf_min: int | None = None,
     pca_dim: int = PCA_DIM,
     nlist: int | None = None,
     train_size: int = 32_768,
@@ -126,7 +146,7 @@ def build_float_index(
     """Index the ``live_rows`` of ``vectors`` (an (R, D) array or memmap); returns ``(index, kind)``."""
     n = len(live_rows)
     dim = vectors.shape[1]
-    index, kind = new_float_index(dim, n, flat_max=flat_max, pca_dim=pca_dim, nlist=nlist)
+    index, kind = new_float_index(dim, n, flat_max=flat_max, ivf_min=ivf_min, pca_dim=pca_dim, nlist=nlist)
     if kind != "flat-ip":
         rng = np.random.default_rng(seed)
         pick = np.sort(rng.choice(live_rows, size=min(train_size, n), replace=False))

@@ -12,8 +12,12 @@ from illust2vec.collection import index as _index
 from illust2vec.collection.errors import CollectionError, ModelMismatchError
 from illust2vec.collection.query import TagIndex, matching_rows, parse_terms
 
-#: With a tag filter, candidate sets up to this size are ranked exactly by brute force.
-BRUTE_FORCE_MAX = 50_000
+#: With a tag filter, candidate sets up to this size are ranked exactly by brute force (float / binary).
+BRUTE_FORCE_MAX = 5_000
+BRUTE_FORCE_MAX_BINARY = 100_000
+#: Candidates taken from a projected (PCA) index and re-ranked exactly: max(RERANK_MIN, RERANK_FACTOR * k).
+RERANK_MIN = 200
+RERANK_FACTOR = 10
 
 
 @dataclass
@@ -44,8 +48,7 @@ def _tag_index(col) -> TagIndex:
     return ti
 
 
-def get_index(col, kind: str, meta: dict[str, str], live: np.ndarray, *, nprobe: int | None = None,
-              flat_max: int = _index.FLAT_MAX):
+def get_index(col, kind: str, meta: dict[str, str], live: np.ndarray, *, nprobe: int | None = None):
     """The up-to-date FAISS index of ``kind`` (``"feature"`` or ``"codes"``), loading, extending or rebuilding it."""
     ident = meta["embedder_identity"]
     rows = int(meta["rows"])
@@ -61,12 +64,14 @@ def get_index(col, kind: str, meta: dict[str, str], live: np.ndarray, *, nprobe:
         idx, im = cached
         if im.identity != ident or im.delete_gen != gen or im.rows_upto > rows:
             cached = None
+        elif kind == "feature" and im.kind != _index.float_kind(im.ntotal):
+            cached = None  # built for another size class (or other thresholds)
         elif im.rows_upto < rows:
             new = live[np.searchsorted(live, im.rows_upto):]
             if kind == "codes":
                 _index.add_binary_rows(idx, vectors, new)
-            elif im.kind == "flat-ip" and im.ntotal + len(new) > flat_max:
-                cached = None  # grew past the exact-search size: rebuild as IVF
+            elif _index.float_kind(im.ntotal + len(new)) != im.kind:
+                cached = None  # grew past the size of this kind: rebuild as the next one
             else:
                 _index.add_float_rows(idx, vectors, new)
             if cached is not None:
@@ -77,7 +82,7 @@ def get_index(col, kind: str, meta: dict[str, str], live: np.ndarray, *, nprobe:
             idx = _index.build_binary_index(vectors, live)
             k = "binary-flat"
         else:
-            idx, k = _index.build_float_index(vectors, live, flat_max=flat_max)
+            idx, k = _index.build_float_index(vectors, live)
         im = _index.IndexMeta(_index.INDEX_FORMAT, k, ident, rows, gen, int(idx.ntotal), int(vectors.shape[1]))
         cached = (idx, im)
         changed = True
@@ -223,7 +228,7 @@ def search(col, *, image=None, vector=None, k: int | None = 20, binary: bool = F
         return []
     if binary:
         bits = qc.shape[1] * 8
-        if allowed is not None and len(allowed) <= BRUTE_FORCE_MAX:
+        if allowed is not None and len(allowed) <= BRUTE_FORCE_MAX_BINARY:
             rows, dist = _brute_hamming(vfs["codes"], allowed, qc, kk)
         else:
             idx = get_index(col, "codes", meta, live)
@@ -236,7 +241,11 @@ def search(col, *, image=None, vector=None, k: int | None = 20, binary: bool = F
         rows, sims = _brute_cosine(vfs["feature"], allowed, q, kk)
     else:
         idx = get_index(col, "feature", meta, live, nprobe=nprobe)
-        rows, sims = _filtered_search(idx, q, kk, allowed, len(live))
+        if col._cache[("index", "feature")][1].kind == "flat-ip":
+            rows, sims = _filtered_search(idx, q, kk, allowed, len(live))
+        else:  # projected index: candidates, then exact cosine on the stored vectors
+            cand, _ = _filtered_search(idx, q, min(len(pool), max(RERANK_MIN, RERANK_FACTOR * kk)), allowed, len(live))
+            rows, sims = _brute_cosine(vfs["feature"], np.sort(cand), q, kk)
     paths = col.rows_to_paths(rows)
     return [SearchHit(paths[r][0], int(r), float(s), None, paths[r], tag_probs(int(r)))
             for r, s in zip(rows, sims) if paths[r]]

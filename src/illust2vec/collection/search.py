@@ -16,8 +16,8 @@ from illust2vec.collection.query import TagIndex, matching_rows, parse_terms
 BRUTE_FORCE_MAX = 5_000
 BRUTE_FORCE_MAX_BINARY = 100_000
 #: Candidates taken from a projected (PCA) index and re-ranked exactly: max(RERANK_MIN, RERANK_FACTOR * k).
-RERANK_MIN = 200
-RERANK_FACTOR = 10
+RERANK_MIN = 1000
+RERANK_FACTOR = 20
 
 
 @dataclass

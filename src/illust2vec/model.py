@@ -45,7 +45,8 @@ Alpha = Literal["white", "drop"]
 ThresholdRule = Literal["constant", "f0.5", "f1", "f2"]
 
 
-def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Lists of up to ``size`` consecutive items (the last may be shorter)."""
     chunk: list[Any] = []
     for item in items:
         chunk.append(item)
@@ -182,7 +183,7 @@ class ImageModel:
         batch_size: int | None = None,
     ) -> Iterator[dict[str, np.ndarray]]:
         """Outputs batch by batch; images are decoded only for the batch in flight."""
-        for chunk in _chunks(images, batch_size or self.batch_size):
+        for chunk in chunks(images, batch_size or self.batch_size):
             yield self.run_all(self.preprocess(chunk, alpha=alpha), outputs)
 
     def _collect(self, images: Any, output: str, alpha: Alpha | None) -> np.ndarray:
@@ -468,7 +469,9 @@ def load_onnx_model(
     if not path.is_file():
         raise Illust2VecError(f"{path}: no such ONNX file")
     if tags is not None and recipe is None and Path(tags).suffix.lower() == ".csv":
-        from illust2vec.wd import load_wd_files  # WD tagger: adds the feature output, recipe from the graph
+        from illust2vec.wd import (
+            load_wd_files,  # WD tagger: adds the feature output, recipe from the graph
+        )
 
         return load_wd_files(path, tags, store=ModelStore(options.pop("model_dir", None)), **options)
     table = None

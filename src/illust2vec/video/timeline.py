@@ -8,7 +8,6 @@ appearance intervals computed with hysteresis (:func:`tag_intervals`).
 """
 from __future__ import annotations
 
-import math
 import queue
 import threading
 import time as _time
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from illust2vec.errors import Illust2VecError
+from illust2vec.model import chunks
 from illust2vec.tags import TagTable, resolve_thresholds
 from illust2vec.video.decode import VideoFrame, VideoInfo, iter_video_frames
 from illust2vec.video.scenes import (
@@ -256,17 +256,6 @@ class Timeline:
 # model adapter
 
 
-def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 class _TagAndFeature:
     """A tagger and a feature model with the same input recipe, run on one prepared batch.
 
@@ -341,7 +330,7 @@ class _Runner:
     def batches(self, images: Iterable[np.ndarray], batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         """(probabilities, features or None) per batch of ``images``."""
         if not self.is_image_model:
-            for chunk in _chunks(images, batch_size):
+            for chunk in chunks(images, batch_size):
                 prob = np.asarray(self.model(chunk), dtype=np.float32)
                 if prob.ndim != 2 or prob.shape != (len(chunk), len(self.table)):
                     raise ValueError(

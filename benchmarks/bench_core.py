@@ -21,28 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import make_model, make_folder  # noqa: E402
 
 
-def make_model(path: Path) -> None:
-    from illust2vec.caffe.writer import i2v_layers, write_caffemodel
-
-    if not path.exists():
-        write_caffemodel(path, i2v_layers(head="tag"), v1=True)
-
-
-def make_folder(folder: Path, n: int) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(n):
-        p = folder / f"{i:04d}.jpg"
-        if not p.exists():
-            base = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
-            Image.fromarray(base).resize((256, 256), Image.BICUBIC).save(p, quality=90)
-        paths.append(p)
-    return paths
 
 
 def main() -> None:

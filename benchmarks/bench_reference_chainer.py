@@ -35,7 +35,7 @@ Usage (from the repository root)::
 
     # 1. model + JPEGs, with our venv (skipped when they already exist)
     .venv/bin/python -c "from pathlib import Path; import sys; sys.path.insert(0,'benchmarks'); \\
-        import bench_core as b; Path('bench-out').mkdir(exist_ok=True); \\
+        import _common as b; Path('bench-out').mkdir(exist_ok=True); \\
         b.make_model(Path('bench-out/i2v_tag_fullsize.caffemodel')); b.make_folder(Path('bench-out/jpegs256'), 48)"
     # 2. our probabilities (and our preprocessed inputs) on the first 4 JPEGs, with our venv
     .venv/bin/python benchmarks/bench_reference_chainer.py --write-ours bench-out/ours_prob.npy

@@ -27,15 +27,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import make_model  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
-
-def make_model(path: Path) -> None:
-    from illust2vec.caffe.writer import i2v_layers, write_caffemodel
-
-    if not path.exists():
-        write_caffemodel(path, i2v_layers(head="tag"), v1=True)
 
 
 def make_clip(path: Path, seconds: float, rate: int, gop: int, width: int = 1920, height: int = 1080) -> None:

@@ -1,0 +1,33 @@
+"""Inputs shared by the benchmark scripts: the full-size random i2v tag model and a JPEG folder."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def make_model(path: Path) -> Path:
+    """A random-weight tag model with the published i2v layout (~188 MB, V1 format), written once."""
+    from illust2vec.caffe.writer import i2v_layers, write_caffemodel
+
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_caffemodel(path, i2v_layers(head="tag"), v1=True)
+    return path
+
+
+def make_folder(folder: Path, n: int, size: int = 256) -> list[Path]:
+    """``n`` distinct ``size``x``size`` JPEGs (smooth random colour fields, quality 90), written once."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        p = folder / f"{i:05d}.jpg"
+        base = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+        if not p.exists():
+            Image.fromarray(base).resize((size, size), Image.BICUBIC).save(p, quality=90)
+        paths.append(p)
+    return paths

@@ -238,3 +238,15 @@ def test_clusters_on_a_sample_for_big_maps_agree_with_the_full_run():
     # same partition up to renumbering
     pairs = {(a, b) for a, b in zip(full.tolist(), sampled.tolist()) if a >= 0 and b >= 0}
     assert len(pairs) == len(set(full[full >= 0]))
+
+
+def test_pca_fitted_on_a_sample_for_many_rows_spans_the_same_subspace():
+    x, _ = clustered_features(3000, 300, n_clusters=6, seed=4)
+    full = pca(x, 5, seed=0)
+    sampled = pca(x, 5, seed=0, fit_max=800)
+    assert sampled.shape == full.shape == (3000, 5)
+    # the cluster directions are found either way: projections agree up to a rotation
+    coef, *_ = np.linalg.lstsq(sampled, full, rcond=None)
+    resid = np.linalg.norm(full - sampled @ coef) / np.linalg.norm(full)
+    assert resid < 0.05  # an unrelated 5-d projection gives about 1
+    np.testing.assert_array_equal(sampled, pca(x, 5, seed=0, fit_max=800))

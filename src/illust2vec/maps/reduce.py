@@ -69,24 +69,41 @@ def pca(
     *,
     seed: int = 0,
     n_iter: int = 4,
+    fit_max: int = 25_000,
 ) -> np.ndarray:
     """Project rows of ``x`` onto their top ``n_components`` principal components.
 
     Randomized SVD (Halko et al.) on float32 with ``n_iter`` power iterations; exact
-    SVD when the matrix is small.  Components get a deterministic sign (largest
-    loading positive), so the same seed gives the same result.  Returns
-    ``(N, min(n_components, N, D))`` float32.
+    SVD when the matrix is small.  Above ``fit_max`` rows the components are
+    fitted on a seeded random sample of ``fit_max`` rows and all rows are
+    projected (one pass over the data instead of ten).  Components get a
+    deterministic sign (largest loading positive), so the same seed gives the
+    same result.  Returns ``(N, min(n_components, N, D))`` float32.
     """
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise ReduceError(f"features must be a 2-D array (N, D), got shape {x.shape}")
     n, d = x.shape
-    k = int(min(n_components, n, d))
+    if n > fit_max:
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=fit_max, replace=False))
+        sample = x[rows]
+        mean = sample.mean(axis=0, dtype=np.float64).astype(np.float32)
+        vt = _components(sample - mean, n_components, seed, n_iter)
+        out = np.empty((n, vt.shape[0]), dtype=np.float32)
+        for s in range(0, n, 8192):
+            out[s : s + 8192] = (x[s : s + 8192] - mean) @ vt.T
+        return out
     mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
-    xc = x - mean
+    vt = _components(x - mean, n_components, seed, n_iter)
+    return np.ascontiguousarray(((x - mean) @ vt.T).astype(np.float32))
+
+
+def _components(xc: np.ndarray, n_components: int, seed: int, n_iter: int) -> np.ndarray:
+    """Top principal axes (k, D) of centred ``xc``, sign-fixed (largest loading positive)."""
+    n, d = xc.shape
+    k = int(min(n_components, n, d))
     if k >= min(n, d) or min(n, d) <= 500:
-        u, s, vt = np.linalg.svd(xc, full_matrices=False)
-        u, s, vt = u[:, :k], s[:k], vt[:k]
+        vt = np.linalg.svd(xc, full_matrices=False)[2][:k]
     else:
         rng = np.random.default_rng(seed)
         p = min(k + 10, min(n, d))
@@ -95,13 +112,10 @@ def pca(
         for _ in range(n_iter):
             z, _ = np.linalg.qr(xc.T @ q)
             q, _ = np.linalg.qr(xc @ z)
-        b = q.T @ xc
-        ub, s, vt = np.linalg.svd(b, full_matrices=False)
-        u = q @ ub
-        u, s, vt = u[:, :k], s[:k], vt[:k]
+        vt = np.linalg.svd(q.T @ xc, full_matrices=False)[2][:k]
     signs = np.sign(vt[np.arange(k), np.argmax(np.abs(vt), axis=1)])
     signs[signs == 0] = 1
-    return np.ascontiguousarray((u * (s * signs)).astype(np.float32))
+    return np.ascontiguousarray((vt * signs[:, None]).astype(np.float32))
 
 
 def knn(

@@ -273,9 +273,10 @@ def bench_tags(work: Path, n: int, queries: int, rng) -> None:
     base = np.sort(rng.beta(0.3, 12, N_TAGS).astype(np.float32))[::-1].copy()  # tag frequencies
 
     def probs(s, e):
-        p = rng.beta(0.25, 8, (e - s, N_TAGS)).astype(np.float32)
-        hot = rng.random((e - s, N_TAGS)) < base * 0.5
-        p[hot] = rng.uniform(0.3, 1.0, hot.sum()).astype(np.float32)
+        # background far below the 0.01 floor, plus "present" tags drawn by tag frequency
+        p = (10.0 ** rng.uniform(-6, -2.05, (e - s, N_TAGS))).astype(np.float32)
+        hot = rng.random((e - s, N_TAGS)) < base * 1.5
+        p[hot] = rng.uniform(0.01, 1.0, hot.sum()).astype(np.float32)
         return p
 
     t = time.perf_counter()

@@ -209,8 +209,11 @@ def search(col, *, image=None, vector=None, k: int | None = 20, binary: bool = F
         if allowed is None:
             raise CollectionError("give a query image, a vector or tags (--tags) to search for")
         if include:
-            P = np.asarray(probs[allowed], dtype=np.float64) if len(allowed) else np.zeros((0, len(names)))
-            score = np.min(np.stack([P[:, ids].max(axis=1) for ids in include], axis=1), axis=1) if len(allowed) else np.zeros(0)
+            # score: the weakest queried tag (best of a term's ids); reads only the queried columns
+            score = np.full(len(allowed), np.inf)
+            for ids in include:
+                cols = np.stack([np.asarray(probs[allowed, i], dtype=np.float64) for i in ids], axis=1)
+                score = np.minimum(score, cols.max(axis=1) if len(allowed) else np.zeros(0))
             order = np.lexsort((allowed, -score))
         else:
             score = np.full(len(allowed), np.nan)

@@ -44,6 +44,8 @@ import math
 import os
 import re
 import shutil
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -213,9 +215,21 @@ def write_viewer(
     # Embedded hi pages are spooled to a temporary file as they are made, so a
     # 100k-image map never holds all of its atlases in memory.
     spool = open(out_html.with_name(out_html.name + ".hi.part"), "w+", encoding="ascii") if embed else None
+    # Pages are encoded on a worker thread (Pillow releases the GIL) while the
+    # next thumbnails are made; at most a few pages wait, so memory stays bounded.
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="i2v-atlas")
+    pending: deque = deque()
     try:
         def emit(kind: str, index: int, img: Image.Image, store: list[str]) -> None:
-            uri = encode(img)
+            pending.append((kind, index, store, pool.submit(encode, img)))
+            while len(pending) > 3:
+                drain_one()
+
+        def drain_one() -> None:
+            kind, index, store, fut = pending.popleft()
+            write_page(kind, index, fut.result(), store)
+
+        def write_page(kind: str, index: int, uri: str, store: list[str]) -> None:
             if embed and kind == "hi":
                 assert spool is not None
                 spool.write(f'<script type="text/x-i2v-atlas" id="i2v-hi-{index}">{uri}</script>\n')
@@ -253,6 +267,8 @@ def write_viewer(
             base_packer.add(k, base)
         hi_packer.finish()
         base_packer.finish()
+        while pending:
+            drain_one()
 
         data = _build_data(points, xy, slot, sizes, thumb_size, base_cell, title, cluster_names, quality)
         data["avg"] = base64.b64encode(bytes(avg)).decode("ascii")
@@ -294,6 +310,8 @@ def write_viewer(
             os.unlink(spool.name)
         os.replace(tmp_html, out_html)
     except BaseException:
+        for *_, fut in pending:
+            fut.cancel()
         if spool is not None:
             spool.close()
             Path(spool.name).unlink(missing_ok=True)
@@ -301,6 +319,8 @@ def write_viewer(
         if not embed:
             shutil.rmtree(files_dir, ignore_errors=True)
         raise
+    finally:
+        pool.shutdown(wait=True)
     return out_html
 
 

@@ -639,6 +639,7 @@
     requestAnimationFrame(frame);
   }
   var allIndices = null;
+  var maxExt = 1;
   // points whose drawn square intersects the window: their indices (collect) or just the count
   function visibleSet(px, collect) {
     var pad = (px / 2 + 3) / cam.zoom;
@@ -651,13 +652,30 @@
       if (!allIndices) { allIndices = new Array(N); for (var k = 0; k < N; k++) allIndices[k] = k; }
       return allIndices;
     }
-    queryRect(a[0] - pad, a[1] - pad, b[0] + pad, b[1] + pad, function (i) {
-      var sx = wx[i] * z + ox, sy = wy[i] * z + oy, hw = ext[2 * i] * h, hh = ext[2 * i + 1] * h;
-      if (sx + hw >= 0 && sx - hw <= cssW && sy + hh >= 0 && sy - hh <= cssH) {
-        count++;
-        if (collect) out.push(i);
+    // the grid walk of queryRect, inlined: this runs every frame over up to N points
+    var cx0 = Math.max(0, Math.floor((a[0] - pad - g.x0) / g.cell)), cx1 = Math.min(g.gw - 1, Math.floor((b[0] + pad - g.x0) / g.cell));
+    var cy0 = Math.max(0, Math.floor((a[1] - pad - g.y0) / g.cell)), cy1 = Math.min(g.gh - 1, Math.floor((b[1] + pad - g.y0) / g.cell));
+    var items = g.items, start = g.start, W = cssW, H = cssH;
+    var mx = h * maxExt, cz = g.cell * z;
+    for (var cy = cy0; cy <= cy1; cy++) {
+      var sy0 = (g.y0 + cy * g.cell) * z + oy, yin = sy0 - mx >= 0 && sy0 + cz + mx <= H;
+      for (var cx = cx0, c = cx0 + cy * g.gw; cx <= cx1; cx++, c++) {
+        var sx0 = (g.x0 + cx * g.cell) * z + ox;
+        if (yin && sx0 - mx >= 0 && sx0 + cz + mx <= W) { // the whole cell is on screen
+          count += start[c + 1] - start[c];
+          if (collect) for (var k3 = start[c]; k3 < start[c + 1]; k3++) out.push(items[k3]);
+          continue;
+        }
+        for (var k2 = start[c], e = start[c + 1]; k2 < e; k2++) {
+          var i = items[k2];
+          var sx = wx[i] * z + ox, sy = wy[i] * z + oy, hw = ext[2 * i] * h, hh = ext[2 * i + 1] * h;
+          if (sx + hw >= 0 && sx - hw <= W && sy + hh >= 0 && sy - hh <= H) {
+            count++;
+            if (collect) out.push(i);
+          }
+        }
       }
-    });
+    }
     return collect ? out : count;
   }
   function frame() {
@@ -682,6 +700,8 @@
         if (loadingCount < 3) ensureHi(p);
       });
     }
+    // the tooltip shows the full-resolution thumbnail (one page at a time while hovering)
+    if (tipIndex >= 0 && hiState[hiR.layer[tipIndex]] === 0 && loadingCount < 3) ensureHi(hiR.layer[tipIndex]);
     var anySel = selCount > 0;
     var st = { px: px, useHi: useHi, visible: vis, hover: tipIndex, anySelected: anySel, baseReady: baseLoaded };
     lastState = st;
@@ -742,8 +762,7 @@
     var hp = hiR.layer[i], R, bmp;
     if (hiState[hp] === 2 && hiBitmap[hp]) { R = hiR.px; bmp = hiBitmap[hp]; }
     else {
-      R = baseR.px; bmp = baseBitmaps[baseR.layer[i]];
-      ensureHi(hp);
+      R = baseR.px; bmp = baseBitmaps[baseR.layer[i]]; // frame() requests the hi page
     }
     if (!bmp) return;
     var w = R[4 * i + 2], h = R[4 * i + 3], s = Math.min(tipCanvas.width / w, tipCanvas.height / h);

@@ -119,6 +119,7 @@ def test_demo_runs_offline_and_writes_png_and_html(tmp_path, capsys):
     assert len(folders) == 4
     report = json.loads((tmp_path / "demo" / "report.json").read_text(encoding="utf-8"))
     assert report["n"] == 12 and {pt["label"] for pt in report["points"]} == set(folders)
+    assert report["model"] and report["model"] in out
 
 
 def test_gallery_is_deterministic_and_variants_differ():

@@ -63,9 +63,8 @@ def run(args: argparse.Namespace) -> int:
         ok, out / "map.png", html=out / "map.html", report=out / "report.json", features=feats,
         labels=[items[i].character for i in keep], tag_probs=probs[keep], tag_names=vocab,
         method=args.method, grid=args.grid, seed=args.seed, title=title, max_size=3072,
-        progress=not args.quiet,
+        progress=not args.quiet, model=model.name,
     )
-    result.model = model.name
     print(format_quality(result.quality))
     for c in result.clusters:
         print(f"  cluster {c.name} ({c.size} images)")

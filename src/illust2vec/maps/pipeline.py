@@ -292,6 +292,7 @@ def make_map(
     if features is not None:
         paths = [str(p) for p in input_list]
         feats = np.asarray(features, dtype=np.float32)
+        model_name = model if isinstance(model, str) or model is None else getattr(model, "name", None)
         if feats.shape[0] != len(paths):
             raise Illust2VecError(f"{feats.shape[0]} feature rows for {len(paths)} paths")
     elif root is not None and is_collection(root):

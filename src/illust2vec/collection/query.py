@@ -92,6 +92,14 @@ class TagIndex:
         return ids
 
 
+def _within(rows: np.ndarray, live_rows: np.ndarray) -> np.ndarray:
+    """``rows`` that are in the sorted ``live_rows`` (rows committed after the caller's snapshot drop out)."""
+    if len(rows) == 0 or len(live_rows) == 0:
+        return rows[:0]
+    pos = np.searchsorted(live_rows, rows).clip(max=len(live_rows) - 1)
+    return rows[live_rows[pos] == rows]
+
+
 def matching_rows(
     conn: sqlite3.Connection,
     probs: np.ndarray | None,
@@ -110,16 +118,18 @@ def matching_rows(
     if not include and not exclude:
         return live_rows
     if min_prob >= prob_floor:
-        sql = ["SELECT row FROM contents"]
+        sql = [] if include else ["SELECT row FROM contents"]
         params: list[object] = []
         for ids in include:
-            sql.append(f"INTERSECT SELECT row FROM tag_probs WHERE tag_id IN ({','.join('?' * len(ids))}) AND prob >= ?")
+            if sql:
+                sql.append("INTERSECT")
+            sql.append(f"SELECT row FROM tag_probs WHERE tag_id IN ({','.join('?' * len(ids))}) AND prob >= ?")
             params += [*ids, float(min_prob)]
         for ids in exclude:
             sql.append(f"EXCEPT SELECT row FROM tag_probs WHERE tag_id IN ({','.join('?' * len(ids))}) AND prob >= ?")
             params += [*ids, float(min_prob)]
-        rows = [r[0] for r in conn.execute(" ".join(sql), params)]
-        return np.intersect1d(np.asarray(rows, dtype=np.int64), live_rows)
+        rows = np.fromiter((r for (r,) in conn.execute(" ".join(sql) + " ORDER BY row", params)), dtype=np.int64)
+        return _within(rows, live_rows)
     if probs is None:
         raise CollectionError("this collection has no tag probabilities; index it with a tagger (--tagger)")
     mask = np.ones(len(live_rows), dtype=bool)

@@ -106,6 +106,11 @@ def test_map_cli_reports_bad_inputs_and_keeps_going(tmp_path, capsys):
     assert re.search(r"^error: .*broken\.png: ", err, re.M)
     assert Image.open(tmp_path / "m.png").size[0] > 0
     assert main(["map", str(data), "-q"]) == 2  # nothing to write
+    import importlib.util
+
+    if importlib.util.find_spec("umap") is None:
+        assert main(["map", str(data), "-o", str(tmp_path / "u.png"), "--method", "umap", "-q"]) == 1
+        assert "pip install 'illust2vec[umap]'" in capsys.readouterr().err
 
 
 def test_demo_runs_offline_and_writes_png_and_html(tmp_path, capsys):

@@ -63,6 +63,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.max_size < 128:
         raise Illust2VecError(f"--max-size {args.max_size}: too small; use at least 128")
+    if args.method == "umap":
+        import importlib.util
+
+        if importlib.util.find_spec("umap") is None:  # say so before computing any feature
+            raise Illust2VecError(
+                "--method umap needs umap-learn, which is not installed; run "
+                "\"pip install 'illust2vec[umap]'\" or use --method tsne"
+            )
     inputs: list[str] | str = args.paths
     model = None
     if len(args.paths) == 1 and is_collection(args.paths[0]):

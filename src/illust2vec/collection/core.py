@@ -472,11 +472,16 @@ class Collection:
         return search(self, image=image, vector=vector, k=k, binary=binary, tags=tags, not_tags=not_tags,
                       min_prob=min_prob, embedder=embedder, nprobe=nprobe)
 
-    def dupes(self, max_distance: int = 8):
-        """Groups of near-duplicate files; see :func:`illust2vec.collection.dupes.find_dupes`."""
-        from illust2vec.collection.dupes import find_dupes
+    def dupes(self, max_distance: int | None = None, *, progress: bool = False):
+        """Groups of near-duplicate files; see :func:`illust2vec.collection.dupes.find_dupes`.
 
-        return find_dupes(self, max_distance=max_distance)
+        ``max_distance`` defaults to 2% of the code length (82 of i2v's 4096 bits).
+        """
+        from illust2vec.collection.dupes import default_max_distance, find_dupes
+
+        if max_distance is None:
+            max_distance = default_max_distance(self)
+        return find_dupes(self, max_distance=max_distance, progress=progress)
 
     def export(self, path: str | os.PathLike, format: str | None = None, **kw) -> int:
         """Write paths, tags, probabilities and vectors to a file; see :func:`illust2vec.collection.export.export`."""

@@ -121,9 +121,9 @@ def test_lazy_thumbnails_called_once_each_and_files_written(built):
     assert sorted(built["calls"]) == list(range(36))
     files_dir = built["dir"] / "ext_files"
     js = sorted(p.name for p in files_dir.iterdir())
-    assert js == ["base-0000.js", "hi-0000.js"]
+    assert js == ["hi-0000.js"]  # the full-resolution atlas lives beside the page
     html = built["external"].read_text(encoding="utf-8")
-    assert "data:image/" not in html  # atlases live beside the page
+    assert 'id="i2v-hi-' not in html and 'id="i2v-base-0"' in html  # the overview stays inside
 
 
 def test_thumbnail_keeps_aspect_letterboxed(tmp_path):

@@ -5,7 +5,8 @@ its 2-D position, with pan/zoom, hover details, search, colouring by label or
 cluster, box/lasso selection with CSV/JSON export and the map's quality
 numbers.  The page needs no network: the JavaScript and CSS are inlined from
 ``viewer_assets/`` and the thumbnails are packed into atlas pages, embedded as
-base64 data (``embed=True``) or written beside the page in ``NAME_files/``.
+base64 data (``embed=True``), or with the full-resolution pages beside it in
+``NAME_files/`` (``embed=False``).
 
 Atlases
     Every image is letterboxed (aspect kept) into a square cell of
@@ -130,12 +131,14 @@ def write_viewer(
             as spaces), values with three decimals.
         thumb_size: Cell size in pixels of the full-resolution atlas, 16-512
             (128 is sharp on screen; 64 halves the size of big maps).
-        embed: ``True``: one self-contained file with the atlases inside as
-            base64.  ``False``: atlases go to ``NAME_files/`` beside the page
-            (loaded through relative ``<script src>``; keep the folder with the
-            page).  Above roughly 20k images ``embed=False`` keeps the page
-            quick to open, because the browser then reads only the atlas pages
-            it shows.
+        embed: ``True``: one self-contained file with all atlases inside as
+            base64.  ``False``: the full-resolution atlas pages go to
+            ``NAME_files/`` beside the page (loaded on demand through relative
+            ``<script src>``; keep the folder with the page) and only the small
+            overview atlas stays inside.  Above roughly 20k images
+            ``embed=False`` keeps the page quick to open (an embedded map
+            costs about 6 kB per image at ``thumb_size=128``, all read at
+            open), because the browser then reads only the pages it shows.
         progress: Show a tqdm progress bar on stderr while making thumbnails.
         image_format: ``"jpeg"`` (fast to encode and decode, default) or
             ``"webp"`` (about 20% smaller, several times slower to encode).
@@ -234,7 +237,7 @@ def write_viewer(
                 assert spool is not None
                 spool.write(f'<script type="text/x-i2v-atlas" id="i2v-hi-{index}">{uri}</script>\n')
                 store.append("")
-            elif embed:
+            elif embed or kind == "base":  # the small overview atlas is always inside the page
                 store.append(uri)
             else:
                 name = f"{kind}-{index:04d}.js"
@@ -282,7 +285,6 @@ def write_viewer(
             "hiDim": list(hi_packer.first_size or (thumb_size, thumb_size)),
             "baseDim": list(base_packer.first_size or (base_cell, base_cell)),
             "hiSrc": [] if embed else hi_pages,
-            "baseSrc": [] if embed else base_pages,
         }
 
         template = _asset("template.html")
@@ -295,9 +297,8 @@ def write_viewer(
         pre = pre.replace("{{NONCE}}", nonce)
         with open(tmp_html, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(_fill(head, {"TITLE": _html_text(title), "CSS": css, "DATA": _json_for_script(data)}))
-            if embed:
-                for j, uri in enumerate(base_pages):
-                    fh.write(f'<script type="text/x-i2v-atlas" id="i2v-base-{j}">{uri}</script>\n')
+            for j, uri in enumerate(base_pages):
+                fh.write(f'<script type="text/x-i2v-atlas" id="i2v-base-{j}">{uri}</script>\n')
             fh.write(pre)
             fh.write(js.replace("</script", "<\\/script"))
             fh.write(post.split("{{HIATLASES}}", 1)[0])

@@ -267,7 +267,7 @@
     }
   });
   function atlasUri(kind, index) {
-    if (A.embed) {
+    if (A.embed || kind === "base") {
       var get = function () {
         var e = $("i2v-" + kind + "-" + index);
         if (!e) throw new Error("atlas page " + kind + " " + index + " is missing from the page");
@@ -277,7 +277,7 @@
       return e0 ? Promise.resolve(e0.textContent) : domReady.then(get);
     }
     return new Promise(function (res, rej) {
-      var src = (kind === "hi" ? A.hiSrc : A.baseSrc)[index];
+      var src = A.hiSrc[index];
       jsonpWaiting[kind + ":" + index] = res;
       var s = document.createElement("script");
       s.src = src;

@@ -16,6 +16,7 @@ examples:
   illust2vec index pictures/ --db pics.i2v                       features (+ tags with --tagger)
   illust2vec index pictures/ --db pics.i2v --tagger i2v-tag       store tag probabilities too
   illust2vec index pictures/ --db pics.i2v --prune                 and drop files that were deleted
+  illust2vec index pictures/ --db faces.i2v --faces                one searchable item per anime face
   illust2vec search query.jpg --db pics.i2v                        then search it
 """
 
@@ -100,17 +101,24 @@ def register(sub) -> None:
                    help="recompute every vector (needed when changing --model or --tagger)")
     add_model_arguments(p, task="feature")
     add_tagger_arguments(p)
+    from illust2vec.faces.cli_support import add_face_arguments
+
+    # a collection is made with or without --faces (and one set of face options): keep them apart with --db
+    add_face_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from illust2vec.collection import Collection
+    from illust2vec.faces.cli_support import faces_requested
+    from illust2vec.faces.features import FaceOptions
 
+    faces = FaceOptions.from_args(args) if faces_requested(args) else None
     with Collection.open(args.db) as col:
         embedder, tagger = models_from_args(args, None if args.rebuild else col.meta)
         report = col.add(args.paths, embedder=embedder, tagger=tagger, batch_size=args.batch_size,
                          workers=args.workers, progress=not args.quiet, prune=args.prune,
-                         rebuild=args.rebuild)
+                         rebuild=args.rebuild, faces=faces)
         for path, msg in report.failed:
             print(f"error: {path}: {msg}", file=sys.stderr)
         info = col.info()

@@ -56,7 +56,7 @@ def _table(hits, binary: bool) -> str:
     for i, h in enumerate(hits, 1):
         val = f"{h.distance:>8d}" if binary and h.distance is not None else (
             f"{h.score:8.4f}" if h.score is not None else f"{'-':>8}")
-        line = f"{i:>3}  {val}  {h.path}"
+        line = f"{i:>3}  {val}  {h.ref}"
         if len(h.paths) > 1:
             line += f"  (+{len(h.paths) - 1} copies)"
         if tag_names:

@@ -204,6 +204,7 @@ class Collection:
                 c.execute("DELETE FROM tag_probs")
                 c.execute("UPDATE files SET row=NULL, error=NULL, sha256=NULL, size=-1")
                 c.execute("DELETE FROM contents")
+                c.execute("DELETE FROM faces")
                 c.execute("DELETE FROM tags")
                 _db.set_meta(c, "rows", 0)
                 _db.set_meta(c, "delete_gen", int(m.get("delete_gen", 0)) + 1)
@@ -239,6 +240,7 @@ class Collection:
         progress: bool = True,
         prune: bool = False,
         rebuild: bool = False,
+        faces=None,
     ) -> AddReport:
         """Index image files and directories (recursively) into the collection.
 
@@ -262,6 +264,11 @@ class Collection:
             prune: drop files that no longer exist from the collection.
             rebuild: forget all stored vectors and recompute them with these
                 models (needed after changing models).
+            faces: a :class:`illust2vec.faces.FaceOptions`: one item (vector
+                row) per detected face, the whole picture when none is found
+                (unless ``faces_only``); see :mod:`illust2vec.collection.faces`.
+                A collection is made with or without faces, with one set of
+                face options; adding the other way raises :class:`CollectionError`.
 
         Raises:
             ModelMismatchError: the collection holds vectors of other models
@@ -271,7 +278,7 @@ class Collection:
             paths = [paths]
         self._acquire_lock()
         try:
-            return self._add(list(paths), embedder, tagger, batch_size, workers, progress, prune, rebuild)
+            return self._add(list(paths), embedder, tagger, batch_size, workers, progress, prune, rebuild, faces)
         finally:
             self._release_lock()
 
@@ -283,12 +290,16 @@ class Collection:
             dropped = max(dropped, vf.truncate(rows))
         return vfs, dropped
 
-    def _add(self, paths, embedder, tagger, batch_size, workers, progress, prune, rebuild) -> AddReport:
+    def _add(self, paths, embedder, tagger, batch_size, workers, progress, prune, rebuild, faces=None) -> AddReport:
         from tqdm import tqdm
 
+        from illust2vec.collection import faces as _faces
         from illust2vec.collection.infer import binarize, infer
 
+        _faces.check_mode(self, faces, rebuild)
         self._check_models(embedder, tagger, rebuild)
+        if self.meta.get("faces", "") != _faces.options_key(faces):
+            _faces.set_mode(self, faces)
         report = AddReport()
         vfs, report.orphans_truncated = self._open_for_write()
         c = self.conn
@@ -311,7 +322,8 @@ class Collection:
                 continue
             prev = known.get(path)
             if prev is not None and prev[0] == st.st_size and prev[1] == st.st_mtime_ns:
-                if prev[3] is not None:
+                # indexed, or hashed without an item (no face, faces_only: see collection.faces)
+                if prev[3] is not None or (prev[2] is not None and prev[4] is None):
                     report.unchanged += 1
                     continue
                 if prev[4] is not None:
@@ -344,6 +356,10 @@ class Collection:
         if prune:
             report.pruned = self._prune()
 
+        if faces is not None:
+            _faces.add_faces(self, c, vfs, todo, embedder, tagger, faces, batch_size=batch_size, workers=workers,
+                             progress=progress, report=report, upsert_file=_upsert_file)
+            todo = {}
         shas = list(todo)
         reps = [todo[s][0][0] for s in shas]
         floor = float(_db.get_meta(c, "prob_floor", str(DEFAULT_PROB_FLOOR)))
@@ -422,19 +438,24 @@ class Collection:
             if cached is not None and cached[0] == key:
                 live = cached[1]
             else:
-                live = np.fromiter((r for (r,) in c.execute("SELECT row FROM contents ORDER BY row")), dtype=np.int64)
+                q = "SELECT row FROM faces ORDER BY row" if m.get("faces") else "SELECT row FROM contents ORDER BY row"
+                live = np.fromiter((r for (r,) in c.execute(q)), dtype=np.int64)
                 self._cache["live"] = (key, live)
         finally:
             c.execute("COMMIT")
         return m, live
 
     def rows_to_paths(self, rows: Sequence[int]) -> dict[int, list[str]]:
-        """Indexed paths of each vector row."""
+        """Indexed paths of each vector row (of the picture, for a face row)."""
         out: dict[int, list[str]] = {int(r): [] for r in rows}
+        faces = bool(_db.get_meta(self.conn, "faces"))
         rows = list(out)
         for i in range(0, len(rows), 900):
             chunk = rows[i : i + 900]
             q = f"SELECT row, path FROM files WHERE row IN ({','.join('?' * len(chunk))}) ORDER BY path"
+            if faces:  # a face row's paths are those of its picture
+                q = ("SELECT faces.row, files.path FROM faces JOIN files ON files.row = faces.content "
+                     f"WHERE faces.row IN ({','.join('?' * len(chunk))}) ORDER BY files.path")
             for r, p in self.conn.execute(q, chunk):
                 out[r].append(p)
         return out
@@ -543,6 +564,9 @@ def _delete_orphan_contents(c) -> int:
         "SELECT row FROM contents WHERE NOT EXISTS (SELECT 1 FROM files WHERE files.row = contents.row)"
     ).fetchall()]
     if orphans:
+        items = [r for o in orphans for (r,) in c.execute("SELECT row FROM faces WHERE content=?", (o,)).fetchall()]
+        c.executemany("DELETE FROM tag_probs WHERE row=?", [(r,) for r in items])
+        c.executemany("DELETE FROM faces WHERE row=?", [(r,) for r in items])
         c.executemany("DELETE FROM tag_probs WHERE row=?", [(r,) for r in orphans])
         c.executemany("DELETE FROM contents WHERE row=?", [(r,) for r in orphans])
         _db.set_meta(c, "delete_gen", int(_db.get_meta(c, "delete_gen", "0")) + 1)

@@ -24,6 +24,11 @@ Tables
 ``tag_probs(tag_id, prob, row)``
     Every stored probability ``>= prob_floor``, indexed for threshold
     queries; the full matrix is in ``prob.f32``.
+``faces(row, content, face_index, x, y, w, h, likelihood)``
+    Face collections only (``meta.faces`` set, see :mod:`.faces`): one
+    record per item (face crop, or whole picture without a face); ``content``
+    is the ``contents.row`` of its picture.  Added in schema version 2;
+    a version-1 database is upgraded when opened for writing.
 """
 from __future__ import annotations
 
@@ -32,7 +37,9 @@ from pathlib import Path
 
 from illust2vec.collection.errors import CollectionError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Versions this code reads (version 1 has no ``faces`` table; it is created when a writer opens it).
+READABLE_VERSIONS = (1, 2)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -69,6 +76,14 @@ CREATE TABLE IF NOT EXISTS tag_probs (
     PRIMARY KEY (tag_id, prob, row)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tag_probs_row ON tag_probs(row);
+CREATE TABLE IF NOT EXISTS faces (
+    row        INTEGER PRIMARY KEY,
+    content    INTEGER NOT NULL,
+    face_index INTEGER,
+    x INTEGER, y INTEGER, w INTEGER, h INTEGER,
+    likelihood REAL
+);
+CREATE INDEX IF NOT EXISTS faces_content ON faces(content);
 """
 
 
@@ -100,7 +115,12 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
     version = get_meta(conn, "schema_version")
     if version is None:
         raise CollectionError(f"{path}: not an illust2vec collection database")
-    if int(version) != SCHEMA_VERSION:
+    if create and int(version) == 1:  # v1 -> v2: the faces table (created by _SCHEMA above)
+        conn.execute("BEGIN IMMEDIATE")
+        set_meta(conn, "schema_version", SCHEMA_VERSION)
+        conn.execute("COMMIT")
+        version = str(SCHEMA_VERSION)
+    if int(version) not in READABLE_VERSIONS:
         raise CollectionError(
             f"{path}: collection schema version {version}, this illust2vec reads version {SCHEMA_VERSION}; "
             "re-index into a new --db"

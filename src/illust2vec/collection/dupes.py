@@ -24,12 +24,16 @@ class DupeGroup:
     ``paths`` are all files of the group, sorted; ``rows`` their vector rows;
     ``pairs`` lists every close pair found as ``(row_a, row_b, distance)``
     (the edges that joined the group); ``max_distance`` is the largest of them.
+    In a face collection ``items`` lists each row of the group as
+    ``{"row", "path", "face_index", "box"}`` (``face_index``/``box`` are
+    ``None`` for a whole picture); it is empty otherwise.
     """
 
     paths: list[str]
     rows: list[int]
     max_distance: int
     pairs: list[tuple[int, int, int]] = field(default_factory=list)  # (row_a, row_b, distance)
+    items: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,6 +119,10 @@ def find_dupes(col, max_distance: int = 8, *, progress: bool = False) -> list[Du
         edges.setdefault(root_of[a], []).append((a, b, d))
     # single contents with several paths (identical files) are groups too
     multi = [r for (r,) in col.conn.execute("SELECT row FROM files WHERE row IS NOT NULL GROUP BY row HAVING COUNT(*) > 1")]
+    if meta.get("faces"):  # every face of a copied picture (files.row is the picture's first item)
+        multi = [r for (r,) in col.conn.execute(
+            "SELECT row FROM faces WHERE content IN "
+            "(SELECT row FROM files WHERE row IS NOT NULL GROUP BY row HAVING COUNT(*) > 1)")]
     for r in multi:
         if r not in root_of:
             members[r] = [r]
@@ -130,6 +138,14 @@ def find_dupes(col, max_distance: int = 8, *, progress: bool = False) -> list[Du
         es = sorted(edges.get(root, []))
         groups.append(DupeGroup(ps, rs, max((d for *_, d in es), default=0), es))
     groups.sort(key=lambda g: (-len(g.paths), g.paths[0]))
+    if meta.get("faces"):
+        from illust2vec.collection.faces import face_fields
+
+        info = face_fields(col.conn, rows_all)
+        for g in groups:
+            for r in g.rows:
+                fi, box, _ = info.get(r, (None, None, None))
+                g.items += [{"row": r, "path": p, "face_index": fi, "box": box} for p in paths.get(r, [])]
     return groups
 
 

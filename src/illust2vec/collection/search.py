@@ -27,7 +27,10 @@ class SearchHit:
     ``score`` is the cosine similarity (float search), ``1 - distance/bits``
     (binary search) or, for tag-only queries, the smallest probability among
     the queried tags.  ``distance`` is the Hamming distance (binary search).
-    ``tags`` holds the stored probability of each queried tag.
+    ``tags`` holds the stored probability of each queried tag.  In a face
+    collection (``index --faces``) ``face_index`` and ``box`` (``[x, y, w, h]``
+    in the picture's pixels) say which face of ``path`` matched; both are
+    ``None`` for a whole picture.
     """
 
     path: str
@@ -36,6 +39,15 @@ class SearchHit:
     distance: int | None = None
     paths: list[str] = field(default_factory=list)
     tags: dict[str, float] = field(default_factory=dict)
+    face_index: int | None = None
+    box: list[int] | None = None
+
+    @property
+    def ref(self) -> str:
+        """``PATH#faceK [x,y,w,h]`` for a face, else ``PATH``."""
+        from illust2vec.faces.items import face_ref
+
+        return face_ref(self.path, self.face_index, self.box)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -154,6 +166,14 @@ def _load_embedder(col, meta):
 
 def search(col, *, image=None, vector=None, k: int | None = 20, binary: bool = False, tags=None, not_tags=None,
            min_prob: float = 0.5, embedder=None, nprobe: int | None = None) -> list[SearchHit]:
+    from illust2vec.collection.faces import annotate_hits
+
+    return annotate_hits(col, _search(col, image=image, vector=vector, k=k, binary=binary, tags=tags,
+                                      not_tags=not_tags, min_prob=min_prob, embedder=embedder, nprobe=nprobe))
+
+
+def _search(col, *, image=None, vector=None, k: int | None = 20, binary: bool = False, tags=None, not_tags=None,
+            min_prob: float = 0.5, embedder=None, nprobe: int | None = None) -> list[SearchHit]:
     """Search a collection.
 
     Args:
@@ -252,6 +272,9 @@ def search(col, *, image=None, vector=None, k: int | None = 20, binary: bool = F
     paths = col.rows_to_paths(rows)
     return [SearchHit(paths[r][0], int(r), float(s), None, paths[r], tag_probs(int(r)))
             for r, s in zip(rows, sims) if paths[r]]
+
+
+search.__doc__ = _search.__doc__
 
 
 def _brute_cosine(vf, rows, q, k):

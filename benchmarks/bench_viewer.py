@@ -12,7 +12,7 @@ chromium (Playwright, ``executable_path``; software WebGL under ``--disable-gpu`
                interactive from here, points in their mean colours
 - base ms      navigation start -> overview atlas decoded and drawn (thumbnails everywhere)
 - settled ms   navigation start -> every atlas page the first view needs is drawn
-- pan ms/frame median time between frames while dragging the map at full zoom-out and
+- pan ms/frame mean time between the frames drawn while dragging the map at full zoom-out and
                at 8x zoom (thumbnails from the hi atlas); js ms: the viewer's own JavaScript
                time of the last frame (the rest is the browser and software WebGL)
 
@@ -96,19 +96,19 @@ def measure_load(browser, html: Path) -> dict:
     renderer = page.evaluate("() => window.illust2vecViewer.renderer")
 
     def pan_frame_ms() -> float:
-        page.evaluate(
-            "() => { const rec = window.__rec = {on: true, ts: []}; "
-            "const f = (t) => { if (!rec.on) return; rec.ts.push(t); requestAnimationFrame(f); }; requestAnimationFrame(f); }"
-        )
+        """Mean time between the frames the viewer drew while the map was dragged."""
+        page.evaluate("() => window.illust2vecViewer.settled()")
+        t0 = page.evaluate("() => performance.now()")
         page.mouse.move(700, 400)
         page.mouse.down()
         for k in range(30):
             page.mouse.move(700 + 6 * k, 400 + 3 * k)
         page.mouse.up()
-        ts = page.evaluate("() => { window.__rec.on = false; return window.__rec.ts; }")
-        js_ms.append(page.evaluate("() => window.illust2vecViewer.timings().lastFrameJs"))
-        d = np.diff(np.array(ts))
-        return float(np.median(d)) if d.size else float("nan")
+        page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        tm = page.evaluate("() => window.illust2vecViewer.timings()")
+        js_ms.append(tm["lastFrameJs"])
+        f = np.array([t for t in tm["frames"] if t >= t0])
+        return float(np.diff(f).mean()) if f.size > 2 else float("nan")
 
     js_ms: list[float] = []
 

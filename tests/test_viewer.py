@@ -277,10 +277,7 @@ def _expected(thumbs: list[Image.Image]) -> list[np.ndarray]:
 @pytest.mark.browser
 @pytest.mark.parametrize("renderer", ["webgl", "canvas"])
 def test_thumbnails_are_drawn_where_the_hook_says(request, built, thumbs, renderer):
-    if renderer == "canvas":
-        p = request.getfixturevalue("open_page")(built["embed"], "#renderer=canvas")
-    else:
-        p = request.getfixturevalue("viewer")
+    p = request.getfixturevalue("open_page")(built["embed"], f"#renderer={renderer}")
     if renderer == "webgl" and p.hook("renderer") != "webgl":
         has_gl = p.page.evaluate("() => !!document.createElement('canvas').getContext('webgl2')")
         assert not has_gl, "WebGL2 is available but the viewer fell back to canvas"

@@ -12,7 +12,8 @@
  *                    overview atlas is decoded)
  *   settled()        Promise, resolved once the overview atlas and every hi
  *                    atlas page the current view needs are loaded and drawn
- *   renderer         "webgl" or "canvas"
+ *   renderer         "webgl" or "canvas" (chosen automatically: canvas when WebGL is
+ *                    missing or software-rendered; #renderer=webgl|canvas in the URL forces one)
  *   count            number of points
  *   pointToScreen(i) {x, y, size}: centre of point i in client CSS pixels and
  *                    its drawn side length
@@ -23,7 +24,8 @@
  *   hovered()        index under the mouse or -1
  *   view()           {x, y, zoom} camera (world units of the normalised map)
  *   timings()        milliseconds since navigation start: scriptStart, dataParsed,
- *                    rendererMade, baseDecoded, firstFrame
+ *                    rendererMade, baseDecoded, firstFrame; frames: start times of
+ *                    the last frames drawn; lastFrameJs: JS time of the last frame
  */
 (function () {
   "use strict";
@@ -343,7 +345,7 @@
   var octx = overlay.getContext("2d");
 
   function makeWebGL() {
-    var gl = canvas.getContext("webgl2", { antialias: false, alpha: false, premultipliedAlpha: false, preserveDrawingBuffer: true });
+    var gl = canvas.getContext("webgl2", { antialias: false, alpha: false, premultipliedAlpha: false, preserveDrawingBuffer: false });
     if (!gl) return null;
     var VS = "#version 300 es\n" +
       "precision highp float; precision highp int;\n" +
@@ -464,7 +466,7 @@
       gl.activeTexture(gl.TEXTURE0 + unit);
       gl.bindTexture(gl.TEXTURE_2D_ARRAY, t);
       gl.texStorage3D(gl.TEXTURE_2D_ARRAY, levels, gl.RGBA8, w, h, layers);
-      gl.texParameteri(gl.TEXTURE_2D_ARRAY, gl.TEXTURE_MIN_FILTER, levels > 1 ? gl.LINEAR_MIPMAP_LINEAR : gl.LINEAR);
+      gl.texParameteri(gl.TEXTURE_2D_ARRAY, gl.TEXTURE_MIN_FILTER, levels > 1 ? gl.LINEAR_MIPMAP_NEAREST : gl.LINEAR);
       gl.texParameteri(gl.TEXTURE_2D_ARRAY, gl.TEXTURE_MAG_FILTER, gl.LINEAR);
       gl.texParameteri(gl.TEXTURE_2D_ARRAY, gl.TEXTURE_WRAP_S, gl.CLAMP_TO_EDGE);
       gl.texParameteri(gl.TEXTURE_2D_ARRAY, gl.TEXTURE_WRAP_T, gl.CLAMP_TO_EDGE);
@@ -566,6 +568,37 @@
     var ctx = canvas.getContext("2d", { alpha: false });
     var baseBmp = [];
     function css(rgb) { return "rgb(" + rgb[0] + "," + rgb[1] + "," + rgb[2] + ")"; }
+    // dots straight into an ImageData: 100k points cost a few milliseconds
+    var dotImg = null, dotBuf = null;
+    function drawDots(all, st) {
+      var W = canvas.width, H = canvas.height;
+      if (!dotImg || dotImg.width !== W || dotImg.height !== H) {
+        dotImg = ctx.createImageData(W, H);
+        dotBuf = new Uint32Array(dotImg.data.buffer);
+      }
+      var pack = function (r, g, b) { return ((255 << 24) | (b << 16) | (g << 8) | r) >>> 0; };
+      dotBuf.fill(pack(BG[0], BG[1], BG[2]));
+      var z = cam.zoom * dpr, ox = (cssW / 2 - cam.x * cam.zoom) * dpr, oy = (cssH / 2 - cam.y * cam.zoom) * dpr;
+      var size = Math.max(1, Math.round(st.px * dpr)), h0 = size >> 1, small = st.px < 6;
+      for (var j = 0; j < all.length; j++) {
+        var p = all[j], isHover = j === all.length - 1 && st.hover === p;
+        var flagged = selected[p] || (filterActive && match[p]);
+        var r, g, b;
+        if (isHover) { r = 255; g = 255; b = 255; }
+        else if (small && selected[p]) { r = SEL_RGB[0]; g = SEL_RGB[1]; b = SEL_RGB[2]; }
+        else if (small && filterActive && match[p]) { r = MATCH_RGB[0]; g = MATCH_RGB[1]; b = MATCH_RGB[2]; }
+        else if (small && colourMode !== "none") { r = style[4 * p]; g = style[4 * p + 1]; b = style[4 * p + 2]; }
+        else { r = AVG[3 * p]; g = AVG[3 * p + 1]; b = AVG[3 * p + 2]; }
+        if (filterActive && !flagged && !isHover) {
+          r = Math.round(r * 0.22 + BG[0] * 0.78); g = Math.round(g * 0.22 + BG[1] * 0.78); b = Math.round(b * 0.22 + BG[2] * 0.78);
+        }
+        var c = pack(r, g, b);
+        var x0 = Math.max(0, Math.round(wx[p] * z + ox) - h0), y0 = Math.max(0, Math.round(wy[p] * z + oy) - h0);
+        var x1 = Math.min(W, Math.round(wx[p] * z + ox) - h0 + size), y1 = Math.min(H, Math.round(wy[p] * z + oy) - h0 + size);
+        for (var y = y0; y < y1; y++) dotBuf.fill(c, y * W + x0, y * W + x1);
+      }
+      ctx.putImageData(dotImg, 0, 0);
+    }
     return {
       name: "canvas",
       uploadBase: function (layer, bmp) {
@@ -588,6 +621,7 @@
         var all = order.concat(emphList);
         if (st.hover >= 0) all.push(st.hover);
         var thumbs = st.baseReady && px >= 6 && vis.length <= 40000;
+        if (!thumbs) { drawDots(all, st); return; }
         ctx.imageSmoothingEnabled = true;
         ctx.imageSmoothingQuality = "medium";
         for (var j = 0; j < all.length; j++) {
@@ -624,7 +658,22 @@
 
   var renderer = null;
   var baseBitmaps = [];
-  if (params.get("renderer") !== "canvas") {
+  // WebGL unless asked otherwise (#renderer=canvas) or when WebGL is a software
+  // rasteriser (SwiftShader, llvmpipe), which is slower than the 2D canvas for
+  // many small quads; #renderer=webgl forces WebGL.
+  function softwareGL() {
+    try {
+      var g = document.createElement("canvas").getContext("webgl2");
+      if (!g) return false;
+      var info = g.getExtension("WEBGL_debug_renderer_info");
+      var name = String(g.getParameter(info ? info.UNMASKED_RENDERER_WEBGL : g.RENDERER));
+      var lose = g.getExtension("WEBGL_lose_context");
+      if (lose) lose.loseContext();
+      return /swiftshader|llvmpipe|softpipe|software/i.test(name);
+    } catch (e) { return false; }
+  }
+  var want = params.get("renderer");
+  if (want === "webgl" || (want !== "canvas" && !softwareGL())) {
     try { renderer = makeWebGL(); } catch (e) { renderer = null; console.warn("WebGL unavailable, using canvas: " + e.message); }
   }
   if (!renderer) renderer = makeCanvas2D();
@@ -708,6 +757,8 @@
     renderer.draw(st);
     drawOverlay();
     T.lastFrameJs = performance.now() - t0;
+    frameLog.push(t0);
+    if (frameLog.length > 300) frameLog.splice(0, 100);
     var status = N + " images \u00b7 " + nvis + " visible \u00b7 zoom " + (cam.zoom / (fitZoom || 1)).toFixed(1) + "\u00d7";
     if (loadingCount || !baseLoaded) status += " \u00b7 loading thumbnails\u2026";
     $("i2v-status").textContent = status;
@@ -718,6 +769,7 @@
     }
   }
   var fitZoom = 1;
+  var frameLog = []; // start times of the last frames drawn (for benchmarks)
 
   // ------------------------------------------------------------------ overlay: box / lasso
   var drag = null;
@@ -1069,7 +1121,7 @@
     selection: selectedList,
     hovered: function () { return tipIndex; },
     view: function () { return { x: cam.x, y: cam.y, zoom: cam.zoom }; },
-    timings: function () { return Object.assign({}, T); }
+    timings: function () { return Object.assign({ frames: frameLog.slice() }, T); }
   };
   Object.defineProperty(window, "illust2vecViewer", { value: Object.freeze(hook), writable: false, configurable: false, enumerable: true });
 })();

@@ -610,17 +610,19 @@
         ctx.fillStyle = css(BG);
         ctx.fillRect(0, 0, cssW, cssH);
         var px = st.px, vis = st.visible;
+        var thumbs = st.baseReady && px >= 6 && vis.length <= 40000;
         var order = [];
         var emphList = [];
         for (var k = 0; k < vis.length; k++) {
           var i = vis[k];
           ((filterActive && match[i]) || selected[i] ? emphList : order).push(i);
         }
-        order.sort(function (a, b) { return a - b; });
-        emphList.sort(function (a, b) { return a - b; });
+        if (thumbs) { // overlapping thumbnails: draw in index order, as WebGL does
+          order.sort(function (a, b) { return a - b; });
+          emphList.sort(function (a, b) { return a - b; });
+        }
         var all = order.concat(emphList);
         if (st.hover >= 0) all.push(st.hover);
-        var thumbs = st.baseReady && px >= 6 && vis.length <= 40000;
         if (!thumbs) { drawDots(all, st); return; }
         ctx.imageSmoothingEnabled = true;
         ctx.imageSmoothingQuality = "medium";

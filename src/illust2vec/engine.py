@@ -53,27 +53,62 @@ def open_session(
     device: str = "cpu",
     threads: int | None = None,
     allow_fallback: bool = False,
+    optimized_cache: str | os.PathLike | None = None,
 ):
     """Open an ONNX Runtime session on ``model`` (a path or serialized bytes).
 
     ``threads`` sets intra-op threads (default: ONNX Runtime's choice, one per
     physical core).  If CUDA was asked for but the session could not use it
     (missing CUDA/cuDNN libraries), an error names the problem.
+
+    ``optimized_cache`` (a directory; CPU only) keeps ONNX Runtime's fully
+    optimised graph for this machine and ONNX Runtime version, so later loads
+    skip graph optimisation (for the i2v tag network: ~1.0 s -> ~0.3 s).
     """
     import onnxruntime as ort
 
     providers = select_providers(device, allow_fallback=allow_fallback)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = int(threads)
-    options.log_severity_level = 3
     source = os.fspath(model) if isinstance(model, (str, Path, os.PathLike)) else model
+    level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    cached = save_to = None
+    if optimized_cache is not None and isinstance(source, str) and providers == ["CPUExecutionProvider"]:
+        cached = Path(optimized_cache) / f"{Path(source).stem}.{_machine_key()}.ort.onnx"
+        if cached.is_file():
+            source, level = str(cached), ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        else:
+            save_to = cached.with_name(f".{cached.name}.{os.getpid()}.part")
+
+    def make(src: str | bytes, lvl, save: Path | None):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = lvl
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        options.log_severity_level = 3
+        if save is not None:
+            save.parent.mkdir(parents=True, exist_ok=True)
+            options.optimized_model_filepath = str(save)
+        return ort.InferenceSession(src, sess_options=options, providers=providers)
+
     try:
-        session = ort.InferenceSession(source, sess_options=options, providers=providers)
+        try:
+            session = make(source, level, save_to)
+        except Exception:
+            if cached is None or source != str(cached):
+                raise
+            cached.unlink(missing_ok=True)  # a damaged cache entry: rebuild from the original
+            source, save_to = os.fspath(model), None
+            session = make(source, ort.GraphOptimizationLevel.ORT_ENABLE_ALL, None)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
         name = source if isinstance(source, str) else "model bytes"
         raise Illust2VecError(f"{name}: ONNX Runtime could not load the model ({exc})") from None
+    if save_to is not None and cached is not None:
+        try:
+            if save_to.is_file() and save_to.stat().st_size > 0:
+                os.replace(save_to, cached)
+        except OSError:
+            pass  # a read-only store still works, just without the cache
+        finally:
+            save_to.unlink(missing_ok=True)
     if device.startswith("cuda") and "CUDAExecutionProvider" not in session.get_providers():
         from illust2vec.providers import cuda_problem
 
@@ -85,3 +120,22 @@ def open_session(
             raise Illust2VecError(message + "; pass --device cpu to run on the CPU")
         warnings.warn(message + "; running on the CPU", RuntimeWarning, stacklevel=2)
     return session
+
+
+def _machine_key() -> str:
+    """ONNX Runtime version + CPU identity: optimised graphs are only valid where they were made."""
+    import hashlib
+    import platform
+
+    import onnxruntime as ort
+
+    cpu = platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            info = fh.read()
+        lines = [ln for ln in info.splitlines() if ln.startswith(("model name", "flags", "Features"))]
+        cpu += "|" + "|".join(sorted(set(lines)))
+    except OSError:
+        cpu += "|" + platform.processor()
+    digest = hashlib.sha256(cpu.encode()).hexdigest()[:12]
+    return f"ort{ort.__version__}-{digest}"

@@ -102,6 +102,7 @@ class ImageModel:
         batch_size: int = 16,
         alpha: Alpha = "white",
         allow_fallback: bool = False,
+        optimized_cache: str | os.PathLike | None = None,
     ) -> None:
         from illust2vec.engine import open_session
 
@@ -115,7 +116,8 @@ class ImageModel:
         self.device = device
         self.batch_size = max(1, int(batch_size))
         self.alpha: Alpha = alpha
-        self.session = open_session(onnx_model, device=device, threads=threads, allow_fallback=allow_fallback)
+        self.session = open_session(onnx_model, device=device, threads=threads, allow_fallback=allow_fallback,
+                                    optimized_cache=optimized_cache)
         self._input_name = self.session.get_inputs()[0].name
         graph_outputs = [o.name for o in self.session.get_outputs()]
         self.outputs: tuple[str, ...] = tuple(o for o in ("prob", "feature") if o in graph_outputs)
@@ -298,6 +300,7 @@ class Illustration2Vec(ImageModel):
         onnx_path, identity = import_caffemodel(weights, outputs=outputs, input_size=recipe.size, model_dir=model_dir)
         table = TagTable.from_i2v_json(tags, I2V_LAYOUT) if tags is not None else None
         calibrated = load_thresholds(thresholds, len(table)) if thresholds is not None and table else None
+        options.setdefault("optimized_cache", onnx_path.parent / "ort")
         return cls(
             onnx_path, recipe=recipe, tags=table, name=name or Path(weights).name, identity=identity,
             calibrated_thresholds=calibrated, **options,
@@ -373,6 +376,7 @@ def load_i2v(spec: ModelSpec, store: ModelStore, *, offline: bool | None = None,
         files["weights"], outputs=dict(spec.source_outputs), input_size=spec.recipe.size, model_dir=store.root,
     )
     table = TagTable.from_i2v_json(files["tags"], spec.tag_layout) if "tags" in files else None
+    options.setdefault("optimized_cache", store.onnx_dir / "ort")
     return Illustration2Vec(
         onnx_path, recipe=spec.recipe, tags=table, name=spec.name, identity=identity,
         thresholds=spec.thresholds or None, binarize=spec.binarize, **options,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = (Path(__file__).resolve().parents[2] / "shared").resolve()  # canonical: the collection stores resolved paths
 I2V_FIXTURES = SHARED / "fixtures" / "i2v"
 ANIME36 = SHARED / "data" / "anime36"
 

@@ -16,7 +16,7 @@ from illust2vec.faces import detect_faces
 from illust2vec.faces.detect import DEFAULT_MARGIN, crop_padded, crop_region
 from illust2vec.images import load_image
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from conftest import SHARED  # noqa: E402
 ANIME36 = SHARED / "data" / "anime36"
 I2V = SHARED / "fixtures" / "i2v"
 # one face, two faces, three faces, no face (as the detector sees them)

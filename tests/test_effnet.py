@@ -15,7 +15,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from illust2vec import effnet
 from illust2vec.torch_checkpoint import load_state_dict
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from conftest import SHARED  # noqa: E402
 ANIME36 = sorted((SHARED / "data" / "anime36").glob("*.jpg"))
 
 try:

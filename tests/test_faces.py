@@ -23,7 +23,7 @@ from illust2vec.faces import (
 )
 from illust2vec.faces.native import get_detector
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from conftest import SHARED  # noqa: E402
 ANIME36 = SHARED / "data" / "anime36"
 
 SKIN = (255, 228, 210)

@@ -14,7 +14,7 @@ from PIL import Image
 from illust2vec.errors import ImageDecodeError, Illust2VecError
 from illust2vec.images import IMAGE_EXTENSIONS, iter_image_files, load_image
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from conftest import SHARED  # noqa: E402
 I2V_IMAGES = SHARED / "fixtures" / "i2v" / "images"
 ANIME36 = SHARED / "data" / "anime36"
 

@@ -12,7 +12,7 @@ from PIL import Image, ImageOps
 
 from illust2vec.cli.main import main
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from conftest import SHARED  # noqa: E402
 ANIME = SHARED / "data" / "anime36"
 
 

@@ -12,7 +12,7 @@ from illust2vec.maps.grid import snap_to_grid
 from illust2vec.maps.reduce import reduce
 from illust2vec.maps.render import remove_overlaps, render_map
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from conftest import SHARED  # noqa: E402
 ANIME = SHARED / "data" / "anime36"
 
 

@@ -19,7 +19,7 @@ from illust2vec.preprocess import (
     resize_caffe,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from conftest import SHARED  # noqa: E402
 I2V = SHARED / "fixtures" / "i2v"
 ANIME36 = SHARED / "data" / "anime36"
 

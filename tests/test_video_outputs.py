@@ -16,7 +16,7 @@ from illust2vec.video.outputs import write_timeline
 from illust2vec.video.plot import PlotLayout, plot_timeline
 from illust2vec.video.timeline import tag_video
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from conftest import SHARED  # noqa: E402
 FIX = SHARED / "fixtures" / "i2v"
 
 W, H, RATE = 96, 64, 12

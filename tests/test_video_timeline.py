@@ -11,7 +11,7 @@ from illust2vec.video.encode import VideoWriter
 from illust2vec.video.scenes import ShotDetector, detect_shots, representative_times
 from illust2vec.video.timeline import tag_intervals, tag_video
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from conftest import SHARED  # noqa: E402
 FIX = SHARED / "fixtures" / "i2v"
 
 W, H, RATE = 128, 96, 24

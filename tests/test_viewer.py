@@ -19,7 +19,7 @@ from PIL import Image
 from illust2vec.errors import Illust2VecError
 from illust2vec.maps.viewer import ViewerPoint, write_viewer
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from conftest import SHARED  # noqa: E402
 ANIME36 = SHARED / "data" / "anime36"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -23,7 +23,7 @@ from illust2vec import wd
 from illust2vec.errors import ModelFormatError
 from illust2vec.store import ModelStore
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from conftest import SHARED  # noqa: E402
 ANIME36 = SHARED / "data" / "anime36"
 
 # (name, category, fixed probability or None for "depends on the image")

@@ -37,7 +37,6 @@ import hashlib
 import http.client
 import json
 import os
-import socket
 import sys
 import time
 import urllib.error
@@ -48,6 +47,7 @@ from pathlib import Path
 from typing import Iterable
 
 from illust2vec.errors import DownloadError
+from illust2vec.store import offline_mode as is_offline, sha256_file  # noqa: F401 (re-exported)
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -80,22 +80,6 @@ class RemoteFile:
 
 class _Interrupted(Exception):
     """A transfer that stopped part-way; a resume may finish it."""
-
-
-def is_offline(offline: bool | None = None) -> bool:
-    """``offline`` if given, else whether ``ILLUST2VEC_OFFLINE`` is set to a true value."""
-    if offline is not None:
-        return bool(offline)
-    return os.environ.get("ILLUST2VEC_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def part_path(url: str, dest: str | os.PathLike[str], tmp_dir: str | os.PathLike[str] | None = None) -> Path:

@@ -27,7 +27,6 @@ Graph:
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -99,11 +98,9 @@ def checkpoint_path() -> Path:
 
 def checkpoint_sha256(path: str | os.PathLike[str] | None = None) -> str:
     """SHA-256 of the checkpoint file (the cache key of the ONNX graph built from it)."""
-    h = hashlib.sha256()
-    with open(path or checkpoint_path(), "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from illust2vec.store import sha256_file
+
+    return sha256_file(path or checkpoint_path())
 
 
 @lru_cache(maxsize=1)

@@ -12,7 +12,6 @@ Layout of a collection directory::
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import sys
 import time
@@ -25,18 +24,10 @@ import numpy as np
 from illust2vec.collection import db as _db
 from illust2vec.collection.errors import CollectionError, ModelMismatchError
 from illust2vec.collection.vectors import VectorFile
+from illust2vec.store import sha256_file
 
 DB_NAME = "collection.sqlite"
 DEFAULT_PROB_FLOOR = 0.01
-
-
-def file_sha256(path: str | os.PathLike, bufsize: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(bufsize):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _model_identity(model) -> str:
@@ -330,7 +321,7 @@ class Collection:
                     report.still_bad += 1
                     continue
             try:
-                sha = file_sha256(path)
+                sha = sha256_file(path)
             except OSError as exc:
                 errs.append((path, st.st_size, st.st_mtime_ns, None, f"cannot read file: {exc.strerror or exc}"))
                 continue
@@ -479,7 +470,7 @@ class Collection:
         if r is not None:
             return r[0]
         try:
-            sha = file_sha256(p)
+            sha = sha256_file(p)
         except OSError:
             return None
         r = self.conn.execute("SELECT row FROM contents WHERE sha256=?", (sha,)).fetchone()

@@ -12,6 +12,7 @@ from typing import IO, Any, Literal
 import numpy as np
 
 from illust2vec.errors import Illust2VecError
+from illust2vec.fileio import atomic_write
 
 CaptionMode = Literal["overwrite", "append", "skip"]
 
@@ -68,13 +69,13 @@ def write_matrix(path: str | os.PathLike, matrix: np.ndarray, paths: Sequence[st
     path.parent.mkdir(parents=True, exist_ok=True)
     written = [path]
     if suffix == ".npy":
-        _atomic(path, lambda f: np.save(f, matrix))
+        atomic_write(path, lambda f: np.save(f, matrix))
         paths_file = path.with_suffix(".paths.txt")
-        _atomic(paths_file, lambda f: f.write("".join(p.replace("\n", " ") + "\n" for p in paths).encode("utf-8")))
+        atomic_write(paths_file, lambda f: f.write("".join(p.replace("\n", " ") + "\n" for p in paths).encode("utf-8")))
         written.append(paths_file)
     elif suffix == ".npz":
         extra = {"columns": np.asarray(column_names, dtype=str)} if column_names is not None else {}
-        _atomic(path, lambda f: np.savez(f, matrix=matrix, paths=np.asarray(paths, dtype=str), **extra))
+        atomic_write(path, lambda f: np.savez(f, matrix=matrix, paths=np.asarray(paths, dtype=str), **extra))
     elif suffix == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -85,21 +86,10 @@ def write_matrix(path: str | os.PathLike, matrix: np.ndarray, paths: Sequence[st
             flat = pa.array(np.ascontiguousarray(matrix).reshape(-1))
             vectors = pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
             table = pa.table({"path": list(paths), "vector": vectors})
-        _atomic(path, lambda f: pq.write_table(table, f))
+        atomic_write(path, lambda f: pq.write_table(table, f))
     else:
         raise Illust2VecError(f"{path}: unknown output format {suffix!r}; use .npy, .npz or .parquet")
     return written
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -175,10 +165,7 @@ def write_caption(path: Path, text: str, mode: CaptionMode) -> bool:
                 have = {w.strip() for w in old.split(",")}
                 new = [w for w in text.split(", ") if w and w not in have]
                 text = old + (", " + ", ".join(new) if new else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: fh.write(text + "\n"), text=True)
     return True
 
 

@@ -12,11 +12,11 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from illust2vec.errors import Illust2VecError
+from illust2vec.fileio import atomic_write
 
 ENV_HOME = "ILLUST2VEC_HOME"
 
@@ -85,17 +85,9 @@ class ModelStore:
             raise Illust2VecError(f"{src}: no such file to import")
         self._mkdirs()
         dest = self.path_for(name or src.name)
-        fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, prefix=dest.name + ".", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-                shutil.copyfileobj(inp, out, 1 << 22)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return dest
+        with open(src, "rb") as inp:
+            return atomic_write(dest, lambda out: shutil.copyfileobj(inp, out, 1 << 22),
+                                tmp_dir=self.tmp_dir, fsync=True)
 
     # -- content hashes, memoised by (path, size, mtime) so cached loads stay fast
     def content_hash(self, path: str | os.PathLike) -> str:
@@ -113,7 +105,7 @@ class ModelStore:
         memo[key] = digest
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            _atomic_write_bytes(memo_path, json.dumps(memo, indent=0).encode(), self.root)
+            atomic_write(memo_path, lambda fh: fh.write(json.dumps(memo, indent=0).encode()), fsync=True)
         except OSError:
             pass  # a read-only store still works, just without the memo
         return digest
@@ -124,22 +116,9 @@ class ModelStore:
         if path.is_file() and path.stat().st_size > 0:
             return path
         self._mkdirs()
-        _atomic_write_bytes(path, build(), self.tmp_dir)
+        data = build()
+        atomic_write(path, lambda fh: fh.write(data), tmp_dir=self.tmp_dir, fsync=True)
         return path
-
-
-def _atomic_write_bytes(dest: Path, data: bytes, tmp_dir: Path) -> None:
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=dest.name + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def offline_mode(offline: bool | None = None) -> bool:

@@ -173,13 +173,15 @@ def write_face_sidecar(output: str | os.PathLike[str], rows: Sequence[dict[str, 
 
     path = Path(output)
     side = path.with_name(path.stem + ".faces.jsonl")
-    tmp = side.with_name("." + side.name + ".part")
-    with open(tmp, "w", encoding="utf-8") as fh:
+
+    def write(fh) -> None:
         for row, meta in enumerate(rows):
             rec = {"row": row, "source": meta["source"], **{k: meta[k] for k in FACE_FIELDS}}
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    os.replace(tmp, side)
-    return side
+
+    from illust2vec.fileio import atomic_write
+
+    return atomic_write(side, write, text=True)
 
 
 def iter_face_args(

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from illust2vec.errors import Illust2VecError
+from illust2vec.fileio import atomic_write
 from illust2vec.video.timeline import Timeline
 
 __all__ = ["write_timeline", "write_timeline_json", "write_timeline_csv", "save_frame", "TIMELINE_FORMATS"]
@@ -18,24 +17,12 @@ __all__ = ["write_timeline", "write_timeline_json", "write_timeline_csv", "save_
 TIMELINE_FORMATS = ("json", "csv")
 
 
-def _atomic_write(path: Path, write: Any, newline: str | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_timeline_json(
     timeline: Timeline, path: str | Path, *, include_features: bool = False, top: int | None = None
 ) -> None:
     """Write :meth:`Timeline.to_dict` as JSON (UTF-8, tag names unescaped)."""
     data = timeline.to_dict(include_features=include_features, top=top)
-    _atomic_write(Path(path), lambda f: json.dump(data, f, ensure_ascii=False, indent=1))
+    atomic_write(path, lambda f: json.dump(data, f, ensure_ascii=False, indent=1), text=True)
 
 
 def write_timeline_csv(timeline: Timeline, path: str | Path, *, top: int | None = None) -> None:
@@ -57,7 +44,7 @@ def write_timeline_csv(timeline: Timeline, path: str | Path, *, top: int | None 
             for tag, p in tags:
                 w.writerow(base + [tag, cats.get(tag, ""), f"{p:.4f}"])
 
-    _atomic_write(Path(path), write, newline="")
+    atomic_write(path, write, text=True, newline="")
 
 
 def write_timeline(timeline: Timeline, path: str | Path, **options: Any) -> None:

@@ -13,7 +13,6 @@ each image carries Danbooru-style tags of what was drawn ("pink hair",
 from __future__ import annotations
 
 import json
-import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -1,7 +1,6 @@
 """``illust2vec models``: list, import, download and inspect the models of the zoo."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path

@@ -14,7 +14,6 @@ so Euclidean distance in the PCA space approximates cosine distance.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import numpy as np

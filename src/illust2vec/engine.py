@@ -1,6 +1,7 @@
 """The inference engine: ONNX Runtime sessions and execution-provider selection."""
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -122,6 +123,7 @@ def open_session(
     return session
 
 
+@functools.lru_cache(maxsize=1)
 def _machine_key() -> str:
     """ONNX Runtime version + CPU identity: optimised graphs are only valid where they were made."""
     import hashlib

@@ -5,11 +5,13 @@ shape as illust2vec_tag_ver200.caffemodel), imports it, writes a folder of
 256x256 JPEGs, and measures on the chosen device:
 
 * ``decode``: JPEG decode + resize + preprocess alone, in ``--workers`` processes
-  (the ceiling the CPU side can feed);
+  that send nothing back (the ceiling the CPU side can feed);
 * ``network``: the network alone on pre-made batches (fp32, and fp16 with
   ``--fp16``, with the largest difference of the fp16 probabilities from fp32);
 * ``end-to-end``: files in, tag probabilities out, through
-  :func:`illust2vec.pipeline.iter_batches` with decoding in worker processes.
+  :func:`illust2vec.pipeline.iter_batches` with decoding in worker processes
+  that write into shared batch buffers, and (``--compare-pipe``) the same with
+  the pipe fallback, where workers pickle their arrays back to the parent.
 
 It runs on the CPU too (``--device cpu``, small defaults) so the script itself
 is tested where no GPU is present.  Results go to stdout as a Markdown table and
@@ -51,22 +53,14 @@ def card_name() -> str:
     return f"CPU ({os.cpu_count()} logical cores)"
 
 
-def to_fp16(onnx_path: Path) -> bytes:
-    """The graph with float16 weights and compute, float32 inputs/outputs (ONNX Runtime's converter)."""
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    model = onnx.load(str(onnx_path))
-    return convert_float_to_float16(model, keep_io_types=True).SerializeToString()
-
-
-def _decode(job: tuple[list[Path], object]) -> np.ndarray:
-    """Decode and preprocess one batch (runs in a worker process)."""
+def _decode(job: tuple[list[Path], object, bool]) -> np.ndarray | float:
+    """Decode and preprocess one batch in a worker; the batch itself only when ``keep``."""
     from illust2vec.images import load_image
     from illust2vec.preprocess import preprocess
 
-    paths, recipe = job
-    return preprocess([load_image(p) for p in paths], recipe)
+    paths, recipe, keep = job
+    batch = preprocess([load_image(p) for p in paths], recipe)
+    return batch if keep else float(batch[:, 0, 0, 0].sum())
 
 
 def rate(n: int, seconds: float) -> float:
@@ -81,16 +75,20 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decode processes (default: all cores)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--fp16", action="store_true", help="also measure a float16 copy of the network")
+    ap.add_argument("--compare-pipe", action="store_true",
+                    help="also measure end-to-end with the pipe fallback instead of shared batch buffers")
     ap.add_argument("--allow-cpu-fallback", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("bench-out"))
     args = ap.parse_args()
     gpu = args.device.startswith("cuda")
+    if args.fp16 and not gpu:
+        print("--fp16 ignored: fp16 runs on a GPU only", file=sys.stderr)
+        args.fp16 = False
     n_images = args.images or (4096 if gpu else 64)
     bs = args.batch_size or (256 if gpu else 16)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    from illust2vec import Illustration2Vec
-    from illust2vec.model import ImageModel
+    from illust2vec import Illustration2Vec, pipeline
     from illust2vec.pipeline import iter_batches
 
     weights = args.out / "i2v_tag_fullsize.caffemodel"
@@ -109,18 +107,17 @@ def main() -> int:
             weights, model_dir=store, device=args.device, batch_size=bs, allow_fallback=args.allow_cpu_fallback,
         )
         results["providers"] = model.session.get_providers()
-        onnx_path = Path(store) / "onnx"
-        graph = next(onnx_path.glob("*.onnx"))
 
         # decode + preprocess alone, in worker processes (what feeds the GPU)
         from concurrent.futures import ProcessPoolExecutor
 
         chunks = [files[i : i + bs] for i in range(0, len(files), bs)]
         with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
-            list(pool.map(_decode, [(c, model.recipe) for c in chunks[: args.workers]]))  # start the workers
+            list(pool.map(_decode, [(c, model.recipe, False) for c in chunks[: args.workers]]))  # start them
             t = time.perf_counter()
-            batches = list(pool.map(_decode, [(c, model.recipe) for c in chunks]))
+            list(pool.map(_decode, [(c, model.recipe, False) for c in chunks]))
             results["decode_img_s"] = rate(n_images, time.perf_counter() - t)
+            batches = list(pool.map(_decode, [(c, model.recipe, True) for c in chunks]))
 
         # network alone
         model.run(batches[0])  # warm-up (cuDNN algorithm search, arena growth)
@@ -134,8 +131,9 @@ def main() -> int:
 
         m16 = None
         if args.fp16:
-            m16 = ImageModel(to_fp16(graph), recipe=model.recipe, name="i2v-tag-fp16", device=args.device,
-                             batch_size=bs, allow_fallback=args.allow_cpu_fallback)
+            m16 = Illustration2Vec.from_caffemodel(
+                weights, model_dir=store, device=args.device, batch_size=bs, precision="fp16",
+                allow_fallback=args.allow_cpu_fallback)
             ref = model.run(batches[0], "prob")
             got = m16.run(batches[0], "prob")
             results["fp16_max_abs_diff_prob"] = float(np.abs(got - ref).max())
@@ -148,21 +146,27 @@ def main() -> int:
             results["network_fp16_img_s"] = statistics.median(net16)
 
         # end to end: files in, probabilities out
-        e2e = []
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            n = sum(len(r.indices) for r in iter_batches(model, files, batch_size=bs, workers=args.workers,
-                                                          outputs=("prob",)))
-            e2e.append(rate(n, time.perf_counter() - t))
-        results["end_to_end_fp32_img_s"] = statistics.median(e2e)
-        if m16 is not None:
-            e2e16 = []
+        def end_to_end(m) -> float:
+            runs = []
             for _ in range(args.repeats):
                 t = time.perf_counter()
-                n = sum(len(r.indices) for r in iter_batches(m16, files, batch_size=bs, workers=args.workers,
+                n = sum(len(r.indices) for r in iter_batches(m, files, batch_size=bs, workers=args.workers,
                                                               outputs=("prob",)))
-                e2e16.append(rate(n, time.perf_counter() - t))
-            results["end_to_end_fp16_img_s"] = statistics.median(e2e16)
+                runs.append(rate(n, time.perf_counter() - t))
+            return statistics.median(runs)
+
+        results["end_to_end_fp32_img_s"] = end_to_end(model)
+        if m16 is not None:
+            results["end_to_end_fp16_img_s"] = end_to_end(m16)
+        if args.compare_pipe:
+            shared = pipeline._shared_buffer
+            pipeline._shared_buffer = lambda nbytes: None
+            try:
+                results["end_to_end_pipe_fp32_img_s"] = end_to_end(model)
+                if m16 is not None:
+                    results["end_to_end_pipe_fp16_img_s"] = end_to_end(m16)
+            finally:
+                pipeline._shared_buffer = shared
 
     (args.out / "bench_gpu.json").write_text(json.dumps(results, indent=2))
     print(f"card: {results['card']}; providers: {', '.join(results['providers'])}; batch {bs}; "
@@ -177,6 +181,9 @@ def main() -> int:
     print(f"| end-to-end, fp32 (median of {args.repeats}) | {results['end_to_end_fp32_img_s']:.1f} |")
     if args.fp16:
         print(f"| end-to-end, fp16 (median of {args.repeats}) | {results['end_to_end_fp16_img_s']:.1f} |")
+    for key, label in (("end_to_end_pipe_fp32_img_s", "fp32"), ("end_to_end_pipe_fp16_img_s", "fp16")):
+        if key in results:
+            print(f"| end-to-end, {label}, pipe fallback instead of shared buffers | {results[key]:.1f} |")
     return 0
 
 

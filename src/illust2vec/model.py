@@ -81,6 +81,9 @@ class ImageModel:
         ``"positive"`` (codes are ``feature > 0``) or ``"simhash"``.
     device, threads, batch_size:
         Engine options; ``device`` is ``"cpu"`` or ``"cuda"``.
+    precision:
+        ``"fp32"`` (default) or ``"fp16"``: half-precision weights and
+        arithmetic, on CUDA only (see :func:`illust2vec.engine.to_float16`).
     alpha:
         Default transparency handling: ``"white"`` composites onto white,
         ``"drop"`` ignores alpha like the original i2v.
@@ -103,6 +106,7 @@ class ImageModel:
         alpha: Alpha = "white",
         allow_fallback: bool = False,
         optimized_cache: str | os.PathLike | None = None,
+        precision: str = "fp32",
     ) -> None:
         from illust2vec.engine import open_session
 
@@ -117,7 +121,8 @@ class ImageModel:
         self.batch_size = max(1, int(batch_size))
         self.alpha: Alpha = alpha
         self.session = open_session(onnx_model, device=device, threads=threads, allow_fallback=allow_fallback,
-                                    optimized_cache=optimized_cache)
+                                    optimized_cache=optimized_cache, precision=precision)
+        self.precision = precision if "CUDAExecutionProvider" in self.session.get_providers() else "fp32"
         self._input_name = self.session.get_inputs()[0].name
         graph_outputs = [o.name for o in self.session.get_outputs()]
         self.outputs: tuple[str, ...] = tuple(o for o in ("prob", "feature") if o in graph_outputs)

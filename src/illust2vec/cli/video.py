@@ -84,7 +84,7 @@ def _feature_model(args: argparse.Namespace) -> Any:
 
     spec = args.feature_model
     options = dict(device=args.device, threads=args.threads, batch_size=args.batch_size, alpha=args.alpha,
-                   allow_fallback=args.allow_cpu_fallback)
+                   allow_fallback=args.allow_cpu_fallback, precision="fp16" if args.fp16 else "fp32")
     if spec.lower().endswith(".caffemodel"):
         return Illustration2Vec.from_caffemodel(Path(spec), model_dir=args.model_dir, **options)
     return load_model(spec, task="feature", model_dir=args.model_dir, offline=args.offline,

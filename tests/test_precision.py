@@ -1,0 +1,56 @@
+"""fp16: the converted graph computes the same function within half-precision tolerance; CPU refuses it."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import I2V_FIXTURES
+
+from illust2vec.engine import open_session, to_float16
+from illust2vec.errors import Illust2VecError
+
+NO_CUDA = "CUDAExecutionProvider" not in ort.get_available_providers()
+
+
+def test_fp16_graph_has_half_weights_float_io_and_close_outputs(i2v_tagger, model_store):
+    graphs = [p for p in model_store.rglob("*.onnx") if p.parent.name != "ort"]
+    graph = next(p for p in graphs if any(o.name == "prob" for o in onnx.load(str(p)).graph.output))
+    half = onnx.load_from_string(to_float16(graph))
+    onnx.checker.check_model(half)
+    types = {init.data_type for init in half.graph.initializer if len(init.dims) > 1}
+    assert types == {onnx.TensorProto.FLOAT16}
+    assert {i.type.tensor_type.elem_type for i in half.graph.input} == {onnx.TensorProto.FLOAT}
+    assert {o.type.tensor_type.elem_type for o in half.graph.output} == {onnx.TensorProto.FLOAT}
+    x = np.random.default_rng(7).normal(0, 50, (3, 3, 224, 224)).astype(np.float32)
+    ref = i2v_tagger.run(x, "prob")
+    session = ort.InferenceSession(half.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(["prob"], {session.get_inputs()[0].name: x})[0]
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    err = np.abs(got - ref).max()
+    assert 0 < err < 5e-3  # half precision: not bit-identical, but close
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="onnxruntime-gpu is installed here")
+def test_fp16_is_refused_on_the_cpu():
+    with pytest.raises(Illust2VecError, match="--device cuda"):
+        open_session(I2V_FIXTURES / "nonexistent.onnx", device="cpu", precision="fp16")
+    with pytest.raises(Illust2VecError, match="unknown precision"):
+        open_session(I2V_FIXTURES / "nonexistent.onnx", precision="bf16")
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="onnxruntime-gpu is installed here")
+def test_fp16_with_allowed_fallback_runs_fp32_on_the_cpu(i2v_tagger, model_store):
+    from illust2vec import Illustration2Vec
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = Illustration2Vec.from_caffemodel(
+            I2V_FIXTURES / "tag_w8_v1.caffemodel", tags=I2V_FIXTURES / "tag_list.json", alpha="drop",
+            model_dir=model_store, device="cuda", allow_fallback=True, precision="fp16")
+    assert any("CPU" in str(w.message) for w in caught)
+    assert model.precision == "fp32" and model.session.get_providers() == ["CPUExecutionProvider"]
+    x = np.random.default_rng(1).normal(0, 50, (2, 3, 224, 224)).astype(np.float32)
+    np.testing.assert_array_equal(model.run(x, "prob"), i2v_tagger.run(x, "prob"))

@@ -117,6 +117,7 @@ def main() -> int:
             t = time.perf_counter()
             list(pool.map(_decode, [(c, model.recipe, False) for c in chunks]))
             results["decode_img_s"] = rate(n_images, time.perf_counter() - t)
+            print(f"decode: {results['decode_img_s']:.0f} img/s", file=sys.stderr, flush=True)
             batches = list(pool.map(_decode, [(c, model.recipe, True) for c in chunks]))
 
         # network alone
@@ -128,6 +129,7 @@ def main() -> int:
                 model.run(b)
             net.append(rate(n_images, time.perf_counter() - t))
         results["network_fp32_img_s"] = statistics.median(net)
+        print(f"network fp32: {net}", file=sys.stderr, flush=True)
 
         m16 = None
         if args.fp16:
@@ -144,6 +146,8 @@ def main() -> int:
                     m16.run(b)
                 net16.append(rate(n_images, time.perf_counter() - t))
             results["network_fp16_img_s"] = statistics.median(net16)
+            print(f"network fp16: {net16}; max diff {results['fp16_max_abs_diff_prob']:.2e}",
+                  file=sys.stderr, flush=True)
 
         # end to end: files in, probabilities out
         def end_to_end(m) -> float:
@@ -153,6 +157,7 @@ def main() -> int:
                 n = sum(len(r.indices) for r in iter_batches(m, files, batch_size=bs, workers=args.workers,
                                                               outputs=("prob",)))
                 runs.append(rate(n, time.perf_counter() - t))
+            print(f"end-to-end {m.precision}: {runs}", file=sys.stderr, flush=True)
             return statistics.median(runs)
 
         results["end_to_end_fp32_img_s"] = end_to_end(model)

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import I2V_FIXTURES
+from conftest import ANIME36, I2V_FIXTURES
 
 from illust2vec.engine import open_session, to_float16
 from illust2vec.errors import Illust2VecError
@@ -54,3 +54,21 @@ def test_fp16_with_allowed_fallback_runs_fp32_on_the_cpu(i2v_tagger, model_store
     assert model.precision == "fp32" and model.session.get_providers() == ["CPUExecutionProvider"]
     x = np.random.default_rng(1).normal(0, 50, (2, 3, 224, 224)).astype(np.float32)
     np.testing.assert_array_equal(model.run(x, "prob"), i2v_tagger.run(x, "prob"))
+
+
+def test_half_input_graph_is_fed_float16_through_the_worker_ring(i2v_tagger, model_store):
+    from illust2vec.model import ImageModel
+    from illust2vec.pipeline import iter_batches
+
+    graphs = [p for p in model_store.rglob("*.onnx") if p.parent.name != "ort"]
+    graph = next(p for p in graphs if any(o.name == "prob" for o in onnx.load(str(p)).graph.output))
+    half = ImageModel(to_float16(graph, half_input=True), recipe=i2v_tagger.recipe, alpha="drop", batch_size=4)
+    assert half.input_dtype == np.float16
+    assert half.session.get_outputs()[0].type == "tensor(float)"
+    files = sorted(ANIME36.glob("*.jpg"))[:6]
+    ref = np.concatenate([b.outputs["prob"] for b in iter_batches(i2v_tagger, files, batch_size=4, workers=0)])
+    got = [b for b in iter_batches(half, files, batch_size=4, workers=2, outputs=("prob",))]
+    assert [i for b in got for i in b.indices] == list(range(6))
+    prob = np.concatenate([b.outputs["prob"] for b in got])
+    assert prob.dtype == np.float32
+    assert 0 < np.abs(prob - ref).max() < 5e-3

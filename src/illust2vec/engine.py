@@ -61,9 +61,14 @@ def open_session(
     """Open an ONNX Runtime session on ``model`` (a path or serialized bytes).
 
     ``precision="fp16"`` (CUDA only) runs a half-precision copy of the graph
-    made by :func:`to_float16`; inputs and outputs stay float32.  Where CUDA is
-    not usable and ``allow_fallback`` lets the CPU take over, the CPU runs the
-    float32 graph (it has no fast float16 kernels).
+    made by :func:`to_float16`: float16 input (half the bytes to copy to the
+    GPU), float32 outputs.  Where CUDA is not usable and ``allow_fallback``
+    lets the CPU take over, the CPU runs the float32 graph (it has no fast
+    float16 kernels).
+
+    On CUDA the CPU side of the session gets one thread that does not spin
+    (unless ``threads`` says otherwise): the GPU does the work, and the cores
+    are left to the processes that decode images.
 
     ``threads`` sets intra-op threads (default: ONNX Runtime's choice, one per
     physical core).  If CUDA was asked for but the session could not use it
@@ -79,9 +84,10 @@ def open_session(
         raise Illust2VecError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
     providers = select_providers(device, allow_fallback=allow_fallback)
     source = os.fspath(model) if isinstance(model, (str, Path, os.PathLike)) else model
+    on_gpu = providers[0] != "CPUExecutionProvider"
     if precision == "fp16":
-        if "CUDAExecutionProvider" in providers:
-            source, optimized_cache = to_float16(source), None
+        if on_gpu:
+            source, optimized_cache = to_float16(source, half_input=True), None
         elif not device.startswith("cuda"):
             raise Illust2VecError("fp16 runs on a GPU only: add --device cuda (the CPU computes in fp32)")
     level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -98,6 +104,9 @@ def open_session(
         options.graph_optimization_level = lvl
         if threads:
             options.intra_op_num_threads = int(threads)
+        elif on_gpu:
+            options.intra_op_num_threads = 1
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         if save is not None:
             save.parent.mkdir(parents=True, exist_ok=True)
@@ -137,18 +146,20 @@ def open_session(
     return session
 
 
-def to_float16(model: str | os.PathLike | bytes) -> bytes:
-    """A copy of the graph with float16 weights and arithmetic and float32 inputs and outputs.
+def to_float16(model: str | os.PathLike | bytes, *, half_input: bool = False) -> bytes:
+    """A copy of the graph with float16 weights and arithmetic; float32 outputs.
 
-    Uses ONNX Runtime's own converter (``onnxruntime.transformers.float16``),
-    which inserts casts at the graph's inputs and outputs and keeps operators
-    without float16 kernels in float32.
+    The inputs stay float32 unless ``half_input``.  Uses ONNX Runtime's own
+    converter (``onnxruntime.transformers.float16``), which inserts casts at
+    the graph's float32 inputs and outputs and keeps operators without float16
+    kernels in float32.
     """
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     graph = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(os.fspath(model))
-    half = convert_float_to_float16(graph, keep_io_types=True)
+    keep = [o.name for o in graph.graph.output] if half_input else True
+    half = convert_float_to_float16(graph, keep_io_types=keep)
     _sort_nodes(half.graph)  # the converter appends its input casts last
     return half.SerializeToString()
 

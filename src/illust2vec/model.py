@@ -124,6 +124,9 @@ class ImageModel:
                                     optimized_cache=optimized_cache, precision=precision)
         self.precision = precision if "CUDAExecutionProvider" in self.session.get_providers() else "fp32"
         self._input_name = self.session.get_inputs()[0].name
+        #: What :meth:`run_all` feeds the graph (float16 for a half-precision GPU graph).
+        self.input_dtype = np.dtype(np.float16 if self.session.get_inputs()[0].type == "tensor(float16)"
+                                    else np.float32)
         graph_outputs = [o.name for o in self.session.get_outputs()]
         self.outputs: tuple[str, ...] = tuple(o for o in ("prob", "feature") if o in graph_outputs)
         if not self.outputs:
@@ -181,7 +184,7 @@ class ImageModel:
     def run_all(self, batch: np.ndarray, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Run the network and return the requested outputs by name."""
         names = list(outputs or self.outputs)
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        batch = np.ascontiguousarray(batch, dtype=self.input_dtype)
         values = self.session.run(names, {self._input_name: batch})
         return {n: np.asarray(v, dtype=np.float32).reshape(v.shape[0], -1) for n, v in zip(names, values)}
 

@@ -209,7 +209,7 @@ def _shared_buffer(nbytes: int):
         return None
 
 
-def _attach_ring(name: str | None, shape: tuple[int, ...]) -> None:
+def _attach_ring(name: str | None, shape: tuple[int, ...], dtype: str) -> None:
     """Worker initializer: map the parent's batch ring (``name`` ``None``: send arrays back instead)."""
     global _worker_ring, _worker_shm
     if name is None:
@@ -220,7 +220,7 @@ def _attach_ring(name: str | None, shape: tuple[int, ...]) -> None:
     # new, and the parent's unlink() is what removes the block.
     shm = shared_memory.SharedMemory(name=name)
     _worker_shm = shm
-    _worker_ring = np.ndarray(shape, dtype=np.float32, buffer=shm.buf)
+    _worker_ring = np.ndarray(shape, dtype=dtype, buffer=shm.buf)
 
 
 def _prepare_chunk(slot: int, start: int, sources: list[Any], alpha: str, recipe: InputRecipe
@@ -255,12 +255,13 @@ def _batches_from_processes(model, inputs, batch_size, workers, alpha, names, ba
     import itertools
 
     recipe = model.recipe
+    dtype = np.dtype(getattr(model, "input_dtype", np.float32))  # float16 for a half-precision GPU graph
     shape = (_SLOTS, batch_size, *recipe.input_shape)
-    shm = _shared_buffer(int(np.prod(shape)) * 4)
-    ring = np.ndarray(shape, dtype=np.float32, buffer=shm.buf) if shm is not None else np.empty(shape, np.float32)
+    shm = _shared_buffer(int(np.prod(shape)) * dtype.itemsize)
+    ring = np.ndarray(shape, dtype=dtype, buffer=shm.buf) if shm is not None else np.empty(shape, dtype)
     chunk = max(1, min(32, -(-batch_size // workers)))
     executor = cf.ProcessPoolExecutor(max_workers=workers, initializer=_attach_ring,
-                                      initargs=(shm.name if shm is not None else None, shape))
+                                      initargs=(shm.name if shm is not None else None, shape, dtype.str))
     source_iter = enumerate(inputs)
     inflight: deque[tuple[int, list[tuple[int, Any]], list[tuple[int, cf.Future]]]] = deque()
 

@@ -63,6 +63,53 @@ def _decode(job: tuple[list[Path], object, bool]) -> np.ndarray | float:
     return batch if keep else float(batch[:, 0, 0, 0].sum())
 
 
+class _Sleeper:
+    """A stand-in model whose run takes ``seconds`` without holding the GIL (the pipeline's ceiling)."""
+
+    def __init__(self, model, seconds: float) -> None:
+        self.recipe, self.alpha, self.outputs = model.recipe, model.alpha, ("prob",)
+        self.batch_size, self.input_dtype, self.precision, self.seconds = model.batch_size, model.input_dtype, \
+            "sleep", seconds
+
+    def run_all(self, batch, names):
+        time.sleep(self.seconds)
+        return {"prob": np.zeros((len(batch), 1), np.float32)}
+
+
+def diagnose(model, batch, files, bs, workers, batch_seconds, results) -> None:
+    """Does a GPU run hold the GIL, and how fast is the pipeline when the engine never blocks it?"""
+    import threading
+
+    from illust2vec.pipeline import iter_batches
+
+    def count_during(work) -> float:
+        counter, stop = [0], threading.Event()
+
+        def spin():
+            while not stop.is_set():
+                counter[0] += 1
+
+        th = threading.Thread(target=spin)
+        th.start()
+        t = time.perf_counter()
+        work()
+        dt = time.perf_counter() - t
+        stop.set()
+        th.join()
+        return counter[0] / dt
+
+    during_run = count_during(lambda: [model.run(batch) for _ in range(5)])
+    during_sleep = count_during(lambda: time.sleep(5 * batch_seconds))
+    results["gil_free_during_run"] = during_run / during_sleep
+    t = time.perf_counter()
+    n = sum(len(r.indices) for r in iter_batches(_Sleeper(model, batch_seconds), files, batch_size=bs,
+                                                  workers=workers))
+    results["pipeline_with_sleeping_engine_img_s"] = rate(n, time.perf_counter() - t)
+    print(f"a Python thread runs at {results['gil_free_during_run']:.2f}x its idle speed during GPU runs; "
+          f"pipeline with an engine that sleeps {batch_seconds * 1e3:.0f} ms per batch: "
+          f"{results['pipeline_with_sleeping_engine_img_s']:.0f} img/s", file=sys.stderr, flush=True)
+
+
 def rate(n: int, seconds: float) -> float:
     return n / seconds if seconds > 0 else float("nan")
 
@@ -75,6 +122,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decode processes (default: all cores)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--fp16", action="store_true", help="also measure a float16 copy of the network")
+    ap.add_argument("--diagnose", action="store_true",
+                    help="also check whether engine runs hold the GIL and time the pipeline around a sleeping engine")
     ap.add_argument("--compare-pipe", action="store_true",
                     help="also measure end-to-end with the pipe fallback instead of shared batch buffers")
     ap.add_argument("--allow-cpu-fallback", action="store_true")
@@ -139,25 +188,41 @@ def main() -> int:
             ref = model.run(batches[0], "prob")
             got = m16.run(batches[0], "prob")
             results["fp16_max_abs_diff_prob"] = float(np.abs(got - ref).max())
+            batches16 = [b.astype(m16.input_dtype) for b in batches]  # as the worker ring holds them
             net16 = []
             for _ in range(args.repeats):
                 t = time.perf_counter()
-                for b in batches:
+                for b in batches16:
                     m16.run(b)
                 net16.append(rate(n_images, time.perf_counter() - t))
             results["network_fp16_img_s"] = statistics.median(net16)
             print(f"network fp16: {net16}; max diff {results['fp16_max_abs_diff_prob']:.2e}",
                   file=sys.stderr, flush=True)
 
-        # end to end: files in, probabilities out
+        if args.diagnose:
+            diagnose(model, batches[0], files, bs, args.workers, bs / results["network_fp32_img_s"], results)
+
+        # end to end: files in, probabilities out (the pre-made batches go first: a parent
+        # holding gigabytes would make every worker fork slow, which no real run does)
+        batches = batches16 = None
+
         def end_to_end(m) -> float:
-            runs = []
+            runs, steady, first = [], [], []
             for _ in range(args.repeats):
                 t = time.perf_counter()
-                n = sum(len(r.indices) for r in iter_batches(m, files, batch_size=bs, workers=args.workers,
-                                                              outputs=("prob",)))
-                runs.append(rate(n, time.perf_counter() - t))
-            print(f"end-to-end {m.precision}: {runs}", file=sys.stderr, flush=True)
+                n = n_first = 0
+                t_first = t
+                for r in iter_batches(m, files, batch_size=bs, workers=args.workers, outputs=("prob",)):
+                    if not n:
+                        t_first, n_first = time.perf_counter(), len(r.indices)
+                    n += len(r.indices)
+                end = time.perf_counter()
+                runs.append(rate(n, end - t))
+                steady.append(rate(n - n_first, end - t_first))
+                first.append(t_first - t)
+            print(f"end-to-end {m.precision}: {runs}; after the first batch {steady}; first batch after "
+                  f"{first} s", file=sys.stderr, flush=True)
+            results[f"end_to_end_steady_{m.precision}_img_s"] = statistics.median(steady)
             return statistics.median(runs)
 
         results["end_to_end_fp32_img_s"] = end_to_end(model)

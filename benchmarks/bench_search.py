@@ -1,21 +1,29 @@
 """Collection search at scale, and the cost of indexing over plain inference.
 
 Run:  .venv/bin/python benchmarks/bench_search.py [--parts float,binary,tags,ivf,overhead] [--n-float 100000]
-      [--n-binary 1000000] [--n-ivf 1000000] [--queries 200] [--workdir DIR]
+      [--n-binary 1000000] [--n-ivf 1000000] [--queries 200] [--rounds 1] [--workdir DIR] [--reuse]
 
 Parts (all run by default except ``ivf1m``):
 
 * ``float``: a collection of N synthetic 4096-d float features (clusters plus
   variation in a 128-d subspace, so neighbours exist) written straight into
   the collection files; first search builds the index the collection picks
-  for N (PCA256 flat for 20k-200k rows); then p50/p99 latency of
+  for N (PCA-512 8-bit codes for 20k-200k rows); then p50/p99 latency of
   ``Collection.search(vector=..., k=20)`` (end to end: candidates, exact
   re-rank on the stored vectors, SQLite path lookup) and recall@20 against
-  exact numpy ground truth.  The same for the PCA256+IVF index used above
-  200k rows, and the raw latency of an exact 4096-d ``IndexFlatIP`` scan.
+  exact numpy ground truth, searched in one thread and with one shard per
+  CPU in threads, taking turns query by query with a re-implementation of
+  index format 1 (PCA-256 float32 flat, re-rank on copied rows) as the
+  same-run baseline.  The same for the PCA256+IVF index used above 200k
+  rows, and the raw latency of an exact 4096-d ``IndexFlatIP`` scan.
+  The synthetic features are a *hard* case for a PCA projection: the 2000
+  cluster centres spread their energy evenly over ~2000 directions (see
+  the README for how this compares with real features).
 * ``binary``: N random 512-byte codes (4096 bits) in a collection (the float
   feature file is a sparse file of zeros there: binary search never reads it);
-  ``Collection.search(vector=code, binary=True, k=20)`` latency, build time.
+  ``Collection.search(vector=code, binary=True, k=20)`` latency (one shard per
+  CPU searched in threads vs the same shards in one thread vs format 1's single
+  ``IndexBinaryFlat``, taking turns), exactness against numpy, build time.
 * ``tags``: N rows of synthetic tag probabilities (1539 tags, about 40 per
   image above the 0.01 storage floor), SQL tag query latency, disk per image.
 * ``ivf1m``: the IVF path at 1M x 4096 float (vectors generated in chunks and
@@ -33,8 +41,6 @@ import os
 import platform
 import resource
 import shutil
-import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -96,6 +102,34 @@ def row_latency(what: str, res: dict[int, tuple[float, float, float]], note: str
     for threads, (p50, p99, cpu) in res.items():
         row(f"{what} ({threads} thread{'s' if threads > 1 else ''})",
             f"{p50:.1f} / {p99:.1f} ms (CPU {cpu:.1f} ms)", note)
+
+
+def time_interleaved(fns: dict[str, object], qs, rounds: int = 1) -> dict[str, tuple[float, float, float]]:
+    """``{name: (wall p50 ms, wall p99 ms, CPU-time p50 ms)}``; the variants take turns on every query
+    (repeated ``rounds`` times), so a load change on the shared machine hits all of them alike."""
+    from threadpoolctl import threadpool_limits
+
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
+    # BLAS at one thread for every variant: OpenBLAS threads spin for a while after a call and would
+    # take CPU from whichever variant runs next (format 1's re-rank multiplies with BLAS)
+    with threadpool_limits(limits=1, user_api="blas"):
+        for _ in range(rounds):
+            for q in qs:
+                for name, fn in fns.items():
+                    t, c = time.perf_counter(), time.process_time()
+                    fn(q)
+                    wall[name].append(time.perf_counter() - t)
+                    cpu[name].append(time.process_time() - c)
+    out = {}
+    for name in fns:
+        p50, p99 = percentiles(wall[name])
+        out[name] = (p50, p99, float(np.median(cpu[name])) * 1000)
+    return out
+
+
+def load_avg() -> str:
+    return "load average %.2f / %.2f / %.2f" % os.getloadavg()
 
 
 def row(what: str, value: str, note: str = "") -> None:
@@ -193,9 +227,38 @@ def exact_topk(vecs: np.ndarray, qn: np.ndarray, k: int = 20, chunk: int = 20_00
     return best_i
 
 
-def bench_float(work: Path, n: int, queries: int, rng) -> None:
-    import faiss
+class Format1Float:
+    """The float search of index format 1, re-implemented for a same-run baseline: PCA-256 float32
+    flat scan (one thread), 1000 candidates re-ranked on rows *copied* out of a fresh memory map
+    of ``feature.f32``, SQLite path lookup."""
 
+    def __init__(self, col, vf: VectorFile, n: int) -> None:
+        import faiss
+
+        live = np.arange(n, dtype=np.int64)
+        pick = np.sort(np.random.default_rng(0).choice(live, size=min(32_768, n), replace=False))
+        self.A = _index._pca(_index.l2_normalize(vf.view()[pick]), 256, 0)
+        self.flat = faiss.IndexFlatIP(256)
+        for s in range(0, n, 16_384):
+            self.flat.add(np.ascontiguousarray(_index.l2_normalize(vf.view()[s : s + 16_384]) @ self.A.T))
+        self.col, self.vf = col, vf
+
+    def search(self, q: np.ndarray, k: int = 20, cand: int = 1000):
+        import faiss
+
+        qn = _index.l2_normalize(q[None])
+        faiss.omp_set_num_threads(1)
+        _, I = self.flat.search(np.ascontiguousarray(qn @ self.A.T), cand)
+        self.col._snapshot()  # what Collection.search does first (one SQLite read transaction)
+        rows = np.sort(I[0])
+        sims = _index.l2_normalize(self.vf.read(rows)) @ qn[0]
+        order = np.lexsort((rows, -sims))[:k]
+        paths = self.col.rows_to_paths(rows[order])
+        faiss.omp_set_num_threads(os.cpu_count() or 1)
+        return [(int(r), paths[int(r)]) for r in rows[order]]
+
+
+def bench_float(work: Path, n: int, queries: int, rng, rounds: int = 1) -> None:
     print(f"float: {n} x {DIM}", file=sys.stderr)
     centers = rng.standard_normal((2000, DIM), dtype=np.float32) / np.sqrt(DIM) * 8
     path = work / "float"
@@ -209,8 +272,12 @@ def bench_float(work: Path, n: int, queries: int, rng) -> None:
     t = time.perf_counter()
     gt = exact_topk(vf.view(), qn)
     row(f"float {n // 1000}k: exact ground truth by numpy", f"{time.perf_counter() - t:.1f} s", f"({queries} queries)")
+
+    def recall(hits) -> float:
+        return float(np.mean([len(set(h) & set(g)) / 20 for h, g in zip(hits, gt)]))
+
     shutil.rmtree(path / "index", ignore_errors=True)
-    for ivf_min, label in ((_index.IVF_MIN, None), (0, "PCA256+IVF")):
+    for ivf_min in (_index.IVF_MIN, 0):
         _index.IVF_MIN = ivf_min
         with Collection.open(path, create=False) as col:
             m0 = rss_mb()
@@ -218,28 +285,59 @@ def bench_float(work: Path, n: int, queries: int, rng) -> None:
             col.search(vector=qs[0], k=20)
             build = time.perf_counter() - t
             m1 = rss_mb()
-            im = col._cache[("index", "feature")][1]
-            label = label or im.kind
-            hits = [[h.row for h in col.search(vector=q, k=20)] for q in qs]
-            rec = np.mean([len(set(h) & set(g)) / 20 for h, g in zip(hits, gt)])
-            res = time_queries(lambda q: col.search(vector=q, k=20), qs)
+            idx, im = col._cache[("index", "feature")]
+            nsh = len(idx.shards)
+            rec = recall([[h.row for h in col.search(vector=q, k=20)] for q in qs])
             row(f"float {n // 1000}k {im.kind}: build on first search", f"{build:.1f} s",
-                "(randomized-SVD projection to 256-d + add; saved to index/)")
-            row_latency(f"float {n // 1000}k {im.kind} + exact re-rank of {max(1000, 20 * 20)}: Collection.search k=20 p50 / p99, "
-                        f"recall@20 = {rec:.3f}", res, "(target <= 20 ms)")
-            row(f"float {n // 1000}k {im.kind}: index memory", f"{(m1 - m0) / n * 1024:.2f} KiB/image",
-                f"(index file {disk_mb(path, ['index/feature.faiss']) / n * 1024:.2f} KiB/image)")
+                f"(randomized-SVD projection + add, {nsh} shard(s); saved to index/)")
+            row(f"float {n // 1000}k {im.kind}: index memory", f"{idx.nbytes / n / 1024:.2f} KiB/image",
+                f"(process RSS grew {(m1 - m0) / n * 1024:.2f} KiB/image over the build; "
+                f"index file {disk_mb(path, ['index/feature.faiss']) / n * 1024:.2f} KiB/image)")
+
+            def with_threads(th):
+                def fn(q):
+                    idx.threads = th
+                    return col.search(vector=q, k=20)
+                return fn
+
+            fns = {}
+            if im.kind == "pca-sq8-ip":
+                t = time.perf_counter()
+                old = Format1Float(col, vf, n)
+                row(f"float {n // 1000}k format 1 (PCA-256 fp32 flat) baseline: build", f"{time.perf_counter() - t:.1f} s")
+                old_rec = recall([[r for r, _ in old.search(q)] for q in qs])
+                fns[f"format 1: PCA-256 fp32 flat + copying re-rank of 1000, recall@20 = {old_rec:.3f}"] = old.search
+            fns[f"{im.kind} + in-place re-rank of 1000, recall@20 = {rec:.3f}, 1 thread"] = with_threads(1)
+            if nsh > 1:
+                fns[f"{im.kind} + in-place re-rank of 1000, recall@20 = {rec:.3f}, {nsh} shards in threads"] = \
+                    with_threads(None)
+            la = load_avg()
+            res = time_interleaved(fns, qs, rounds)
+            for name, (p50, p99, cpu) in res.items():
+                row(f"float {n // 1000}k {name}: Collection.search k=20 p50 / p99", f"{p50:.1f} / {p99:.1f} ms (CPU {cpu:.1f} ms)",
+                    f"(target <= 20 ms; {la} before, {load_avg()} after)")
+            idx.threads = None
     _index.IVF_MIN = 200_000
     # what an exact 4096-d scan would cost (the kind used up to FLAT_MAX rows)
     exact, _ = _index.build_float_index(vf.view(), np.arange(n, dtype=np.int64), flat_max=n)
-    res = time_queries(lambda q: exact.search(q[None], 20), qn[:50])
-    row_latency(f"float {n // 1000}k exact IndexFlatIP (4096-d, for comparison): raw search k=20 p50 / p99", res)
-    del exact
+
+    def exact_fn(th):
+        def fn(q):
+            exact.threads = th
+            return exact.search(q[None], 20)
+        return fn
+
+    res = time_interleaved({"1 thread": exact_fn(1), f"{len(exact.shards)} shards in threads": exact_fn(None)}, qn[:50])
+    for name, (p50, p99, cpu) in res.items():
+        row(f"float {n // 1000}k exact IndexFlatIP (4096-d, for comparison), {name}: raw search k=20 p50 / p99",
+            f"{p50:.1f} / {p99:.1f} ms (CPU {cpu:.1f} ms)")
     row(f"float {n // 1000}k: disk (feature.f32 + codes.u8 + sqlite)",
         f"{disk_mb(path, ['feature.f32', 'codes.u8', 'collection.sqlite*']) / n * 1024:.1f} KiB/image")
 
 
-def bench_binary(work: Path, n: int, queries: int, rng) -> None:
+def bench_binary(work: Path, n: int, queries: int, rng, rounds: int = 1) -> None:
+    import faiss
+
     print(f"binary: {n} x {CODE_BYTES} bytes", file=sys.stderr)
     path = work / "binary"
     t = time.perf_counter()
@@ -257,14 +355,53 @@ def bench_binary(work: Path, n: int, queries: int, rng) -> None:
         col.search(vector=qs[0], k=20, binary=True)
         build = time.perf_counter() - t
         m1 = rss_mb()
-        res = time_queries(lambda q: col.search(vector=q, k=20, binary=True), qs)
-        row(f"binary {n // 1000}k (IndexBinaryFlat): build on first search", f"{build:.1f} s")
-        row_latency(f"binary {n // 1000}k: Collection.search k=20 p50 / p99", res, "(target <= 50 ms)")
-        row(f"binary {n // 1000}k: index memory", f"{(m1 - m0) / n * 1024:.2f} KiB/image")
         idx = col._cache[("index", "codes")][0]
-        row_latency(f"binary {n // 1000}k: raw FAISS search k=20 p50 / p99", time_queries(lambda q: idx.search(q[None], 20), qs[:50]))
+        nsh = len(idx.shards)
+        row(f"binary {n // 1000}k: build on first search (from codes.u8, {nsh} shards)", f"{build:.1f} s")
+        row(f"binary {n // 1000}k: index memory", f"{idx.nbytes / n / 1024:.2f} KiB/image",
+            f"(process RSS grew {(m1 - m0) / n * 1024:.2f} KiB/image; nothing written to disk)")
+        # exactness: same rows and distances as numpy over all codes, for a few queries
+        allc = codes.view()
+        pop = np.array([bin(i).count("1") for i in range(256)], dtype=np.int32)
+        for q in qs[:3]:
+            d = np.concatenate([pop[allc[s : s + 100_000] ^ q].sum(axis=1) for s in range(0, n, 100_000)])
+            o = np.lexsort((np.arange(n), d))[:20]
+            hits = col.search(vector=q, k=20, binary=True)
+            assert [h.row for h in hits] == o.tolist() and [h.distance for h in hits] == d[o].tolist()
+        row(f"binary {n // 1000}k: exact", "same rows and distances as numpy", "(3 queries checked)")
+        # format 1 ran one IndexBinaryIDMap(IndexBinaryFlat) on one thread
+        old = faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(CODE_BYTES * 8))
+        for s in range(0, n, 65_536):
+            old.add_with_ids(np.ascontiguousarray(allc[s : s + 65_536]), np.arange(s, min(n, s + 65_536), dtype=np.int64))
+
+        new_entry = col._cache[("index", "codes")]
+
+        def old_fn(q):  # the whole Collection.search path, with format 1's index swapped in
+            col._cache[("index", "codes")] = (old, new_entry[1])
+            faiss.omp_set_num_threads(1)
+            try:
+                return col.search(vector=q, k=20, binary=True)
+            finally:
+                faiss.omp_set_num_threads(os.cpu_count() or 1)
+                col._cache[("index", "codes")] = new_entry
+
+        def with_threads(th):
+            def fn(q):
+                idx.threads = th
+                return col.search(vector=q, k=20, binary=True)
+            return fn
+
+        fns = {"format 1: one IndexBinaryIDMap(IndexBinaryFlat), 1 thread": old_fn,
+               "sharded, searched in 1 thread": with_threads(1),
+               f"sharded, {nsh} shards in threads": with_threads(None)}
+        la = load_avg()
+        res = time_interleaved(fns, qs, rounds)
+        for name, (p50, p99, cpu) in res.items():
+            row(f"binary {n // 1000}k {name}: Collection.search k=20 p50 / p99", f"{p50:.1f} / {p99:.1f} ms (CPU {cpu:.1f} ms)",
+                f"(target <= 50 ms; {la} before, {load_avg()} after)")
+        idx.threads = None
     row(f"binary {n // 1000}k: disk (codes.u8 + sqlite)",
-        f"{disk_mb(path, ['codes.u8', 'collection.sqlite*']) / n * 1024:.2f} KiB/image")
+        f"{disk_mb(path, ['codes.u8', 'collection.sqlite*', 'index/*']) / n * 1024:.2f} KiB/image")
 
 
 def bench_tags(work: Path, n: int, queries: int, rng) -> None:
@@ -308,20 +445,19 @@ def bench_ivf1m(n: int, queries: int, rng) -> None:
 
     print(f"ivf: {n} x {DIM} streamed", file=sys.stderr)
     centers = rng.standard_normal((2000, DIM), dtype=np.float32) / np.sqrt(DIM) * 8
-    index, kind = _index.new_float_index(DIM, n, flat_max=0)
     t = time.perf_counter()
-    _index.train_float_index(index, _index.l2_normalize(clustered(rng, 65_536, centers)))
+    index, kind = _index.new_float_index(DIM, n, flat_max=0, sample=_index.l2_normalize(clustered(rng, 65_536, centers)))
     train = time.perf_counter() - t
     m0 = rss_mb()
     t = time.perf_counter()
     chunk = 50_000
     for s in range(0, n, chunk):
-        x = _index.l2_normalize(clustered(rng, min(chunk, n - s), centers))
-        index.add_with_ids(x, np.arange(s, s + len(x), dtype=np.int64))
+        x = clustered(rng, min(chunk, n - s), centers)
+        index.add_with_ids(_index.l2_normalize(x), np.arange(s, s + len(x), dtype=np.int64), np.linalg.norm(x, axis=1))
         print(f"    added {s + len(x)}/{n}", file=sys.stderr, end="\r", flush=True)
     add = time.perf_counter() - t
     print(file=sys.stderr)
-    row(f"float {n // 1000}k PCA256+IVF{faiss.extract_index_ivf(index).nlist}: train / add",
+    row(f"float {n // 1000}k PCA256+IVF{faiss.extract_index_ivf(index.shards[0]).nlist}: train / add",
         f"{train:.0f} s / {add:.0f} s", "(add includes generating the synthetic vectors)")
     row(f"float {n // 1000}k PCA256+IVF: index memory", f"{(rss_mb() - m0) / n * 1024:.2f} KiB/image")
     qs = _index.l2_normalize(clustered(rng, queries, centers))
@@ -377,6 +513,7 @@ def main() -> int:
     ap.add_argument("--n-tags", type=int, default=100_000)
     ap.add_argument("--n-ivf", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=1, help="times every query is timed (float and binary parts)")
     ap.add_argument("--overhead-model", default=None,
                     help="zoo model for the overhead part (default: load_model's default; 'fixture' = i2v fixture)")
     ap.add_argument("--overhead-images", type=int, default=72)
@@ -393,9 +530,9 @@ def main() -> int:
     rng = np.random.default_rng(0)
     try:
         if "float" in parts:
-            bench_float(work, args.n_float, args.queries, rng)
+            bench_float(work, args.n_float, args.queries, rng, args.rounds)
         if "binary" in parts:
-            bench_binary(work, args.n_binary, args.queries, rng)
+            bench_binary(work, args.n_binary, args.queries, rng, args.rounds)
         if "tags" in parts:
             bench_tags(work, args.n_tags, args.queries, rng)
         if "ivf1m" in parts:

@@ -1,38 +1,57 @@
 """FAISS search indexes built from a collection's stored vectors.
 
 * Float features: L2-normalised, so inner product is cosine similarity.
-  Up to ``FLAT_MAX`` live rows (20 000) an exact ``IndexFlatIP`` on the full
-  vectors.  Above it a projection to ``pca_dim`` (256) principal directions
-  in front of an ``IndexFlatIP`` (up to ``IVF_MIN`` = 200 000 rows) or an
-  inner-product ``IndexIVFFlat`` (``nlist`` about sqrt(N), searched with
-  ``nprobe`` lists).  The projected indexes only pick candidates: search
-  re-ranks them by exact cosine on the stored full vectors
-  (:mod:`.search`), so a 4096-d scan of every row is never needed.
-* Binary codes: exact ``IndexBinaryFlat`` (Hamming distance).
+  Up to ``FLAT_MAX`` live rows (20 000) an exact inner-product scan of the
+  full vectors (``IndexFlatIP``).  Above it, and up to ``IVF_MIN`` (200 000)
+  rows, a projection to ``PCA_DIM`` (512) principal directions whose values
+  are stored as 8-bit scalar-quantised codes (``IndexScalarQuantizer``
+  ``QT_8bit``, 512 bytes per row: half the bytes of a float32 projection to
+  256 dimensions, and twice the dimensions).  Above ``IVF_MIN`` a projection
+  to ``IVF_PCA_DIM`` (256) in front of an inner-product ``IndexIVFFlat``
+  (``nlist`` about sqrt(N), searched with ``nprobe`` lists).  The projected
+  indexes only pick candidates: search re-ranks them by exact cosine on the
+  stored full vectors (:mod:`.search`), using the row norms kept with the
+  index, so a 4096-d scan of every row is never needed.
+* Binary codes: exact Hamming distance over every code (``IndexBinaryFlat``).
 
-Both are wrapped so that FAISS ids are the collection's vector row numbers.
-Indexes live in ``<collection>/index/`` with a JSON file beside each that
-records the model identity, the vector rows covered and the collection's
+Exhaustive scans are split into one shard per CPU (:class:`ShardedIndex`,
+disjoint row ranges, each a FAISS index) that a single query searches in
+parallel threads (FAISS releases the GIL); the per-shard results are merged
+exactly.  FAISS on its own parallelises over queries only, so one query
+used one core.
+
+Ids are the collection's vector row numbers.  Float indexes live in
+``<collection>/index/feature.faiss`` with a JSON file beside it that records
+the model identity, the vector rows covered and the collection's
 ``delete_gen``; an index whose identity or ``delete_gen`` differs is rebuilt,
 one that only lacks newly added rows is extended.  They are caches: deleting
-the ``index`` directory is always safe.
+the ``index`` directory is always safe.  The binary index is not written to
+disk: its data is exactly the ``codes.u8`` file, so it is built from that in
+memory (as fast as reading a copy would be).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 FLAT_MAX = 20_000
 IVF_MIN = 200_000
-PCA_DIM = 256
+PCA_DIM = 512
+IVF_PCA_DIM = 256
 DEFAULT_NPROBE = 32
+#: Shards searched by parallel threads; ``None``: one per CPU this process may use (at most 8).
+SEARCH_THREADS: int | None = None
+#: Below this many bytes of index data a query searches the shards one after the other (threads cost more).
+PARALLEL_MIN_BYTES = 4 << 20
 _CHUNK = 16_384
 
 
@@ -41,12 +60,23 @@ class IndexMeta:
     """What an index file covers (stored as JSON beside it)."""
 
     format: int
-    kind: str  # "flat-ip", "pca-flat-ip", "pca-ivf-ip", "binary-flat"
+    kind: str  # "flat-ip", "pca-sq8-ip", "pca-ivf-ip", "binary-flat"
     identity: str
     rows_upto: int  # vector rows [0, rows_upto) were considered
     delete_gen: int
     ntotal: int
     dim: int
+
+
+def search_threads() -> int:
+    """Threads (and shards) for one query: :data:`SEARCH_THREADS`, else the CPUs available (1-8)."""
+    if SEARCH_THREADS is not None:
+        return max(1, int(SEARCH_THREADS))
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    return max(1, min(8, n))
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -55,6 +85,250 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     return x / norms
+
+
+def _normalize_with_norms(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64)).astype(np.float32)
+    safe = np.where(norms == 0, np.float32(1), norms)
+    return x / safe[:, None], norms
+
+
+@contextlib.contextmanager
+def _one_omp_thread() -> Iterator[None]:
+    """FAISS's OpenMP at one thread in this thread (a single query gains nothing from it;
+    the idle OpenMP workers would spin on the cores the shard threads need)."""
+    import faiss
+
+    prev = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(prev)
+
+
+def project(x: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """``x @ transform.T`` as contiguous float32.
+
+    A single row goes through FAISS's single-threaded inner-product kernel:
+    a multi-threaded BLAS call per query would leave OpenBLAS's worker
+    threads spinning (for ~0.1 s) on the cores the searches need.
+    """
+    import faiss
+
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if len(x) != 1:
+        return np.ascontiguousarray(x @ transform.T)
+    out = np.empty((1, transform.shape[0]), dtype=np.float32)
+    t = np.ascontiguousarray(transform, dtype=np.float32)
+    faiss.fvec_inner_products_ny(faiss.swig_ptr(out), faiss.swig_ptr(x), faiss.swig_ptr(t), x.shape[1], t.shape[0])
+    return out
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        import faiss
+
+        _POOL = ThreadPoolExecutor(7, thread_name_prefix="i2v-search",
+                                   initializer=lambda: faiss.omp_set_num_threads(1))
+    return _POOL
+
+
+class ShardedIndex:
+    """FAISS indexes over disjoint sets of rows, searched in parallel, merged exactly.
+
+    Each shard holds its rows in ascending order (``ids[s]``: row of each
+    shard position; ``None`` when the shard stores the rows as its own ids,
+    like an IVF index).  Results are ordered by distance (binary: smaller
+    first; float: larger inner product first), ties by smaller row, and are
+    the same as one exhaustive index over all rows would give.
+
+    Args:
+        shards: FAISS indexes (``IndexBinaryFlat``, ``IndexFlatIP``,
+            ``IndexScalarQuantizer``, ...), all of one kind.
+        ids: per shard, the row of each of its entries (or ``None``).
+        binary: Hamming distances (smaller is closer) instead of inner products.
+        transform: ``(d_out, d_in)`` matrix applied to float queries and added
+            vectors before the shards see them (the PCA projection).
+        norms: float32 norm of every stored vector row ``[0, len(norms))``
+            (NaN for rows not in the index), for exact re-ranking.
+    """
+
+    def __init__(self, shards: list, ids: list[np.ndarray | None], *, binary: bool,
+                 transform: np.ndarray | None = None, norms: np.ndarray | None = None) -> None:
+        self.shards = list(shards)
+        self.ids = [None if i is None else np.asarray(i, dtype=np.int64) for i in ids]
+        self.binary = binary
+        self.transform = None if transform is None else np.ascontiguousarray(transform, dtype=np.float32)
+        self.norms = np.zeros(0, np.float32) if norms is None else np.asarray(norms, dtype=np.float32)
+        self.threads: int | None = None  # None: search_threads()
+
+    @property
+    def ntotal(self) -> int:
+        return int(sum(s.ntotal for s in self.shards))
+
+    @property
+    def code_bytes(self) -> int:
+        s = self.shards[0]
+        return int(s.code_size) if hasattr(s, "code_size") else int(s.d) * 4
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held in memory: codes (or the whole IVF index as serialised), row ids, norms, projection."""
+        import faiss
+
+        total = self.norms.nbytes + (0 if self.transform is None else self.transform.nbytes)
+        for shard, ids in zip(self.shards, self.ids):
+            if ids is None:
+                total += len(faiss.serialize_index(shard))
+            else:
+                total += int(shard.ntotal) * self.code_bytes + ids.nbytes
+        return total
+
+    # ------------------------------------------------------------------ add
+    def add_with_ids(self, x: np.ndarray, rows: np.ndarray, norms: np.ndarray | None = None) -> None:
+        """Add vectors (float: already L2-normalised; their original ``norms``) of ``rows`` (ascending, above all present rows)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return
+        if norms is not None:
+            top = int(rows.max()) + 1
+            if len(self.norms) < top:
+                self.norms = np.concatenate([self.norms, np.full(top - len(self.norms), np.nan, np.float32)])
+            self.norms[rows] = norms
+        if self.binary:
+            x = np.ascontiguousarray(x, dtype=np.uint8)
+        else:
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            if self.transform is not None:
+                x = np.ascontiguousarray(x @ self.transform.T)
+        # contiguous parts, smallest shards first, so shards stay balanced and rows ascending within each
+        order = np.argsort([s.ntotal for s in self.shards], kind="stable")
+        bounds = np.linspace(0, len(rows), len(self.shards) + 1).astype(int)
+        for part, s in enumerate(order):
+            a, b = bounds[part], bounds[part + 1]
+            if a == b:
+                continue
+            if self.ids[s] is None:
+                self.shards[s].add_with_ids(x[a:b], rows[a:b])
+            else:
+                self.shards[s].add(x[a:b])
+                self.ids[s] = np.concatenate([self.ids[s], rows[a:b]])
+
+    # ------------------------------------------------------------------ search
+    def _map(self, s: int, labels: np.ndarray) -> np.ndarray:
+        ids = self.ids[s]
+        if ids is None:
+            return labels.astype(np.int64)
+        out = np.full(labels.shape, -1, np.int64)
+        ok = labels >= 0
+        out[ok] = ids[labels[ok]]
+        return out
+
+    def _prepare(self, x: np.ndarray) -> np.ndarray:
+        if self.binary:
+            return np.ascontiguousarray(x, dtype=np.uint8)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.transform is not None:
+            x = project(x, self.transform)
+        return x
+
+    def _each(self, fn: Callable[[int], object], nq: int, threads: int | None) -> list:
+        """``[fn(s) for s in shards]``: in parallel threads for single queries on big shards, else in turn."""
+        n = len(self.shards)
+        t = min(n, self.threads or search_threads() if threads is None else threads)
+        big = self.ntotal * self.code_bytes >= PARALLEL_MIN_BYTES
+        if nq > 1:
+            return [fn(s) for s in range(n)]  # FAISS parallelises over queries itself
+        with _one_omp_thread():
+            if t <= 1 or n == 1 or not big:
+                return [fn(s) for s in range(n)]
+            pool = _pool()
+            futs = [pool.submit(fn, s) for s in range(1, n)]
+            first = fn(0)
+            return [first] + [f.result() for f in futs]
+
+    def search(self, x: np.ndarray, k: int, *, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(distances, rows)``, each ``(nq, k)``, like a FAISS index (rows ``-1`` past the end).
+
+        Order: by distance, ties by smaller row.  Each shard returns its own
+        first ``k`` in that order (FAISS's heaps break ties by position, and a
+        shard's positions are in row order), so the merged first ``k`` are
+        exactly those of one index over all rows.
+        """
+        xq = self._prepare(x)
+        nq, k = len(xq), int(k)
+
+        def one(s: int):
+            shard = self.shards[s]
+            if shard.ntotal == 0:
+                return np.zeros((nq, 0), np.int32 if self.binary else np.float32), np.zeros((nq, 0), np.int64)
+            D, L = shard.search(xq, min(k, int(shard.ntotal)))
+            return D, self._map(s, L)
+
+        res = self._each(one, nq, threads)
+        D = np.concatenate([r[0] for r in res], axis=1)
+        I = np.concatenate([r[1] for r in res], axis=1)
+        if self.binary:
+            key = np.where(I >= 0, D.astype(np.int64), np.iinfo(np.int64).max)
+        else:
+            key = np.where(I >= 0, -D.astype(np.float64), np.inf)
+        order = np.lexsort((np.where(I >= 0, I, np.iinfo(np.int64).max), key), axis=-1)[:, :k]
+        D_out = np.take_along_axis(D, order, 1)
+        I_out = np.take_along_axis(I, order, 1)
+        if D_out.shape[1] < k:  # fewer rows than k: pad like FAISS
+            pad = k - D_out.shape[1]
+            D_out = np.concatenate([D_out, np.full((nq, pad), np.iinfo(np.int32).max if self.binary else -np.inf,
+                                                   D_out.dtype)], axis=1)
+            I_out = np.concatenate([I_out, np.full((nq, pad), -1, np.int64)], axis=1)
+        return D_out, I_out
+
+    def range_search(self, x: np.ndarray, radius) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(lims, distances, rows)`` like FAISS ``range_search`` (binary: distances below ``radius``)."""
+        xq = self._prepare(x)
+        nq = len(xq)
+        res = self._each(lambda s: self.shards[s].range_search(xq, radius), nq, None)
+        qidx, D, I = [], [], []
+        for s, (lims, d, lab) in enumerate(res):
+            lims = np.asarray(lims, dtype=np.int64)
+            qidx.append(np.repeat(np.arange(nq), np.diff(lims)))
+            D.append(np.asarray(d))
+            I.append(self._map(s, np.asarray(lab, dtype=np.int64)))
+        qidx = np.concatenate(qidx)
+        order = np.argsort(qidx, kind="stable")
+        lims = np.concatenate([[0], np.cumsum(np.bincount(qidx, minlength=nq))]).astype(np.int64)
+        return lims, np.concatenate(D)[order], np.concatenate(I)[order]
+
+    # ------------------------------------------------------------------ persistence
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        import faiss
+
+        out = {"binary": np.array([self.binary]), "nshards": np.array([len(self.shards)]),
+               "transform": np.zeros((0, 0), np.float32) if self.transform is None else self.transform,
+               "norms": self.norms}
+        for s, (shard, ids) in enumerate(zip(self.shards, self.ids)):
+            out[f"shard{s}"] = (faiss.serialize_index_binary if self.binary else faiss.serialize_index)(shard)
+            out[f"ids{s}"] = np.full(1, -2, np.int64) if ids is None else ids
+        return out
+
+    @classmethod
+    def from_arrays(cls, a) -> ShardedIndex:
+        import faiss
+
+        binary = bool(a["binary"][0])
+        n = int(a["nshards"][0])
+        shards, ids = [], []
+        for s in range(n):
+            shards.append((faiss.deserialize_index_binary if binary else faiss.deserialize_index)(a[f"shard{s}"]))
+            i = a[f"ids{s}"]
+            ids.append(None if len(i) == 1 and i[0] == -2 else i)
+        t = a["transform"]
+        return cls(shards, ids, binary=binary, transform=t if t.size else None, norms=a["norms"])
 
 
 def _live_in(live_rows: np.ndarray, start: int, stop: int) -> np.ndarray:
@@ -66,69 +340,63 @@ def float_kind(n: int, *, flat_max: int | None = None, ivf_min: int | None = Non
     """The float index kind used for ``n`` rows."""
     flat_max = FLAT_MAX if flat_max is None else flat_max
     ivf_min = IVF_MIN if ivf_min is None else ivf_min
-    return "flat-ip" if n <= flat_max else "pca-flat-ip" if n <= ivf_min else "pca-ivf-ip"
+    return "flat-ip" if n <= flat_max else "pca-sq8-ip" if n <= ivf_min else "pca-ivf-ip"
+
+
+def _pca(sample: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Top ``k`` principal directions ``(k, D)`` of the *uncentred* sample (randomized SVD:
+    seconds, not the minutes of a full 4096-d eigendecomposition).  With orthonormal rows
+    and no bias, inner products in the projected space approximate the original cosines."""
+    from sklearn.utils.extmath import randomized_svd
+
+    x = np.ascontiguousarray(sample, dtype=np.float32)
+    _, _, vt = randomized_svd(x, k, n_iter=2, random_state=seed)
+    return np.ascontiguousarray(vt, dtype=np.float32)
 
 
 def new_float_index(dim: int, n: int, *, flat_max: int | None = None, ivf_min: int | None = None,
-                    pca_dim: int = PCA_DIM, nlist: int | None = None):
-    """An empty float index suitable for ``n`` vectors; returns ``(index, kind)``.
+                    pca_dim: int | None = None, nlist: int | None = None, sample: np.ndarray | None = None,
+                    shards: int | None = None, seed: int = 0) -> tuple[ShardedIndex, str]:
+    """An empty float index for ``n`` vectors; returns ``(index, kind)``.
 
-    The projected kinds (a ``LinearTransform`` filled by
-    :func:`train_float_index`, then a flat or IVF inner-product index) must be
-    trained before use.
+    The projected kinds need ``sample``: normalised vectors to fit the
+    projection (and the quantiser / IVF lists) on.
     """
     import faiss
 
     kind = float_kind(n, flat_max=flat_max, ivf_min=ivf_min)
+    nsh = max(1, min(search_threads() if shards is None else shards, max(1, n)))
     if kind == "flat-ip":
-        return faiss.IndexIDMap2(faiss.IndexFlatIP(dim)), kind
-    pca = max(1, min(pca_dim, dim, n))
-    proj = faiss.LinearTransform(dim, pca, False)
-    if kind == "pca-flat-ip":
-        inner = faiss.IndexIDMap2(faiss.IndexFlatIP(pca))
-    else:
-        if nlist is None:
-            nlist = int(min(4096, max(64, 2 ** round(math.log2(max(1.0, math.sqrt(n)))))))
-        nlist = max(1, min(nlist, n // 39))  # FAISS wants ~39 training points per list
-        inner = faiss.IndexIVFFlat(faiss.IndexFlatIP(pca), pca, nlist, faiss.METRIC_INNER_PRODUCT)
-    index = faiss.IndexPreTransform(proj, inner)
-    index.is_trained = False
-    return index, kind
-
-
-def train_float_index(index, sample: np.ndarray, *, seed: int = 0) -> None:
-    """Train an IVF index on a sample of (normalised) vectors; no-op for flat ones.
-
-    The projection keeps the top principal directions of the *uncentred*
-    sample (randomized SVD, so a 4096-d PCA costs seconds, not the minutes of
-    a full eigendecomposition): with orthonormal rows and no bias, inner
-    products in the projected space approximate the original cosines.
-    """
-    import faiss
-    from sklearn.utils.extmath import randomized_svd
-
-    if index.is_trained:
-        return
-    x = np.ascontiguousarray(sample, dtype=np.float32)
-    proj = faiss.downcast_VectorTransform(index.chain.at(0))
-    k = proj.d_out
-    _, _, vt = randomized_svd(x, k, n_iter=2, random_state=seed)
-    faiss.copy_array_to_vector(np.ascontiguousarray(vt, dtype=np.float32).ravel(), proj.A)
-    proj.is_trained = True
-    inner = faiss.downcast_index(index.index)
-    if not inner.is_trained:
-        inner.train(np.ascontiguousarray(x @ vt.T, dtype=np.float32))
-    index.is_trained = True
+        return ShardedIndex([faiss.IndexFlatIP(dim) for _ in range(nsh)], [np.zeros(0, np.int64)] * nsh,
+                            binary=False), kind
+    if sample is None:
+        raise ValueError(f"a {kind} index needs a sample of vectors to train on")
+    pd = pca_dim if pca_dim is not None else PCA_DIM if kind == "pca-sq8-ip" else IVF_PCA_DIM
+    pd = max(1, min(pd, dim, len(sample)))
+    A = _pca(sample, pd, seed)
+    proj = np.ascontiguousarray(np.asarray(sample, dtype=np.float32) @ A.T)
+    if kind == "pca-sq8-ip":
+        sq = faiss.IndexScalarQuantizer(pd, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+        sq.train(proj)
+        return ShardedIndex([faiss.clone_index(sq) for _ in range(nsh)], [np.zeros(0, np.int64)] * nsh,
+                            binary=False, transform=A), kind
+    if nlist is None:
+        nlist = int(min(4096, max(64, 2 ** round(math.log2(max(1.0, math.sqrt(n)))))))
+    nlist = max(1, min(nlist, len(sample) // 39))  # FAISS wants ~39 training points per list
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(pd), pd, nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf.train(proj)
+    return ShardedIndex([ivf], [None], binary=False, transform=A), kind
 
 
 def set_nprobe(index, nprobe: int) -> None:
     import faiss
 
-    try:
-        ivf = faiss.extract_index_ivf(index)
-    except Exception:  # not an IVF index
-        return
-    ivf.nprobe = int(nprobe)
+    for shard in getattr(index, "shards", [index]):
+        try:
+            ivf = faiss.extract_index_ivf(shard)
+        except Exception:  # not an IVF index
+            continue
+        ivf.nprobe = int(nprobe)
 
 
 def build_float_index(
@@ -137,67 +405,101 @@ def build_float_index(
     *,
     flat_max: int | None = None,
     ivf_min: int | None = None,
-    pca_dim: int = PCA_DIM,
+    pca_dim: int | None = None,
     nlist: int | None = None,
     train_size: int = 32_768,
     seed: int = 0,
+    shards: int | None = None,
     progress: Callable[[int], None] | None = None,
-):
+) -> tuple[ShardedIndex, str]:
     """Index the ``live_rows`` of ``vectors`` (an (R, D) array or memmap); returns ``(index, kind)``."""
     n = len(live_rows)
     dim = vectors.shape[1]
-    index, kind = new_float_index(dim, n, flat_max=flat_max, ivf_min=ivf_min, pca_dim=pca_dim, nlist=nlist)
-    if kind != "flat-ip":
+    sample = None
+    if float_kind(n, flat_max=flat_max, ivf_min=ivf_min) != "flat-ip":
         rng = np.random.default_rng(seed)
         pick = np.sort(rng.choice(live_rows, size=min(train_size, n), replace=False))
-        train_float_index(index, l2_normalize(vectors[pick]), seed=seed)
-    add_float_rows(index, vectors, live_rows, progress=progress)
+        sample = l2_normalize(vectors[pick])
+    index, kind = new_float_index(dim, n, flat_max=flat_max, ivf_min=ivf_min, pca_dim=pca_dim, nlist=nlist,
+                                  sample=sample, shards=shards, seed=seed)
+    add_float_rows(index, vectors, live_rows, progress=progress, balanced=True)
     return index, kind
 
 
-def add_float_rows(index, vectors: np.ndarray, rows: np.ndarray, *, progress: Callable[[int], None] | None = None) -> None:
-    for i in range(0, len(rows), _CHUNK):
-        ids = np.asarray(rows[i : i + _CHUNK], dtype=np.int64)
-        index.add_with_ids(l2_normalize(vectors[ids]), ids)
-        if progress:
-            progress(len(ids))
+def add_float_rows(index: ShardedIndex, vectors: np.ndarray, rows: np.ndarray, *,
+                   progress: Callable[[int], None] | None = None, balanced: bool = False) -> None:
+    """Add ``rows`` of ``vectors`` (normalised here; their norms are kept for re-ranking).
+
+    ``balanced``: split the rows into one contiguous range per shard first
+    (a fresh build), instead of spreading every chunk over the shards.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    groups = np.array_split(rows, len(index.shards)) if balanced and len(index.shards) > 1 else [rows]
+    for g, part in enumerate(groups):
+        for i in range(0, len(part), _CHUNK):
+            ids = part[i : i + _CHUNK]
+            x, norms = _normalize_with_norms(vectors[ids])
+            if balanced and len(groups) > 1:
+                _add_to_shard(index, g, x, ids, norms)
+            else:
+                index.add_with_ids(x, ids, norms)
+            if progress:
+                progress(len(ids))
 
 
-def build_binary_index(codes: np.ndarray, live_rows: np.ndarray):
-    """Exact Hamming index over the ``live_rows`` of ``codes`` ((R, B) uint8)."""
+def _add_to_shard(index: ShardedIndex, s: int, x: np.ndarray, rows: np.ndarray, norms: np.ndarray | None) -> None:
+    top = int(rows.max()) + 1
+    if norms is not None:
+        if len(index.norms) < top:
+            index.norms = np.concatenate([index.norms, np.full(top - len(index.norms), np.nan, np.float32)])
+        index.norms[rows] = norms
+    x = index._prepare(x)
+    if index.ids[s] is None:
+        index.shards[s].add_with_ids(x, rows)
+    else:
+        index.shards[s].add(x)
+        index.ids[s] = np.concatenate([index.ids[s], rows])
+
+
+def build_binary_index(codes: np.ndarray, live_rows: np.ndarray, *, shards: int | None = None) -> ShardedIndex:
+    """Exact Hamming index over the ``live_rows`` of ``codes`` ((R, B) uint8), one shard per search thread."""
     import faiss
 
-    index = faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(codes.shape[1] * 8))
-    add_binary_rows(index, codes, live_rows)
+    live_rows = np.asarray(live_rows, dtype=np.int64)
+    nsh = max(1, min(search_threads() if shards is None else shards, max(1, len(live_rows))))
+    index = ShardedIndex([faiss.IndexBinaryFlat(codes.shape[1] * 8) for _ in range(nsh)],
+                         [np.zeros(0, np.int64)] * nsh, binary=True)
+    for s, part in enumerate(np.array_split(live_rows, nsh)):
+        for i in range(0, len(part), _CHUNK * 4):
+            ids = part[i : i + _CHUNK * 4]
+            if len(ids) and ids[-1] - ids[0] == len(ids) - 1:  # a contiguous run: slice, no gather
+                x = np.ascontiguousarray(codes[ids[0] : ids[-1] + 1], dtype=np.uint8)
+            else:
+                x = np.ascontiguousarray(codes[ids], dtype=np.uint8)
+            _add_to_shard(index, s, x, ids, None)
     return index
 
 
-def add_binary_rows(index, codes: np.ndarray, rows: np.ndarray) -> None:
+def add_binary_rows(index: ShardedIndex, codes: np.ndarray, rows: np.ndarray) -> None:
     for i in range(0, len(rows), _CHUNK * 4):
         ids = np.asarray(rows[i : i + _CHUNK * 4], dtype=np.int64)
         index.add_with_ids(np.ascontiguousarray(codes[ids], dtype=np.uint8), ids)
 
 
-def save(index, path: Path, meta: IndexMeta) -> None:
+def save(index: ShardedIndex, path: Path, meta: IndexMeta) -> None:
     """Write ``index`` and its JSON meta atomically (tmp file + rename)."""
-    import faiss
-
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if meta.kind == "binary-flat":
-        faiss.write_index_binary(index, str(tmp))
-    else:
-        faiss.write_index(index, str(tmp))
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **index.to_arrays())
     os.replace(tmp, path)
     jtmp = path.with_name(f".{path.name}.{os.getpid()}.json.tmp")
     jtmp.write_text(json.dumps(asdict(meta), indent=1))
     os.replace(jtmp, path.with_suffix(".json"))
 
 
-def load(path: Path) -> tuple[object, IndexMeta] | None:
-    """Read an index and its meta; ``None`` if either is missing or unreadable."""
-    import faiss
-
+def load(path: Path) -> tuple[ShardedIndex, IndexMeta] | None:
+    """Read an index and its meta; ``None`` if either is missing, unreadable or of another format."""
     mpath = path.with_suffix(".json")
     if not path.exists() or not mpath.exists():
         return None
@@ -205,10 +507,8 @@ def load(path: Path) -> tuple[object, IndexMeta] | None:
         meta = IndexMeta(**json.loads(mpath.read_text()))
         if meta.format != INDEX_FORMAT:
             return None
-        if meta.kind == "binary-flat":
-            index = faiss.read_index_binary(str(path))
-        else:
-            index = faiss.read_index(str(path))
+        with np.load(path, allow_pickle=False) as a:
+            index = ShardedIndex.from_arrays(a)
     except Exception:  # corrupt or from another version: it is only a cache
         return None
     if index.ntotal != meta.ntotal:

@@ -60,15 +60,19 @@ def _tag_index(col) -> TagIndex:
 
 
 def get_index(col, kind: str, meta: dict[str, str], live: np.ndarray, *, nprobe: int | None = None):
-    """The up-to-date FAISS index of ``kind`` (``"feature"`` or ``"codes"``), loading, extending or rebuilding it."""
+    """The up-to-date search index of ``kind`` (``"feature"`` or ``"codes"``), loading, extending or rebuilding it.
+
+    Float indexes are saved under ``index/``; the binary index is built from
+    ``codes.u8`` in memory (its data is that file) and kept for the life of
+    the :class:`Collection`.
+    """
     ident = meta["embedder_identity"]
     rows = int(meta["rows"])
     gen = int(meta.get("delete_gen", 0))
     path = col.path / "index" / f"{kind}.faiss"
     vfs = col._vector_files(meta)
-    vectors = vfs[kind].view(rows)
     cached = col._cache.get(("index", kind))
-    if cached is None:
+    if cached is None and kind == "feature":
         cached = _index.load(path)
     changed = False
     if cached is not None:
@@ -78,6 +82,7 @@ def get_index(col, kind: str, meta: dict[str, str], live: np.ndarray, *, nprobe:
         elif kind == "feature" and im.kind != _index.float_kind(im.ntotal):
             cached = None  # built for another size class (or other thresholds)
         elif im.rows_upto < rows:
+            vectors = vfs[kind].view(rows)
             new = live[np.searchsorted(live, im.rows_upto):]
             if kind == "codes":
                 _index.add_binary_rows(idx, vectors, new)
@@ -89,15 +94,21 @@ def get_index(col, kind: str, meta: dict[str, str], live: np.ndarray, *, nprobe:
                 im.rows_upto, im.ntotal = rows, int(idx.ntotal)
                 changed = True
     if cached is None:
+        vectors = vfs[kind].view(rows)
         if kind == "codes":
             idx = _index.build_binary_index(vectors, live)
             k = "binary-flat"
+            for old in (path, path.with_suffix(".json")):  # written by format 1; the codes file is the index now
+                try:
+                    old.unlink(missing_ok=True)
+                except OSError:
+                    pass
         else:
             idx, k = _index.build_float_index(vectors, live)
         im = _index.IndexMeta(_index.INDEX_FORMAT, k, ident, rows, gen, int(idx.ntotal), int(vectors.shape[1]))
         cached = (idx, im)
         changed = True
-    if changed:
+    if changed and kind == "feature":
         try:
             _index.save(cached[0], path, cached[1])
         except OSError:  # read-only collection: keep the index in memory only
@@ -106,6 +117,38 @@ def get_index(col, kind: str, meta: dict[str, str], live: np.ndarray, *, nprobe:
     if kind == "feature":
         _index.set_nprobe(cached[0], nprobe or _index.DEFAULT_NPROBE)
     return cached[0]
+
+
+def _feature_map(col, meta, vf) -> np.ndarray:
+    """A memory map of the float features kept open across queries (re-mapping per query costs page faults).
+
+    Keyed by the rows, ``delete_gen`` and the file's inode: a ``--rebuild``
+    replaces the file, and rows only grow otherwise.
+    """
+    rows = int(meta["rows"])
+    st = os.stat(vf.path)
+    key = (rows, meta.get("delete_gen"), st.st_ino, st.st_dev)
+    cached = col._cache.get(("mmap", "feature"))
+    if cached is None or cached[0] != key:
+        cached = col._cache[("mmap", "feature")] = (key, vf.view(rows))
+    return cached[1]
+
+
+def _rerank(mm: np.ndarray, norms: np.ndarray, cand: np.ndarray, q: np.ndarray, k: int):
+    """Exact cosine of the candidate rows (inner products read in place from the memory map, no copy)."""
+    import faiss
+
+    cand = np.ascontiguousarray(np.unique(cand[cand >= 0]), dtype=np.int64)
+    ip = np.empty(len(cand), dtype=np.float32)
+    qq = np.ascontiguousarray(q[0], dtype=np.float32)
+    if len(cand):
+        with _index._one_omp_thread():
+            faiss.fvec_inner_products_by_idx(faiss.swig_ptr(ip), faiss.swig_ptr(qq), faiss.swig_ptr(mm),
+                                             faiss.swig_ptr(cand), mm.shape[1], 1, len(cand))
+    n = norms[cand]
+    sims = np.where(n > 0, ip / np.where(n > 0, n, 1), 0).astype(np.float32)
+    order = np.lexsort((cand, -sims))[:k]
+    return cand[order], sims[order]
 
 
 def _query_vectors(col, meta, image, vector, embedder, binary: bool):
@@ -267,7 +310,7 @@ def _search(col, *, image=None, vector=None, k: int | None = 20, binary: bool = 
             rows, sims = _filtered_search(idx, q, kk, allowed, len(live))
         else:  # projected index: candidates, then exact cosine on the stored vectors
             cand, _ = _filtered_search(idx, q, min(len(pool), max(RERANK_MIN, RERANK_FACTOR * kk)), allowed, len(live))
-            rows, sims = _brute_cosine(vfs["feature"], np.sort(cand), q, kk)
+            rows, sims = _rerank(_feature_map(col, meta, vfs["feature"]), idx.norms, cand, q, kk)
     paths = col.rows_to_paths(rows)
     return [SearchHit(paths[r][0], int(r), float(s), None, paths[r], tag_probs(int(r)))
             for r, s in zip(rows, sims) if paths[r]]

@@ -1,0 +1,237 @@
+"""Search indexes: sharded exact Hamming search, PCA-512 8-bit candidates with exact re-ranking, index caching.
+
+The vectors are the anime36 features and codes of the i2v fixture model,
+repeated with planted exact copies (ties) and a few flipped bits, so that
+the collections are big enough to be split into shards.  Every result is
+checked against a brute-force numpy computation with the documented order:
+Hamming distance ascending (cosine descending), ties by smaller row.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ANIME36
+
+from illust2vec.collection import Collection
+from illust2vec.collection import db as _db
+from illust2vec.collection import index as _index
+from illust2vec.collection import search as _search
+from illust2vec.collection.core import _delete_orphan_contents
+
+POP = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
+
+
+@pytest.fixture(scope="module")
+def real(i2v_features):
+    """Features and packed codes of the 36 anime36 images (i2v fixture model)."""
+    from illust2vec.collection.infer import binarize
+
+    paths = sorted(ANIME36.glob("*.jpg"))
+    feats = np.asarray(i2v_features.extract_feature(paths), dtype=np.float32)
+    return feats, binarize(i2v_features, feats)
+
+
+def _grow(real, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` rows from the 36 real ones: each an exact copy (every fourth) or a copy with noise / a few bits flipped."""
+    feats, codes = real
+    rng = np.random.default_rng(seed)
+    src = rng.integers(0, len(feats), n)
+    f = feats[src] * rng.uniform(0.5, 2.0, (n, 1)).astype(np.float32)  # cosine ignores the scale
+    noisy = np.arange(n) % 4 != 0
+    f[noisy] += 0.05 * np.abs(feats).mean() * rng.standard_normal((int(noisy.sum()), feats.shape[1])).astype(np.float32)
+    c = codes[src].copy()
+    flip = (rng.random(c.shape) < 0.01) & noisy[:, None]
+    c ^= (flip * rng.integers(1, 256, c.shape)).astype(np.uint8)
+    return f, c
+
+
+def _hamming_topk(codes: np.ndarray, rows: np.ndarray, q: np.ndarray, k: int):
+    d = POP[codes[rows] ^ q].sum(axis=1)
+    o = np.lexsort((rows, d))[:k]
+    return rows[o], d[o]
+
+
+def _cosine(feats: np.ndarray, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+    x = feats[rows].astype(np.float64)
+    return (x @ q) / (np.linalg.norm(x, axis=1) * np.linalg.norm(q))
+
+
+# --------------------------------------------------------------------------- binary, index level
+@pytest.mark.parametrize("shards", [1, 2, 3, 5])
+def test_sharded_hamming_search_equals_numpy_with_ties(real, monkeypatch, shards):
+    monkeypatch.setattr(_index, "PARALLEL_MIN_BYTES", 0)  # use the threads even for this small index
+    _, codes = _grow(real, 3000, seed=1)
+    live = np.sort(np.random.default_rng(2).choice(3000, 2500, replace=False))  # rows with gaps (deleted ones)
+    idx = _index.build_binary_index(codes, live, shards=shards)
+    assert len(idx.shards) == shards and idx.ntotal == len(live)
+    ties = 0
+    for qi in range(0, 2500, 97):
+        q = codes[live[qi]]
+        want_rows, want_d = _hamming_topk(codes, live, q, 40)
+        ties += int((want_d[1:] == want_d[:-1]).sum())
+        for threads in (1, 2):
+            D, rows = idx.search(q[None], 40, threads=threads)
+            assert rows[0].tolist() == want_rows.tolist()
+            assert D[0].tolist() == want_d.tolist()
+    assert ties > 100  # the planted copies really produced ties across the shards
+    # several queries at once (FAISS's own threads over queries) give the same answers
+    qs = codes[live[:7]]
+    D, rows = idx.search(qs, 12)
+    for j, q in enumerate(qs):
+        want_rows, want_d = _hamming_topk(codes, live, q, 12)
+        assert rows[j].tolist() == want_rows.tolist() and D[j].tolist() == want_d.tolist()
+    # asking for more than there is pads like FAISS
+    small = _index.build_binary_index(codes, live[:5], shards=shards)
+    D, rows = small.search(codes[live[0]][None], 8)
+    assert sorted(rows[0][:5].tolist()) == live[:5].tolist() and rows[0][5:].tolist() == [-1, -1, -1]
+
+
+def test_sharded_range_search_equals_numpy(real):
+    _, codes = _grow(real, 2000, seed=3)
+    live = np.arange(0, 2000, 2)
+    idx = _index.build_binary_index(codes, live, shards=3)
+    lims, D, rows = idx.range_search(codes[live[:25]], 40)  # distances below 40
+    assert len(lims) == 26
+    for j in range(25):
+        d = POP[codes[live] ^ codes[live[j]]].sum(axis=1)
+        want = {(int(r), int(x)) for r, x in zip(live, d) if x < 40}
+        got = {(int(r), int(x)) for r, x in zip(rows[lims[j] : lims[j + 1]], D[lims[j] : lims[j + 1]])}
+        assert got == want and len(want) >= 1
+
+
+def test_binary_index_extended_incrementally_stays_exact_and_balanced(real):
+    _, codes = _grow(real, 3000, seed=4)
+    idx = _index.build_binary_index(codes, np.arange(1000), shards=2)
+    _index.add_binary_rows(idx, codes, np.arange(1000, 3000))
+    assert [s.ntotal for s in idx.shards] == [1500, 1500]
+    assert all((np.diff(ids) > 0).all() for ids in idx.ids)  # each shard's rows ascending
+    all_rows = np.arange(3000)
+    for qi in (0, 1234, 2999):
+        D, rows = idx.search(codes[qi][None], 25)
+        want_rows, want_d = _hamming_topk(codes, all_rows, codes[qi], 25)
+        assert rows[0].tolist() == want_rows.tolist() and D[0].tolist() == want_d.tolist()
+
+
+# --------------------------------------------------------------------------- collections
+def _append(col: Collection, feats: np.ndarray, codes: np.ndarray) -> None:
+    """Add rows straight to the collection files and database (what Collection.add writes, without a model)."""
+    c = col.conn
+    if "feature_dim" not in col.meta:
+        with _db.transaction(c):
+            for k, v in {"embedder_name": "real36", "embedder_identity": "sha256:real36",
+                         "feature_dim": feats.shape[1], "code_bytes": codes.shape[1], "tagger_name": "",
+                         "tagger_identity": "", "prob_floor": 0.01, "tag_count": 0}.items():
+                _db.set_meta(c, k, v)
+    start = int(col.meta.get("rows", 0))
+    vfs = col._vector_files()
+    vfs["feature"].append(feats, expect_row=start)
+    vfs["codes"].append(codes, expect_row=start)
+    now = time.time()
+    with _db.transaction(c):
+        rows = range(start, start + len(feats))
+        c.executemany("INSERT INTO contents(row, sha256, added_at) VALUES (?, ?, ?)", ((r, f"{r:064x}", now) for r in rows))
+        c.executemany("INSERT INTO files(path, size, mtime_ns, sha256, row, error, updated_at) VALUES (?, 0, 0, ?, ?, NULL, ?)",
+                      ((f"/real36/{r:06d}.jpg", f"{r:064x}", r, now) for r in rows))
+        _db.set_meta(c, "rows", start + len(feats))
+
+
+@pytest.fixture()
+def grown(real, tmp_path):
+    feats, codes = _grow(real, 3000, seed=5)
+    col = Collection.open(tmp_path / "col")
+    _append(col, feats[:2000], codes[:2000])
+    yield col, feats, codes
+    col.close()
+
+
+def _check_float_hits(hits, feats, live, q, k):
+    """Scores are the exact cosines; nothing better was left out; equal scores come by row."""
+    rows = np.array([h.row for h in hits])
+    sims = _cosine(feats, rows, q)
+    np.testing.assert_allclose([h.score for h in hits], sims, rtol=1e-5, atol=1e-5)
+    allsims = _cosine(feats, live, q)
+    kth = np.sort(allsims)[::-1][k - 1]
+    assert len(hits) == k and sims.min() >= kth - 1e-5
+    assert all(a > b - 1e-5 for a, b in zip(sims, sims[1:]))
+    same = [(a.row, b.row) for a, b in zip(hits, hits[1:]) if np.array_equal(feats[a.row] / np.linalg.norm(feats[a.row]),
+                                                                           feats[b.row] / np.linalg.norm(feats[b.row]))]
+    assert all(a < b for a, b in same)
+    return rows
+
+
+def test_projected_sq8_index_reranks_to_the_exact_top_k(grown, monkeypatch):
+    col, feats, codes = grown
+    monkeypatch.setattr(_index, "FLAT_MAX", 500)  # 2000 rows: the PCA-512 8-bit kind
+    monkeypatch.setattr(_search, "RERANK_MIN", 2000)  # every row is a candidate: the answer must be exact
+    live = np.arange(2000)
+    for i in (0, 17, 1999):
+        q = feats[i] * 3.0
+        hits = col.search(vector=q, k=15)
+        rows = _check_float_hits(hits, feats, live, q, 15)
+        want = live[np.lexsort((live, -_cosine(feats, live, q)))[:15]]
+        assert set(rows.tolist()) == set(want.tolist())
+    idx, im = col._cache[("index", "feature")]
+    assert im.kind == "pca-sq8-ip" and im.format == _index.INDEX_FORMAT == 2
+    assert idx.transform.shape == (min(_index.PCA_DIM, feats.shape[1]), feats.shape[1])
+    np.testing.assert_allclose(idx.norms[:2000], np.linalg.norm(feats[:2000], axis=1), rtol=1e-5)
+    # fewer candidates: still exact scores for what is returned, and the planted copies are found
+    monkeypatch.setattr(_search, "RERANK_MIN", 200)
+    hits = col.search(vector=feats[4], k=10)  # row 4 is an exact copy (every fourth row): cosine 1
+    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+    _check_float_hits(hits[:1], feats, live, feats[4], 1)
+
+
+def test_float_and_binary_indexes_follow_additions_and_deletions(grown, monkeypatch):
+    col, feats, codes = grown
+    monkeypatch.setattr(_index, "FLAT_MAX", 500)
+    monkeypatch.setattr(_search, "RERANK_MIN", 4000)
+    col.search(vector=feats[0], k=5)
+    col.search(vector=codes[0], k=5, binary=True)
+    path = col.path / "index" / "feature.faiss"
+    assert json.loads(path.with_suffix(".json").read_text())["rows_upto"] == 2000
+    assert not (col.path / "index" / "codes.faiss").exists()  # the codes file is the binary index
+    _append(col, feats[2000:], codes[2000:])  # incremental: the indexes are extended, not rebuilt
+    live = np.arange(3000)
+    q = feats[2501]  # a noisy copy: only itself has cosine 1
+    hits = col.search(vector=q, k=8)
+    assert hits[0].row == 2501 and hits[1].score < 0.9999
+    _check_float_hits(hits, feats, live, q, 8)
+    assert json.loads(path.with_suffix(".json").read_text())["rows_upto"] == 3000
+    bh = col.search(vector=codes[2999], k=30, binary=True)
+    want_rows, want_d = _hamming_topk(codes, live, codes[2999], 30)
+    assert [h.row for h in bh] == want_rows.tolist() and [h.distance for h in bh] == want_d.tolist()
+    # a fresh reader loads the saved float index (format 2) and answers the same
+    with Collection.open(col.path, create=False) as other:
+        assert [h.row for h in other.search(vector=q, k=8)] == [h.row for h in hits]
+        assert other._cache[("index", "feature")][1].rows_upto == 3000
+    # deletions bump delete_gen: both indexes are rebuilt without the deleted rows
+    gone = list(range(0, 3000, 3))
+    with _db.transaction(col.conn) as c:
+        c.executemany("DELETE FROM files WHERE row=?", [(r,) for r in gone])
+        _delete_orphan_contents(c)
+    live = np.setdiff1d(np.arange(3000), gone)
+    q = feats[3]  # row 3 is gone, its exact copies (same source image) may remain
+    hits = col.search(vector=q, k=10)
+    assert not {h.row for h in hits} & set(gone)
+    _check_float_hits(hits, feats, live, q, 10)
+    bh = col.search(vector=codes[3], k=20, binary=True)
+    want_rows, want_d = _hamming_topk(codes, live, codes[3], 20)
+    assert [h.row for h in bh] == want_rows.tolist() and [h.distance for h in bh] == want_d.tolist()
+
+
+def test_index_of_another_format_is_rebuilt(grown, monkeypatch):
+    col, feats, _ = grown
+    monkeypatch.setattr(_index, "FLAT_MAX", 500)
+    first = [h.row for h in col.search(vector=feats[9], k=6)]
+    meta = col.path / "index" / "feature.json"
+    m = json.loads(meta.read_text())
+    m["format"] = 1  # as written by the previous layout
+    meta.write_text(json.dumps(m))
+    assert _index.load(col.path / "index" / "feature.faiss") is None
+    with Collection.open(col.path, create=False) as other:
+        assert [h.row for h in other.search(vector=feats[9], k=6)] == first
+    assert json.loads(meta.read_text())["format"] == _index.INDEX_FORMAT

@@ -29,6 +29,7 @@ CHROMIUM_ARGS = [
 XSS_NAME = "<img src=x onerror=window.__xss=1>.png"
 XSS_TAG = "<script>window.__xss=2</script>"
 XSS_CLUSTER = '"><img src=y onerror=window.__xss=3>'
+FORMULA_NAME = '=HYPERLINK("http://example.invalid/","click"),13.jpg'  # a spreadsheet would run it
 BG = np.array([0x17, 0x18, 0x1B], dtype=np.float64)
 MATCH_RGB = np.array([255, 206, 84], dtype=np.float64)
 
@@ -53,6 +54,8 @@ def _points(files: list[Path], *, xss: bool = False) -> list[ViewerPoint]:
         if xss and k == 7:
             path = XSS_NAME
             tags = tags + [(XSS_TAG, 0.12)]
+        if xss and k == 13:
+            path = FORMULA_NAME
         pts.append(
             ViewerPoint(
                 x=float(k % 6) * 10.0, y=float(k // 6) * 10.0, path=path,
@@ -431,6 +434,9 @@ def test_box_selection_exports_csv_and_json(viewer, built):
     text = Path(dl.value.path()).read_text(encoding="utf-8")
     assert dl.value.suggested_filename == "selection.csv"
     rows = list(csv.DictReader(io.StringIO(text)))
+    assert 13 in want and "'" + FORMULA_NAME in [r["path"] for r in rows]  # not run as a formula
+    for r in rows:
+        r["path"] = r["path"].removeprefix("'")
     assert sorted(r["path"] for r in rows) == sorted(pts[i].path for i in want)
     for r in rows:
         i = next(k for k, pt in enumerate(pts) if pt.path == r["path"])

@@ -901,6 +901,8 @@
   function csvField(v) {
     if (v === null || v === undefined) return "";
     var s = String(v);
+    // a text cell that a spreadsheet would run as a formula gets a leading quote
+    if (typeof v === "string" && /^[=+\-@\t\r]/.test(s)) s = "'" + s;
     return /[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
   }
   function download(name, text, mime) {

@@ -8,7 +8,7 @@ Parts (all run by default except ``ivf1m``):
 * ``float``: a collection of N synthetic 4096-d float features (clusters plus
   variation in a 128-d subspace, so neighbours exist) written straight into
   the collection files; first search builds the index the collection picks
-  for N (PCA-512 8-bit codes for 20k-200k rows); then p50/p99 latency of
+  for N (4-bit PQ FastScan for 20k-200k rows); then p50/p99 latency of
   ``Collection.search(vector=..., k=20)`` (end to end: candidates, exact
   re-rank on the stored vectors, SQLite path lookup) and recall@20 against
   exact numpy ground truth, searched in one thread and with one shard per
@@ -289,7 +289,7 @@ def bench_float(work: Path, n: int, queries: int, rng, rounds: int = 1) -> None:
             nsh = len(idx.shards)
             rec = recall([[h.row for h in col.search(vector=q, k=20)] for q in qs])
             row(f"float {n // 1000}k {im.kind}: build on first search", f"{build:.1f} s",
-                f"(randomized-SVD projection + add, {nsh} shard(s); saved to index/)")
+                f"(train + add, {nsh} shard(s); saved to index/)")
             row(f"float {n // 1000}k {im.kind}: index memory", f"{idx.nbytes / n / 1024:.2f} KiB/image",
                 f"(process RSS grew {(m1 - m0) / n * 1024:.2f} KiB/image over the build; "
                 f"index file {disk_mb(path, ['index/feature.faiss']) / n * 1024:.2f} KiB/image)")
@@ -301,7 +301,7 @@ def bench_float(work: Path, n: int, queries: int, rng, rounds: int = 1) -> None:
                 return fn
 
             fns = {}
-            if im.kind == "pca-sq8-ip":
+            if im.kind == "pq4fs-ip":
                 t = time.perf_counter()
                 old = Format1Float(col, vf, n)
                 row(f"float {n // 1000}k format 1 (PCA-256 fp32 flat) baseline: build", f"{time.perf_counter() - t:.1f} s")

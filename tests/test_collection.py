@@ -138,7 +138,7 @@ def test_search_matches_brute_force_and_uses_stored_vectors(indexed):
     assert indexed.meta["embedder_identity"] in meta
 
 
-@pytest.mark.parametrize("flat_max, ivf_min, kind", [(10, 100, "pca-sq8-ip"), (10, 20, "pca-ivf-ip")])
+@pytest.mark.parametrize("flat_max, ivf_min, kind", [(10, 100, "pq4fs-ip"), (10, 20, "pca-ivf-ip")])
 def test_projected_indexes_rerank_to_exact_results(indexed, monkeypatch, flat_max, ivf_min, kind):
     """Large collections search a PCA projection (flat, then IVF) and re-rank exactly."""
     import json

@@ -1,4 +1,4 @@
-"""Search indexes: sharded exact Hamming search, PCA-512 8-bit candidates with exact re-ranking, index caching.
+"""Search indexes: sharded exact Hamming search, 4-bit PQ FastScan candidates with exact re-ranking, index caching.
 
 The vectors are the anime36 features and codes of the i2v fixture model,
 repeated with planted exact copies (ties) and a few flipped bits, so that
@@ -163,9 +163,9 @@ def _check_float_hits(hits, feats, live, q, k):
     return rows
 
 
-def test_projected_sq8_index_reranks_to_the_exact_top_k(grown, monkeypatch):
+def test_pq_fastscan_index_reranks_to_the_exact_top_k(grown, monkeypatch):
     col, feats, codes = grown
-    monkeypatch.setattr(_index, "FLAT_MAX", 500)  # 2000 rows: the PCA-512 8-bit kind
+    monkeypatch.setattr(_index, "FLAT_MAX", 500)  # 2000 rows: the 4-bit product-quantiser kind
     monkeypatch.setattr(_search, "RERANK_MIN", 2000)  # every row is a candidate: the answer must be exact
     live = np.arange(2000)
     for i in (0, 17, 1999):
@@ -175,8 +175,9 @@ def test_projected_sq8_index_reranks_to_the_exact_top_k(grown, monkeypatch):
         want = live[np.lexsort((live, -_cosine(feats, live, q)))[:15]]
         assert set(rows.tolist()) == set(want.tolist())
     idx, im = col._cache[("index", "feature")]
-    assert im.kind == "pca-sq8-ip" and im.format == _index.INDEX_FORMAT == 2
-    assert idx.transform.shape == (min(_index.PCA_DIM, feats.shape[1]), feats.shape[1])
+    assert im.kind == "pq4fs-ip" and im.format == _index.INDEX_FORMAT == 2
+    assert len(idx.shards) == _index.search_threads() and idx.transform is None
+    assert idx.shards[0].M == _index.pq_subquantizers(feats.shape[1]) == min(256, feats.shape[1])
     np.testing.assert_allclose(idx.norms[:2000], np.linalg.norm(feats[:2000], axis=1), rtol=1e-5)
     # fewer candidates: still exact scores for what is returned, and the planted copies are found
     monkeypatch.setattr(_search, "RERANK_MIN", 200)

@@ -3,15 +3,15 @@
 * Float features: L2-normalised, so inner product is cosine similarity.
   Up to ``FLAT_MAX`` live rows (20 000) an exact inner-product scan of the
   full vectors (``IndexFlatIP``).  Above it, and up to ``IVF_MIN`` (200 000)
-  rows, a projection to ``PCA_DIM`` (512) principal directions whose values
-  are stored as 8-bit scalar-quantised codes (``IndexScalarQuantizer``
-  ``QT_8bit``, 512 bytes per row: half the bytes of a float32 projection to
-  256 dimensions, and twice the dimensions).  Above ``IVF_MIN`` a projection
-  to ``IVF_PCA_DIM`` (256) in front of an inner-product ``IndexIVFFlat``
-  (``nlist`` about sqrt(N), searched with ``nprobe`` lists).  The projected
-  indexes only pick candidates: search re-ranks them by exact cosine on the
-  stored full vectors (:mod:`.search`), using the row norms kept with the
-  index, so a 4096-d scan of every row is never needed.
+  rows, a 4-bit product quantiser over the full vectors, scanned with
+  FAISS's SIMD look-up-table kernel (``IndexPQFastScan``, ``PQ_M`` = 256
+  sub-vectors: 128 bytes per row for 4096-d features, ~2 ms per 100k rows
+  on one core).  Above ``IVF_MIN`` a projection to ``PCA_DIM`` (256)
+  principal directions in front of an inner-product ``IndexIVFFlat``
+  (``nlist`` about sqrt(N), searched with ``nprobe`` lists).  These
+  approximate indexes only pick candidates: search re-ranks them by exact
+  cosine on the stored full vectors (:mod:`.search`), using the row norms
+  kept with the index, so a 4096-d scan of every row is never needed.
 * Binary codes: exact Hamming distance over every code (``IndexBinaryFlat``).
 
 Exhaustive scans are split into one shard per CPU (:class:`ShardedIndex`,
@@ -45,8 +45,8 @@ import numpy as np
 INDEX_FORMAT = 2
 FLAT_MAX = 20_000
 IVF_MIN = 200_000
-PCA_DIM = 512
-IVF_PCA_DIM = 256
+PCA_DIM = 256
+PQ_M = 256  # at most 256: FastScan adds M 8-bit table entries in 16-bit accumulators
 DEFAULT_NPROBE = 32
 #: Shards searched by parallel threads; ``None``: one per CPU this process may use (at most 8).
 SEARCH_THREADS: int | None = None
@@ -60,7 +60,7 @@ class IndexMeta:
     """What an index file covers (stored as JSON beside it)."""
 
     format: int
-    kind: str  # "flat-ip", "pca-sq8-ip", "pca-ivf-ip", "binary-flat"
+    kind: str  # "flat-ip", "pq4fs-ip", "pca-ivf-ip", "binary-flat"
     identity: str
     rows_upto: int  # vector rows [0, rows_upto) were considered
     delete_gen: int
@@ -150,7 +150,7 @@ class ShardedIndex:
 
     Args:
         shards: FAISS indexes (``IndexBinaryFlat``, ``IndexFlatIP``,
-            ``IndexScalarQuantizer``, ...), all of one kind.
+            ``IndexPQFastScan``, ...), all of one kind.
         ids: per shard, the row of each of its entries (or ``None``).
         binary: Hamming distances (smaller is closer) instead of inner products.
         transform: ``(d_out, d_in)`` matrix applied to float queries and added
@@ -340,7 +340,7 @@ def float_kind(n: int, *, flat_max: int | None = None, ivf_min: int | None = Non
     """The float index kind used for ``n`` rows."""
     flat_max = FLAT_MAX if flat_max is None else flat_max
     ivf_min = IVF_MIN if ivf_min is None else ivf_min
-    return "flat-ip" if n <= flat_max else "pca-sq8-ip" if n <= ivf_min else "pca-ivf-ip"
+    return "flat-ip" if n <= flat_max else "pq4fs-ip" if n <= ivf_min else "pca-ivf-ip"
 
 
 def _pca(sample: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -354,13 +354,18 @@ def _pca(sample: np.ndarray, k: int, seed: int) -> np.ndarray:
     return np.ascontiguousarray(vt, dtype=np.float32)
 
 
+def pq_subquantizers(dim: int) -> int:
+    """Sub-vectors of the product quantiser: the largest divisor of ``dim`` up to :data:`PQ_M`."""
+    return next(m for m in range(min(PQ_M, dim), 0, -1) if dim % m == 0)
+
+
 def new_float_index(dim: int, n: int, *, flat_max: int | None = None, ivf_min: int | None = None,
                     pca_dim: int | None = None, nlist: int | None = None, sample: np.ndarray | None = None,
                     shards: int | None = None, seed: int = 0) -> tuple[ShardedIndex, str]:
     """An empty float index for ``n`` vectors; returns ``(index, kind)``.
 
-    The projected kinds need ``sample``: normalised vectors to fit the
-    projection (and the quantiser / IVF lists) on.
+    The approximate kinds need ``sample``: normalised vectors to train the
+    product quantiser (or the projection and IVF lists) on.
     """
     import faiss
 
@@ -371,15 +376,16 @@ def new_float_index(dim: int, n: int, *, flat_max: int | None = None, ivf_min: i
                             binary=False), kind
     if sample is None:
         raise ValueError(f"a {kind} index needs a sample of vectors to train on")
-    pd = pca_dim if pca_dim is not None else PCA_DIM if kind == "pca-sq8-ip" else IVF_PCA_DIM
-    pd = max(1, min(pd, dim, len(sample)))
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    if kind == "pq4fs-ip":
+        m = pq_subquantizers(dim)
+        pq = faiss.IndexPQFastScan(dim, m, 4, faiss.METRIC_INNER_PRODUCT)
+        pq.train(sample)
+        return ShardedIndex([faiss.clone_index(pq) for _ in range(nsh)], [np.zeros(0, np.int64)] * nsh,
+                            binary=False), kind
+    pd = max(1, min(PCA_DIM if pca_dim is None else pca_dim, dim, len(sample)))
     A = _pca(sample, pd, seed)
-    proj = np.ascontiguousarray(np.asarray(sample, dtype=np.float32) @ A.T)
-    if kind == "pca-sq8-ip":
-        sq = faiss.IndexScalarQuantizer(pd, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
-        sq.train(proj)
-        return ShardedIndex([faiss.clone_index(sq) for _ in range(nsh)], [np.zeros(0, np.int64)] * nsh,
-                            binary=False, transform=A), kind
+    proj = np.ascontiguousarray(sample @ A.T)
     if nlist is None:
         nlist = int(min(4096, max(64, 2 ** round(math.log2(max(1.0, math.sqrt(n)))))))
     nlist = max(1, min(nlist, len(sample) // 39))  # FAISS wants ~39 training points per list

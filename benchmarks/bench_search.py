@@ -24,6 +24,9 @@ Parts (all run by default except ``ivf1m``):
   ``Collection.search(vector=code, binary=True, k=20)`` latency (one shard per
   CPU searched in threads vs the same shards in one thread vs format 1's single
   ``IndexBinaryFlat``, taking turns), exactness against numpy, build time.
+* ``real``: the float candidates on real features (the bundled EfficientNet-Lite0
+  on anime36 and randomly cropped / flipped / recoloured copies): shape of
+  the data next to the synthetic set's, recall@20 by number of candidates.
 * ``tags``: N rows of synthetic tag probabilities (1539 tags, about 40 per
   image above the 0.01 storage floor), SQL tag query latency, disk per image.
 * ``ivf1m``: the IVF path at 1M x 4096 float (vectors generated in chunks and
@@ -272,6 +275,7 @@ def bench_float(work: Path, n: int, queries: int, rng, rounds: int = 1) -> None:
     t = time.perf_counter()
     gt = exact_topk(vf.view(), qn)
     row(f"float {n // 1000}k: exact ground truth by numpy", f"{time.perf_counter() - t:.1f} s", f"({queries} queries)")
+    describe_features(f"synthetic {n // 1000}k", np.asarray(vf.view()[: min(n, 20_000)]))
 
     def recall(hits) -> float:
         return float(np.mean([len(set(h) & set(g)) / 20 for h, g in zip(hits, gt)]))
@@ -374,6 +378,13 @@ def bench_binary(work: Path, n: int, queries: int, rng, rounds: int = 1) -> None
         for s in range(0, n, 65_536):
             old.add_with_ids(np.ascontiguousarray(allc[s : s + 65_536]), np.arange(s, min(n, s + 65_536), dtype=np.int64))
 
+        tmp = path / "format1-codes.faiss"
+        faiss.write_index_binary(old, str(tmp))
+        t = time.perf_counter()
+        faiss.read_index_binary(str(tmp))
+        row(f"binary {n // 1000}k format 1: loading its saved index file (for comparison with the build above)",
+            f"{time.perf_counter() - t:.1f} s", "(page cache warm)")
+        tmp.unlink()
         new_entry = col._cache[("index", "codes")]
 
         def old_fn(q):  # the whole Collection.search path, with format 1's index swapped in
@@ -402,6 +413,74 @@ def bench_binary(work: Path, n: int, queries: int, rng, rounds: int = 1) -> None
         idx.threads = None
     row(f"binary {n // 1000}k: disk (codes.u8 + sqlite)",
         f"{disk_mb(path, ['codes.u8', 'collection.sqlite*', 'index/*']) / n * 1024:.2f} KiB/image")
+
+
+def bench_real(n_variants: int, rng) -> None:
+    """How the float candidates fare on *real* features: the bundled EfficientNet-Lite0 (the only
+    trained model available offline) on anime36 and randomly cropped / flipped / recoloured copies.
+
+    Reports the shape of the data next to the synthetic set's (energy in the top principal
+    directions, cosine of the 1st / 20th neighbour vs a random pair) and recall@20 of the
+    4-bit PQ FastScan candidates + exact re-rank against numpy, by number of candidates.
+    """
+    from PIL import Image, ImageEnhance, ImageOps
+
+    from illust2vec.model import load_model
+
+    model = load_model("generic-effnet-lite0", task="feature", progress=False)
+    imgs = []
+    for p in sorted((SHARED / "data" / "anime36").glob("*.jpg")):
+        im = Image.open(p).convert("RGB")
+        w, h = im.size
+        imgs.append(im)
+        for _ in range(n_variants - 1):
+            s = rng.uniform(0.5, 0.95)
+            cw, ch = int(w * s), int(h * s)
+            x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            v = im.crop((x0, y0, x0 + cw, y0 + ch))
+            if rng.random() < 0.5:
+                v = ImageOps.mirror(v)
+            imgs.append(ImageEnhance.Color(ImageEnhance.Brightness(v).enhance(rng.uniform(0.8, 1.2)))
+                        .enhance(rng.uniform(0.6, 1.4)))
+    t = time.perf_counter()
+    F = np.concatenate([np.asarray(model.extract_feature(imgs[i : i + 32]), np.float32) for i in range(0, len(imgs), 32)])
+    n, d = F.shape
+    row(f"real features: {model.name}, {n} images (anime36 x {n_variants}), {d}-d", f"{time.perf_counter() - t:.0f} s to embed")
+    describe_features("real", F)
+    qi = np.arange(0, n, max(1, n // 200))
+    qn = _index.l2_normalize(F[qi])
+    gt = exact_topk(F, qn)
+    idx, kind = _index.build_float_index(F, np.arange(n, dtype=np.int64), flat_max=0, ivf_min=n)
+    for frac in (0.01, 0.02, 0.05, 0.1):
+        c = max(20, int(round(frac * n)))
+        hits = []
+        for q in qn:
+            _, cand = idx.search(q[None], c)
+            cand = cand[0][cand[0] >= 0]
+            sims = _index.l2_normalize(F[cand]) @ q
+            hits.append(cand[np.lexsort((cand, -sims))[:20]])
+        rec = np.mean([len(set(h.tolist()) & set(g.tolist())) / 20 for h, g in zip(hits, gt)])
+        row(f"real features {kind} + exact re-rank of {c} candidates ({100 * c / n:.0f}% of rows)", f"recall@20 = {rec:.3f}",
+            f"({len(qi)} queries vs exact numpy)")
+
+
+def describe_features(label: str, F: np.ndarray, sample: int = 4000) -> None:
+    """Energy of the normalised vectors in their top principal directions (uncentred) and neighbour cosines."""
+    from sklearn.utils.extmath import randomized_svd
+
+    rng = np.random.default_rng(0)
+    x = _index.l2_normalize(F[np.sort(rng.choice(len(F), min(sample, len(F)), replace=False))])
+    n, d = x.shape
+    ks = [k for k in (16, 64, 256) if k < min(n, d)]
+    _, sv, _ = randomized_svd(x, max(ks), n_iter=3, random_state=0)
+    energy = np.cumsum(sv**2) / n  # rows have unit norm: total energy per row is 1
+    sims = x[:200] @ x.T
+    sims[np.arange(min(200, n)), np.arange(min(200, n))] = -np.inf
+    srt = -np.sort(-sims, axis=1)
+    row(f"{label} features: energy in the top {'/'.join(map(str, ks))} principal directions",
+        " / ".join(f"{energy[k - 1]:.2f}" for k in ks),
+        f"(cosine: 1st neighbour {np.median(srt[:, 0]):.2f}, 20th {np.median(srt[:, 19]):.2f}, "
+        f"random pair {np.median(sims[np.isfinite(sims)]):.2f}; medians, {n} rows)")
 
 
 def bench_tags(work: Path, n: int, queries: int, rng) -> None:
@@ -507,7 +586,7 @@ def bench_overhead(work: Path, model_name: str | None, n_images: int) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parts", default="float,binary,tags,overhead")
+    ap.add_argument("--parts", default="float,binary,real,tags,overhead")
     ap.add_argument("--n-float", type=int, default=100_000)
     ap.add_argument("--n-binary", type=int, default=1_000_000)
     ap.add_argument("--n-tags", type=int, default=100_000)
@@ -517,6 +596,7 @@ def main() -> int:
     ap.add_argument("--overhead-model", default=None,
                     help="zoo model for the overhead part (default: load_model's default; 'fixture' = i2v fixture)")
     ap.add_argument("--overhead-images", type=int, default=72)
+    ap.add_argument("--real-variants", type=int, default=30, help="copies per anime36 image in the 'real' part")
     ap.add_argument("--workdir", type=Path, help="where to write the synthetic collections (default: a temp dir)")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     ap.add_argument("--reuse", action="store_true",
@@ -533,6 +613,8 @@ def main() -> int:
             bench_float(work, args.n_float, args.queries, rng, args.rounds)
         if "binary" in parts:
             bench_binary(work, args.n_binary, args.queries, rng, args.rounds)
+        if "real" in parts:
+            bench_real(args.real_variants, rng)
         if "tags" in parts:
             bench_tags(work, args.n_tags, args.queries, rng)
         if "ivf1m" in parts:

@@ -468,7 +468,11 @@ def _add_to_shard(index: ShardedIndex, s: int, x: np.ndarray, rows: np.ndarray, 
 
 
 def build_binary_index(codes: np.ndarray, live_rows: np.ndarray, *, shards: int | None = None) -> ShardedIndex:
-    """Exact Hamming index over the ``live_rows`` of ``codes`` ((R, B) uint8), one shard per search thread."""
+    """Exact Hamming index over the ``live_rows`` of ``codes`` ((R, B) uint8), one shard per search thread.
+
+    Runs of consecutive rows go into FAISS in one call each, straight from
+    ``codes`` (a memory map of ``codes.u8``): one copy, no regrowth.
+    """
     import faiss
 
     live_rows = np.asarray(live_rows, dtype=np.int64)
@@ -476,13 +480,14 @@ def build_binary_index(codes: np.ndarray, live_rows: np.ndarray, *, shards: int 
     index = ShardedIndex([faiss.IndexBinaryFlat(codes.shape[1] * 8) for _ in range(nsh)],
                          [np.zeros(0, np.int64)] * nsh, binary=True)
     for s, part in enumerate(np.array_split(live_rows, nsh)):
-        for i in range(0, len(part), _CHUNK * 4):
-            ids = part[i : i + _CHUNK * 4]
-            if len(ids) and ids[-1] - ids[0] == len(ids) - 1:  # a contiguous run: slice, no gather
-                x = np.ascontiguousarray(codes[ids[0] : ids[-1] + 1], dtype=np.uint8)
-            else:
-                x = np.ascontiguousarray(codes[ids], dtype=np.uint8)
-            _add_to_shard(index, s, x, ids, None)
+        runs = np.split(part, np.nonzero(np.diff(part) != 1)[0] + 1) if len(part) else []
+        if len(runs) * 1024 <= len(part):  # long runs: slices of the memory map
+            for run in runs:
+                index.shards[s].add(np.ascontiguousarray(codes[run[0] : run[-1] + 1], dtype=np.uint8))
+        else:  # scattered rows (many deletions): gathered in chunks
+            for i in range(0, len(part), _CHUNK * 4):
+                index.shards[s].add(np.ascontiguousarray(codes[part[i : i + _CHUNK * 4]], dtype=np.uint8))
+        index.ids[s] = part.copy()
     return index
 
 

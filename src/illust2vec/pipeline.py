@@ -56,10 +56,11 @@ class BatchResult:
         return len(self.indices)
 
 
-def _prepare(source: Any, alpha: str, recipe: InputRecipe) -> tuple[np.ndarray | None, str | None]:
-    """Decode and preprocess one item; errors are returned, never raised."""
+def _prepare(source: Any, alpha: str, recipe: InputRecipe,
+             out: np.ndarray | None = None) -> tuple[np.ndarray | None, str | None]:
+    """Decode and preprocess one item (into ``out`` if given); errors are returned, never raised."""
     try:
-        return preprocess_one(load_image(source, alpha=alpha), recipe), None
+        return preprocess_one(load_image(source, alpha=alpha), recipe, out=out), None
     except Illust2VecError as exc:
         msg = str(exc)
         name = source_name(source)
@@ -232,10 +233,12 @@ def _prepare_chunk(slot: int, start: int, sources: list[Any], alpha: str, recipe
     """
     messages: list[str | None] = []
     arrays: list[np.ndarray] | None = None if _worker_ring is not None else []
+    # a float32 ring row is written in place by preprocess_one; float16 rows (fp16 graph) convert on assignment
+    direct = _worker_ring is not None and _worker_ring.dtype == np.float32
     for j, src in enumerate(sources):
-        array, message = _prepare(src, alpha, recipe)
+        array, message = _prepare(src, alpha, recipe, _worker_ring[slot, start + j] if direct else None)
         messages.append(message)
-        if array is not None:
+        if array is not None and not direct:
             if arrays is None:
                 _worker_ring[slot, start + j] = array  # type: ignore[index]
             else:

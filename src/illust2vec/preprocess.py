@@ -11,7 +11,8 @@ exactly: ``caffe.io.resize_image`` (min-max normalise a copy to [0, 1],
 map back).  :func:`resize_bilinear_skimage` is a vectorised numpy version of
 that scikit-image call (two separable 1-D passes with precomputed taps), and
 also of its anti-aliased form (Gaussian prefilter, as scikit-image >= 0.19
-does by default when shrinking).
+does by default when shrinking).  uint8 images (what ``load_image`` returns)
+take a faster route to the same bits (see "fast path" below).
 """
 from __future__ import annotations
 
@@ -453,10 +454,16 @@ def _resize_pil(x: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray
     return out
 
 
-def _resized_rgb(image: np.ndarray, recipe: InputRecipe) -> np.ndarray:
+def _prepared_hwc3(image: np.ndarray, recipe: InputRecipe) -> np.ndarray:
+    """``image`` as (H, W, 3), padded to a square if the recipe asks."""
     x = _as_hwc3(image)
     if recipe.pad_to_square:
         x = _pad_square(x, recipe.pad_color)
+    return x
+
+
+def _resized_rgb(x: np.ndarray, recipe: InputRecipe) -> np.ndarray:
+    """The general resize of a prepared (H, W, 3) image: float32 RGB of ``recipe.size``."""
     if recipe.resize in ("skimage-bilinear", "skimage-bilinear-aa"):
         out = _scratch.get("resized", recipe.size + (3,), np.float32)
         return _resize_caffe_into(x, recipe.size, recipe.resize == "skimage-bilinear-aa", out)
@@ -482,7 +489,228 @@ def _finish_into(rgb: np.ndarray, recipe: InputRecipe, dst: np.ndarray) -> None:
         np.divide(dst, np.asarray(recipe.std, dtype=np.float32).reshape(shape), out=dst)
 
 
-def preprocess_one(image: np.ndarray, recipe: InputRecipe) -> np.ndarray:
+# --------------------------------------------------------------------------- #
+# fast path: uint8 images with the scikit-image recipes
+# --------------------------------------------------------------------------- #
+# The general path above works on (H, W, C) arrays of any dtype.  For the common
+# case -- a uint8 RGB image from load_image and a "skimage-bilinear(-aa)" recipe --
+# the same numbers are computed with less memory traffic:
+#
+# * the row pass (along H) is one sparse-matrix product (scipy's csr_matvecs:
+#   ``y[i, :] += w * x[j, :]`` over whole image rows, taps in order), on only the
+#   rows that some tap reads, cast to float32 once;
+# * the column pass gathers single values (``np.take`` along the last axis, which
+#   is several times faster than gathering 3-value pixels) with indices that
+#   already put the channels in the recipe's order and layout;
+# * the border correction or the clip writes straight into the caller's output
+#   (NCHW: a transposed view), and ``(x * scale - mean) / std`` runs in place there;
+# * intermediates live in per-thread scratch buffers, and the taps of each input
+#   size are computed once (:func:`_fast_plan`).
+#
+# Every output element goes through the same float32 operations in the same
+# order as in the general path (products rounded, then summed tap by tap;
+# ``0 + p == p`` exactly for the sparse product's first tap), so the results are
+# bit-for-bit equal; tests/test_preprocess_fast.py checks this, and
+# :func:`_sparse_rows_kernel` re-checks the sparse kernel once per process (a
+# build that fused the multiply-add would fail it, and the numpy row pass is
+# used instead).
+
+
+@dataclass(frozen=True)
+class _FastPlan:
+    """Precomputed taps of one ``(H, W) -> size`` resize in the fast path's layout."""
+
+    rows_first: bool
+    rows: np.ndarray | None  # rows of the image that the row pass reads (None: all)
+    row_idx: np.ndarray  # (h, K) indices into the rows read (intp), also as int32 below
+    row_w: np.ndarray  # (h, K) float32
+    csr: tuple[np.ndarray, np.ndarray, np.ndarray]  # indptr, indices (int32), data (float32)
+    col_idx: tuple[np.ndarray, ...]  # per tap: (C * w,) indices into a (rows, W * C) array
+    col_w: tuple[np.ndarray, ...]  # per tap: (C * w,) float32 weights in the same order
+    coverage: np.ndarray | None  # (h, w) float32 s_r[i] * s_c[j], None when 1 everywhere
+
+
+@functools.lru_cache(maxsize=64)
+def _fast_plan(h_in: int, w_in: int, size: tuple[int, int], anti_aliasing: bool,
+               planar: bool, reverse: bool) -> _FastPlan:
+    """Taps for the fast path.  ``planar``: column results ordered (channel, column)
+    (NCHW) instead of (column, channel); ``reverse``: RGB -> BGR."""
+    h, w = size
+    idx_r, w_r, s_r = _axis_taps(h_in, h, anti_aliasing)
+    idx_c, w_c, s_c = _axis_taps(w_in, w, anti_aliasing)
+    # the same pass order as _resize_linear (it changes the float32 rounding)
+    rows_first = (h * w_in * idx_r.shape[1] + h * w * idx_c.shape[1]
+                  <= h_in * w * idx_c.shape[1] + h * w * idx_r.shape[1])
+    rows = np.unique(idx_r)
+    if rows.size == h_in:
+        rows = None
+        ridx = idx_r
+    else:
+        ridx = np.searchsorted(rows, idx_r)
+    n_taps = idx_r.shape[1]
+    csr = (np.arange(0, h * n_taps + 1, n_taps, dtype=np.int32),
+           np.ascontiguousarray(ridx, dtype=np.int32).ravel(),
+           np.ascontiguousarray(w_r, dtype=np.float32).ravel())
+    chans = np.array([2, 1, 0] if reverse else [0, 1, 2], dtype=np.intp)
+    col_idx, col_w = [], []
+    for k in range(idx_c.shape[1]):
+        if planar:
+            ci = 3 * idx_c[None, :, k] + chans[:, None]
+            cw = np.broadcast_to(w_c[None, :, k], (3, w))
+        else:
+            ci = 3 * idx_c[:, k, None] + chans[None, :]
+            cw = np.broadcast_to(w_c[:, k, None], (w, 3))
+        col_idx.append(np.ascontiguousarray(ci, dtype=np.intp).ravel())
+        col_w.append(np.ascontiguousarray(cw, dtype=np.float32).ravel())
+    coverage = None
+    if not (np.all(np.abs(s_r - 1.0) < 1e-12) and np.all(np.abs(s_c - 1.0) < 1e-12)):
+        coverage = np.empty((h, w), dtype=np.float32)
+        np.multiply.outer(s_r, s_c, out=coverage, casting="same_kind")
+    arrays = [ridx, w_r, *csr, *col_idx, *col_w] + ([coverage] if coverage is not None else [])
+    if rows is not None:
+        arrays.append(rows)
+    for a in arrays:
+        a.setflags(write=False)
+    return _FastPlan(rows_first, rows, ridx, w_r, csr, tuple(col_idx), tuple(col_w), coverage)
+
+
+@functools.lru_cache(maxsize=1)
+def _sparse_rows_kernel():
+    """scipy's ``csr_matvecs`` if it computes exactly what the numpy row pass does, else ``None``."""
+    try:
+        from scipy.sparse._sparsetools import csr_matvecs
+    except Exception:  # scipy missing or reorganised: the numpy row pass is used
+        return None
+    rng = np.random.default_rng(12345)
+    for n_in, n_out, aa in ((97, 41, False), (41, 97, False), (301, 50, True)):
+        x = rng.integers(0, 256, (n_in, 29), dtype=np.uint8).astype(np.float32)
+        idx, w, _ = _axis_taps(n_in, n_out, aa)
+        want = np.empty((n_out, 29), dtype=np.float32)
+        _row_pass_numpy(x, idx, w, want)
+        got = np.zeros((n_out, 29), dtype=np.float32)
+        try:
+            n_taps = idx.shape[1]
+            csr_matvecs(n_out, n_in, 29, np.arange(0, n_out * n_taps + 1, n_taps, dtype=np.int32),
+                        idx.astype(np.int32).ravel(), w.ravel(), x.ravel(), got.ravel())
+        except Exception:
+            return None
+        if not np.array_equal(got.view(np.uint32), want.view(np.uint32)):
+            return None
+    return csr_matvecs
+
+
+def _row_pass_numpy(x: np.ndarray, idx: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
+    """``out[i] = sum_k w[i, k] * x[idx[i, k]]`` (float32, taps in order) with numpy."""
+    gather = _scratch.get("fast-rows-gather", out.shape, x.dtype)
+    tmp = _scratch.get("fast-rows-tmp", out.shape, np.float32)
+    for k in range(idx.shape[1]):
+        np.take(x, idx[:, k], axis=0, out=gather, mode="clip")
+        np.multiply(gather, w[:, k, None], out=out if k == 0 else tmp)
+        if k:
+            np.add(out, tmp, out=out)
+
+
+def _row_pass(x: np.ndarray, plan: _FastPlan, out: np.ndarray) -> None:
+    """The row pass of ``plan`` over the rows ``x`` (already restricted to ``plan.rows``)."""
+    kernel = _sparse_rows_kernel()
+    if kernel is None:
+        _row_pass_numpy(x, plan.row_idx, plan.row_w, out)
+        return
+    if x.dtype != np.float32:
+        xf = _scratch.get("fast-rows-f32", x.shape, np.float32)
+        np.copyto(xf, x, casting="unsafe")
+        x = xf
+    out.fill(0.0)
+    indptr, indices, data = plan.csr
+    kernel(out.shape[0], x.shape[0], out.shape[1], indptr, indices, data, x.reshape(-1), out.reshape(-1))
+
+
+def _col_pass(x: np.ndarray, plan: _FastPlan, out: np.ndarray) -> None:
+    """The column pass of ``plan``: ``out[:, q] = sum_k col_w[k][q] * x[:, col_idx[k][q]]``.
+
+    ``x`` is ``(rows, W * 3)`` (uint8 or float32), ``out`` float32 ``(rows, 3 * w)``
+    with its columns in ``col_idx`` order.
+    """
+    n = x.shape[0]
+    m = plan.col_idx[0].size
+    gather = _scratch.get("fast-cols-gather", (n, m), x.dtype)
+    tmp = gather if x.dtype == np.float32 else _scratch.get("fast-cols-tmp", (n, m), np.float32)
+    for k in range(len(plan.col_idx)):
+        np.take(x, plan.col_idx[k], axis=1, out=gather, mode="clip")
+        if k == 0:
+            np.multiply(gather, plan.col_w[k], out=out)
+        else:
+            np.multiply(gather, plan.col_w[k], out=tmp)
+            np.add(out, tmp, out=out)
+
+
+def _fast_into(x: np.ndarray, recipe: InputRecipe, dst: np.ndarray) -> bool:
+    """Resize and finish uint8 ``x`` ``(H, W, 3)`` into ``dst`` if the fast path applies.
+
+    Returns ``False`` (nothing written) for what the general path must do: other
+    dtypes or resize methods, an image already at the target size, a constant image.
+    """
+    if x.dtype != np.uint8 or recipe.resize not in ("skimage-bilinear", "skimage-bilinear-aa"):
+        return False
+    h_in, w_in = x.shape[:2]
+    h, w = recipe.size
+    if (h_in, w_in) == (h, w):
+        return False
+    lo = int(x.min())
+    hi = int(x.max())
+    if lo == hi:
+        return False
+    planar = recipe.layout == "NCHW"
+    plan = _fast_plan(h_in, w_in, recipe.size, recipe.resize == "skimage-bilinear-aa",
+                      planar, recipe.channel_order == "BGR")
+    flat = np.ascontiguousarray(x).reshape(h_in, w_in * 3)
+    if plan.rows is not None:
+        sub = _scratch.get("fast-rows-u8", (plan.rows.size, w_in * 3), np.uint8)
+        np.take(flat, plan.rows, axis=0, out=sub, mode="clip")
+        flat = sub
+    res = _scratch.get("fast-res", (h, 3 * w), np.float32)
+    if plan.rows_first:
+        mid = _scratch.get("fast-mid", (h, w_in * 3), np.float32)
+        _row_pass(flat, plan, mid)
+        _col_pass(mid, plan, res)
+    else:
+        mid = _scratch.get("fast-mid", (flat.shape[0], 3 * w), np.float32)
+        _col_pass(flat, plan, mid)
+        _row_pass(mid, plan, res)
+    # res holds (h, 3, w) or (h, w, 3); dst seen with its axes in that order
+    view = dst.transpose(1, 0, 2) if planar else dst
+    src = res.reshape(view.shape)
+    if plan.coverage is not None and lo != 0:
+        # R(x - lo) + lo == R(x) + lo * (1 - coverage), as in _resize_caffe_into
+        corr = _scratch.get("fast-coverage", (h, w), np.float32)
+        np.multiply(plan.coverage, np.float32(-lo), out=corr)
+        np.add(corr, np.float32(lo), out=corr)
+        np.add(src, corr[:, None, :] if planar else corr[:, :, None], out=view)
+        src = view
+    np.clip(src, np.float32(lo), np.float32(hi), out=view)
+    _finish_inplace(dst, recipe)
+    return True
+
+
+def _finish_inplace(dst: np.ndarray, recipe: InputRecipe) -> None:
+    """Scale, mean and std of ``dst`` whose channels are already in order and layout."""
+    shape = (3, 1, 1) if recipe.layout == "NCHW" else (3,)
+    if recipe.scale != 1.0:
+        np.multiply(dst, np.float32(recipe.scale), out=dst)
+    if recipe.mean is not None:
+        np.subtract(dst, np.asarray(recipe.mean, dtype=np.float32).reshape(shape), out=dst)
+    if recipe.std is not None:
+        np.divide(dst, np.asarray(recipe.std, dtype=np.float32).reshape(shape), out=dst)
+
+
+def _preprocess_into(image: np.ndarray, recipe: InputRecipe, dst: np.ndarray, *, fast: bool = True) -> None:
+    """Preprocess one image into ``dst``; ``fast=False`` forces the general path (tests, benchmark)."""
+    x = _prepared_hwc3(image, recipe)
+    if not (fast and _fast_into(x, recipe, dst)):
+        _finish_into(_resized_rgb(x, recipe), recipe, dst)
+
+
+def preprocess_one(image: np.ndarray, recipe: InputRecipe, out: np.ndarray | None = None) -> np.ndarray:
     """Preprocess one image: ``(3, H, W)`` (NCHW recipes) or ``(H, W, 3)`` float32.
 
     ``image`` is an ``(H, W, 3)`` RGB array as :func:`~illust2vec.images.load_image`
@@ -497,10 +725,19 @@ def preprocess_one(image: np.ndarray, recipe: InputRecipe) -> np.ndarray:
     >>> x = preprocess_one(np.full((300, 200, 3), 200, np.uint8), I2V_RECIPE)
     >>> x.shape, x.dtype, [round(float(v), 2) for v in x[:, 0, 0]]
     ((3, 224, 224), dtype('float32'), [35.24, 32.52, 18.86])
+
+    ``out``, if given, is a writable float32 array of shape ``recipe.input_shape``
+    (for instance one row of a shared batch buffer) that receives the result
+    and is returned, so no array is allocated.
     """
-    dst = np.empty(recipe.input_shape, dtype=np.float32)
-    _finish_into(_resized_rgb(image, recipe), recipe, dst)
-    return dst
+    if out is None:
+        out = np.empty(recipe.input_shape, dtype=np.float32)
+    elif out.shape != recipe.input_shape or out.dtype != np.float32 or not out.flags.writeable:
+        raise ValueError(
+            f"out must be a writable float32 array of shape {recipe.input_shape}, not {out.dtype} {out.shape}"
+        )
+    _preprocess_into(image, recipe, out)
+    return out
 
 
 def preprocess(
@@ -529,5 +766,5 @@ def preprocess(
     elif out.shape != shape or out.dtype != np.float32:
         raise ValueError(f"out must be a float32 array of shape {shape}, not {out.dtype} {out.shape}")
     for i, image in enumerate(images):
-        _finish_into(_resized_rgb(image, recipe), recipe, out[i])
+        _preprocess_into(image, recipe, out[i])
     return out

@@ -174,3 +174,15 @@ def test_load_image_real_jpegs_equal_pillow():
     for path in sorted(ANIME36.glob("*.jpg"))[:6]:
         with Image.open(path) as img:
             np.testing.assert_array_equal(load_image(path), np.asarray(img.convert("RGB")))
+
+
+def test_linear_taps_equal_the_general_tap_builder():
+    """The lean per-size tap builder (no prefilter) returns the general builder's arrays, bit for bit."""
+    sizes_in = list(range(1, 70)) + [223, 224, 225, 256, 257, 333, 511, 512, 513, 672, 1000, 1023, 1400, 4001]
+    for n_in in sizes_in:
+        for n_out in (1, 2, 3, 7, 64, 224, 225, 448):
+            lean = pp._linear_taps(n_in, n_out)
+            general = pp._filtered_taps(n_in, n_out, 0.0, 0)
+            for a, b in zip(lean, general):
+                assert a.dtype == b.dtype and a.shape == b.shape, (n_in, n_out)
+                np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))

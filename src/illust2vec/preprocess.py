@@ -161,12 +161,44 @@ def _axis_taps(n_in: int, n_out: int, anti_aliasing: bool) -> tuple[np.ndarray, 
     applied first; both operators are composed here into one set of taps.
     """
     zoom = n_in / n_out
+    sigma = max(0.0, (zoom - 1.0) / 2.0) if anti_aliasing else 0.0
+    radius = int(4.0 * sigma + 0.5) if sigma > 1e-15 else 0
+    taps = _linear_taps(n_in, n_out) if radius == 0 else _filtered_taps(n_in, n_out, sigma, radius)
+    for a in taps:
+        a.setflags(write=False)
+    return taps
+
+
+def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_axis_taps` without a prefilter: the same arrays as ``_filtered_taps(n_in, n_out, 0.0, 0)``,
+    built with a fraction of the numpy calls (this runs once per new image size)."""
+    cc = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    i0f = np.floor(cc)
+    i0 = i0f.astype(np.intp)
+    w = np.empty((n_out, 2), dtype=np.float64)
+    np.subtract(cc, i0f, out=w[:, 1])
+    np.subtract(1.0, w[:, 1], out=w[:, 0])
+    idx = np.empty((n_out, 2), dtype=np.intp)
+    idx[:, 0] = i0
+    np.add(i0, 1, out=idx[:, 1])
+    # a neighbour outside the image counts 0; i0 rises with k from >= -1 to <= n_in - 1
+    if int(i0[0]) < 0 or int(i0[-1]) + 1 >= n_in:
+        outside = (idx < 0) | (idx >= n_in)
+        w[outside] = 0.0
+        np.clip(idx, 0, n_in - 1, out=idx)
+    wsum = w.sum(axis=1)
+    if not w[:, 1].any():  # integer sample positions: the second tap is zero everywhere
+        return np.ascontiguousarray(idx[:, :1]), w[:, :1].astype(np.float32), wsum
+    return idx, w.astype(np.float32), wsum
+
+
+def _filtered_taps(n_in: int, n_out: int, sigma: float, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_axis_taps` with scipy's Gaussian prefilter (``radius`` 0: no filter) composed in."""
+    zoom = n_in / n_out
     cc = (np.arange(n_out, dtype=np.float64) + 0.5) * zoom - 0.5
     i0 = np.floor(cc)
     t = cc - i0
     i0 = i0.astype(np.intp)
-    sigma = max(0.0, (zoom - 1.0) / 2.0) if anti_aliasing else 0.0
-    radius = int(4.0 * sigma + 0.5) if sigma > 1e-15 else 0
     if radius > 0:
         x = np.arange(-radius, radius + 1, dtype=np.float64)
         g = np.exp(-0.5 / (sigma * sigma) * x**2)
@@ -190,8 +222,6 @@ def _axis_taps(n_in: int, n_out: int, anti_aliasing: bool) -> tuple[np.ndarray, 
     idx = np.ascontiguousarray(idx[:, keep])
     wsum = w.sum(axis=1)
     w32 = np.ascontiguousarray(w[:, keep].astype(np.float32))
-    for a in (idx, w32, wsum):
-        a.setflags(write=False)
     return idx, w32, wsum
 
 
@@ -534,43 +564,38 @@ class _FastPlan:
 def _fast_plan(h_in: int, w_in: int, size: tuple[int, int], anti_aliasing: bool,
                planar: bool, reverse: bool) -> _FastPlan:
     """Taps for the fast path.  ``planar``: column results ordered (channel, column)
-    (NCHW) instead of (column, channel); ``reverse``: RGB -> BGR."""
+    (NCHW) instead of (column, channel); ``reverse``: RGB -> BGR.  Built once per
+    input size, with few numpy calls (collections have many sizes)."""
     h, w = size
     idx_r, w_r, s_r = _axis_taps(h_in, h, anti_aliasing)
     idx_c, w_c, s_c = _axis_taps(w_in, w, anti_aliasing)
+    kr, kc = idx_r.shape[1], idx_c.shape[1]
     # the same pass order as _resize_linear (it changes the float32 rounding)
-    rows_first = (h * w_in * idx_r.shape[1] + h * w * idx_c.shape[1]
-                  <= h_in * w * idx_c.shape[1] + h * w * idx_r.shape[1])
-    rows = np.unique(idx_r)
-    if rows.size == h_in:
-        rows = None
-        ridx = idx_r
-    else:
-        ridx = np.searchsorted(rows, idx_r)
-    n_taps = idx_r.shape[1]
-    csr = (np.arange(0, h * n_taps + 1, n_taps, dtype=np.int32),
-           np.ascontiguousarray(ridx, dtype=np.int32).ravel(),
-           np.ascontiguousarray(w_r, dtype=np.float32).ravel())
+    rows_first = h * w_in * kr + h * w * kc <= h_in * w * kc + h * w * kr
+    rows, ridx = None, idx_r
+    if idx_r.size < h_in:  # shrinking a lot: the row pass reads only the rows some tap uses
+        used = np.zeros(h_in, dtype=np.intp)
+        used[idx_r] = 1
+        rows = np.flatnonzero(used)
+        ridx = np.cumsum(used)[idx_r] - 1  # position of each tap's row among those read
+    csr = (np.arange(0, h * kr + 1, kr, dtype=np.int32), ridx.astype(np.int32).ravel(), w_r.ravel())
     chans = np.array([2, 1, 0] if reverse else [0, 1, 2], dtype=np.intp)
     col_idx, col_w = [], []
-    for k in range(idx_c.shape[1]):
+    for k in range(kc):
+        base = 3 * idx_c[:, k]
         if planar:
-            ci = 3 * idx_c[None, :, k] + chans[:, None]
-            cw = np.broadcast_to(w_c[None, :, k], (3, w))
+            col_idx.append((base[None, :] + chans[:, None]).ravel())
+            col_w.append(np.concatenate((w_c[:, k], w_c[:, k], w_c[:, k])))
         else:
-            ci = 3 * idx_c[:, k, None] + chans[None, :]
-            cw = np.broadcast_to(w_c[:, k, None], (w, 3))
-        col_idx.append(np.ascontiguousarray(ci, dtype=np.intp).ravel())
-        col_w.append(np.ascontiguousarray(cw, dtype=np.float32).ravel())
+            col_idx.append((base[:, None] + chans[None, :]).ravel())
+            col_w.append(np.repeat(w_c[:, k], 3))
     coverage = None
     if not (np.all(np.abs(s_r - 1.0) < 1e-12) and np.all(np.abs(s_c - 1.0) < 1e-12)):
         coverage = np.empty((h, w), dtype=np.float32)
         np.multiply.outer(s_r, s_c, out=coverage, casting="same_kind")
-    arrays = [ridx, w_r, *csr, *col_idx, *col_w] + ([coverage] if coverage is not None else [])
-    if rows is not None:
-        arrays.append(rows)
-    for a in arrays:
-        a.setflags(write=False)
+    for arr in (ridx, *csr, *col_idx, *col_w, coverage, rows):
+        if arr is not None:
+            arr.setflags(write=False)
     return _FastPlan(rows_first, rows, ridx, w_r, csr, tuple(col_idx), tuple(col_w), coverage)
 
 

@@ -526,9 +526,12 @@ def _finish_into(rgb: np.ndarray, recipe: InputRecipe, dst: np.ndarray) -> None:
 # case -- a uint8 RGB image from load_image and a "skimage-bilinear(-aa)" recipe --
 # the same numbers are computed with less memory traffic:
 #
-# * the row pass (along H) is one sparse-matrix product (scipy's csr_matvecs:
-#   ``y[i, :] += w * x[j, :]`` over whole image rows, taps in order), on only the
-#   rows that some tap reads, cast to float32 once;
+# * the work goes in horizontal strips of output rows whose intermediates fit in
+#   a core's cache, and when shrinking a lot only the input rows some tap reads
+#   are copied out (and decide the min and max when they hold 0 and 255);
+# * the row pass (along H) is a sparse-matrix product (scipy's csr_matvecs:
+#   ``y[i, :] += w * x[j, :]`` over whole rows, taps in order) where each input
+#   row serves about two taps, else numpy's products on the uint8 rows;
 # * the column pass gathers single values (``np.take`` along the last axis, which
 #   is several times faster than gathering 3-value pixels) with indices that
 #   already put the channels in the recipe's order and layout;
@@ -551,13 +554,29 @@ class _FastPlan:
     """Precomputed taps of one ``(H, W) -> size`` resize in the fast path's layout."""
 
     rows_first: bool
+    sparse_rows: bool  # row pass with scipy's kernel (if exact here) rather than numpy
     rows: np.ndarray | None  # rows of the image that the row pass reads (None: all)
-    row_idx: np.ndarray  # (h, K) indices into the rows read (intp), also as int32 below
-    row_w: np.ndarray  # (h, K) float32
-    csr: tuple[np.ndarray, np.ndarray, np.ndarray]  # indptr, indices (int32), data (float32)
+    blocks: tuple[_RowBlock, ...]  # output rows in strips whose work fits in the CPU cache
     col_idx: tuple[np.ndarray, ...]  # per tap: (C * w,) indices into a (rows, W * C) array
     col_w: tuple[np.ndarray, ...]  # per tap: (C * w,) float32 weights in the same order
     coverage: np.ndarray | None  # (h, w) float32 s_r[i] * s_c[j], None when 1 everywhere
+
+
+@dataclass(frozen=True)
+class _RowBlock:
+    """Output rows ``start:stop``, made from rows ``first:last`` of the rows read."""
+
+    start: int
+    stop: int
+    first: int
+    last: int
+    idx: np.ndarray  # (stop - start, K) intp, relative to ``first``
+    w: np.ndarray  # (stop - start, K) float32
+    csr: tuple[np.ndarray, np.ndarray, np.ndarray]  # indptr (int32), indices (int32), data (float32)
+
+
+#: Rough size of one strip's intermediates: small enough to stay in a core's cache.
+_BLOCK_BYTES = 1 << 20
 
 
 @functools.lru_cache(maxsize=64)
@@ -573,12 +592,32 @@ def _fast_plan(h_in: int, w_in: int, size: tuple[int, int], anti_aliasing: bool,
     # the same pass order as _resize_linear (it changes the float32 rounding)
     rows_first = h * w_in * kr + h * w * kc <= h_in * w * kc + h * w * kr
     rows, ridx = None, idx_r
-    if idx_r.size < h_in:  # shrinking a lot: the row pass reads only the rows some tap uses
+    if idx_r.size < 0.7 * h_in:
+        # shrinking a lot: copy out the rows some tap uses (1 byte a value) rather than
+        # convert every row to float32 (4 bytes a value, written then read)
         used = np.zeros(h_in, dtype=np.intp)
         used[idx_r] = 1
         rows = np.flatnonzero(used)
         ridx = np.cumsum(used)[idx_r] - 1  # position of each tap's row among those read
-    csr = (np.arange(0, h * kr + 1, kr, dtype=np.int32), ridx.astype(np.int32).ravel(), w_r.ravel())
+    n_read = h_in if rows is None else rows.size
+    # The sparse kernel needs float32 rows: worth converting them first when each is
+    # used by about two taps (mild shrinking, enlarging) or when they are float32 already
+    # (columns first); when shrinking by 2 or more numpy's pass on the uint8 rows is as fast.
+    sparse_rows = not rows_first or n_read <= 1.25 * h
+    # bytes of the float32 intermediate behind one output row: one row of W pixels
+    # (rows first), or the input rows behind it gathered to w pixels (columns first)
+    per_row = 12 * w_in if rows_first else 12 * w * n_read / h
+    n_blocks = max(1, min(h // 8, int(h * per_row // _BLOCK_BYTES)))
+    bounds = [h * b // n_blocks for b in range(n_blocks + 1)]
+    blocks = []
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        first = int(ridx[start:stop].min())
+        bidx = ridx[start:stop] - first
+        bw = w_r[start:stop]
+        csr = (np.arange(0, (stop - start) * kr + 1, kr, dtype=np.int32), bidx.astype(np.int32).ravel(), bw.ravel())
+        for arr in (bidx, *csr):
+            arr.setflags(write=False)
+        blocks.append(_RowBlock(start, stop, first, int(ridx[start:stop].max()) + 1, bidx, bw, csr))
     chans = np.array([2, 1, 0] if reverse else [0, 1, 2], dtype=np.intp)
     col_idx, col_w = [], []
     for k in range(kc):
@@ -593,10 +632,10 @@ def _fast_plan(h_in: int, w_in: int, size: tuple[int, int], anti_aliasing: bool,
     if not (np.all(np.abs(s_r - 1.0) < 1e-12) and np.all(np.abs(s_c - 1.0) < 1e-12)):
         coverage = np.empty((h, w), dtype=np.float32)
         np.multiply.outer(s_r, s_c, out=coverage, casting="same_kind")
-    for arr in (ridx, *csr, *col_idx, *col_w, coverage, rows):
+    for arr in (*col_idx, *col_w, coverage, rows):
         if arr is not None:
             arr.setflags(write=False)
-    return _FastPlan(rows_first, rows, ridx, w_r, csr, tuple(col_idx), tuple(col_w), coverage)
+    return _FastPlan(rows_first, sparse_rows, rows, tuple(blocks), tuple(col_idx), tuple(col_w), coverage)
 
 
 @functools.lru_cache(maxsize=1)
@@ -635,18 +674,18 @@ def _row_pass_numpy(x: np.ndarray, idx: np.ndarray, w: np.ndarray, out: np.ndarr
             np.add(out, tmp, out=out)
 
 
-def _row_pass(x: np.ndarray, plan: _FastPlan, out: np.ndarray) -> None:
-    """The row pass of ``plan`` over the rows ``x`` (already restricted to ``plan.rows``)."""
-    kernel = _sparse_rows_kernel()
+def _row_pass(x: np.ndarray, block: _RowBlock, out: np.ndarray, sparse: bool) -> None:
+    """The row pass of one block: ``out`` (its output rows) from the rows ``x`` it reads."""
+    kernel = _sparse_rows_kernel() if sparse else None
     if kernel is None:
-        _row_pass_numpy(x, plan.row_idx, plan.row_w, out)
+        _row_pass_numpy(x, block.idx, block.w, out)
         return
     if x.dtype != np.float32:
         xf = _scratch.get("fast-rows-f32", x.shape, np.float32)
         np.copyto(xf, x, casting="unsafe")
         x = xf
     out.fill(0.0)
-    indptr, indices, data = plan.csr
+    indptr, indices, data = block.csr
     kernel(out.shape[0], x.shape[0], out.shape[1], indptr, indices, data, x.reshape(-1), out.reshape(-1))
 
 
@@ -681,10 +720,6 @@ def _fast_into(x: np.ndarray, recipe: InputRecipe, dst: np.ndarray) -> bool:
     h, w = recipe.size
     if (h_in, w_in) == (h, w):
         return False
-    lo = int(x.min())
-    hi = int(x.max())
-    if lo == hi:
-        return False
     planar = recipe.layout == "NCHW"
     plan = _fast_plan(h_in, w_in, recipe.size, recipe.resize == "skimage-bilinear-aa",
                       planar, recipe.channel_order == "BGR")
@@ -693,15 +728,28 @@ def _fast_into(x: np.ndarray, recipe: InputRecipe, dst: np.ndarray) -> bool:
         sub = _scratch.get("fast-rows-u8", (plan.rows.size, w_in * 3), np.uint8)
         np.take(flat, plan.rows, axis=0, out=sub, mode="clip")
         flat = sub
+    # The min and max of the whole image; the rows just read (often all there are)
+    # already decide them when they hold 0 and 255, as most illustrations do.
+    lo = int(flat.min())
+    hi = int(flat.max())
+    if plan.rows is not None:
+        if lo > 0:
+            lo = int(x.min())
+        if hi < 255:
+            hi = int(x.max())
+    if lo == hi:
+        return False
     res = _scratch.get("fast-res", (h, 3 * w), np.float32)
-    if plan.rows_first:
-        mid = _scratch.get("fast-mid", (h, w_in * 3), np.float32)
-        _row_pass(flat, plan, mid)
-        _col_pass(mid, plan, res)
-    else:
-        mid = _scratch.get("fast-mid", (flat.shape[0], 3 * w), np.float32)
-        _col_pass(flat, plan, mid)
-        _row_pass(mid, plan, res)
+    for block in plan.blocks:
+        src = flat[block.first : block.last]
+        if plan.rows_first:
+            mid = _scratch.get("fast-mid", (block.stop - block.start, w_in * 3), np.float32)
+            _row_pass(src, block, mid, plan.sparse_rows)
+            _col_pass(mid, plan, res[block.start : block.stop])
+        else:
+            mid = _scratch.get("fast-mid", (src.shape[0], 3 * w), np.float32)
+            _col_pass(src, plan, mid)
+            _row_pass(mid, block, res[block.start : block.stop], plan.sparse_rows)
     # res holds (h, 3, w) or (h, w, 3); dst seen with its axes in that order
     view = dst.transpose(1, 0, 2) if planar else dst
     src = res.reshape(view.shape)

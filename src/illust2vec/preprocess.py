@@ -530,8 +530,8 @@ def _finish_into(rgb: np.ndarray, recipe: InputRecipe, dst: np.ndarray) -> None:
 #   a core's cache, and when shrinking a lot only the input rows some tap reads
 #   are copied out (and decide the min and max when they hold 0 and 255);
 # * the row pass (along H) is a sparse-matrix product (scipy's csr_matvecs:
-#   ``y[i, :] += w * x[j, :]`` over whole rows, taps in order) where each input
-#   row serves about two taps, else numpy's products on the uint8 rows;
+#   ``y[i, :] += w * x[j, :]`` over whole rows, taps in order) on the rows
+#   converted to float32 once;
 # * the column pass gathers single values (``np.take`` along the last axis, which
 #   is several times faster than gathering 3-value pixels) with indices that
 #   already put the channels in the recipe's order and layout;
@@ -554,7 +554,6 @@ class _FastPlan:
     """Precomputed taps of one ``(H, W) -> size`` resize in the fast path's layout."""
 
     rows_first: bool
-    sparse_rows: bool  # row pass with scipy's kernel (if exact here) rather than numpy
     rows: np.ndarray | None  # rows of the image that the row pass reads (None: all)
     blocks: tuple[_RowBlock, ...]  # output rows in strips whose work fits in the CPU cache
     col_idx: tuple[np.ndarray, ...]  # per tap: (C * w,) indices into a (rows, W * C) array
@@ -600,10 +599,6 @@ def _fast_plan(h_in: int, w_in: int, size: tuple[int, int], anti_aliasing: bool,
         rows = np.flatnonzero(used)
         ridx = np.cumsum(used)[idx_r] - 1  # position of each tap's row among those read
     n_read = h_in if rows is None else rows.size
-    # The sparse kernel needs float32 rows: worth converting them first when each is
-    # used by about two taps (mild shrinking, enlarging) or when they are float32 already
-    # (columns first); when shrinking by 2 or more numpy's pass on the uint8 rows is as fast.
-    sparse_rows = not rows_first or n_read <= 1.25 * h
     # bytes of the float32 intermediate behind one output row: one row of W pixels
     # (rows first), or the input rows behind it gathered to w pixels (columns first)
     per_row = 12 * w_in if rows_first else 12 * w * n_read / h
@@ -635,7 +630,7 @@ def _fast_plan(h_in: int, w_in: int, size: tuple[int, int], anti_aliasing: bool,
     for arr in (*col_idx, *col_w, coverage, rows):
         if arr is not None:
             arr.setflags(write=False)
-    return _FastPlan(rows_first, sparse_rows, rows, tuple(blocks), tuple(col_idx), tuple(col_w), coverage)
+    return _FastPlan(rows_first, rows, tuple(blocks), tuple(col_idx), tuple(col_w), coverage)
 
 
 @functools.lru_cache(maxsize=1)
@@ -674,9 +669,9 @@ def _row_pass_numpy(x: np.ndarray, idx: np.ndarray, w: np.ndarray, out: np.ndarr
             np.add(out, tmp, out=out)
 
 
-def _row_pass(x: np.ndarray, block: _RowBlock, out: np.ndarray, sparse: bool) -> None:
+def _row_pass(x: np.ndarray, block: _RowBlock, out: np.ndarray) -> None:
     """The row pass of one block: ``out`` (its output rows) from the rows ``x`` it reads."""
-    kernel = _sparse_rows_kernel() if sparse else None
+    kernel = _sparse_rows_kernel()
     if kernel is None:
         _row_pass_numpy(x, block.idx, block.w, out)
         return
@@ -744,12 +739,12 @@ def _fast_into(x: np.ndarray, recipe: InputRecipe, dst: np.ndarray) -> bool:
         src = flat[block.first : block.last]
         if plan.rows_first:
             mid = _scratch.get("fast-mid", (block.stop - block.start, w_in * 3), np.float32)
-            _row_pass(src, block, mid, plan.sparse_rows)
+            _row_pass(src, block, mid)
             _col_pass(mid, plan, res[block.start : block.stop])
         else:
             mid = _scratch.get("fast-mid", (src.shape[0], 3 * w), np.float32)
             _col_pass(src, plan, mid)
-            _row_pass(mid, block, res[block.start : block.stop], plan.sparse_rows)
+            _row_pass(mid, block, res[block.start : block.stop])
     # res holds (h, 3, w) or (h, w, 3); dst seen with its axes in that order
     view = dst.transpose(1, 0, 2) if planar else dst
     src = res.reshape(view.shape)

@@ -14,9 +14,10 @@
   kept with the index, so a 4096-d scan of every row is never needed.
 * Binary codes: exact Hamming distance over every code (``IndexBinaryFlat``).
 
-Exhaustive scans are split into one shard per CPU (:class:`ShardedIndex`,
-disjoint row ranges, each a FAISS index) that a single query searches in
-parallel threads (FAISS releases the GIL); the per-shard results are merged
+Exhaustive scans are split into shards (:class:`ShardedIndex`: disjoint
+row ranges, each a FAISS index; one per CPU, four per CPU for binary codes)
+that a single query searches in parallel threads taking shards from a
+common queue (FAISS releases the GIL); the per-shard results are merged
 exactly.  FAISS on its own parallelises over queries only, so one query
 used one core.
 
@@ -54,6 +55,8 @@ DEFAULT_NPROBE = 32
 SEARCH_THREADS: int | None = None
 #: Below this many bytes of index data a query searches the shards one after the other (threads cost more).
 PARALLEL_MIN_BYTES = 4 << 20
+#: Binary indexes are cut finer than one shard per thread, so that threads can balance the work between them.
+BINARY_SHARDS_PER_THREAD = 4
 #: Binary indexes from this many bytes get their code arrays moved to 2 MB pages (see :func:`_huge_pages_later`).
 HUGE_PAGES_MIN_BYTES = 64 << 20
 _CHUNK = 16_384
@@ -252,10 +255,25 @@ class ShardedIndex:
         with _one_omp_thread():
             if t <= 1 or n == 1 or not big:
                 return [fn(s) for s in range(n)]
-            pool = _pool()
-            futs = [pool.submit(fn, s) for s in range(1, n)]
-            first = fn(0)
-            return [first] + [f.result() for f in futs]
+            # t threads (this one included) take shards from a common queue: when another process
+            # holds a core, the thread on the free core takes more shards instead of waiting
+            results: list = [None] * n
+            todo = iter(range(n))
+            lock = threading.Lock()
+
+            def work() -> None:
+                while True:
+                    with lock:
+                        s = next(todo, None)
+                    if s is None:
+                        return
+                    results[s] = fn(s)
+
+            futs = [_pool().submit(work) for _ in range(t - 1)]
+            work()
+            for f in futs:
+                f.result()
+            return results
 
     def search(self, x: np.ndarray, k: int, *, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(distances, rows)``, each ``(nq, k)``, like a FAISS index (rows ``-1`` past the end).
@@ -472,7 +490,7 @@ def _add_to_shard(index: ShardedIndex, s: int, x: np.ndarray, rows: np.ndarray, 
 
 
 def build_binary_index(codes: np.ndarray, live_rows: np.ndarray, *, shards: int | None = None) -> ShardedIndex:
-    """Exact Hamming index over the ``live_rows`` of ``codes`` ((R, B) uint8), one shard per search thread.
+    """Exact Hamming index over the ``live_rows`` of ``codes`` ((R, B) uint8), :data:`BINARY_SHARDS_PER_THREAD` shards per search thread.
 
     Runs of consecutive rows go into FAISS in one call each, straight from
     ``codes`` (a memory map of ``codes.u8``): one copy, no regrowth.
@@ -480,7 +498,7 @@ def build_binary_index(codes: np.ndarray, live_rows: np.ndarray, *, shards: int 
     import faiss
 
     live_rows = np.asarray(live_rows, dtype=np.int64)
-    nsh = max(1, min(search_threads() if shards is None else shards, max(1, len(live_rows))))
+    nsh = max(1, min(search_threads() * BINARY_SHARDS_PER_THREAD if shards is None else shards, max(1, len(live_rows))))
     index = ShardedIndex([faiss.IndexBinaryFlat(codes.shape[1] * 8) for _ in range(nsh)],
                          [np.zeros(0, np.int64)] * nsh, binary=True)
     for s, part in enumerate(np.array_split(live_rows, nsh)):

@@ -302,6 +302,8 @@ def _rgb_array(img: Image.Image) -> np.ndarray:
         while not status and pos < n:
             _, status, data = encoder.encode(min(piece, max(n - pos, w * 3)))
             k = len(data)
+            if not k:  # no progress: leave it to the public route
+                break
             # a ufunc copy, not memcpy: glibc's memcpy (rep movsb) runs ~10x slower on some
             # AMD CPUs when the destination lies just above the source modulo 4 KiB
             np.positive(np.frombuffer(data, dtype=np.uint8), out=out[pos : pos + k])

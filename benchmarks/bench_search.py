@@ -525,7 +525,8 @@ def bench_ivf1m(n: int, queries: int, rng) -> None:
     print(f"ivf: {n} x {DIM} streamed", file=sys.stderr)
     centers = rng.standard_normal((2000, DIM), dtype=np.float32) / np.sqrt(DIM) * 8
     t = time.perf_counter()
-    index, kind = _index.new_float_index(DIM, n, flat_max=0, sample=_index.l2_normalize(clustered(rng, 65_536, centers)))
+    index, _ = _index.new_float_index(DIM, n, flat_max=0, ivf_min=0,
+                                      sample=_index.l2_normalize(clustered(rng, 65_536, centers)))
     train = time.perf_counter() - t
     m0 = rss_mb()
     t = time.perf_counter()

@@ -14,7 +14,7 @@ from illust2vec.collection.query import TagIndex, matching_rows, parse_terms
 #: With a tag filter, candidate sets up to this size are ranked exactly by brute force (float / binary).
 BRUTE_FORCE_MAX = 5_000
 BRUTE_FORCE_MAX_BINARY = 100_000
-#: Candidates taken from a projected (PCA) index and re-ranked exactly: max(RERANK_MIN, RERANK_FACTOR * k).
+#: Candidates taken from an approximate index (PQ FastScan, PCA+IVF) and re-ranked exactly: max(RERANK_MIN, RERANK_FACTOR * k).
 RERANK_MIN = 1000
 RERANK_FACTOR = 20
 
@@ -308,7 +308,7 @@ def _search(col, *, image=None, vector=None, k: int | None = 20, binary: bool = 
         idx = get_index(col, "feature", meta, live, nprobe=nprobe)
         if col._cache[("index", "feature")][1].kind == "flat-ip":
             rows, sims = _filtered_search(idx, q, kk, allowed, len(live))
-        else:  # projected index: candidates, then exact cosine on the stored vectors
+        else:  # approximate index: candidates, then exact cosine on the stored vectors
             cand, _ = _filtered_search(idx, q, min(len(pool), max(RERANK_MIN, RERANK_FACTOR * kk)), allowed, len(live))
             rows, sims = _rerank(_feature_map(col, meta, vfs["feature"]), idx.norms, cand, q, kk)
     paths = col.rows_to_paths(rows)

@@ -25,7 +25,7 @@ import numpy as np
 
 from illust2vec.errors import Illust2VecError
 from illust2vec.images import load_image, source_name
-from illust2vec.preprocess import InputRecipe, preprocess_one
+from illust2vec.preprocess import InputRecipe, preprocess_one, warm_up
 
 
 @dataclass(frozen=True)
@@ -263,6 +263,7 @@ def _batches_from_processes(model, inputs, batch_size, workers, alpha, names, ba
     shm = _shared_buffer(int(np.prod(shape)) * dtype.itemsize)
     ring = np.ndarray(shape, dtype=dtype, buffer=shm.buf) if shm is not None else np.empty(shape, dtype)
     chunk = max(1, min(32, -(-batch_size // workers)))
+    warm_up(recipe)  # once here rather than once per forked worker
     executor = cf.ProcessPoolExecutor(max_workers=workers, initializer=_attach_ring,
                                       initargs=(shm.name if shm is not None else None, shape, dtype.str))
     source_iter = enumerate(inputs)

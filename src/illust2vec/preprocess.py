@@ -33,6 +33,7 @@ __all__ = [
     "preprocess_one",
     "resize_bilinear_skimage",
     "resize_caffe",
+    "warm_up",
 ]
 
 ResizeMethod = Literal[
@@ -631,6 +632,16 @@ def _fast_plan(h_in: int, w_in: int, size: tuple[int, int], anti_aliasing: bool,
         if arr is not None:
             arr.setflags(write=False)
     return _FastPlan(rows_first, rows, tuple(blocks), tuple(col_idx), tuple(col_w), coverage)
+
+
+def warm_up(recipe: InputRecipe) -> None:
+    """Do the one-time set-up ``recipe`` needs (imports, kernel checks) now.
+
+    Called before worker processes are forked, so that each worker inherits
+    it instead of repeating it (scipy's sparse kernels take ~0.5 s to import).
+    """
+    if recipe.resize.startswith("skimage"):
+        _sparse_rows_kernel()
 
 
 @functools.lru_cache(maxsize=1)

@@ -541,6 +541,8 @@ def _collapse(shards: list) -> None:
         for shard in shards:
             xb = shard.xb
             n = int(xb.size())
+            if n < 2 * page:
+                continue
             addr = int(faiss.rev_swig_ptr(xb.data(), n).ctypes.data)
             start, end = -(-addr // page) * page, (addr + n) // page * page
             if end > start and madvise(start, end - start, 25) != 0:  # 25: MADV_COLLAPSE

@@ -176,3 +176,35 @@ def test_version_1_collection_is_upgraded_by_a_writer(tmp_path):
     with Collection.open(db) as col:
         assert col.meta["schema_version"] == "2"
         assert col.conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_export_has_one_record_per_face_with_its_box(face_db, tmp_path, capsys, fmt):
+    _, _, db, _ = face_db
+    out = tmp_path / f"faces.{fmt}"
+    assert main(["export", "--db", str(db), "-o", str(out)]) == 0
+    items = sorted(_items(db), key=lambda it: (it[0], it[3]))
+    assert len({p for p, *_ in items}) < len(items)  # some picture has several faces
+    with Collection.open(db, create=False) as col:
+        F = col.vectors("feature", [r for *_, r in items])
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        recs = pq.read_table(out).to_pylist()
+    elif fmt == "csv":
+        import csv
+
+        with open(out, newline="", encoding="utf-8") as fh:
+            recs = list(csv.DictReader(fh))
+        for r in recs:
+            for k in ("row", "face_index", "face_x", "face_y", "face_w", "face_h"):
+                r[k] = int(r[k]) if r[k] != "" else None
+            fv = [float(r[f"f{i}"]) for i in range(F.shape[1])]
+            r["feature"] = fv
+    else:
+        recs = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    got = [(r["path"], r["face_index"],
+            None if r["face_index"] is None else [r["face_x"], r["face_y"], r["face_w"], r["face_h"]], r["row"])
+           for r in recs]
+    assert got == items
+    np.testing.assert_array_equal(np.array([r["feature"] for r in recs], np.float32), F)

@@ -12,7 +12,9 @@ def register(sub) -> None:
     p = sub.add_parser(
         "export", help="export a collection (paths, tag probabilities, vectors) to parquet, csv or jsonl",
         description="One record per indexed file: path, sha256, vector row, tag probabilities, float "
-                    "feature and packed binary code (hex in csv/jsonl).",
+                    "feature and packed binary code (hex in csv/jsonl). A face collection (index --faces) "
+                    "gives one record per face, with face_index and its box (face_x, face_y, face_w, "
+                    "face_h, face_likelihood; empty for a picture embedded whole).",
     )
     add_db_argument(p)
     p.add_argument("--output", "-o", metavar="FILE", type=Path, required=True, help="output file")

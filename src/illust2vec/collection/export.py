@@ -11,6 +11,8 @@ import numpy as np
 from illust2vec.collection.errors import CollectionError
 
 FORMATS = ("parquet", "csv", "jsonl")
+#: Extra columns of a face collection's records.
+FACE_COLUMNS = ("face_index", "face_x", "face_y", "face_w", "face_h", "face_likelihood")
 
 
 def _format_for(path: Path, format: str | None) -> str:
@@ -26,9 +28,12 @@ def _format_for(path: Path, format: str | None) -> str:
 
 def export(col, path: str | os.PathLike, format: str | None = None, *, vectors: bool = True, codes: bool = True,
            probs: bool = True, min_prob: float | None = None) -> int:
-    """Write one record per indexed file; returns the number of records.
+    """Write one record per indexed file (per item in a face collection); returns the number of records.
 
-    Columns: ``path``, ``sha256``, ``row``; with ``probs`` the tag
+    Columns: ``path``, ``sha256``, ``row``; in a face collection (``index
+    --faces``) one record per face with ``face_index`` and the face box
+    ``face_x``, ``face_y``, ``face_w``, ``face_h`` and ``face_likelihood``
+    (all empty for a picture embedded whole); with ``probs`` the tag
     probabilities (Parquet: a ``prob`` list column plus the tag names in the
     schema metadata; CSV: one column per tag; JSON Lines: a ``tags`` object
     with probabilities ``>= min_prob``, default all); with ``vectors`` the
@@ -37,9 +42,19 @@ def export(col, path: str | os.PathLike, format: str | None = None, *, vectors: 
     path = Path(path)
     fmt = _format_for(path, format)
     meta, live = col._snapshot()
-    rows_files = col.conn.execute(
-        "SELECT f.path, f.sha256, f.row FROM files f JOIN contents c ON c.row = f.row ORDER BY f.path"
-    ).fetchall()
+    if meta.get("faces"):  # one record per item: a face, or a picture without one
+        records = col.conn.execute(
+            "SELECT f.path, f.sha256, fa.row, fa.face_index, fa.x, fa.y, fa.w, fa.h, fa.likelihood "
+            "FROM files f JOIN faces fa ON fa.content = f.row ORDER BY f.path, fa.row"
+        ).fetchall()
+        rows_files = [r[:3] for r in records]
+        face_cols = dict(zip(FACE_COLUMNS, zip(*[r[3:] for r in records]))) if records else \
+            {k: () for k in FACE_COLUMNS}
+    else:
+        rows_files = col.conn.execute(
+            "SELECT f.path, f.sha256, f.row FROM files f JOIN contents c ON c.row = f.row ORDER BY f.path"
+        ).fetchall()
+        face_cols = {}
     vfs = col._vector_files(meta) if "feature_dim" in meta else {}
     rows = np.asarray([r for _, _, r in rows_files], dtype=np.int64)
     F = vfs["feature"].read(rows) if vectors and vfs else None
@@ -57,6 +72,8 @@ def export(col, path: str | os.PathLike, format: str | None = None, *, vectors: 
             "sha256": pa.array([s for _, s, _ in rows_files], pa.string()),
             "row": pa.array(rows, pa.int64()),
         }
+        for k, values in face_cols.items():
+            cols[k] = pa.array(list(values), pa.float64() if k == "face_likelihood" else pa.int64())
         if P is not None:
             cols["prob"] = pa.FixedSizeListArray.from_arrays(pa.array(P.reshape(-1), pa.float32()), P.shape[1])
         if F is not None:
@@ -71,12 +88,12 @@ def export(col, path: str | os.PathLike, format: str | None = None, *, vectors: 
     elif fmt == "csv":
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
-            header = ["path", "sha256", "row"] + [f"tag:{n}" for n in names]
+            header = ["path", "sha256", "row", *face_cols] + [f"tag:{n}" for n in names]
             header += [f"f{i}" for i in range(F.shape[1])] if F is not None else []
             header += ["code"] if C is not None else []
             w.writerow(header)
             for i, (p, s, r) in enumerate(rows_files):
-                rec: list[object] = [p, s, r]
+                rec: list[object] = [p, s, r] + ["" if v[i] is None else v[i] for v in face_cols.values()]
                 if P is not None:
                     rec += [repr(float(x)) for x in P[i]]
                 if F is not None:
@@ -89,6 +106,7 @@ def export(col, path: str | os.PathLike, format: str | None = None, *, vectors: 
         with open(tmp, "w", encoding="utf-8") as fh:
             for i, (p, s, r) in enumerate(rows_files):
                 rec = {"path": p, "sha256": s, "row": r}
+                rec.update({k: v[i] for k, v in face_cols.items()})
                 if P is not None:
                     rec["tags"] = {names[t]: float(P[i, t]) for t in np.nonzero(P[i].astype(np.float64) >= thr)[0]}
                 if F is not None:

@@ -208,3 +208,23 @@ def test_export_has_one_record_per_face_with_its_box(face_db, tmp_path, capsys, 
            for r in recs]
     assert got == items
     np.testing.assert_array_equal(np.array([r["feature"] for r in recs], np.float32), F)
+
+
+def test_map_of_a_face_collection_draws_each_face_crop(face_db, tmp_path):
+    from illust2vec.maps.pipeline import face_thumbnails_from_collection, features_from_collection, make_map
+
+    _, _, db, _ = face_db
+    items = _items(db)
+    paths, feats, *_ = features_from_collection(db)
+    refs, thumb, links = face_thumbnails_from_collection(db, paths)
+    assert len(refs) == len(items) == len(feats)
+    assert links == [p for p, *_ in items]
+    for i, (src, fi, box, _row) in enumerate(items):
+        if fi is None:
+            assert refs[i] == src and thumb(i) == src
+        else:
+            assert refs[i] == f"{src}#face{fi} [{','.join(map(str, box))}]"
+            want = crop_padded(load_image(src), crop_region(box, margin=DEFAULT_MARGIN))
+            np.testing.assert_array_equal(thumb(i), want)
+    result = make_map(db, tmp_path / "faces.png", method="pca", grid=False)
+    assert result.paths == refs and result.png.exists()

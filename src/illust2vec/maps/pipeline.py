@@ -162,6 +162,52 @@ def features_from_collection(
     return out_paths, feats, probs, names, cats
 
 
+def face_thumbnails_from_collection(
+    db: Path | str, paths: Sequence[str]
+) -> tuple[list[str], Callable[[int], Any], list[str]] | None:
+    """For a face collection read by :func:`features_from_collection` (no ``paths``):
+    ``(refs, thumbnail(i), links)``, so that the map draws each face's crop, names
+    it ``SOURCE#faceK [x,y,w,h]`` and links to its picture; ``None`` otherwise.
+    """
+    import json
+
+    from illust2vec.collection.core import Collection
+    from illust2vec.faces.detect import DEFAULT_MARGIN, crop_padded, crop_region
+    from illust2vec.faces.items import face_ref
+    from illust2vec.images import load_image
+
+    with Collection.open(db, create=False) as col:
+        options = col.meta.get("faces")
+        if not options:
+            return None
+        live = col.live_rows()
+        firsts = col.rows_to_paths(live)
+        rows = [int(r) for r in live if firsts.get(int(r))]
+        boxes = {}
+        for i in range(0, len(rows), 900):
+            chunk = rows[i : i + 900]
+            for r, fi, x, y, w, h in col.conn.execute(
+                    f"SELECT row, face_index, x, y, w, h FROM faces WHERE row IN ({','.join('?' * len(chunk))})",
+                    chunk):
+                boxes[r] = (fi, None if fi is None else (x, y, w, h))
+    opts = json.loads(options)
+    items = [boxes.get(r, (None, None)) for r in rows]
+    refs = [face_ref(src, fi, box) for src, (fi, box) in zip(paths, items)]
+    last: dict[str, Any] = {}
+
+    def thumbnail(i: int) -> Any:
+        fi, box = items[i]
+        if box is None:
+            return paths[i]
+        if last.get("path") != paths[i]:  # faces of one picture come one after another
+            last.update(path=paths[i], image=load_image(paths[i]))
+        margin, square = float(opts.get("margin", DEFAULT_MARGIN)), bool(opts.get("square", True))
+        region = crop_region(box, margin=margin, square=square)
+        return crop_padded(last["image"], region)
+
+    return refs, thumbnail, list(paths)
+
+
 def compute_features(
     model,
     files: Sequence[Path | str],
@@ -297,6 +343,9 @@ def make_map(
             raise Illust2VecError(f"{feats.shape[0]} feature rows for {len(paths)} paths")
     elif root is not None and is_collection(root):
         paths, feats, cprobs, cnames, ccats = features_from_collection(root)
+        faces = face_thumbnails_from_collection(root, paths) if thumbnails is None else None
+        if faces is not None:  # a face collection: draw the crops, link to the pictures
+            paths, thumbnails, links = faces
         root = None
         if probs is None and cprobs is not None:
             probs, names, cats = cprobs, cnames, ccats

@@ -196,7 +196,7 @@ def face_thumbnails_from_collection(
     last: dict[str, Any] = {}
 
     def thumbnail(i: int) -> Any:
-        fi, box = items[i]
+        box = items[i][1]
         if box is None:
             return paths[i]
         if last.get("path") != paths[i]:  # faces of one picture come one after another

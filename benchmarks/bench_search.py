@@ -8,13 +8,13 @@ Parts (all run by default except ``ivf1m``):
 * ``float``: a collection of N synthetic 4096-d float features (clusters plus
   variation in a 128-d subspace, so neighbours exist) written straight into
   the collection files; first search builds the index the collection picks
-  for N (4-bit PQ FastScan for 20k-200k rows); then p50/p99 latency of
+  for N (4-bit PQ FastScan for 20k-2M rows); then p50/p99 latency of
   ``Collection.search(vector=..., k=20)`` (end to end: candidates, exact
   re-rank on the stored vectors, SQLite path lookup) and recall@20 against
   exact numpy ground truth, searched in one thread and with one shard per
   CPU in threads, taking turns query by query with a re-implementation of
   index format 1 (PCA-256 float32 flat, re-rank on copied rows) as the
-  same-run baseline.  The same for the PCA256+IVF index used above 200k
+  same-run baseline.  The same for the PCA256+IVF index used above 2M
   rows, and the raw latency of an exact 4096-d ``IndexFlatIP`` scan.
   The synthetic features are a *hard* case for a PCA projection: the 2000
   cluster centres spread their energy evenly over ~2000 directions (see
@@ -29,8 +29,13 @@ Parts (all run by default except ``ivf1m``):
   the data next to the synthetic set's, recall@20 by number of candidates.
 * ``tags``: N rows of synthetic tag probabilities (1539 tags, about 40 per
   image above the 0.01 storage floor), SQL tag query latency, disk per image.
-* ``ivf1m``: the IVF path at 1M x 4096 float (vectors generated in chunks and
-  streamed into the index, never stored: 16 GB would not fit this machine).
+* ``ivf1m``: the candidate indexes for large collections at 1M x 4096 float
+  (vectors generated in chunks from per-chunk seeds and streamed into the
+  indexes and an exact ground truth in one pass, never stored: 16 GB would
+  not fit this machine): PCA-256 + IVF, the full-vector 4-bit PQ FastScan
+  and (``--ivfpq-nlist``, 0 = skip) IVF + PQ FastScan; candidate recall of
+  the exact top 20, candidate-search latency, build time, memory per row,
+  and the exact re-rank's cost from a memory map of a 100k-row sample.
 * ``overhead``: ``Collection.add`` over a folder vs plain inference
   (``pipeline.iter_batches`` as ``illust2vec embed`` runs it) with the same model.
 
@@ -281,7 +286,8 @@ def bench_float(work: Path, n: int, queries: int, rng, rounds: int = 1) -> None:
         return float(np.mean([len(set(h) & set(g)) / 20 for h, g in zip(hits, gt)]))
 
     shutil.rmtree(path / "index", ignore_errors=True)
-    for ivf_min in (_index.IVF_MIN, 0):
+    ivf_min0 = _index.IVF_MIN
+    for ivf_min in (ivf_min0, 0):
         _index.IVF_MIN = ivf_min
         with Collection.open(path, create=False) as col:
             m0 = rss_mb()
@@ -321,7 +327,7 @@ def bench_float(work: Path, n: int, queries: int, rng, rounds: int = 1) -> None:
                 row(f"float {n // 1000}k {name}: Collection.search k=20 p50 / p99", f"{p50:.1f} / {p99:.1f} ms (CPU {cpu:.1f} ms)",
                     f"(target <= 20 ms; {la} before, {load_avg()} after)")
             idx.threads = None
-    _index.IVF_MIN = 200_000
+    _index.IVF_MIN = ivf_min0
     # what an exact 4096-d scan would cost (the kind used up to FLAT_MAX rows)
     exact, _ = _index.build_float_index(vf.view(), np.arange(n, dtype=np.int64), flat_max=n)
 
@@ -519,32 +525,146 @@ def bench_tags(work: Path, n: int, queries: int, rng) -> None:
         f"(prob.f32 alone {disk_mb(path, ['prob.f32']) / n * 1024:.1f})")
 
 
-def bench_ivf1m(n: int, queries: int, rng) -> None:
+def bench_ivf1m(n: int, queries: int, rng, rounds: int = 1, cands: tuple[int, ...] = (1000, 2000, 4000),
+                ivfpq_nlist: int = 512, nprobes: tuple[int, ...] = (16, 32, 64), rerank_sample: int = 100_000,
+                work: Path | None = None) -> None:
+    """The float candidate indexes for large collections at ``n`` rows (default 1M x 4096).
+
+    The vectors are generated chunk by chunk (chunk ``c`` from its own seed) and streamed, in one
+    pass, into (a) the PCA-256 + IVF index, (b) the 4-bit PQ FastScan over the full vectors
+    ("pq4fs-ip", sharded), (c) an IVF + 4-bit PQ FastScan over the full vectors, and into the
+    exact ground truth (inner products of the queries with every chunk, a running top 20); nothing
+    is stored (16 GB).  Measured for each: candidate recall (the fraction of the exact top 20
+    among the candidates the exact re-rank would get: that re-rank on the stored vectors makes
+    it the end-to-end recall@20), latency of the candidate search for as many candidates as
+    :mod:`illust2vec.collection.search` asks for (1000 for k=20; the variants take turns query by
+    query), build time and index memory.  The re-rank itself (reading ~1000 stored 16 KB rows) is
+    measured on a memory map of ``rerank_sample`` rows written to ``work``: warm (page cache) and
+    cold (the file's pages dropped first).
+    """
     import faiss
 
-    print(f"ivf: {n} x {DIM} streamed", file=sys.stderr)
+    from illust2vec.collection import search as _search
+
+    print(f"ivf1m: {n} x {DIM} streamed", file=sys.stderr)
     centers = rng.standard_normal((2000, DIM), dtype=np.float32) / np.sqrt(DIM) * 8
+    chunk = 25_000
+
+    def gen(c: int) -> np.ndarray:  # chunk c, regenerated identically from its seed
+        s = c * chunk
+        return clustered(np.random.default_rng((7, c)), min(chunk, n - s), centers)
+
+    sample = _index.l2_normalize(clustered(np.random.default_rng(8), 32_768, centers))  # as build_float_index
+    qs = _index.l2_normalize(clustered(np.random.default_rng(9), queries, centers))
+    la0 = load_avg()
+    variants: dict[str, object] = {}
+    build: dict[str, float] = {}
     t = time.perf_counter()
-    index, _ = _index.new_float_index(DIM, n, flat_max=0, ivf_min=0,
-                                      sample=_index.l2_normalize(clustered(rng, 65_536, centers)))
-    train = time.perf_counter() - t
-    m0 = rss_mb()
+    pca, _ = _index.new_float_index(DIM, n, flat_max=0, ivf_min=0, sample=sample)
+    build["pca"] = time.perf_counter() - t
+    pca_nlist = faiss.extract_index_ivf(pca.shards[0]).nlist
     t = time.perf_counter()
-    chunk = 50_000
-    for s in range(0, n, chunk):
-        x = clustered(rng, min(chunk, n - s), centers)
-        index.add_with_ids(_index.l2_normalize(x), np.arange(s, s + len(x), dtype=np.int64), np.linalg.norm(x, axis=1))
-        print(f"    added {s + len(x)}/{n}", file=sys.stderr, end="\r", flush=True)
-    add = time.perf_counter() - t
+    pq, _ = _index.new_float_index(DIM, n, flat_max=0, ivf_min=n, sample=sample)
+    build["pq"] = time.perf_counter() - t
+    t = time.perf_counter()
+    idxs = {"pca": pca, "pq": pq}
+    ivfpq = ivfpq_idx = None
+    if ivfpq_nlist:
+        ivfpq = faiss.IndexIVFPQFastScan(faiss.IndexFlatIP(DIM), DIM, ivfpq_nlist, _index.pq_subquantizers(DIM), 4,
+                                         faiss.METRIC_INNER_PRODUCT)
+        ivfpq.cp.niter = 10
+        ivfpq.train(sample)
+        ivfpq_idx = idxs["ivfpq"] = _index.ShardedIndex([ivfpq], [None], binary=False)
+        build["ivfpq"] = time.perf_counter() - t
+    names = {"pca": f"PCA-256 + IVF{pca_nlist} (pca-ivf-ip)", "pq": f"4-bit PQ FastScan, {len(pq.shards)} shards (pq4fs-ip)",
+             "ivfpq": f"IVF{ivfpq_nlist} + 4-bit PQ FastScan"}
+    gt_s = np.full((queries, 0), -np.inf, np.float32)
+    gt_i = np.zeros((queries, 0), np.int64)
+    gen_t = 0.0
+    for c in range(-(-n // chunk)):
+        t = time.perf_counter()
+        x = gen(c)
+        xn, norms = _index._normalize_with_norms(x)
+        del x
+        rows = np.arange(c * chunk, c * chunk + len(xn), dtype=np.int64)
+        gen_t += time.perf_counter() - t
+        for key, idx in idxs.items():
+            t = time.perf_counter()
+            if key == "pq":  # a fresh build: one contiguous range of rows per shard
+                _index._add_to_shard(idx, c * len(idx.shards) // -(-n // chunk), xn, rows, norms)
+            else:
+                idx.add_with_ids(xn, rows, norms)
+            build[key] += time.perf_counter() - t
+        sims = qs @ xn.T
+        allS = np.concatenate([gt_s, sims], axis=1)
+        allI = np.concatenate([gt_i, np.broadcast_to(rows, sims.shape)], axis=1)
+        top = np.argsort(-allS, axis=1, kind="stable")[:, :20]
+        gt_s, gt_i = np.take_along_axis(allS, top, 1), np.take_along_axis(allI, top, 1)
+        print(f"    added {rows[-1] + 1}/{n}", file=sys.stderr, end="\r", flush=True)
     print(file=sys.stderr)
-    row(f"float {n // 1000}k PCA256+IVF{faiss.extract_index_ivf(index.shards[0]).nlist}: train / add",
-        f"{train:.0f} s / {add:.0f} s", "(add includes generating the synthetic vectors)")
-    row(f"float {n // 1000}k PCA256+IVF: index memory", f"{(rss_mb() - m0) / n * 1024:.2f} KiB/image")
-    qs = _index.l2_normalize(clustered(rng, queries, centers))
-    for nprobe in (16, 32):
-        _index.set_nprobe(index, nprobe)
-        row_latency(f"float {n // 1000}k PCA256+IVF nprobe={nprobe}: search k=20 p50 / p99",
-                    time_queries(lambda q: index.search(q[None], 20), qs))
+    row(f"float {n // 1000}k streamed: generating the synthetic vectors (not in the build times)", f"{gen_t:.0f} s",
+        f"({la0} before)")
+    for key in idxs:
+        idx = idxs[key]
+        row(f"float {n // 1000}k {names[key]}: build (train + add)", f"{build[key]:.0f} s",
+            f"index memory {idx.nbytes / n:.0f} B/image (incl. norms and row ids)")
+
+    def recall(idx, c: int) -> float:
+        _, I = idx.search(qs, c)
+        return float(np.mean([len(set(i.tolist()) & set(g.tolist())) / 20 for i, g in zip(I, gt_i)]))
+
+    fns = {}
+    for c in cands:
+        for key in ("pca", "pq"):
+            for nprobe in (nprobes if key == "pca" else (0,)):
+                if key == "pca":
+                    _index.set_nprobe(pca, nprobe)
+                label = names[key] + (f" nprobe={nprobe}" if key == "pca" else "")
+                rec = recall(idxs[key], c)
+                row(f"float {n // 1000}k {label}: candidate recall of the exact top 20 in {c} candidates",
+                    f"{rec:.3f}", f"({queries} queries vs exact ground truth)")
+                if c == cands[0]:
+                    fns[f"{label}, recall {rec:.3f}"] = (lambda idx, npb, c: lambda q: (
+                        _index.set_nprobe(idx, npb) if npb else None, idx.search(q[None], c)))(idxs[key], nprobe, c)
+        for nprobe in nprobes if ivfpq_idx is not None else ():
+            _index.set_nprobe(ivfpq_idx, nprobe)
+            rec = recall(ivfpq_idx, c)
+            row(f"float {n // 1000}k {names['ivfpq']} nprobe={nprobe}: candidate recall of the exact top 20 in {c} candidates",
+                f"{rec:.3f}", f"({queries} queries vs exact ground truth)")
+            if c == cands[0]:
+                fns[f"{names['ivfpq']} nprobe={nprobe}, recall {rec:.3f}"] = (lambda npb, c: lambda q: (
+                    _index.set_nprobe(ivfpq_idx, npb), ivfpq_idx.search(q[None], c)))(nprobe, c)
+    la = load_avg()
+    res = time_interleaved(fns, qs, rounds)
+    for name, (p50, p99, cpu) in res.items():
+        row(f"float {n // 1000}k {name}: candidate search ({cands[0]} candidates) p50 / p99",
+            f"{p50:.1f} / {p99:.1f} ms (CPU {cpu:.1f} ms)", f"({la} before, {load_avg()} after)")
+    del idxs, pca, ivfpq_idx, ivfpq
+    # exact re-rank of 1000 candidates, as search.py does it, from a memory map of stored vectors
+    path = (work or Path(tempfile.gettempdir())) / "rerank-sample.f32"
+    m = min(n, rerank_sample)
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(m, DIM))
+    for c in range(-(-m // chunk)):
+        x = gen(c)[: m - c * chunk]
+        mm[c * chunk : c * chunk + len(x)] = x
+    mm.flush()
+    norms = np.linalg.norm(mm, axis=1).astype(np.float32)
+    pick = np.random.default_rng(10)
+    warm, cold = [], []
+    with open(path, "rb") as fh:
+        for i, q in enumerate(qs):
+            cand = np.sort(pick.choice(m, cands[0], replace=False))
+            if i % 2:
+                os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+            t = time.perf_counter()
+            _search._rerank(mm, norms, cand, q[None], 20)
+            (cold if i % 2 else warm).append(time.perf_counter() - t)
+    del mm
+    path.unlink()
+    for name, times in (("warm (rows in the page cache)", warm), ("cold (file pages dropped before each query)", cold)):
+        p50, p99 = percentiles(times)
+        row(f"exact re-rank of {cands[0]} random stored rows (16 KB each) from a memory map of {m // 1000}k rows, {name}",
+            f"{p50:.1f} / {p99:.1f} ms", f"(p50 / p99, {len(times)} queries)")
 
 
 def bench_overhead(work: Path, model_name: str | None, n_images: int) -> None:
@@ -592,6 +712,8 @@ def main() -> int:
     ap.add_argument("--n-binary", type=int, default=1_000_000)
     ap.add_argument("--n-tags", type=int, default=100_000)
     ap.add_argument("--n-ivf", type=int, default=1_000_000)
+    ap.add_argument("--ivfpq-nlist", type=int, default=512,
+                    help="lists of the IVF + PQ FastScan variant in the ivf1m part (0: leave that variant out)")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=1, help="times every query is timed (float and binary parts)")
     ap.add_argument("--overhead-model", default=None,
@@ -619,7 +741,7 @@ def main() -> int:
         if "tags" in parts:
             bench_tags(work, args.n_tags, args.queries, rng)
         if "ivf1m" in parts:
-            bench_ivf1m(args.n_ivf, args.queries, rng)
+            bench_ivf1m(args.n_ivf, args.queries, rng, args.rounds, ivfpq_nlist=args.ivfpq_nlist, work=work)
         if "overhead" in parts:
             bench_overhead(work, args.overhead_model, args.overhead_images)
     finally:

@@ -236,3 +236,44 @@ def test_index_of_another_format_is_rebuilt(grown, monkeypatch):
     with Collection.open(col.path, create=False) as other:
         assert [h.row for h in other.search(vector=feats[9], k=6)] == first
     assert json.loads(meta.read_text())["format"] == _index.INDEX_FORMAT
+
+
+def test_pca_ivf_index_is_rebuilt_as_pq_when_its_size_class_changes(grown, monkeypatch):
+    """An index built as PCA + IVF (what the old thresholds chose from 200k rows) is rebuilt as the
+    4-bit PQ FastScan once the thresholds put its size in the PQ class; its candidates then give the
+    exact top k with every row a candidate and reach the brute-force top k with 5% of the rows."""
+    col, feats, _ = grown
+    monkeypatch.setattr(_index, "FLAT_MAX", 500)
+    monkeypatch.setattr(_index, "IVF_MIN", 1000)  # 2000 rows: PCA + IVF
+    monkeypatch.setattr(_search, "RERANK_MIN", 2000)
+    col.search(vector=feats[1], k=5)
+    assert col._cache[("index", "feature")][1].kind == "pca-ivf-ip"
+    assert json.loads((col.path / "index" / "feature.json").read_text())["kind"] == "pca-ivf-ip"
+    monkeypatch.setattr(_index, "IVF_MIN", 10_000)  # 2000 rows: now the PQ kind
+    live = np.arange(2000)
+    with Collection.open(col.path, create=False) as other:
+        for i in (1, 502, 1998):
+            q = feats[i]
+            hits = other.search(vector=q, k=12)
+            _check_float_hits(hits, feats, live, q, 12)  # exact scores, nothing better left out
+            want = np.sort(_cosine(feats, live, q))[::-1][:12]  # (planted copies tie up to rounding)
+            np.testing.assert_allclose([h.score for h in hits], want, atol=1e-5)
+        idx, im = other._cache[("index", "feature")]
+        assert im.kind == "pq4fs-ip" and idx.transform is None
+        assert json.loads((col.path / "index" / "feature.json").read_text())["kind"] == "pq4fs-ip"
+        monkeypatch.setattr(_search, "RERANK_MIN", 100)  # 5% of the rows as candidates
+        found = []
+        for i in range(3, 2000, 41):
+            q = feats[i]
+            kth = np.sort(_cosine(feats, live, q))[::-1][9]
+            found.append(np.mean([h.score >= kth - 1e-5 for h in other.search(vector=q, k=10)]))
+        assert np.mean(found) >= 0.95, np.mean(found)  # recall@10 against brute force (ties counted as found)
+
+
+def test_default_thresholds_use_pq_for_large_collections():
+    """Up to IVF_MIN the full-vector PQ FastScan is used (the PCA projection lost most neighbours of
+    the 1M-row benchmark, see benchmarks/bench_search.py --parts ivf1m); thresholds stay ordered."""
+    assert _index.float_kind(_index.FLAT_MAX) == "flat-ip"
+    assert _index.float_kind(_index.FLAT_MAX + 1) == "pq4fs-ip"
+    assert _index.float_kind(1_000_000) == "pq4fs-ip"
+    assert _index.float_kind(_index.IVF_MIN) == "pq4fs-ip" and _index.float_kind(_index.IVF_MIN + 1) == "pca-ivf-ip"

@@ -151,3 +151,24 @@ def test_models_import_then_list(model_store, tmp_path):
     r = cli("tag", ANIME36 / "00.jpg", "--model-dir", store, "--threshold", "0.7", "-q", store=model_store)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)[0]["tags"]["character"]
+
+
+def test_engine_defaults_follow_the_device():
+    import os
+
+    from illust2vec.cli.common import resolve_engine_defaults
+    from illust2vec.cli.main import build_parser
+
+    parser = build_parser()
+    cpu = parser.parse_args(["tag", "x.jpg"])
+    resolve_engine_defaults(cpu)
+    assert (cpu.batch_size, cpu.workers) == (16, 0)
+    gpu = parser.parse_args(["embed", "x.jpg", "-o", "f.npy", "--device", "cuda:1"])
+    resolve_engine_defaults(gpu)
+    assert (gpu.batch_size, gpu.workers) == (128, max(2, (os.cpu_count() or 2) - 1))
+    given = parser.parse_args(["index", "d", "--device", "cuda", "--batch-size", "7", "--workers", "0"])
+    resolve_engine_defaults(given)
+    assert (given.batch_size, given.workers) == (7, 0)
+    faces = parser.parse_args(["faces", "d"])  # its --workers means detection processes: left alone
+    resolve_engine_defaults(faces)
+    assert faces.workers is None

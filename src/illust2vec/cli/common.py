@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,10 +42,12 @@ def add_model_arguments(parser: argparse.ArgumentParser, task: str) -> None:
     e.add_argument("--fp16", action="store_true",
                    help="with --device cuda: half-precision weights and arithmetic (faster; results differ "
                         "from fp32 in the last digits, see the README's GPU table)")
-    e.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per network call (default 16)")
+    e.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="images per network call (default: 16 on the CPU, 128 with --device cuda)")
     e.add_argument("--threads", type=int, metavar="N", help="inference threads (default: one per core)")
-    e.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="decode in N processes (default: one background thread; use N>=2 with a GPU)")
+    e.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="decode in N processes (default: one background thread on the CPU; with --device cuda "
+                        "one process per CPU core but one, so the GPU is not starved)")
     p = parser.add_argument_group("preprocessing")
     p.add_argument("--alpha", choices=("white", "drop"), default="white",
                    help="transparency: composite onto white (default) or drop alpha like the original i2v")
@@ -52,6 +55,21 @@ def add_model_arguments(parser: argparse.ArgumentParser, task: str) -> None:
                    help="resize rule (default: the model's; i2v: skimage-bilinear, as the models were published). "
                         f"One of: {', '.join(RESIZE_CHOICES)}")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def resolve_engine_defaults(args: argparse.Namespace) -> None:
+    """Fill ``--batch-size`` and ``--workers`` left unset with what suits ``--device``.
+
+    The CPU is kept busy by the network, so one decode thread and small
+    batches do; a GPU needs large batches and every core decoding.
+    """
+    if not hasattr(args, "device"):
+        return
+    gpu = str(args.device or "").lower().startswith("cuda")
+    if getattr(args, "batch_size", 0) is None:
+        args.batch_size = 128 if gpu else 16
+    if getattr(args, "workers", 0) is None:
+        args.workers = max(2, (os.cpu_count() or 2) - 1) if gpu else 0
 
 
 def model_from_args(args: argparse.Namespace, task: str):

@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2
+    from illust2vec.cli.common import resolve_engine_defaults
+
+    resolve_engine_defaults(args)
     try:
         return int(args.func(args) or 0)
     except Illust2VecError as exc:

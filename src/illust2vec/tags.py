@@ -48,7 +48,26 @@ class TagTable:
         return tuple(dict.fromkeys(self.categories))
 
     def indices(self, category: str) -> np.ndarray:
-        return np.flatnonzero(np.asarray(self.categories) == category)
+        """Columns of ``category``, ascending (computed once per table; read-only)."""
+        cache = self.__dict__.get("_indices_cache")
+        if cache is None:
+            cats = np.asarray(self.categories)
+            cache = {c: np.flatnonzero(cats == c) for c in self.category_names}
+            for a in cache.values():
+                a.setflags(write=False)
+            object.__setattr__(self, "_indices_cache", cache)
+        found = cache.get(category)
+        return found if found is not None else np.zeros(0, dtype=np.intp)
+
+    @property
+    def name_array(self) -> np.ndarray:
+        """The names as a read-only object array (for fancy indexing)."""
+        cached = self.__dict__.get("_name_array")
+        if cached is None:
+            cached = np.asarray(self.names, dtype=object)
+            cached.setflags(write=False)
+            object.__setattr__(self, "_name_array", cached)
+        return cached
 
     def index(self, tag: str) -> int:
         try:
@@ -155,17 +174,18 @@ def plausible_tags(prob: np.ndarray, table: TagTable, thresholds: np.ndarray) ->
     The rating category is returned whole and sorted, as i2v does.
     """
     prob = np.asarray(prob)
-    names = np.asarray(table.names, dtype=object)
+    names = table.name_array
     results: list[dict[str, TagList]] = [{} for _ in range(prob.shape[0])]
     for cat in table.category_names:
         idx = table.indices(cat)
         sub = prob[:, idx]
-        order = np.argsort(-sub, axis=1, kind="stable")
+        keep = None if cat in UNTHRESHOLDED else sub > np.asarray(thresholds)[idx]
         for i, res in enumerate(results):
-            cols = order[i]
-            if cat not in UNTHRESHOLDED:
-                cols = cols[sub[i, cols] > thresholds[idx[cols]]]
-            res[cat] = list(zip(names[idx[cols]].tolist(), sub[i, cols].tolist()))
+            # the kept columns (ascending), then a stable sort: ties stay in column order
+            cols = np.arange(len(idx)) if keep is None else np.flatnonzero(keep[i])
+            vals = sub[i, cols]
+            order = np.argsort(-vals, kind="stable")
+            res[cat] = list(zip(names[idx[cols[order]]].tolist(), vals[order].tolist()))
     return results
 
 

@@ -125,11 +125,10 @@ def run(args: argparse.Namespace) -> int:
                                   workers=args.workers,
                                   outputs=("prob",), progress=bar, on_error=report):
             prob = batch.outputs["prob"]
+            batch_tags = (plausible_tags_mcut(prob, model.tags) if args.threshold_rule == "mcut"
+                          else plausible_tags(prob, model.tags, thresholds)) if len(batch) else []
             for j, index in enumerate(batch.indices):
-                if args.threshold_rule == "mcut":
-                    tags = plausible_tags_mcut(prob[j : j + 1], model.tags)[0]
-                else:
-                    tags = plausible_tags(prob[j : j + 1], model.tags, thresholds)[0]
+                tags = batch_tags[j]
                 if matrix is not None:
                     matrix[index] = prob[j]
                 elif faces is not None and args.format == "npy":

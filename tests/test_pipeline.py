@@ -78,3 +78,31 @@ def test_all_bad_batch_yields_errors_only(i2v_tagger, tmp_path):
     assert [len(b) for b in out] == [0, 2]
     assert [e.index for e in out[0].errors] == [0, 1, 2]
     assert out[1].indices == [3, 4]
+
+
+class _FailingEngine:
+    """Wraps a model; its second run fails (as a GPU running out of memory would)."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, 0
+        self.recipe, self.alpha, self.outputs, self.batch_size = model.recipe, model.alpha, ("prob",), 2
+
+    def run_all(self, batch, names):
+        self.calls += 1
+        if self.calls == 2:
+            raise RuntimeError("engine failed on the second batch")
+        return self.model.run_all(batch, names)
+
+
+def test_engine_errors_reach_the_caller_and_everything_is_released(i2v_tagger):
+    files = sorted(ANIME36.glob("*.jpg"))[:8]
+    before = _shm_names()
+    seen = []
+    with pytest.raises(RuntimeError, match="second batch"):
+        for batch in iter_batches(_FailingEngine(i2v_tagger), files, batch_size=2, workers=2, outputs=("prob",)):
+            seen.append(batch.indices)
+    assert seen == [[0, 1]]
+    assert _shm_names() == before
+    import threading
+
+    assert not any(t.name == "illust2vec-engine" for t in threading.enumerate())

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import queue
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -114,7 +116,8 @@ def iter_batches(
     progress:
         ``True`` for a tqdm bar on stderr, or a tqdm-like object to update.
     on_error:
-        Called with each :class:`ItemError` as soon as it happens.
+        Called with each :class:`ItemError` as soon as it happens (with
+        ``workers >= 2`` from the engine's thread).
     """
     batch_size = batch_size or model.batch_size
     alpha = alpha or model.alpha
@@ -185,6 +188,7 @@ def _batches_from_thread(model, inputs, batch_size, alpha, names, bar, on_error)
 
 #: Batch buffers in the ring: one being run by the engine, the others being filled.
 _SLOTS = 4
+_END = object()  # the engine thread's "no more batches"
 _worker_ring: np.ndarray | None = None
 _worker_shm: Any = None
 
@@ -253,7 +257,9 @@ def _batches_from_processes(model, inputs, batch_size, workers, alpha, names, ba
     Each batch is the next ``batch_size`` inputs; its chunks are spread over
     the workers and written in place, so the parent neither unpickles pixels
     nor stacks arrays: the engine reads the shared buffer directly.  Up to
-    ``_SLOTS - 1`` batches are decoded while the engine runs the current one.
+    ``_SLOTS - 1`` batches are decoded while the engine runs the current one,
+    and the engine (its own thread) runs up to two batches ahead of the
+    caller.  ``on_error`` and the progress bar are called from that thread.
     """
     import itertools
 
@@ -277,42 +283,75 @@ def _batches_from_processes(model, inputs, batch_size, workers, alpha, names, ba
                        for s in range(0, len(items), chunk)]
             inflight.append((slot, items, futures))
 
+    results: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def hand_over(item: object) -> None:
+        while not stop.is_set():
+            try:
+                results.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def engine() -> None:
+        """Collect decoded batches, run the model on them and hand the results over, in order."""
+        try:
+            for slot in range(_SLOTS):
+                submit(slot)
+            while inflight and not stop.is_set():
+                slot, items, futures = inflight.popleft()
+                good: list[int] = []
+                errors: list[ItemError] = []
+                for start, fut in futures:
+                    messages, arrays = fut.result()
+                    for j, message in enumerate(messages):
+                        i, src = items[start + j]
+                        if message is None:
+                            if arrays is not None:
+                                ring[slot, start + j] = arrays.pop(0)
+                            good.append(start + j)
+                        else:
+                            err = ItemError(i, source_name(src), message)
+                            errors.append(err)
+                            if on_error:
+                                on_error(err)
+                if good:
+                    batch = ring[slot, : len(good)] if len(good) == len(items) else ring[slot, good]
+                    result = model.run_all(batch, names)
+                    del batch
+                else:
+                    result = {n: np.zeros((0, 0), np.float32) for n in names}
+                submit(slot)  # the engine is done with this buffer: refill it
+                if bar is not None:
+                    bar.update(len(good) + len(errors))
+                hand_over(BatchResult([items[g][0] for g in good], [source_name(items[g][1]) for g in good],
+                                      result, errors))
+            hand_over(_END)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            hand_over(exc)
+
+    # The engine runs in its own thread so that the caller's work on one batch
+    # (writing tags, JSON, captions: Python holding the GIL) overlaps the next
+    # batch on the GPU (ONNX Runtime releases the GIL while it computes).
+    thread = threading.Thread(target=engine, name="illust2vec-engine", daemon=True)
+    thread.start()
     try:
-        for slot in range(_SLOTS):
-            submit(slot)
-        while inflight:
-            slot, items, futures = inflight.popleft()
-            good: list[int] = []
-            errors: list[ItemError] = []
-            for start, fut in futures:
-                messages, arrays = fut.result()
-                for j, message in enumerate(messages):
-                    i, src = items[start + j]
-                    if message is None:
-                        if arrays is not None:
-                            ring[slot, start + j] = arrays.pop(0)
-                        good.append(start + j)
-                    else:
-                        err = ItemError(i, source_name(src), message)
-                        errors.append(err)
-                        if on_error:
-                            on_error(err)
-            if good:
-                batch = ring[slot, : len(good)] if len(good) == len(items) else ring[slot, good]
-                result = model.run_all(batch, names)
-                del batch
-            else:
-                result = {n: np.zeros((0, 0), np.float32) for n in names}
-            submit(slot)  # the engine is done with this buffer: refill it
-            if bar is not None:
-                bar.update(len(good) + len(errors))
-            yield BatchResult([items[g][0] for g in good], [source_name(items[g][1]) for g in good], result, errors)
+        while True:
+            item = results.get()
+            if item is _END:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
     finally:
+        stop.set()
+        thread.join()
         for _, _, futures in inflight:
             for _, fut in futures:
                 fut.cancel()
         executor.shutdown(wait=True, cancel_futures=True)
-        del ring
+        ring = None  # the engine thread has ended: drop the last view of the shared block before closing it
         if shm is not None:
             try:
                 shm.close()

@@ -106,3 +106,17 @@ def test_engine_errors_reach_the_caller_and_everything_is_released(i2v_tagger):
     import threading
 
     assert not any(t.name == "illust2vec-engine" for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("good_items", [3, 11], ids=["while-starting", "from-the-engine-thread"])
+def test_a_failing_input_iterable_reaches_the_caller(i2v_tagger, good_items):
+    files = sorted(ANIME36.glob("*.jpg"))
+
+    def inputs():
+        yield from files[:good_items]
+        raise ValueError("listing the folder failed")
+
+    before = _shm_names()
+    with pytest.raises(ValueError, match="listing the folder failed"):
+        list(iter_batches(i2v_tagger, inputs(), batch_size=2, workers=2, outputs=("prob",)))
+    assert _shm_names() == before

@@ -297,8 +297,6 @@ def _batches_from_processes(model, inputs, batch_size, workers, alpha, names, ba
     def engine() -> None:
         """Collect decoded batches, run the model on them and hand the results over, in order."""
         try:
-            for slot in range(_SLOTS):
-                submit(slot)
             while inflight and not stop.is_set():
                 slot, items, futures = inflight.popleft()
                 good: list[int] = []
@@ -335,8 +333,10 @@ def _batches_from_processes(model, inputs, batch_size, workers, alpha, names, ba
     # (writing tags, JSON, captions: Python holding the GIL) overlaps the next
     # batch on the GPU (ONNX Runtime releases the GIL while it computes).
     thread = threading.Thread(target=engine, name="illust2vec-engine", daemon=True)
-    thread.start()
     try:
+        for slot in range(_SLOTS):  # here, so that the workers fork before the engine thread exists
+            submit(slot)
+        thread.start()
         while True:
             item = results.get()
             if item is _END:
@@ -346,7 +346,8 @@ def _batches_from_processes(model, inputs, batch_size, workers, alpha, names, ba
             yield item  # type: ignore[misc]
     finally:
         stop.set()
-        thread.join()
+        if thread.ident is not None:
+            thread.join()
         for _, _, futures in inflight:
             for _, fut in futures:
                 fut.cancel()

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
-import queue
 import sys
-import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from illust2vec.background import iterate_in_thread
 from illust2vec.errors import Illust2VecError
 from illust2vec.images import load_image, source_name
 from illust2vec.preprocess import InputRecipe, preprocess_one, warm_up
@@ -188,7 +187,6 @@ def _batches_from_thread(model, inputs, batch_size, alpha, names, bar, on_error)
 
 #: Batch buffers in the ring: one being run by the engine, the others being filled.
 _SLOTS = 4
-_END = object()  # the engine thread's "no more batches"
 _worker_ring: np.ndarray | None = None
 _worker_shm: Any = None
 
@@ -283,71 +281,44 @@ def _batches_from_processes(model, inputs, batch_size, workers, alpha, names, ba
                        for s in range(0, len(items), chunk)]
             inflight.append((slot, items, futures))
 
-    results: queue.Queue = queue.Queue(maxsize=2)
-    stop = threading.Event()
+    def engine() -> Iterator[BatchResult]:
+        """Collect the decoded batches and run the model on them, in order."""
+        while inflight:
+            slot, items, futures = inflight.popleft()
+            good: list[int] = []
+            errors: list[ItemError] = []
+            for start, fut in futures:
+                messages, arrays = fut.result()
+                for j, message in enumerate(messages):
+                    i, src = items[start + j]
+                    if message is None:
+                        if arrays is not None:
+                            ring[slot, start + j] = arrays.pop(0)
+                        good.append(start + j)
+                    else:
+                        err = ItemError(i, source_name(src), message)
+                        errors.append(err)
+                        if on_error:
+                            on_error(err)
+            if good:
+                batch = ring[slot, : len(good)] if len(good) == len(items) else ring[slot, good]
+                result = model.run_all(batch, names)
+                del batch
+            else:
+                result = {n: np.zeros((0, 0), np.float32) for n in names}
+            submit(slot)  # the engine is done with this buffer: refill it
+            if bar is not None:
+                bar.update(len(good) + len(errors))
+            yield BatchResult([items[g][0] for g in good], [source_name(items[g][1]) for g in good], result, errors)
 
-    def hand_over(item: object) -> None:
-        while not stop.is_set():
-            try:
-                results.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def engine() -> None:
-        """Collect decoded batches, run the model on them and hand the results over, in order."""
-        try:
-            while inflight and not stop.is_set():
-                slot, items, futures = inflight.popleft()
-                good: list[int] = []
-                errors: list[ItemError] = []
-                for start, fut in futures:
-                    messages, arrays = fut.result()
-                    for j, message in enumerate(messages):
-                        i, src = items[start + j]
-                        if message is None:
-                            if arrays is not None:
-                                ring[slot, start + j] = arrays.pop(0)
-                            good.append(start + j)
-                        else:
-                            err = ItemError(i, source_name(src), message)
-                            errors.append(err)
-                            if on_error:
-                                on_error(err)
-                if good:
-                    batch = ring[slot, : len(good)] if len(good) == len(items) else ring[slot, good]
-                    result = model.run_all(batch, names)
-                    del batch
-                else:
-                    result = {n: np.zeros((0, 0), np.float32) for n in names}
-                submit(slot)  # the engine is done with this buffer: refill it
-                if bar is not None:
-                    bar.update(len(good) + len(errors))
-                hand_over(BatchResult([items[g][0] for g in good], [source_name(items[g][1]) for g in good],
-                                      result, errors))
-            hand_over(_END)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            hand_over(exc)
-
-    # The engine runs in its own thread so that the caller's work on one batch
-    # (writing tags, JSON, captions: Python holding the GIL) overlaps the next
-    # batch on the GPU (ONNX Runtime releases the GIL while it computes).
-    thread = threading.Thread(target=engine, name="illust2vec-engine", daemon=True)
     try:
         for slot in range(_SLOTS):  # here, so that the workers fork before the engine thread exists
             submit(slot)
-        thread.start()
-        while True:
-            item = results.get()
-            if item is _END:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            yield item  # type: ignore[misc]
+        # The engine runs in its own thread so that the caller's work on one batch
+        # (writing tags, JSON, captions: Python holding the GIL) overlaps the next
+        # batch on the GPU (ONNX Runtime releases the GIL while it computes).
+        yield from iterate_in_thread(engine(), maxsize=2, name="illust2vec-engine")
     finally:
-        stop.set()
-        if thread.ident is not None:
-            thread.join()
         for _, _, futures in inflight:
             for _, fut in futures:
                 fut.cancel()

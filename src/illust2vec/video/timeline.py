@@ -8,8 +8,6 @@ appearance intervals computed with hysteresis (:func:`tag_intervals`).
 """
 from __future__ import annotations
 
-import queue
-import threading
 import time as _time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from illust2vec.background import iterate_in_thread
 from illust2vec.errors import Illust2VecError
 from illust2vec.model import chunks
 from illust2vec.tags import TagTable, resolve_thresholds
@@ -364,9 +363,6 @@ class _Runner:
 # tagging
 
 
-_STOP = object()
-
-
 def tag_video(
     path: str | Path,
     model: Any,
@@ -472,19 +468,15 @@ def tag_video(
     info = frames.info
     detector = ShotDetector(threshold=shot_threshold, min_shot=min_shot) if (shots and not scenes) else None
 
-    # Decoding (and shot detection) run in a thread that feeds a bounded queue;
+    # Decoding (and shot detection) run ahead in a thread (background.iterate_in_thread);
     # ImageModels then take the image pipeline's path (pipeline.iter_batches:
     # preprocessing overlapped with ONNX Runtime, which releases the GIL).
-    q: queue.Queue[Any] = queue.Queue(maxsize=max(4, 2 * batch_size))
-    stop = threading.Event()
     meta: list[tuple[float, int, int]] = []  # (time, frame index, shot) per sample
 
-    def produce() -> None:
+    def frame_images() -> Iterator[np.ndarray]:
+        shot_idx = 0
         try:
-            shot_idx = 0
             for fr in frames:
-                if stop.is_set():
-                    break
                 if scenes:
                     shot_idx = pick_shot.get(round(fr.time, 6), assign_shots([fr.time], shot_list)[0])
                 elif detector is not None:
@@ -493,35 +485,17 @@ def tag_video(
                 meta.append((fr.time, fr.index, shot_idx))
                 if frame_sink is not None:
                     frame_sink(fr, shot_idx)
-                while not stop.is_set():
-                    try:
-                        q.put(fr.image, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-            q.put(_STOP)
-        except BaseException as exc:  # handed to the consumer
-            q.put(exc)
-        finally:
-            if stop.is_set():
-                frames.close()
+                yield fr.image
+        except GeneratorExit:  # stopped early: release the decoder
+            frames.close()
+            raise
 
-    def frame_images() -> Iterator[np.ndarray]:
-        while True:
-            item = q.get()
-            if item is _STOP:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    thread = threading.Thread(target=produce, name="illust2vec-video-decode", daemon=True)
-    thread.start()
     probs: list[np.ndarray] = []
     feats: list[np.ndarray] = []
     done = 0
+    stream = iterate_in_thread(frame_images(), maxsize=max(4, 2 * batch_size), name="illust2vec-video-decode")
     try:
-        for p, f in runner.batches(frame_images(), batch_size):
+        for p, f in runner.batches(stream, batch_size):
             probs.append(p)
             if f is not None:
                 feats.append(f)
@@ -529,13 +503,7 @@ def tag_video(
             if progress is not None:
                 progress(done, meta[done - 1][0])
     finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                q.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        thread.join()
+        stream.close()
 
     n = len(meta)
     times = np.asarray([m[0] for m in meta], dtype=np.float64)

@@ -170,13 +170,17 @@ def main() -> int:
             batches = list(pool.map(_decode, [(c, model.recipe, True) for c in chunks]))
 
         # network alone
+        def network_alone(m, prepared) -> list[float]:
+            runs = []
+            for _ in range(args.repeats):
+                t = time.perf_counter()
+                for b in prepared:
+                    m.run(b)
+                runs.append(rate(n_images, time.perf_counter() - t))
+            return runs
+
         model.run(batches[0])  # warm-up (cuDNN algorithm search, arena growth)
-        net = []
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            for b in batches:
-                model.run(b)
-            net.append(rate(n_images, time.perf_counter() - t))
+        net = network_alone(model, batches)
         results["network_fp32_img_s"] = statistics.median(net)
         print(f"network fp32: {net}", file=sys.stderr, flush=True)
 
@@ -191,12 +195,7 @@ def main() -> int:
             got = m16.run(batches[0], "prob")
             results["fp16_max_abs_diff_prob"] = float(np.abs(got - ref).max())
             batches16 = [b.astype(m16.input_dtype) for b in batches]  # as the worker ring holds them
-            net16 = []
-            for _ in range(args.repeats):
-                t = time.perf_counter()
-                for b in batches16:
-                    m16.run(b)
-                net16.append(rate(n_images, time.perf_counter() - t))
+            net16 = network_alone(m16, batches16)
             results["network_fp16_img_s"] = statistics.median(net16)
             print(f"network fp16: {net16}; max diff {results['fp16_max_abs_diff_prob']:.2e}",
                   file=sys.stderr, flush=True)

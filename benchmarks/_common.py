@@ -1,6 +1,7 @@
 """Inputs shared by the benchmark scripts: the full-size random i2v tag model and a JPEG folder."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,3 +32,20 @@ def make_folder(folder: Path, n: int, size: int = 256) -> list[Path]:
             Image.fromarray(base).resize((size, size), Image.BICUBIC).save(p, quality=90)
         paths.append(p)
     return paths
+
+
+class StandInEngine:
+    """Looks like an ImageModel to ``iter_batches``; each run sleeps ``seconds`` with the GIL free,
+    as an ONNX Runtime GPU run does, and returns zeros."""
+
+    alpha, outputs = "white", ("prob",)
+
+    def __init__(self, seconds: float, *, recipe=None, batch_size: int = 8, input_dtype=np.float32) -> None:
+        from illust2vec.preprocess import I2V_RECIPE
+
+        self.seconds, self.batch_size, self.input_dtype = seconds, batch_size, input_dtype
+        self.recipe = recipe or I2V_RECIPE
+
+    def run_all(self, batch, names):
+        time.sleep(self.seconds)
+        return {"prob": np.zeros((len(batch), 1), np.float32)}

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import make_model, make_folder  # noqa: E402
+from _common import StandInEngine, make_folder, make_model  # noqa: E402
 
 
 
@@ -61,19 +61,6 @@ def _decode(job: tuple[list[Path], object, bool]) -> np.ndarray | float:
     paths, recipe, keep = job
     batch = preprocess([load_image(p) for p in paths], recipe)
     return batch if keep else float(batch[:, 0, 0, 0].sum())
-
-
-class _Sleeper:
-    """A stand-in model whose run takes ``seconds`` without holding the GIL (the pipeline's ceiling)."""
-
-    def __init__(self, model, seconds: float) -> None:
-        self.recipe, self.alpha, self.outputs = model.recipe, model.alpha, ("prob",)
-        self.batch_size, self.input_dtype, self.precision, self.seconds = model.batch_size, model.input_dtype, \
-            "sleep", seconds
-
-    def run_all(self, batch, names):
-        time.sleep(self.seconds)
-        return {"prob": np.zeros((len(batch), 1), np.float32)}
 
 
 def diagnose(model, batch, files, bs, workers, batch_seconds, results) -> None:
@@ -102,7 +89,8 @@ def diagnose(model, batch, files, bs, workers, batch_seconds, results) -> None:
     during_sleep = count_during(lambda: time.sleep(5 * batch_seconds))
     results["gil_free_during_run"] = during_run / during_sleep
     t = time.perf_counter()
-    n = sum(len(r.indices) for r in iter_batches(_Sleeper(model, batch_seconds), files, batch_size=bs,
+    stand_in = StandInEngine(batch_seconds, recipe=model.recipe, batch_size=bs, input_dtype=model.input_dtype)
+    n = sum(len(r.indices) for r in iter_batches(stand_in, files, batch_size=bs,
                                                   workers=workers))
     results["pipeline_with_sleeping_engine_img_s"] = rate(n, time.perf_counter() - t)
     print(f"a Python thread runs at {results['gil_free_during_run']:.2f}x its idle speed during GPU runs; "

@@ -21,26 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import make_folder
+from _common import StandInEngine, make_folder
 
 from illust2vec import pipeline
-from illust2vec.preprocess import I2V_RECIPE
-
-
-class StandInEngine:
-    """Looks like an ImageModel to iter_batches; each run sleeps (the GIL is free meanwhile)."""
-
-    recipe, alpha, outputs, input_dtype = I2V_RECIPE, "white", ("prob",), np.float32
-
-    def __init__(self, batch_size: int, seconds: float) -> None:
-        self.batch_size, self.seconds = batch_size, seconds
-
-    def run_all(self, batch, names):
-        time.sleep(self.seconds)
-        return {"prob": np.zeros((len(batch), 1), np.float32)}
 
 
 def busy(seconds: float) -> None:
@@ -72,7 +57,7 @@ def main() -> int:
     ap.add_argument("--baseline-rev", default="72f21cf", help="commit whose pipeline ran the engine in the caller's thread")
     args = ap.parse_args()
     files = make_folder(Path(tempfile.gettempdir()) / "i2v-bench-jpegs256", args.images)
-    engine = StandInEngine(args.batch_size, args.engine_ms / 1000)
+    engine = StandInEngine(args.engine_ms / 1000, batch_size=args.batch_size)
     rows = []
     for name, module in ((f"{args.baseline_rev} (engine in the caller's thread)", load_revision(args.baseline_rev)),
                          ("this tree (engine thread)", pipeline)):

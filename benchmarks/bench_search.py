@@ -112,6 +112,14 @@ def row_latency(what: str, res: dict[int, tuple[float, float, float]], note: str
             f"{p50:.1f} / {p99:.1f} ms (CPU {cpu:.1f} ms)", note)
 
 
+def latency_rows(fns: dict[str, object], qs, rounds: int, what: str, note: str = "") -> None:
+    """Time ``fns`` interleaved and add a row per variant (``what`` has a ``{}`` for its name)."""
+    la = load_avg()
+    res = time_interleaved(fns, qs, rounds)
+    for name, (p50, p99, cpu) in res.items():
+        row(what.format(name), f"{p50:.1f} / {p99:.1f} ms (CPU {cpu:.1f} ms)", f"({note}{la} before, {load_avg()} after)")
+
+
 def time_interleaved(fns: dict[str, object], qs, rounds: int = 1) -> dict[str, tuple[float, float, float]]:
     """``{name: (wall p50 ms, wall p99 ms, CPU-time p50 ms)}``; the variants take turns on every query
     (repeated ``rounds`` times), so a load change on the shared machine hits all of them alike."""
@@ -321,11 +329,8 @@ def bench_float(work: Path, n: int, queries: int, rng, rounds: int = 1) -> None:
             if nsh > 1:
                 fns[f"{im.kind} + in-place re-rank of 1000, recall@20 = {rec:.3f}, {nsh} shards in threads"] = \
                     with_threads(None)
-            la = load_avg()
-            res = time_interleaved(fns, qs, rounds)
-            for name, (p50, p99, cpu) in res.items():
-                row(f"float {n // 1000}k {name}: Collection.search k=20 p50 / p99", f"{p50:.1f} / {p99:.1f} ms (CPU {cpu:.1f} ms)",
-                    f"(target <= 20 ms; {la} before, {load_avg()} after)")
+            latency_rows(fns, qs, rounds, f"float {n // 1000}k {{}}: Collection.search k=20 p50 / p99",
+                         "target <= 20 ms; ")
             idx.threads = None
     _index.IVF_MIN = ivf_min0
     # what an exact 4096-d scan would cost (the kind used up to FLAT_MAX rows)
@@ -411,11 +416,8 @@ def bench_binary(work: Path, n: int, queries: int, rng, rounds: int = 1) -> None
         fns = {"format 1: one IndexBinaryIDMap(IndexBinaryFlat), 1 thread": old_fn,
                "sharded, searched in 1 thread": with_threads(1),
                f"sharded, {nsh} shards in threads": with_threads(None)}
-        la = load_avg()
-        res = time_interleaved(fns, qs, rounds)
-        for name, (p50, p99, cpu) in res.items():
-            row(f"binary {n // 1000}k {name}: Collection.search k=20 p50 / p99", f"{p50:.1f} / {p99:.1f} ms (CPU {cpu:.1f} ms)",
-                f"(target <= 50 ms; {la} before, {load_avg()} after)")
+        latency_rows(fns, qs, rounds, f"binary {n // 1000}k {{}}: Collection.search k=20 p50 / p99",
+                     "target <= 50 ms; ")
         idx.threads = None
     row(f"binary {n // 1000}k: disk (codes.u8 + sqlite)",
         f"{disk_mb(path, ['codes.u8', 'collection.sqlite*', 'index/*']) / n * 1024:.2f} KiB/image")
@@ -634,11 +636,7 @@ def bench_ivf1m(n: int, queries: int, rng, rounds: int = 1, cands: tuple[int, ..
             if c == cands[0]:
                 fns[f"{names['ivfpq']} nprobe={nprobe}, recall {rec:.3f}"] = (lambda npb, c: lambda q: (
                     _index.set_nprobe(ivfpq_idx, npb), ivfpq_idx.search(q[None], c)))(nprobe, c)
-    la = load_avg()
-    res = time_interleaved(fns, qs, rounds)
-    for name, (p50, p99, cpu) in res.items():
-        row(f"float {n // 1000}k {name}: candidate search ({cands[0]} candidates) p50 / p99",
-            f"{p50:.1f} / {p99:.1f} ms (CPU {cpu:.1f} ms)", f"({la} before, {load_avg()} after)")
+    latency_rows(fns, qs, rounds, f"float {n // 1000}k {{}}: candidate search ({cands[0]} candidates) p50 / p99")
     del idxs, pca, ivfpq_idx, ivfpq
     # exact re-rank of 1000 candidates, as search.py does it, from a memory map of stored vectors
     path = (work or Path(tempfile.gettempdir())) / "rerank-sample.f32"

@@ -258,6 +258,32 @@ def test_dupes_finds_exactly_the_planted_groups(tmp_path, i2v_features):
         assert all(len(g.rows) == 1 for g in col.dupes(max_distance=0))
 
 
+def test_default_dupes_distance_fits_simhash_codes(tmp_path):
+    """The generic embedder's SimHash codes: re-encoded and half-size copies are found with the default."""
+    from illust2vec.collection.dupes import code_kind, default_max_distance
+    from illust2vec.errors import Illust2VecError
+    from illust2vec.model import load_model
+
+    try:
+        model = load_model("generic-effnet-lite0", offline=True, progress=False)
+    except Illust2VecError as exc:
+        pytest.skip(f"generic-effnet-lite0 not available offline: {exc}")
+    src = tmp_path / "imgs"
+    src.mkdir()
+    planted = []
+    for p in ORIGINALS[::3]:
+        im = Image.open(p).convert("RGB")
+        im.save(src / f"{p.stem}.jpg", quality=95)
+        im.save(src / f"{p.stem}_q60.jpg", quality=60)
+        im.resize((im.width // 2, im.height // 2)).save(src / f"{p.stem}_half.jpg", quality=90)
+        planted.append({f"{p.stem}.jpg", f"{p.stem}_q60.jpg", f"{p.stem}_half.jpg"})
+    with Collection.open(tmp_path / "col") as col:
+        col.add([src], embedder=model, batch_size=12, progress=False)
+        assert code_kind(col.meta) == "simhash" and default_max_distance(col) == 512
+        found = [{Path(p).name for p in g.paths} for g in col.dupes()]
+        assert sorted(map(sorted, found)) == sorted(map(sorted, planted))
+
+
 # --------------------------------------------------------------------------- incremental
 def test_bad_files_recorded_and_retried_only_when_changed(tmp_path, i2v_features):
     d = tmp_path / "imgs"

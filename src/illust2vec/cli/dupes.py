@@ -18,8 +18,9 @@ def register(sub) -> None:
     )
     add_db_argument(p)
     p.add_argument("--max-distance", type=int, metavar="N",
-                   help="largest Hamming distance between near-duplicates (default: 2%% of the code length, "
-                        "82 bits for i2v's 4096-bit codes)")
+                   help="largest Hamming distance between near-duplicates (default by kind of code: 2%% of "
+                        "the code length for i2v's codes, 82 of 4096 bits; 12.5%% for the generic embedder's "
+                        "SimHash codes, 512 of 4096 bits)")
     p.add_argument("--sheets", metavar="DIR", type=Path, help="write a contact sheet PNG per group into DIR")
     p.add_argument("--output", "-o", metavar="FILE", type=Path, help="write the JSON list here instead of stdout")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

@@ -205,6 +205,7 @@ class Collection:
             _db.set_meta(c, "embedder_identity", e_id)
             _db.set_meta(c, "feature_dim", int(dim))
             _db.set_meta(c, "code_bytes", code_bytes)
+            _db.set_meta(c, "code_kind", getattr(embedder, "binarize", "positive"))
             _db.set_meta(c, "tagger_name", getattr(tagger, "name", "") if tagger is not None else "")
             _db.set_meta(c, "tagger_identity", t_id)
             if m.get("prob_floor") is None:
@@ -487,7 +488,9 @@ class Collection:
     def dupes(self, max_distance: int | None = None, *, progress: bool = False):
         """Groups of near-duplicate files; see :func:`illust2vec.collection.dupes.find_dupes`.
 
-        ``max_distance`` defaults to 2% of the code length (82 of i2v's 4096 bits).
+        ``max_distance`` defaults to a fraction of the code length that suits the
+        kind of code (:data:`illust2vec.collection.dupes.NEAR_FRACTION`: 82 of
+        i2v's 4096 bits, 512 of the generic embedder's 4096 SimHash bits).
         """
         from illust2vec.collection.dupes import default_max_distance, find_dupes
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 def make_model(path: Path) -> Path:
     """A random-weight tag model with the published i2v layout (~188 MB, V1 format), written once."""
-    from illust2vec.caffe.writer import i2v_layers, write_caffemodel
+    from illust2vec.models.families.i2v.caffe.writer import i2v_layers, write_caffemodel
 
     path = Path(path)
     if not path.exists():
@@ -41,7 +41,7 @@ class StandInEngine:
     alpha, outputs = "white", ("prob",)
 
     def __init__(self, seconds: float, *, recipe=None, batch_size: int = 8, input_dtype=np.float32) -> None:
-        from illust2vec.preprocess import I2V_RECIPE
+        from illust2vec.prep.preprocess import I2V_RECIPE
 
         self.seconds, self.batch_size, self.input_dtype = seconds, batch_size, input_dtype
         self.recipe = recipe or I2V_RECIPE

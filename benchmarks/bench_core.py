@@ -37,7 +37,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     from illust2vec import Illustration2Vec
-    from illust2vec.pipeline import iter_batches
+    from illust2vec.runtime.batches import iter_batches
 
     weights = args.out / "i2v_tag_fullsize.caffemodel"
     make_model(weights)

@@ -38,7 +38,7 @@ def _machine() -> str:
 
 def bench_512(files: list[Path], workers: int) -> None:
     from illust2vec.faces import detect_faces, iter_detections
-    from illust2vec.images import load_image
+    from illust2vec.io.images import load_image
 
     images = [load_image(f) for f in files]
     detect_faces(images[0])  # load the library

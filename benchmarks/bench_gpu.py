@@ -9,7 +9,7 @@ shape as illust2vec_tag_ver200.caffemodel), imports it, writes a folder of
 * ``network``: the network alone on pre-made batches (fp32, and fp16 with
   ``--fp16``, with the largest difference of the fp16 probabilities from fp32);
 * ``end-to-end``: files in, tag probabilities out, through
-  :func:`illust2vec.pipeline.iter_batches` with decoding in worker processes
+  :func:`illust2vec.runtime.batches.iter_batches` with decoding in worker processes
   that write into shared batch buffers, and (``--compare-pipe``) the same with
   the pipe fallback, where workers pickle their arrays back to the parent.
 
@@ -55,8 +55,8 @@ def card_name() -> str:
 
 def _decode(job: tuple[list[Path], object, bool]) -> np.ndarray | float:
     """Decode and preprocess one batch in a worker; the batch itself only when ``keep``."""
-    from illust2vec.images import load_image
-    from illust2vec.preprocess import preprocess
+    from illust2vec.io.images import load_image
+    from illust2vec.prep.preprocess import preprocess
 
     paths, recipe, keep = job
     batch = preprocess([load_image(p) for p in paths], recipe)
@@ -67,7 +67,7 @@ def diagnose(model, batch, files, bs, workers, batch_seconds, results) -> None:
     """Does a GPU run hold the GIL, and how fast is the pipeline when the engine never blocks it?"""
     import threading
 
-    from illust2vec.pipeline import iter_batches
+    from illust2vec.runtime.batches import iter_batches
 
     def count_during(work) -> float:
         counter, stop = [0], threading.Event()
@@ -125,8 +125,10 @@ def main() -> int:
     bs = args.batch_size or (256 if gpu else 16)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    from illust2vec import Illustration2Vec, pipeline
-    from illust2vec.pipeline import iter_batches
+    from illust2vec import Illustration2Vec
+
+    from illust2vec.runtime import batches as pipeline
+    from illust2vec.runtime.batches import iter_batches
 
     weights = args.out / "i2v_tag_fullsize.caffemodel"
     t = time.perf_counter()

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import StandInEngine, make_folder
 
-from illust2vec import pipeline
+from illust2vec.runtime import batches as pipeline
 
 
 def busy(seconds: float) -> None:

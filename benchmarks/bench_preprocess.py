@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from illust2vec.images import load_image
-from illust2vec.preprocess import (
+from illust2vec.io.images import load_image
+from illust2vec.prep.preprocess import (
     I2V_MEAN_BGR,
     I2V_RECIPE,
     InputRecipe,
@@ -140,8 +140,8 @@ def general_path(image: np.ndarray, recipe: InputRecipe, out: np.ndarray) -> np.
 
 
 def bench_pieces(rounds: int) -> None:
-    from illust2vec.effnet import recipe as effnet_recipe
-    from illust2vec.wd import wd_recipe
+    from illust2vec.models.families.effnet import recipe as effnet_recipe
+    from illust2vec.models.families.wd import wd_recipe
 
     with tempfile.TemporaryDirectory() as tmp:
         sets = make_image_sets(Path(tmp))

@@ -433,7 +433,7 @@ def bench_real(n_variants: int, rng) -> None:
     """
     from PIL import Image, ImageEnhance, ImageOps
 
-    from illust2vec.model import load_model
+    from illust2vec.models.loading import load_model
 
     model = load_model("generic-effnet-lite0", task="feature", progress=False)
     imgs = []
@@ -666,8 +666,9 @@ def bench_ivf1m(n: int, queries: int, rng, rounds: int = 1, cands: tuple[int, ..
 
 
 def bench_overhead(work: Path, model_name: str | None, n_images: int) -> None:
-    from illust2vec.model import Illustration2Vec, load_model
-    from illust2vec.pipeline import iter_batches
+    from illust2vec.models.families.i2v.model import Illustration2Vec
+    from illust2vec.models.loading import load_model
+    from illust2vec.runtime.batches import iter_batches
 
     src = sorted((SHARED / "data" / "anime36").glob("*.jpg"))
     folder = work / "folder"

@@ -1,7 +1,7 @@
 """Video benchmark: frames/s of ``tag_video`` on a 1080p H.264 clip next to the image pipeline.
 
 Builds (once, under --out) a random-weight i2v tag model of the real size
-(``illust2vec.caffe.writer.i2v_layers``, as in bench_core.py) and a synthetic
+(``illust2vec.models.families.i2v.caffe.writer.i2v_layers``, as in bench_core.py) and a synthetic
 1920x1080 H.264 clip (moving gradients and shapes, keyframe every --gop
 frames), then measures on this machine, each the median of --repeats runs:
 
@@ -96,7 +96,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     from illust2vec import Illustration2Vec
-    from illust2vec.pipeline import iter_batches
+    from illust2vec.runtime.batches import iter_batches
     from illust2vec.video import iter_video_frames
     from illust2vec.video.timeline import tag_video
 

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from illust2vec.background import iterate_in_thread
+from illust2vec.runtime.background import iterate_in_thread
 
 
 def _alive(name: str) -> bool:

@@ -98,7 +98,7 @@ def test_edited_copies_find_their_original(indexed, copies, i2v_features):
 def test_trained_embedder_finds_originals_of_flips_too(tmp_path):
     """With a real (ImageNet) embedder every edit, flips included, finds its original."""
     from illust2vec.errors import Illust2VecError
-    from illust2vec.model import load_model
+    from illust2vec.models.loading import load_model
 
     try:
         model = load_model("generic-effnet-lite0", offline=True, progress=False)
@@ -262,7 +262,7 @@ def test_default_dupes_distance_fits_simhash_codes(tmp_path):
     """The generic embedder's SimHash codes: re-encoded and half-size copies are found with the default."""
     from illust2vec.collection.dupes import code_kind, default_max_distance
     from illust2vec.errors import Illust2VecError
-    from illust2vec.model import load_model
+    from illust2vec.models.loading import load_model
 
     try:
         model = load_model("generic-effnet-lite0", offline=True, progress=False)

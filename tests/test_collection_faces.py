@@ -14,7 +14,7 @@ from illust2vec.cli.main import main
 from illust2vec.collection import Collection
 from illust2vec.faces import detect_faces
 from illust2vec.faces.detect import DEFAULT_MARGIN, crop_padded, crop_region
-from illust2vec.images import load_image
+from illust2vec.io.images import load_image
 
 from conftest import SHARED  # noqa: E402
 ANIME36 = SHARED / "data" / "anime36"

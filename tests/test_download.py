@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from illust2vec.download import RemoteFile, download, download_all, part_path
+from illust2vec.models.fetch import RemoteFile, download, download_all, part_path
 from illust2vec.errors import DownloadError
 
 PAYLOAD = bytes((i * 7 + (i >> 8)) % 251 for i in range(300_000))

@@ -12,8 +12,8 @@ import pytest
 from onnx import helper
 from PIL import Image, ImageEnhance, ImageOps
 
-from illust2vec import effnet
-from illust2vec.torch_checkpoint import load_state_dict
+from illust2vec.models.families import effnet
+from illust2vec.models.families.torch_checkpoint import load_state_dict
 
 from conftest import SHARED  # noqa: E402
 ANIME36 = sorted((SHARED / "data" / "anime36").glob("*.jpg"))
@@ -32,7 +32,7 @@ def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def model(store_dir: Path):
-    from illust2vec.model import load_model
+    from illust2vec.models.loading import load_model
 
     mp = pytest.MonkeyPatch()
     mp.setenv("ILLUST2VEC_OFFLINE", "1")
@@ -141,7 +141,7 @@ def test_augmented_copies_find_their_originals(outputs) -> None:
 
 
 def test_graph_cached_in_store(model, store_dir: Path) -> None:
-    from illust2vec.model import load_model
+    from illust2vec.models.loading import load_model
 
     cached = list((store_dir / "onnx").glob("*.onnx"))
     assert len(cached) == 1 and cached[0].name.startswith("effnet-lite0-")

@@ -472,7 +472,7 @@ def test_face_map_viewer_shows_face_refs(face_map):
 def test_expand_face_items_and_option_errors(offline_store, tmp_path, capsys):
     import argparse
 
-    from illust2vec.faces.cli_support import add_face_arguments, expand_face_items
+    from illust2vec.cli.face_options import add_face_arguments, expand_face_items
 
     parser = argparse.ArgumentParser()
     add_face_arguments(parser)

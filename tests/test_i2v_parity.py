@@ -50,7 +50,7 @@ def test_pipeline_features_and_codes_match(i2v_features):
 def test_antialiased_resize_matches_modern_i2v(model_store):
     """With today's scikit-image default (anti-aliasing), i2v master computes aa_*; so do we."""
     from illust2vec import Illustration2Vec
-    from illust2vec.preprocess import I2V_RECIPE
+    from illust2vec.prep.preprocess import I2V_RECIPE
 
     recipe = type(I2V_RECIPE)(**{**I2V_RECIPE.__dict__, "resize": "skimage-bilinear-aa"})
     tagger = Illustration2Vec.from_caffemodel(

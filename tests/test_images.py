@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from illust2vec.errors import ImageDecodeError, Illust2VecError
-from illust2vec.images import IMAGE_EXTENSIONS, iter_image_files, load_image
+from illust2vec.io.images import IMAGE_EXTENSIONS, iter_image_files, load_image
 
 from conftest import SHARED  # noqa: E402
 I2V_IMAGES = SHARED / "fixtures" / "i2v" / "images"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import illust2vec
-from illust2vec.zoo import MODELS, get_spec, list_models
+from illust2vec.models.catalog import MODELS, get_spec, list_models
 
 PACKAGE = Path(illust2vec.__file__).parent
 FORBIDDEN = {"torch", "chainer", "caffe", "tensorflow"}

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from conftest import ANIME36
 
-from illust2vec import pipeline
-from illust2vec.pipeline import iter_batches
+from illust2vec.runtime import batches as pipeline
+from illust2vec.runtime.batches import iter_batches
 
 
 def _inputs(tmp_path: Path) -> list:

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from conftest import ANIME36, I2V_FIXTURES
 
-from illust2vec.engine import open_session, to_float16
+from illust2vec.runtime.session import open_session, to_float16
 from illust2vec.errors import Illust2VecError
 
 NO_CUDA = "CUDAExecutionProvider" not in ort.get_available_providers()
@@ -57,8 +57,8 @@ def test_fp16_with_allowed_fallback_runs_fp32_on_the_cpu(i2v_tagger, model_store
 
 
 def test_half_input_graph_is_fed_float16_through_the_worker_ring(i2v_tagger, model_store):
-    from illust2vec.model import ImageModel
-    from illust2vec.pipeline import iter_batches
+    from illust2vec.models.image_model import ImageModel
+    from illust2vec.runtime.batches import iter_batches
 
     graphs = [p for p in model_store.rglob("*.onnx") if p.parent.name != "ort"]
     graph = next(p for p in graphs if any(o.name == "prob" for o in onnx.load(str(p)).graph.output))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from illust2vec.images import load_image
-from illust2vec.preprocess import (
+from illust2vec.io.images import load_image
+from illust2vec.prep.preprocess import (
     I2V_MEAN_BGR,
     I2V_RECIPE,
     InputRecipe,

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from illust2vec import preprocess as pp
-from illust2vec.images import _rgb_array, load_image
-from illust2vec.preprocess import I2V_MEAN_BGR, I2V_RECIPE, InputRecipe, preprocess, preprocess_one
+from illust2vec.prep import preprocess as pp
+from illust2vec.io.images import _rgb_array, load_image
+from illust2vec.prep.preprocess import I2V_MEAN_BGR, I2V_RECIPE, InputRecipe, preprocess, preprocess_one
 
 from conftest import ANIME36  # noqa: E402
 

@@ -14,8 +14,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from illust2vec import providers
-from illust2vec.engine import open_session
+from illust2vec.runtime import devices as providers
+from illust2vec.runtime.session import open_session
 from illust2vec.errors import Illust2VecError
 
 pytestmark = pytest.mark.skipif(
@@ -79,7 +79,7 @@ def test_library_names_follow_build_versions() -> None:
 
 
 def test_model_loading_refuses_cuda(tmp_path: Path) -> None:
-    from illust2vec.model import load_model
+    from illust2vec.models.loading import load_model
 
     with pytest.raises(Illust2VecError, match="no CUDA support"):
         load_model("generic-effnet-lite0", model_dir=tmp_path, device="cuda", offline=True)

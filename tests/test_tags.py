@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from illust2vec.tags import TagTable, plausible_tags
+from illust2vec.models.tags import TagTable, plausible_tags
 
 
 def _expected(row, names, cats, thr):

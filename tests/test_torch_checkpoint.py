@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from illust2vec.errors import ModelFormatError
-from illust2vec.torch_checkpoint import load_checkpoint, load_state_dict
+from illust2vec.models.families.torch_checkpoint import load_checkpoint, load_state_dict
 
 EFFNET = None
 try:
-    from illust2vec.effnet import checkpoint_path
+    from illust2vec.models.families.effnet import checkpoint_path
 
     EFFNET = checkpoint_path()
 except Exception:  # pragma: no cover - package missing

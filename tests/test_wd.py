@@ -19,9 +19,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from illust2vec import wd
+from illust2vec.models.families import wd
 from illust2vec.errors import ModelFormatError
-from illust2vec.store import ModelStore
+from illust2vec.models.store import ModelStore
 
 from conftest import SHARED  # noqa: E402
 ANIME36 = SHARED / "data" / "anime36"
@@ -309,7 +309,7 @@ def test_default_thresholds_and_mcut(wd_files) -> None:
 
 
 def test_mcut_cases() -> None:
-    from illust2vec.tags import TagTable
+    from illust2vec.models.tags import TagTable
 
     table = TagTable(("a", "b", "c", "d", "e", "x", "y"), ("general",) * 5 + ("character",) * 2)
     prob = np.array([
@@ -361,7 +361,7 @@ WD_NAMES = ["wd-vit-v3", "wd-swinv2-v3", "wd-convnext-v3", "wd-vit-large-v3", "w
 
 @pytest.mark.parametrize("name", WD_NAMES)
 def test_zoo_records(name: str) -> None:
-    from illust2vec.zoo import get_spec, list_models
+    from illust2vec.models.catalog import get_spec, list_models
 
     spec = get_spec(name)
     assert name in list_models("wd-*")
@@ -376,7 +376,7 @@ def test_zoo_records(name: str) -> None:
 
 
 def test_zoo_filenames_do_not_collide() -> None:
-    from illust2vec.zoo import MODELS
+    from illust2vec.models.catalog import MODELS
 
     names = [f.filename for spec in MODELS.values() for f in spec.files]
     assert len(names) == len(set(names))
@@ -399,8 +399,8 @@ def test_zoo_download_then_load_offline(wd_files, tmp_path: Path, monkeypatch: p
     import dataclasses
 
     from illust2vec.errors import ModelNotFoundError
-    from illust2vec.model import load_model
-    from illust2vec.zoo import MODELS, get_spec
+    from illust2vec.models.loading import load_model
+    from illust2vec.models.catalog import MODELS, get_spec
 
     for var in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY", "ILLUST2VEC_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
@@ -432,7 +432,7 @@ def test_cli_import_as_then_offline_load(wd_files, tmp_path: Path, capsys: pytes
     """Files fetched elsewhere keep their repository names; --as files them under the model's names."""
     from illust2vec.cli.main import main
     from illust2vec.errors import ModelNotFoundError
-    from illust2vec.model import load_model
+    from illust2vec.models.loading import load_model
 
     onnx_path, tags_path, _ = wd_files
     store_dir = tmp_path / "cli-store"

@@ -11,20 +11,20 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from illust2vec.version import __version__
 
 _LAZY = {
-    "Illustration2Vec": "illust2vec.model",
-    "ImageModel": "illust2vec.model",
-    "load_model": "illust2vec.model",
-    "make_i2v_with_chainer": "illust2vec.model",
-    "make_i2v_with_caffe": "illust2vec.model",
-    "load_image": "illust2vec.images",
-    "iter_image_files": "illust2vec.images",
-    "InputRecipe": "illust2vec.preprocess",
-    "preprocess": "illust2vec.preprocess",
-    "ModelStore": "illust2vec.store",
-    "list_models": "illust2vec.zoo",
+    "Illustration2Vec": "illust2vec.models.families.i2v.model",
+    "ImageModel": "illust2vec.models.image_model",
+    "load_model": "illust2vec.models.loading",
+    "make_i2v_with_chainer": "illust2vec.models.families.i2v.model",
+    "make_i2v_with_caffe": "illust2vec.models.families.i2v.model",
+    "load_image": "illust2vec.io.images",
+    "iter_image_files": "illust2vec.io.images",
+    "InputRecipe": "illust2vec.prep.preprocess",
+    "preprocess": "illust2vec.prep.preprocess",
+    "ModelStore": "illust2vec.models.store",
+    "list_models": "illust2vec.models.catalog",
     "Illust2VecError": "illust2vec.errors",
     "iter_video_frames": "illust2vec.video",
     "tag_video": "illust2vec.video",

@@ -74,7 +74,8 @@ def resolve_engine_defaults(args: argparse.Namespace) -> None:
 
 def model_from_args(args: argparse.Namespace, task: str):
     """Build the model the flags describe."""
-    from illust2vec.model import Illustration2Vec, load_model
+    from illust2vec.models.families.i2v.model import Illustration2Vec
+    from illust2vec.models.loading import load_model
 
     options: dict[str, Any] = dict(device=args.device, threads=args.threads, batch_size=args.batch_size,
                                    alpha=args.alpha, allow_fallback=args.allow_cpu_fallback,
@@ -88,7 +89,7 @@ def model_from_args(args: argparse.Namespace, task: str):
                 model_dir=args.model_dir, **options,
             )
         elif suffix == ".onnx":
-            from illust2vec.model import load_onnx_model
+            from illust2vec.models.loading import load_onnx_model
 
             model = load_onnx_model(weights, tags=getattr(args, "tag_file", None), **options)
         else:
@@ -106,7 +107,7 @@ def model_from_args(args: argparse.Namespace, task: str):
 
 
 def expand_inputs(paths: list[str]) -> list[Path]:
-    from illust2vec.images import iter_image_files
+    from illust2vec.io.images import iter_image_files
 
     files = iter_image_files(paths)
     if not files:

@@ -32,9 +32,9 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from illust2vec.errors import Illust2VecError
-    from illust2vec.gallery import write_gallery
+    from illust2vec.demo.gallery import write_gallery
     from illust2vec.maps.pipeline import format_quality, make_map
-    from illust2vec.model import load_model
+    from illust2vec.models.loading import load_model
 
     if args.characters < 2 or args.variants < 1:
         raise Illust2VecError("--characters must be at least 2 and --variants at least 1")

@@ -30,16 +30,16 @@ def register(sub) -> None:
     p.add_argument("--output", "-o", required=True, metavar="FILE",
                    help="FILE.npy (+ FILE.paths.txt), FILE.npz or FILE.parquet")
     p.add_argument("--binary", action="store_true", help="packed binary codes (uint8) instead of floats")
-    from illust2vec.faces.cli_support import add_face_arguments
+    from illust2vec.cli.face_options import add_face_arguments
 
     add_face_arguments(p)  # --faces: one row per face, boxes in FILE.faces.jsonl
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from illust2vec.faces.cli_support import face_inputs, faces_requested, write_face_sidecar
-    from illust2vec.outputs import write_matrix
-    from illust2vec.pipeline import iter_batches
+    from illust2vec.cli.face_options import face_inputs, faces_requested, write_face_sidecar
+    from illust2vec.io.writers import write_matrix
+    from illust2vec.runtime.batches import iter_batches
 
     files = expand_inputs(args.paths)
     model = model_from_args(args, task="feature")

@@ -93,7 +93,7 @@ def _write(records: list[dict[str, Any]], fmt: str, out: TextIO) -> None:
 
 def handler(args: argparse.Namespace) -> int:
     from illust2vec.errors import Illust2VecError
-    from illust2vec.faces.cli_support import expand_paths, report_errors
+    from illust2vec.cli.face_options import expand_paths, report_errors
     from illust2vec.faces.items import iter_detections
 
     if not 0.0 <= args.min_likelihood <= 1.0:

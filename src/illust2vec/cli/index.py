@@ -38,7 +38,7 @@ def add_tagger_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _registered(name: str | None) -> bool:
-    from illust2vec.zoo import MODELS
+    from illust2vec.models.catalog import MODELS
 
     return bool(name) and name in MODELS
 
@@ -101,7 +101,7 @@ def register(sub) -> None:
                    help="recompute every vector (needed when changing --model or --tagger)")
     add_model_arguments(p, task="feature")
     add_tagger_arguments(p)
-    from illust2vec.faces.cli_support import add_face_arguments
+    from illust2vec.cli.face_options import add_face_arguments
 
     # a collection is made with or without --faces (and one set of face options): keep them apart with --db
     add_face_arguments(p)
@@ -110,7 +110,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from illust2vec.collection import Collection
-    from illust2vec.faces.cli_support import faces_requested
+    from illust2vec.cli.face_options import faces_requested
     from illust2vec.faces.features import FaceOptions
 
     faces = FaceOptions.from_args(args) if faces_requested(args) else None

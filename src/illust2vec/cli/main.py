@@ -30,7 +30,7 @@ COMMANDS: list[str] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from illust2vec import __version__
+    from illust2vec.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="illust2vec",

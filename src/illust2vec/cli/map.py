@@ -47,7 +47,7 @@ def register(sub) -> None:
     p.add_argument("--db", type=Path, metavar="COLLECTION",
                    help="collection used as a feature cache: images are indexed into it, then mapped")
     add_model_arguments(p, task="feature")
-    from illust2vec.faces.cli_support import add_face_arguments
+    from illust2vec.cli.face_options import add_face_arguments
 
     add_face_arguments(p)  # --faces: one point per face crop, named SOURCE#faceK [x,y,w,h]
     p.set_defaults(func=run)
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "faces", False) or getattr(args, "faces_only", False):
         if model is None or args.db is not None:
             raise Illust2VecError("--faces maps face crops of image files; it cannot read a collection or use --db")
-        from illust2vec.faces.cli_support import map_face_inputs
+        from illust2vec.cli.face_options import map_face_inputs
 
         face_refs, face_kw, face_errors = map_face_inputs(model, inputs, args, on_error=report_errors)
     result = make_map(

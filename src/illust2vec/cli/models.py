@@ -44,14 +44,14 @@ def register(sub) -> None:
 
 
 def _store(args):
-    from illust2vec.store import ModelStore
+    from illust2vec.models.store import ModelStore
 
     return ModelStore(args.model_dir)
 
 
 def cmd_list(args) -> int:
-    from illust2vec.model import model_available
-    from illust2vec.zoo import get_spec, list_models
+    from illust2vec.models.loading import model_available
+    from illust2vec.models.catalog import get_spec, list_models
 
     store = _store(args)
     rows = []
@@ -81,15 +81,15 @@ def _validate(path: Path) -> None:
     """Check a file structurally before it enters the store."""
     name = path.name.lower()
     if name.endswith(".caffemodel"):
-        from illust2vec.caffe.net import read_caffemodel
+        from illust2vec.models.families.i2v.caffe.net import read_caffemodel
 
         read_caffemodel(path)
     elif name.endswith((".json", ".json.gz")):
-        from illust2vec.tags import TagTable
+        from illust2vec.models.tags import TagTable
 
         TagTable.from_i2v_json(path)
     elif name.endswith(".csv"):
-        from illust2vec.wd import read_selected_tags
+        from illust2vec.models.families.wd import read_selected_tags
 
         read_selected_tags(path)
     elif name.endswith(".onnx"):
@@ -103,7 +103,7 @@ def _validate(path: Path) -> None:
 
 def _target_name(model: str, path: Path) -> str:
     """The store name of ``path`` as a file of ``model`` (WD repositories all use model.onnx/selected_tags.csv)."""
-    from illust2vec.zoo import get_spec
+    from illust2vec.models.catalog import get_spec
 
     files = [f for f in get_spec(model).files if not f.package]
     for f in files:
@@ -118,7 +118,7 @@ def _target_name(model: str, path: Path) -> str:
 
 
 def cmd_import(args) -> int:
-    from illust2vec.zoo import MODELS
+    from illust2vec.models.catalog import MODELS
 
     store = _store(args)
     known = {f.filename: spec.name for spec in MODELS.values() for f in spec.files}
@@ -145,8 +145,8 @@ def cmd_import(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from illust2vec.store import require_files
-    from illust2vec.zoo import get_spec
+    from illust2vec.models.fetch import require_files
+    from illust2vec.models.catalog import get_spec
 
     store = _store(args)
     failed = 0
@@ -165,7 +165,7 @@ def cmd_download(args) -> int:
 def cmd_info(args) -> int:
     import dataclasses
 
-    from illust2vec.zoo import get_spec
+    from illust2vec.models.catalog import get_spec
 
     spec = get_spec(args.name)
     store = _store(args)
@@ -182,7 +182,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_tags(args) -> int:
-    from illust2vec.model import load_model
+    from illust2vec.models.loading import load_model
 
     model = load_model(args.name, task="tag", model_dir=args.model_dir)
     if model.tags is None:

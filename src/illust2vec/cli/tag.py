@@ -59,14 +59,14 @@ def register(sub) -> None:
     c.add_argument("--escape-parentheses", action="store_true", help=r"write \( \) for prompt syntaxes")
     c.add_argument("--if-exists", dest="caption_mode", choices=("overwrite", "append", "skip"),
                    default="overwrite", help="what to do with an existing caption file (default overwrite)")
-    from illust2vec.faces.cli_support import add_face_arguments
+    from illust2vec.cli.face_options import add_face_arguments
 
     add_face_arguments(p)  # --faces: one record per face with face_index, box, likelihood
     p.set_defaults(func=run)
 
 
 def _thresholds(args, model):
-    from illust2vec.tags import resolve_thresholds
+    from illust2vec.models.tags import resolve_thresholds
 
     if args.threshold_rule in ("f0.5", "f1", "f2"):
         return model.thresholds_for(None, args.threshold_rule)
@@ -84,13 +84,13 @@ def _thresholds(args, model):
 
 
 def run(args: argparse.Namespace) -> int:
-    from illust2vec.outputs import (
+    from illust2vec.io.writers import (
         CaptionOptions, TagWriter, caption_path, caption_text, common_root, open_text_output, tag_record,
         write_caption, write_matrix,
     )
-    from illust2vec.faces.cli_support import face_inputs, faces_requested, write_face_sidecar
-    from illust2vec.pipeline import iter_batches
-    from illust2vec.tags import plausible_tags, plausible_tags_mcut
+    from illust2vec.cli.face_options import face_inputs, faces_requested, write_face_sidecar
+    from illust2vec.runtime.batches import iter_batches
+    from illust2vec.models.tags import plausible_tags, plausible_tags_mcut
 
     if args.format == "npy" and not args.output:
         raise Illust2VecError("--format npy needs --output FILE.npy")

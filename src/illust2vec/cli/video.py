@@ -80,7 +80,8 @@ def register(sub) -> None:
 
 
 def _feature_model(args: argparse.Namespace) -> Any:
-    from illust2vec.model import Illustration2Vec, load_model
+    from illust2vec.models.families.i2v.model import Illustration2Vec
+    from illust2vec.models.loading import load_model
 
     spec = args.feature_model
     options = dict(device=args.device, threads=args.threads, batch_size=args.batch_size, alpha=args.alpha,

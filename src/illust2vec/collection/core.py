@@ -24,7 +24,7 @@ import numpy as np
 from illust2vec.collection import db as _db
 from illust2vec.collection.errors import CollectionError, ModelMismatchError
 from illust2vec.collection.vectors import VectorFile
-from illust2vec.store import sha256_file
+from illust2vec.models.store import sha256_file
 
 DB_NAME = "collection.sqlite"
 DEFAULT_PROB_FLOOR = 0.01
@@ -246,7 +246,7 @@ class Collection:
         goes on where it stopped.
 
         Args:
-            paths: files, directories or globs (see :func:`illust2vec.images.iter_image_files`).
+            paths: files, directories or globs (see :func:`illust2vec.io.images.iter_image_files`).
             embedder: the feature model (``outputs`` contains ``"feature"``).
             tagger: optional tag model whose probabilities are stored for tag
                 queries; may be the embedder itself when it has both outputs.
@@ -514,7 +514,7 @@ def binarize_width(embedder, dim: int) -> int:
 
 def _list_image_files(paths: Sequence[str | os.PathLike]) -> list[str]:
     try:
-        from illust2vec.images import iter_image_files
+        from illust2vec.io.images import iter_image_files
     except ImportError:  # pragma: no cover - before images.py lands
         iter_image_files = _fallback_iter_image_files
     return [str(Path(p).resolve()) for p in iter_image_files(list(paths))]

@@ -166,7 +166,7 @@ def code_kind(meta: dict[str, str]) -> str:
     """
     kind = meta.get("code_kind")
     if not kind:
-        from illust2vec.zoo import MODELS
+        from illust2vec.models.catalog import MODELS
 
         spec = MODELS.get(meta.get("embedder_name") or "")
         kind = spec.binarize if spec is not None else "positive"

@@ -130,7 +130,7 @@ def add_faces(col, c, vfs, todo: dict[str, list[tuple[str, int, int]]], embedder
     """Detect, embed and commit the face items of the pictures in ``todo`` (sha -> [(path, size, mtime)])."""
     from illust2vec.collection.infer import binarize
     from illust2vec.faces.features import FaceInputs
-    from illust2vec.pipeline import iter_batches
+    from illust2vec.runtime.batches import iter_batches
 
     model, outputs = _model(embedder, tagger)
     shas = list(todo)

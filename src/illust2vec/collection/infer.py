@@ -1,6 +1,6 @@
 """Run the collection's models over files: decode in worker processes, infer in batches.
 
-This is :func:`illust2vec.pipeline.iter_batches` (decode and preprocess in
+This is :func:`illust2vec.runtime.batches.iter_batches` (decode and preprocess in
 workers while the network runs).  A separate tagger whose input recipe equals
 the embedder's (the two i2v models) shares the preprocessed batch; one with
 another recipe gets the decoded images (decoded once, in worker processes)
@@ -42,7 +42,7 @@ def binarize(model, features: np.ndarray) -> np.ndarray:
 def _decode(path: str):
     try:
         try:
-            from illust2vec.images import load_image
+            from illust2vec.io.images import load_image
         except ImportError:  # pragma: no cover - before images.py exists
             from PIL import Image
 
@@ -111,7 +111,7 @@ def infer(
 ) -> Iterator[InferBatch]:
     """Features (and tag probabilities) for ``paths``, batch by batch, errors per item."""
     paths = [str(p) for p in paths]
-    from illust2vec.pipeline import iter_batches
+    from illust2vec.runtime.batches import iter_batches
 
     if tagger is None or tagger is embedder:
         model, outputs = embedder, (("prob", "feature") if tagger is not None else ("feature",))

@@ -199,7 +199,7 @@ class _LazyModel:
 def _load_embedder(col, meta):
     model = col._embedder
     if model is None:
-        from illust2vec.model import load_model
+        from illust2vec.models.loading import load_model
 
         name = meta.get("embedder_name") or None
         model = col._embedder = load_model(name, task="feature")
@@ -219,7 +219,7 @@ def _search(col, *, image=None, vector=None, k: int | None = 20, binary: bool = 
     """Search a collection.
 
     Args:
-        image: query image (path, or anything :func:`illust2vec.images.load_image`
+        image: query image (path, or anything :func:`illust2vec.io.images.load_image`
             takes).  A file that is in the collection uses its stored vector;
             others are embedded with ``embedder`` (default: the collection's
             model, loaded by name and checked by identity).

@@ -10,7 +10,7 @@ Main entry points:
 * :class:`FaceInputs` / :func:`face_features` (face crops through a model,
   detection running ahead in worker processes),
 * :func:`draw_faces` / :func:`contact_sheet` (visual check),
-* :mod:`illust2vec.faces.cli_support` (``--faces`` options for the commands).
+* :mod:`illust2vec.cli.face_options` (``--faces`` options for the commands).
 
 The detector works with any Pillow version: it never touches Pillow's
 internals (see :mod:`illust2vec.faces.native`).

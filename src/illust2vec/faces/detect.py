@@ -65,10 +65,10 @@ class Face:
 
 
 def _load_rgb(source: Any) -> np.ndarray:
-    """(H, W, 3) uint8 RGB arrays as they are; anything else through :func:`illust2vec.images.load_image`."""
+    """(H, W, 3) uint8 RGB arrays as they are; anything else through :func:`illust2vec.io.images.load_image`."""
     if isinstance(source, np.ndarray) and source.dtype == np.uint8 and source.ndim == 3 and source.shape[2] == 3:
         return source
-    from illust2vec.images import load_image
+    from illust2vec.io.images import load_image
 
     return load_image(source)
 
@@ -105,7 +105,7 @@ def detect_faces(
     Parameters
     ----------
     image:
-        (H, W, 3) uint8 RGB array, or anything :func:`illust2vec.images.load_image`
+        (H, W, 3) uint8 RGB array, or anything :func:`illust2vec.io.images.load_image`
         accepts (path, bytes, PIL image).
     min_likelihood:
         Drop faces whose likelihood is below this (0..1). The detector itself

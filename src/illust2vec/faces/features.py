@@ -1,4 +1,4 @@
-"""Face crops through a model: the glue between face detection and :func:`illust2vec.pipeline.iter_batches`.
+"""Face crops through a model: the glue between face detection and :func:`illust2vec.runtime.batches.iter_batches`.
 
 >>> from illust2vec.faces.features import FaceOptions, face_features     # doctest: +SKIP
 >>> ff = face_features(model, ["01.jpg", "05.jpg"], FaceOptions(margin=0.25))
@@ -58,7 +58,7 @@ class FaceOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "FaceOptions":
-        """From the flags of :func:`illust2vec.faces.cli_support.add_face_arguments`."""
+        """From the flags of :func:`illust2vec.cli.face_options.add_face_arguments`."""
         max_side = getattr(args, "face_max_side", DEFAULT_MAX_SIDE)
         if max_side is not None and max_side != 0 and max_side < 64:
             raise Illust2VecError(f"--face-max-side {max_side}: too small; use at least 64 (or 0 for full size)")
@@ -83,7 +83,7 @@ def _item_meta(item: Any) -> dict[str, Any]:
 
 
 class FaceInputs:
-    """Face crops of ``files`` as the ``inputs`` of :func:`illust2vec.pipeline.iter_batches`.
+    """Face crops of ``files`` as the ``inputs`` of :func:`illust2vec.runtime.batches.iter_batches`.
 
     Detection runs in worker processes ahead of the network; every crop that
     is handed out is recorded, so ``batch.indices`` map back to their face::
@@ -151,7 +151,7 @@ def face_thumbnail_source(meta: dict[str, Any], options: FaceOptions) -> np.ndar
     """What to draw for an item: its crop, cut again from the source (or the source path for a whole image)."""
     if meta.get("box") is None:
         return meta["source"]
-    from illust2vec.images import load_image
+    from illust2vec.io.images import load_image
 
     rgb = load_image(meta["source"])
     return crop_padded(rgb, crop_region(meta["box"], margin=options.margin, square=options.square))
@@ -198,7 +198,7 @@ def face_features(
     from ``options.workers``.  Returns features (and tag probabilities when
     the model has them and ``with_probs``) with one metadata dict per row.
     """
-    from illust2vec.pipeline import iter_batches
+    from illust2vec.runtime.batches import iter_batches
 
     options = options or FaceOptions()
     errors: list[tuple[str, str]] = []

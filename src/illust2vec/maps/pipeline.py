@@ -174,7 +174,7 @@ def face_thumbnails_from_collection(
     from illust2vec.collection.core import Collection
     from illust2vec.faces.detect import DEFAULT_MARGIN, crop_padded, crop_region
     from illust2vec.faces.items import face_ref
-    from illust2vec.images import load_image
+    from illust2vec.io.images import load_image
 
     with Collection.open(db, create=False) as col:
         options = col.meta.get("faces")
@@ -219,7 +219,7 @@ def compute_features(
     on_error: Callable[[Any], None] | None = None,
 ) -> tuple[list[str], np.ndarray, np.ndarray | None, list[tuple[str, str]]]:
     """Run ``model`` over ``files``: ``(paths that worked, features, probs or None, errors)``."""
-    from illust2vec.pipeline import iter_batches
+    from illust2vec.runtime.batches import iter_batches
 
     outputs = ["feature"]
     if with_probs and "prob" in model.outputs and model.tags is not None:
@@ -307,7 +307,7 @@ def make_map(
 
     ``inputs``: image files/directories/globs, or a collection directory.
     ``features`` (with ``inputs`` the matching list of image paths) skips
-    feature extraction.  ``model``: an :class:`~illust2vec.model.ImageModel` or a
+    feature extraction.  ``model``: an :class:`~illust2vec.models.image_model.ImageModel` or a
     zoo name (default: the best feature model available offline).  ``db``: a
     collection used as a feature cache (images are indexed into it first).
     ``label_by``: ``folder``, ``regex:PATTERN`` or ``csv:FILE``; or pass
@@ -351,13 +351,13 @@ def make_map(
             probs, names, cats = cprobs, cnames, ccats
         model_name = "collection"
     else:
-        from illust2vec.images import iter_image_files
+        from illust2vec.io.images import iter_image_files
 
         files = iter_image_files([str(p) for p in input_list])
         if not files:
             raise Illust2VecError(f"no images found in: {', '.join(map(str, input_list))}")
         if model is None or isinstance(model, str):
-            from illust2vec.model import load_model
+            from illust2vec.models.loading import load_model
 
             model = load_model(model, task="feature", progress=progress)
         model_name = getattr(model, "name", None)

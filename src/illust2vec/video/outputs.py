@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from illust2vec.errors import Illust2VecError
-from illust2vec.fileio import atomic_write
+from illust2vec.io.atomic import atomic_write
 from illust2vec.video.timeline import Timeline
 
 __all__ = ["write_timeline", "write_timeline_json", "write_timeline_csv", "save_frame", "TIMELINE_FORMATS"]

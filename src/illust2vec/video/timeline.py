@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from illust2vec.background import iterate_in_thread
+from illust2vec.runtime.background import iterate_in_thread
 from illust2vec.errors import Illust2VecError
-from illust2vec.model import chunks
-from illust2vec.tags import TagTable, resolve_thresholds
+from illust2vec.models.image_model import chunks
+from illust2vec.models.tags import TagTable, resolve_thresholds
 from illust2vec.video.decode import VideoFrame, VideoInfo, iter_video_frames
 from illust2vec.video.scenes import (
     Shot,
@@ -258,7 +258,7 @@ class Timeline:
 class _TagAndFeature:
     """A tagger and a feature model with the same input recipe, run on one prepared batch.
 
-    Looks like an ImageModel to :func:`illust2vec.pipeline.iter_batches`.
+    Looks like an ImageModel to :func:`illust2vec.runtime.batches.iter_batches`.
     """
 
     def __init__(self, tagger: Any, features: Any) -> None:
@@ -338,7 +338,7 @@ class _Runner:
                     )
                 yield prob, None
             return
-        from illust2vec.pipeline import iter_batches
+        from illust2vec.runtime.batches import iter_batches
 
         model: Any = self.model
         names: tuple[str, ...] = ("prob", "feature") if self.own_features else ("prob",)

@@ -2,7 +2,7 @@
 
 A command that supports faces calls :func:`add_face_arguments` on its parser
 and gives ``face_inputs(files, args, on_error=report)`` (``None`` without
-``--faces``) to :func:`illust2vec.pipeline.iter_batches` instead of its files;
+``--faces``) to :func:`illust2vec.runtime.batches.iter_batches` instead of its files;
 ``faces.source(i)`` / ``faces.fields(i)`` (``face_index``, ``box``,
 ``likelihood``) then describe output row ``i``.  Matrix outputs get a
 ``FILE.faces.jsonl`` sidecar (:func:`write_face_sidecar`).
@@ -104,11 +104,11 @@ def faces_requested(args: argparse.Namespace) -> bool:
 
 
 def expand_paths(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """Files, directories (recursive) and globs -> image files (see :func:`illust2vec.images.iter_image_files`).
+    """Files, directories (recursive) and globs -> image files (see :func:`illust2vec.io.images.iter_image_files`).
 
     Missing paths are kept, so that detection reports ``PATH: no such file`` for them.
     """
-    from illust2vec.images import iter_image_files
+    from illust2vec.io.images import iter_image_files
 
     return list(iter_image_files(list(paths)))
 
@@ -149,7 +149,7 @@ def map_face_inputs(
     (``links``); features and tag probabilities come from the crops.
     """
     from illust2vec.faces.features import face_features
-    from illust2vec.images import iter_image_files
+    from illust2vec.io.images import iter_image_files
 
     files = iter_image_files([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
     if not files:
@@ -179,7 +179,7 @@ def write_face_sidecar(output: str | os.PathLike[str], rows: Sequence[dict[str, 
             rec = {"row": row, "source": meta["source"], **{k: meta[k] for k in FACE_FIELDS}}
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
-    from illust2vec.fileio import atomic_write
+    from illust2vec.io.atomic import atomic_write
 
     return atomic_write(side, write, text=True)
 

@@ -134,7 +134,7 @@ def open_session(
         finally:
             save_to.unlink(missing_ok=True)
     if device.startswith("cuda") and "CUDAExecutionProvider" not in session.get_providers():
-        from illust2vec.providers import cuda_problem
+        from illust2vec.runtime.devices import cuda_problem
 
         message = cuda_problem() or (
             "onnxruntime-gpu is installed but CUDA could not be initialised (CUDA 12 runtime, cuDNN 9 "

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from illust2vec.caffe.net import CaffeLayer, CaffeNet
+from illust2vec.models.families.i2v.caffe.net import CaffeLayer, CaffeNet
 from illust2vec.errors import ModelFormatError
 
 OPSET = 17
@@ -134,7 +134,7 @@ def caffe_to_onnx(
     Parameters
     ----------
     net:
-        A parsed net (:func:`illust2vec.caffe.net.read_caffemodel`).
+        A parsed net (:func:`illust2vec.models.families.i2v.caffe.net.read_caffemodel`).
     outputs:
         Graph output name -> Caffe blob name, e.g. ``{"prob": "prob"}`` or
         ``{"feature": "encode1"}``.  Outputs of rank 4 with 1x1 spatial size are

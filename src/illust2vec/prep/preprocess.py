@@ -3,7 +3,7 @@
 A model's preprocessing is data, an :class:`InputRecipe` (input size, layout,
 colour order, mean/std, scale, resize rule, padding), and one function,
 :func:`preprocess`, applies any recipe to a batch of images from
-:func:`illust2vec.images.load_image`.
+:func:`illust2vec.io.images.load_image`.
 
 The resize the illustration2vec models were published with is reproduced
 exactly: ``caffe.io.resize_image`` (min-max normalise a copy to [0, 1],
@@ -792,7 +792,7 @@ def _preprocess_into(image: np.ndarray, recipe: InputRecipe, dst: np.ndarray, *,
 def preprocess_one(image: np.ndarray, recipe: InputRecipe, out: np.ndarray | None = None) -> np.ndarray:
     """Preprocess one image: ``(3, H, W)`` (NCHW recipes) or ``(H, W, 3)`` float32.
 
-    ``image`` is an ``(H, W, 3)`` RGB array as :func:`~illust2vec.images.load_image`
+    ``image`` is an ``(H, W, 3)`` RGB array as :func:`~illust2vec.io.images.load_image`
     returns (``uint8``, or float on the 0-255 scale); ``(H, W)`` and
     ``(H, W, 1)`` grey are copied to three channels and a fourth (alpha)
     channel is ignored -- use ``load_image`` to blend transparency.

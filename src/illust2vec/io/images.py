@@ -24,7 +24,7 @@ from typing import Literal, Union
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import ImageDecodeError
+from illust2vec.errors import ImageDecodeError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",

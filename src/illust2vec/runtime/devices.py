@@ -18,7 +18,7 @@ and names the first missing piece with the command that fixes it:
 :func:`engine.open_session` uses this to explain a refused CUDA request; the
 CPU is used instead only when the caller allows it (``--allow-cpu-fallback``).
 
->>> from illust2vec.providers import cuda_problem
+>>> from illust2vec.runtime.devices import cuda_problem
 >>> cuda_problem()  # doctest: +SKIP
 "onnxruntime has no CUDA support here (providers: CPUExecutionProvider); ..."
 """
@@ -139,6 +139,6 @@ def cuda_problem(*, cached: bool = True) -> str | None:
 
     ``None`` means the package, the driver and the libraries are all there; the
     session can still fail (e.g. a GPU too old for this build), which
-    :func:`illust2vec.engine.open_session` reports when it happens.
+    :func:`illust2vec.runtime.session.open_session` reports when it happens.
     """
     return _cached_problem() if cached else _find_problem()

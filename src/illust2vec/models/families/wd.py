@@ -20,7 +20,7 @@ What this module knows about the family:
   the probabilities become output ``prob``.  A fixed batch dimension of 1 is
   made symbolic so batches of any size run.
 
->>> from illust2vec.wd import display_name
+>>> from illust2vec.models.families.wd import display_name
 >>> display_name("long_hair"), display_name("^_^")
 ('long hair', '^_^')
 """
@@ -38,7 +38,17 @@ from typing import Any
 import numpy as np
 
 from illust2vec.errors import ModelFormatError
-from illust2vec.tags import MCUT_CHARACTER_FLOOR, mcut_thresholds, plausible_tags_mcut  # noqa: F401 (re-exported)
+from illust2vec.models.fetch import require_files
+from illust2vec.models.image_model import ImageModel
+from illust2vec.models.spec import ModelFamily, ModelFile, ModelSpec
+from illust2vec.models.store import ModelStore
+from illust2vec.models.tags import (  # noqa: F401 (re-exported)
+    MCUT_CHARACTER_FLOOR,
+    TagTable,
+    mcut_thresholds,
+    plausible_tags_mcut,
+)
+from illust2vec.prep.preprocess import InputRecipe
 
 __all__ = [
     "CATEGORY_CODES",
@@ -57,6 +67,7 @@ __all__ = [
     "plausible_tags_mcut",
     "read_selected_tags",
     "wd_recipe",
+    "FAMILY",
 ]
 
 log = logging.getLogger("illust2vec")
@@ -112,9 +123,7 @@ class WDTagList:
         return tuple(CATEGORY_CODES.get(c, f"category{c}") for c in self.category_codes)
 
     def table(self, *, display: bool = True) -> Any:
-        """A :class:`illust2vec.tags.TagTable`; ``display=True`` uses the spaced names (like i2v's tags)."""
-        from illust2vec.tags import TagTable
-
+        """A :class:`illust2vec.models.tags.TagTable`; ``display=True`` uses the spaced names (like i2v's tags)."""
         return TagTable(self.display_names if display else self.names, self.categories)
 
 
@@ -368,10 +377,8 @@ def add_feature_output(model: Any, info: GraphInfo | None = None) -> Any:
     return model
 
 
-def wd_recipe(input_size: tuple[int, int] = (448, 448), layout: str = "NHWC") -> Any:
+def wd_recipe(input_size: tuple[int, int] = (448, 448), layout: str = "NHWC") -> InputRecipe:
     """The WD taggers' input recipe at a given input size (from the ONNX graph)."""
-    from illust2vec.preprocess import InputRecipe
-
     return InputRecipe(
         size=tuple(input_size), layout=layout, channel_order="BGR", mean=None, std=None, scale=1.0,
         resize="pil-bicubic", pad_to_square=True, pad_color=(255, 255, 255),
@@ -380,7 +387,7 @@ def wd_recipe(input_size: tuple[int, int] = (448, 448), layout: str = "NHWC") ->
 
 def prepare_graph(onnx_path: str | os.PathLike[str]) -> tuple[bytes, GraphInfo]:
     """Load a WD ``model.onnx`` once, add the ``feature``/``prob`` outputs, and serialise it."""
-    import onnx
+    import onnx  # heavy: only when a graph is prepared
 
     try:
         model = onnx.load(os.fspath(onnx_path), load_external_data=True)
@@ -394,17 +401,15 @@ def prepare_graph(onnx_path: str | os.PathLike[str]) -> tuple[bytes, GraphInfo]:
 # --------------------------------------------------------------------------- loading
 
 
-def load_wd(spec: Any, store: Any, *, offline: bool | None = None, progress: bool = True, **options: Any) -> Any:
-    """Build an :class:`illust2vec.model.ImageModel` for a WD zoo record (``family == "wd"``).
+def load_wd(spec: ModelSpec, store: ModelStore, *, download: bool = False, offline: bool | None = None,
+            progress: bool = True, **options: Any) -> ImageModel:
+    """Build an :class:`illust2vec.models.image_model.ImageModel` for a WD zoo record (``family == "wd"``).
 
     Files come from the store (downloaded unless offline); the graph with the
     added ``feature`` output is cached in the store, keyed by the model file's
     SHA-256.  The recipe's input size is read from the graph.
     """
-    from illust2vec.model import ImageModel
-    from illust2vec.store import require_files
-
-    files = require_files(spec, store, offline=offline, progress=progress)
+    files = require_files(spec, store, download=download, offline=offline, progress=progress)
     return load_wd_files(
         files["onnx"], files["tags"], store=store, name=spec.name,
         thresholds=dict(spec.thresholds) if spec.thresholds else None, model_cls=ImageModel, **options,
@@ -415,17 +420,13 @@ def load_wd_files(
     onnx_path: str | os.PathLike[str],
     tags_path: str | os.PathLike[str],
     *,
-    store: Any = None,
+    store: ModelStore | None = None,
     name: str | None = None,
     thresholds: Mapping[str, float] | None = None,
-    model_cls: Any = None,
+    model_cls: type[ImageModel] = ImageModel,
     **options: Any,
-) -> Any:
+) -> ImageModel:
     """An ImageModel from a WD ``model.onnx`` and ``selected_tags.csv`` anywhere on disk."""
-    from illust2vec.store import ModelStore
-
-    if model_cls is None:
-        from illust2vec.model import ImageModel as model_cls  # noqa: N813
     store = store if store is not None else ModelStore()
     onnx_path = Path(onnx_path)
     digest = store.content_hash(onnx_path)
@@ -486,3 +487,53 @@ def _batch_ok(model: Any, marker: Path) -> bool:
     except OSError:
         pass
     return ok
+
+
+# --------------------------------------------------------------------------- zoo records
+# Each repository has model.onnx and
+# selected_tags.csv; they are stored under per-model names because every repository uses
+# the same two file names.  Sizes and SHA-256 are not recorded here (they could not be
+# fetched when these entries were written): downloads are checked structurally instead.
+# The input size in the recipe is read from the graph when the model loads (448 for v3).
+HF = "https://huggingface.co/{repo}/resolve/main/{file}"
+_WD_INFO = {
+    "wd-vit-v3": "ViT-B/16",
+    "wd-swinv2-v3": "SwinV2-B",
+    "wd-convnext-v3": "ConvNeXt-B",
+    "wd-vit-large-v3": "ViT-L/16",
+    "wd-eva02-large-v3": "EVA02-L",
+}
+
+
+def _zoo_record(name: str, architecture: str) -> ModelSpec:
+    repo = WD_REPOS[name]
+    stem = repo.split("/")[1]
+    return ModelSpec(
+        name=name,
+        family="wd",
+        description=f"WD v3 tagger ({architecture}, SmilingWolf): Danbooru general/character/rating tags "
+                    "and the embedding that feeds its classifier head",
+        files=(
+            ModelFile(f"{stem}.onnx", "onnx", HF.format(repo=repo, file="model.onnx")),
+            ModelFile(f"{stem}.selected_tags.csv", "tags", HF.format(repo=repo, file="selected_tags.csv")),
+        ),
+        recipe=wd_recipe((448, 448)),
+        outputs=("prob", "feature"),
+        license="Apache-2.0",
+        homepage=f"https://huggingface.co/{repo}",
+        thresholds=dict(DEFAULT_THRESHOLDS),
+        binarize="simhash",
+    )
+
+
+def _read_tag_table(path: str | os.PathLike[str]) -> TagTable:
+    return read_selected_tags(path).table()
+
+
+FAMILY = ModelFamily(
+    name="wd",
+    specs=tuple(_zoo_record(name, arch) for name, arch in _WD_INFO.items()),
+    load=load_wd,
+    tag_readers={".csv": _read_tag_table},
+    load_files=load_wd_files,
+)

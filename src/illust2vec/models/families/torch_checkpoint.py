@@ -19,7 +19,7 @@ each mapped to a local stand-in that builds numpy arrays; anything else is a
 :class:`~illust2vec.errors.ModelFormatError`.  Nothing from ``torch`` is
 imported or executed.
 
->>> from illust2vec.torch_checkpoint import load_state_dict
+>>> from illust2vec.models.families.torch_checkpoint import load_state_dict
 >>> sd = load_state_dict("efficientnet-lite0-57934424.pth")  # doctest: +SKIP
 >>> sd["_conv_stem.weight"].shape                            # doctest: +SKIP
 (32, 3, 3, 3)

@@ -1,7 +1,7 @@
 """Models: an ONNX Runtime session plus the recipe, outputs and tags that give it meaning.
 
-:class:`ImageModel` is the one model class; :class:`Illustration2Vec` adds the
-``from_caffemodel`` constructor of the original project.  The i2v methods
+:class:`ImageModel` is the one model class; :class:`~illust2vec.models.families.i2v.model.Illustration2Vec`
+adds the ``from_caffemodel`` constructor of the original project.  The i2v methods
 (``estimate_plausible_tags``, ``estimate_specific_tags``, ``estimate_top_tags``,
 ``extract_feature``, ``extract_binary_feature``) return the same structures as
 illustration2vec, so existing code ports by changing one import.
@@ -22,10 +22,9 @@ from typing import Any, Literal
 import numpy as np
 
 from illust2vec.errors import Illust2VecError
-from illust2vec.images import load_image
-from illust2vec.preprocess import I2V_RECIPE, InputRecipe, preprocess
-from illust2vec.store import ModelStore, offline_mode, require_files
-from illust2vec.tags import (
+from illust2vec.io.images import load_image
+from illust2vec.prep.preprocess import I2V_RECIPE, InputRecipe, preprocess
+from illust2vec.models.tags import (
     I2V_LAYOUT,
     TagTable,
     load_thresholds,
@@ -34,12 +33,8 @@ from illust2vec.tags import (
     specific_tags,
     top_tags,
 )
-from illust2vec.zoo import ModelSpec, get_spec
 
 log = logging.getLogger("illust2vec")
-
-#: Bump when the Caffe converter changes what it writes (invalidates cached graphs).
-CAFFE_CONVERTER_VERSION = 1
 
 Alpha = Literal["white", "drop"]
 ThresholdRule = Literal["constant", "f0.5", "f1", "f2"]
@@ -83,7 +78,7 @@ class ImageModel:
         Engine options; ``device`` is ``"cpu"`` or ``"cuda"``.
     precision:
         ``"fp32"`` (default) or ``"fp16"``: half-precision weights and
-        arithmetic, on CUDA only (see :func:`illust2vec.engine.to_float16`).
+        arithmetic, on CUDA only (see :func:`illust2vec.runtime.session.to_float16`).
     alpha:
         Default transparency handling: ``"white"`` composites onto white,
         ``"drop"`` ignores alpha like the original i2v.
@@ -108,7 +103,7 @@ class ImageModel:
         optimized_cache: str | os.PathLike | None = None,
         precision: str = "fp32",
     ) -> None:
-        from illust2vec.engine import open_session
+        from illust2vec.runtime.session import open_session
 
         self.name = name
         self.recipe = recipe
@@ -281,247 +276,3 @@ class ImageModel:
         """The probability of each named tag, per image."""
         table = self._require_tags()
         return specific_tags(self.predict_proba(images, alpha=alpha), table, list(tags))
-
-
-class Illustration2Vec(ImageModel):
-    """illustration2vec on ONNX Runtime (no Chainer, no Caffe)."""
-
-    @classmethod
-    def from_caffemodel(
-        cls,
-        weights: str | os.PathLike,
-        tags: str | os.PathLike | None = None,
-        *,
-        thresholds: str | os.PathLike | None = None,
-        outputs: Mapping[str, str] | None = None,
-        recipe: InputRecipe = I2V_RECIPE,
-        model_dir: str | os.PathLike | None = None,
-        name: str | None = None,
-        **options: Any,
-    ) -> Illustration2Vec:
-        """Import an i2v ``.caffemodel`` (converted once, then cached in the model store).
-
-        ``outputs`` maps graph outputs to Caffe blobs; by default a net with an
-        ``encode1`` blob is a feature extractor (``{"feature": "encode1"}``) and
-        one with a ``prob`` blob a tagger (``{"prob": "prob"}``).
-        """
-        onnx_path, identity = import_caffemodel(weights, outputs=outputs, input_size=recipe.size, model_dir=model_dir)
-        table = TagTable.from_i2v_json(tags, I2V_LAYOUT) if tags is not None else None
-        calibrated = load_thresholds(thresholds, len(table)) if thresholds is not None and table else None
-        options.setdefault("optimized_cache", onnx_path.parent / "ort")
-        return cls(
-            onnx_path, recipe=recipe, tags=table, name=name or Path(weights).name, identity=identity,
-            calibrated_thresholds=calibrated, **options,
-        )
-
-
-def _default_caffe_outputs(net) -> dict[str, str]:
-    blobs = {t for layer in net.layers for t in layer.tops}
-    if "encode1" in blobs:
-        return {"feature": "encode1"}
-    if "prob" in blobs:
-        return {"prob": "prob"}
-    raise Illust2VecError(
-        "cannot tell whether this caffemodel is a tagger or a feature extractor; "
-        "pass outputs={'prob': BLOB} or {'feature': BLOB}"
-    )
-
-
-def import_caffemodel(
-    weights: str | os.PathLike,
-    *,
-    outputs: Mapping[str, str] | None = None,
-    input_size: tuple[int, int] = I2V_RECIPE.size,
-    model_dir: str | os.PathLike | None = None,
-) -> tuple[Path, str]:
-    """Convert a ``.caffemodel`` to ONNX once and cache it; return ``(onnx_path, identity)``.
-
-    The cache key is the file's SHA-256 (memoised by path, size and mtime), the
-    requested outputs and the input size, so a second load skips the import.
-    """
-    from illust2vec.caffe.net import read_caffemodel
-    from illust2vec.caffe.to_onnx import caffe_to_onnx
-
-    weights = Path(weights)
-    store = ModelStore(model_dir)
-    if not weights.is_file():
-        raise Illust2VecError(f"{weights}: no such caffemodel file")
-    digest = store.content_hash(weights)
-    net = None
-    if outputs is None:
-        net = read_caffemodel(weights)
-        outputs = _default_caffe_outputs(net)
-    spec = "-".join(f"{k}={v}" for k, v in sorted(outputs.items()))
-    key = f"caffe-{digest[:24]}-{spec}-{input_size[0]}x{input_size[1]}-c{CAFFE_CONVERTER_VERSION}"
-
-    def build() -> bytes:
-        source = net if net is not None else read_caffemodel(weights)
-        return caffe_to_onnx(source, dict(outputs), input_size=input_size).SerializeToString()
-
-    return store.cached_onnx(key, build), f"sha256:{digest}"
-
-
-# -- zoo loading -------------------------------------------------------------
-
-#: Family -> "module:function" building an ImageModel from a spec (imported lazily).
-FAMILY_LOADERS: dict[str, str] = {
-    "i2v": "illust2vec.model:load_i2v",
-    "wd": "illust2vec.wd:load_wd",
-    "effnet": "illust2vec.effnet:load_effnet",
-}
-
-#: What ``load_model(task=...)`` uses when no name is given, in order of preference.
-DEFAULT_MODELS: dict[str, tuple[str, ...]] = {
-    "tag": ("i2v-tag",),
-    "feature": ("i2v-feature", "generic-effnet-lite0"),
-}
-
-
-def load_i2v(spec: ModelSpec, store: ModelStore, *, offline: bool | None = None, progress: bool = True,
-             **options: Any) -> ImageModel:
-    files = require_files(spec, store, offline=offline, progress=progress)
-    onnx_path, identity = import_caffemodel(
-        files["weights"], outputs=dict(spec.source_outputs), input_size=spec.recipe.size, model_dir=store.root,
-    )
-    table = TagTable.from_i2v_json(files["tags"], spec.tag_layout) if "tags" in files else None
-    options.setdefault("optimized_cache", store.onnx_dir / "ort")
-    return Illustration2Vec(
-        onnx_path, recipe=spec.recipe, tags=table, name=spec.name, identity=identity,
-        thresholds=spec.thresholds or None, binarize=spec.binarize, **options,
-    )
-
-
-def model_available(spec: ModelSpec, store: ModelStore) -> bool:
-    """Whether all of a model's downloadable files are already in the store."""
-    return all(f.package or store.find(f.filename) is not None for f in spec.files)
-
-
-def load_model(
-    name: str | None = None,
-    *,
-    task: Literal["tag", "feature"] = "feature",
-    model_dir: str | os.PathLike | None = None,
-    offline: bool | None = None,
-    progress: bool = True,
-    **options: Any,
-) -> ImageModel:
-    """Load a zoo model by name (``illust2vec.zoo.list_models()``).
-
-    With no name, the best model for ``task`` that works here is chosen: for
-    ``feature`` that is ``i2v-feature`` when its weights are present (or can be
-    downloaded), else the bundled ``generic-effnet-lite0``, with a one-line note.
-    ``options`` go to :class:`ImageModel` (``device``, ``threads``, ``batch_size``, ``alpha``).
-    """
-    store = ModelStore(model_dir)
-    if name is None:
-        candidates = [c for c in DEFAULT_MODELS[task] if _registered(c)]
-        first = get_spec(candidates[0])
-        if model_available(first, store) or len(candidates) == 1 or not offline_mode(offline):
-            try:
-                return load_model(first.name, task=task, model_dir=store.root, offline=offline,
-                                  progress=progress, **options)
-            except Illust2VecError as exc:
-                if len(candidates) == 1:
-                    raise
-                log.warning("note: %s is not available (%s); using %s instead",
-                            first.name, str(exc).splitlines()[0], candidates[1])
-        else:
-            log.warning("note: %s weights are not in the model store; using %s instead "
-                        "(run 'illust2vec models download %s' for the original)",
-                        first.name, candidates[1], first.name)
-        return load_model(candidates[1], task=task, model_dir=store.root, offline=offline,
-                          progress=progress, **options)
-    spec = get_spec(name)
-    target = FAMILY_LOADERS.get(spec.family)
-    if target is None:
-        raise Illust2VecError(f"model family {spec.family!r} of {name!r} has no loader")
-    module, func = target.split(":")
-    loader = getattr(importlib.import_module(module), func)
-    return loader(spec, store, offline=offline, progress=progress, **options)
-
-
-def _registered(name: str) -> bool:
-    from illust2vec.zoo import MODELS
-
-    return name in MODELS
-
-
-#: Tag-file suffix -> "module:function" reading a TagTable (other families add theirs).
-TAG_FILE_READERS: dict[str, str] = {
-    ".json": "illust2vec.tags:TagTable.from_i2v_json",
-    ".gz": "illust2vec.tags:TagTable.from_i2v_json",
-}
-
-#: Tag-file suffix -> "module:function" returning the InputRecipe for a raw ONNX file.
-ONNX_RECIPE_RESOLVERS: dict[str, str] = {}
-
-
-def _resolve(target: str):
-    module, attr = target.split(":")
-    obj = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def load_onnx_model(
-    path: str | os.PathLike,
-    *,
-    tags: str | os.PathLike | None = None,
-    recipe: InputRecipe | None = None,
-    **options: Any,
-) -> ImageModel:
-    """Load an ``.onnx`` file directly (``--weights model.onnx``).
-
-    The tag file's kind picks how tags are read and, unless ``recipe`` is given,
-    how images are prepared (a WD ``selected_tags.csv`` implies the WD recipe;
-    anything else the i2v recipe).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise Illust2VecError(f"{path}: no such ONNX file")
-    if tags is not None and recipe is None and Path(tags).suffix.lower() == ".csv":
-        from illust2vec.wd import (
-            load_wd_files,  # WD tagger: adds the feature output, recipe from the graph
-        )
-
-        return load_wd_files(path, tags, store=ModelStore(options.pop("model_dir", None)), **options)
-    table = None
-    suffix = Path(tags).suffix.lower() if tags is not None else ""
-    if tags is not None:
-        reader = TAG_FILE_READERS.get(suffix)
-        if reader is None:
-            raise Illust2VecError(f"{tags}: unknown tag file type {suffix!r} (expected .json, .json.gz or .csv)")
-        table = _resolve(reader)(tags)
-    if recipe is None:
-        resolver = ONNX_RECIPE_RESOLVERS.get(suffix)
-        recipe = _resolve(resolver)(path) if resolver else I2V_RECIPE
-    store = ModelStore(options.pop("model_dir", None))
-    identity = f"sha256:{store.content_hash(path)}"
-    return ImageModel(path, recipe=recipe, tags=table, name=path.name, identity=identity, **options)
-
-
-# -- drop-in replacements for illustration2vec's factory functions -----------
-
-def make_i2v_with_chainer(
-    param_path: str | os.PathLike, tag_path: str | os.PathLike | None = None,
-    threshold_path: str | os.PathLike | None = None, **options: Any,
-) -> Illustration2Vec:
-    """Same call as ``i2v.make_i2v_with_chainer``; runs on ONNX Runtime.
-
-    Transparency is dropped, as the original does; pass ``alpha="white"`` to
-    composite onto white instead.
-
-    >>> import illust2vec as i2v                              # doctest: +SKIP
-    >>> model = i2v.make_i2v_with_chainer("illust2vec_tag_ver200.caffemodel", "tag_list.json")
-    """
-    options.setdefault("alpha", "drop")
-    return Illustration2Vec.from_caffemodel(param_path, tags=tag_path, thresholds=threshold_path, **options)
-
-
-def make_i2v_with_caffe(
-    net_path: str | os.PathLike, param_path: str | os.PathLike, tag_path: str | os.PathLike | None = None,
-    threshold_path: str | os.PathLike | None = None, **options: Any,
-) -> Illustration2Vec:
-    """Same call as ``i2v.make_i2v_with_caffe``; the ``.prototxt`` is not needed (the caffemodel has the net)."""
-    return make_i2v_with_chainer(param_path, tag_path, threshold_path, **options)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from illust2vec.caffe.wire import (
+from illust2vec.models.families.i2v.caffe.wire import (
     FIXED32,
     LENGTH_DELIMITED,
     Field,

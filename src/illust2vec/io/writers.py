@@ -12,7 +12,7 @@ from typing import IO, Any, Literal
 import numpy as np
 
 from illust2vec.errors import Illust2VecError
-from illust2vec.fileio import atomic_write
+from illust2vec.io.atomic import atomic_write
 
 CaptionMode = Literal["overwrite", "append", "skip"]
 

@@ -1,0 +1,1 @@
+"""Reading images and listing files; atomic result files; result writers (JSON/JSONL/CSV/Parquet/NumPy)."""

@@ -1,0 +1,1 @@
+"""Models: spec records, the image model, tag tables and thresholds, the store, fetching, families, the catalog."""

@@ -1,0 +1,68 @@
+"""The model catalog: every known model, gathered from the families.
+
+A record says which files a model needs and where they come from, how images
+are prepared for it (:class:`~illust2vec.prep.preprocess.InputRecipe`), what it
+outputs, how its tags are categorised and which thresholds it uses by default.
+Adding a model is adding a record to its family's ``FAMILY``; adding a family
+is adding its module to :data:`FAMILIES`.
+
+>>> list_models("i2v-*")
+['i2v-feature', 'i2v-tag']
+"""
+from __future__ import annotations
+
+import fnmatch
+
+from illust2vec.errors import Illust2VecError
+from illust2vec.models.families import effnet, wd
+from illust2vec.models.families.i2v import model as i2v
+from illust2vec.models.spec import ModelFamily, ModelFile, ModelSpec
+
+__all__ = ["FAMILIES", "MODELS", "ModelFamily", "ModelFile", "ModelSpec", "get_family", "get_spec",
+           "list_models", "register"]
+
+#: Family name -> record, in order of preference where several could read a file.
+FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (i2v.FAMILY, wd.FAMILY, effnet.FAMILY)}
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Add a record to the catalog (a name can be registered once)."""
+    if spec.name in MODELS:
+        raise ValueError(f"model {spec.name!r} is already registered")
+    if spec.family not in FAMILIES:
+        raise ValueError(f"model {spec.name!r}: unknown family {spec.family!r}")
+    MODELS[spec.name] = spec
+    return spec
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The record of a model by name; an unknown name lists the valid ones."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        close = [m for m in MODELS if name.lower() in m or m in name.lower()]
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise Illust2VecError(
+            f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}.{hint}"
+        ) from None
+
+
+def get_family(name: str) -> ModelFamily:
+    """The family record by name (``i2v``, ``wd``, ``effnet``)."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise Illust2VecError(f"unknown model family {name!r}; known: {', '.join(FAMILIES)}") from None
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Names of registered models matching a shell-style wildcard, sorted."""
+    return sorted(n for n in MODELS if fnmatch.fnmatchcase(n, pattern))
+
+
+for _family in FAMILIES.values():
+    for _spec in _family.specs:
+        register(_spec)
+del _family, _spec

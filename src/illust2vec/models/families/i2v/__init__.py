@@ -1,0 +1,1 @@
+"""illustration2vec: the Caffe importer and the Illustration2Vec model."""

@@ -1,0 +1,138 @@
+"""The package's import structure: imports only go downward, and no module imports itself back.
+
+Every ``import``/``from ... import`` of an ``illust2vec`` module counts, including
+imports inside functions (hiding a cycle in a function is still a cycle).  The
+layers follow the data flow; see the ARCHITECTURE section of the README.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "illust2vec"
+
+#: Top-level package or module -> layer.  A module may import from its own
+#: package or from a lower layer; the same layer in another package is not allowed.
+LAYERS = {
+    "errors": 0, "version": 0,
+    "io": 1,
+    "prep": 2,
+    "runtime": 3,
+    "models": 4,
+    "faces": 5,
+    "collection": 6,
+    "maps": 7, "video": 7, "semantic": 7, "distributed": 7, "demo": 7, "datasets": 7,
+    "serve": 8,
+    "cli": 9,
+}
+#: The lazy facade (``illust2vec/__init__.py``) and ``__main__`` sit above everything.
+FACADES = {"illust2vec", "illust2vec.__main__"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path, modules: set[str]) -> set[str]:
+    """illust2vec modules imported anywhere in a file (``from x import sub`` counts sub if it is a module)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            subs = [f"{base}.{a.name}" for a in node.names]
+            # ``from pkg import sub`` depends on the submodule; ``from pkg import name`` on pkg itself
+            targets = [t for t in subs if t in modules] + ([base] if any(t not in modules for t in subs) else [])
+        else:
+            continue
+        for t in targets:
+            while t and t not in modules:
+                t = t.rpartition(".")[0]
+            if t and t != name:
+                found.add(t)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = sorted(PACKAGE.rglob("*.py"))
+    modules = {module_name(f) for f in files}
+    return {module_name(f): imported_modules(f, modules) for f in files}
+
+
+def layer(module: str) -> tuple[str, int]:
+    top = module.split(".")[1] if "." in module else module
+    return top, LAYERS[top]
+
+
+def test_every_package_has_a_layer():
+    tops = {m.split(".")[1] for m in import_graph() if "." in m and m not in FACADES}
+    assert tops <= set(LAYERS), f"packages without a layer: {sorted(tops - set(LAYERS))}"
+
+
+def test_imports_only_go_downward():
+    graph = import_graph()
+    upward = []
+    for module, deps in graph.items():
+        if module in FACADES:
+            continue
+        top, level = layer(module)
+        for dep in deps:
+            if dep == "illust2vec":
+                upward.append(f"{module} imports the facade illust2vec")
+                continue
+            dep_top, dep_level = layer(dep)
+            if dep_top != top and dep_level >= level:
+                upward.append(f"{module} -> {dep}")
+    assert not upward, "imports that do not go downward:\n" + "\n".join(sorted(upward))
+
+
+def test_no_import_cycles():
+    graph = import_graph()
+    # packages import their own submodules in __init__ (re-exports); a submodule importing
+    # its package's __init__ back is what makes a cycle, so keep both edges and search.
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        stack.append(node)
+        for dep in sorted(graph.get(node, ())):
+            if dep in FACADES:
+                continue
+            if state.get(dep) == 1:
+                cycles.append(stack[stack.index(dep):] + [dep])
+            elif dep not in state:
+                visit(dep, stack)
+        stack.pop()
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state and module not in FACADES:
+            visit(module, [])
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_checker_sees_a_cycle_inside_a_function(tmp_path):
+    # The checker itself must catch an import hidden inside a function.
+    src = tmp_path / "illust2vec"
+    (src / "io").mkdir(parents=True)
+    (src / "__init__.py").write_text("")
+    (src / "io" / "__init__.py").write_text("")
+    (src / "io" / "a.py").write_text("def f():\n    from illust2vec.io import b\n")
+    (src / "io" / "b.py").write_text("from illust2vec.io.a import f\n")
+    modules = {"illust2vec", "illust2vec.io", "illust2vec.io.a", "illust2vec.io.b"}
+    global PACKAGE
+    saved, PACKAGE = PACKAGE, src
+    try:
+        assert imported_modules(src / "io" / "a.py", modules) == {"illust2vec.io.b"}
+        assert imported_modules(src / "io" / "b.py", modules) == {"illust2vec.io.a"}
+    finally:
+        PACKAGE = saved

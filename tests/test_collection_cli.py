@@ -122,7 +122,7 @@ def test_export_formats(cli_col, capsys, tmp_path, fmt):
         np.testing.assert_array_equal(np.array(t.column("feature").to_pylist(), np.float32), F)
         np.testing.assert_array_equal(np.array(t.column("prob").to_pylist(), np.float32), P)
         assert [bytes(b) for b in t.column("code").to_pylist()] == [c.tobytes() for c in C]
-        assert json.loads(t.schema.metadata[b"illust2vec.models.tags"]) == names
+        assert json.loads(t.schema.metadata[b"illust2vec.tags"]) == names
     elif fmt == "csv":
         with open(out, newline="", encoding="utf-8") as fh:
             rows = list(csv.reader(fh))

@@ -25,3 +25,32 @@ class ModelNotFoundError(Illust2VecError):
 
 class DownloadError(Illust2VecError):
     """A download failed (network, size or checksum mismatch)."""
+
+
+#: Optional import -> (what it is for, the extra that installs it).
+OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
+    "onnxruntime": ("ONNX Runtime (every model)", "cpu"),
+    "faiss": ("collections (index, search, dupes)", "collections"),
+    "pyarrow": ("Parquet files", "parquet"),
+    "openTSNE": ("maps (t-SNE)", "maps"),
+    "sklearn": ("maps", "maps"),
+    "scipy": ("maps", "maps"),
+    "umap": ("UMAP maps", "umap"),
+    "av": ("video (PyAV)", "video"),
+    "animeface": ("anime faces", "faces"),
+    "fastapi": ("the web app", "serve"),
+    "uvicorn": ("the web app", "serve"),
+    "ray": ("Ray clusters", "ray"),
+}
+
+
+def missing_extra_message(module: str | None) -> str | None:
+    """One line naming the pip command that installs a missing optional module, or None if it is not one."""
+    top = (module or "").split(".")[0]
+    if top not in OPTIONAL_MODULES:
+        return None
+    what, extra = OPTIONAL_MODULES[top]
+    if extra == "cpu":
+        return (f"{what} is not installed: pip install 'illust2vec[cpu]' "
+                "(or 'illust2vec[gpu]' for NVIDIA GPUs; never both)")
+    return f"{what} needs the optional package '{top}': pip install 'illust2vec[{extra}]'"

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import copy
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from illust2vec.errors import Illust2VecError
+from illust2vec.io.records import EXTENSIONS
 
 RESIZE_CHOICES = ("skimage-bilinear", "skimage-bilinear-aa", "pil-bilinear", "pil-bicubic", "pil-lanczos", "pil-area")
 
@@ -18,23 +19,58 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image files, directories (searched recursively) or glob patterns")
 
 
+def probability(text: str) -> float:
+    """argparse type: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a probability between 0 and 1")
+    return value
+
+
+class DeprecatedAlias(argparse.Action):
+    """Stores like the option it stands for, with a one-line warning naming the new option."""
+
+    def __init__(self, option_strings, dest, *, new_option: str, **kwargs) -> None:
+        self.new_option = new_option
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"warning: {option_string} is deprecated; use {self.new_option}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_quiet_argument(parser: argparse.ArgumentParser, *, default: Any = False) -> None:
+    """``--quiet/-q`` (no progress bars, no notes); ``default=argparse.SUPPRESS`` on sub-subcommands."""
+    parser.add_argument("--quiet", "-q", action="store_true", default=default,
+                        help="no progress bar and no summary lines on stderr")
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, task: str) -> None:
-    """``--model``/``--weights``/``--tags`` and the engine options (flags map onto library keywords)."""
+    """``--model``/``--weights``/``--tag-list`` and the engine options (flags map onto :func:`load_model`)."""
     g = parser.add_argument_group("model")
-    default = "i2v-tag" if task == "tag" else "the best available (i2v-feature, else generic-effnet-lite0)"
+    default = ("the best tagger present (i2v-tag, else a WD v3 tagger)" if task == "tag"
+               else "the best embedder present (i2v-feature, else generic-effnet-lite0)")
     g.add_argument("--model", "-m", metavar="NAME",
                    help=f"zoo model name (default: {default}); see 'illust2vec models list'")
     g.add_argument("--weights", metavar="FILE", type=Path,
                    help="use this model file directly (.caffemodel or .onnx) instead of the zoo")
     if task == "tag":
-        g.add_argument("--tags", dest="tag_file", metavar="FILE", type=Path,
+        g.add_argument("--tag-list", dest="tag_file", metavar="FILE", type=Path,
                        help="tag list for --weights (i2v tag_list.json[.gz] or WD selected_tags.csv)")
+        g.add_argument("--tags", dest="tag_file", metavar="FILE", type=Path, action=DeprecatedAlias,
+                       new_option="--tag-list", help=argparse.SUPPRESS)
         g.add_argument("--thresholds", dest="threshold_file", metavar="FILE", type=Path,
                        help="i2v calibrated threshold file (for --threshold-rule f0.5/f1/f2)")
     g.add_argument("--model-dir", metavar="DIR", type=Path,
                    help="model store directory (default: $ILLUST2VEC_HOME or the user cache dir)")
+    g.add_argument("--download", action="store_true",
+                   help="download the model's files if they are not in the store (nothing is downloaded "
+                        "without this flag or 'illust2vec models download')")
     g.add_argument("--offline", action="store_true", default=None,
-                   help="never download; fail with instructions if files are missing (also ILLUST2VEC_OFFLINE=1)")
+                   help="never download, even with --download (also ILLUST2VEC_OFFLINE=1)")
     e = parser.add_argument_group("engine")
     e.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N (needs illust2vec[gpu])")
     e.add_argument("--allow-cpu-fallback", action="store_true",
@@ -54,7 +90,50 @@ def add_model_arguments(parser: argparse.ArgumentParser, task: str) -> None:
     p.add_argument("--resize", choices=RESIZE_CHOICES, metavar="RULE",
                    help="resize rule (default: the model's; i2v: skimage-bilinear, as the models were published). "
                         f"One of: {', '.join(RESIZE_CHOICES)}")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    if not any("--quiet" in a.option_strings for a in parser._actions):
+        add_quiet_argument(parser)
+
+
+def add_threshold_arguments(parser: argparse.ArgumentParser, rules: tuple[str, ...], title: str = "thresholds"):
+    """``--threshold``, per-category thresholds (validated to 0..1) and ``--threshold-rule``; returns the group."""
+    t = parser.add_argument_group(title)
+    t.add_argument("--threshold", type=probability, metavar="P",
+                   help="report tags with probability > P (default: the model's, i2v 0.25)")
+    t.add_argument("--general", type=probability, metavar="P", help="threshold for general tags")
+    t.add_argument("--character", type=probability, metavar="P", help="threshold for character tags")
+    t.add_argument("--copyright", type=probability, metavar="P", help="threshold for copyright tags")
+    t.add_argument("--threshold-rule", choices=rules, default="constant",
+                   help="constant (default); f0.5/f1/f2 use i2v's calibrated file (--thresholds)"
+                        + ("; mcut picks the largest probability gap per image and category" if "mcut" in rules else ""))
+    return t
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, formats: tuple[str, ...], *, default: str = "json",
+                         required: bool = False, what: str = "results", default_help: Any = None) -> Any:
+    """``-o/--output PATH`` and ``-f/--format`` (default: from the extension, else ``default`` on stdout)."""
+    o = parser.add_argument_group("output")
+    exts = ", ".join(sorted(e for e, f in EXTENSIONS.items() if f in formats and e not in (".ndjson", ".pq")))
+    o.add_argument("--output", "-o", metavar="PATH", required=required, default=default_help,
+                   help=f"write {what} here; the format follows the extension ({exts})"
+                        + ("" if required else f"; default: {default} on stdout"))
+    o.add_argument("--format", "-f", choices=formats, default=default_help,
+                   help="override the format the extension implies")
+    return o
+
+
+def add_sheet_argument(group: Any, help: str, *, metavar: str = "PNG", aliases: tuple[str, ...] = ()) -> None:
+    """``--sheet PATH``: the contact sheet option every command that draws one shares."""
+    group.add_argument("--sheet", metavar=metavar, type=Path, help=help)
+    for alias in aliases:
+        group.add_argument(alias, dest="sheet", metavar=metavar, type=Path, action=DeprecatedAlias,
+                           new_option="--sheet", help=argparse.SUPPRESS)
+
+
+def output_format(args: argparse.Namespace, formats: tuple[str, ...], default: str = "json") -> str:
+    """The format of ``args.output`` (see :func:`illust2vec.io.records.infer_format`)."""
+    from illust2vec.io.records import infer_format
+
+    return infer_format(getattr(args, "output", None), getattr(args, "format", None), formats, default)
 
 
 def resolve_engine_defaults(args: argparse.Namespace) -> None:
@@ -72,38 +151,92 @@ def resolve_engine_defaults(args: argparse.Namespace) -> None:
         args.workers = max(2, (os.cpu_count() or 2) - 1) if gpu else 0
 
 
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`~illust2vec.models.image_model.ImageModel` keywords the engine flags set."""
+    return dict(device=args.device, threads=args.threads, batch_size=args.batch_size, alpha=args.alpha,
+                allow_fallback=args.allow_cpu_fallback, precision="fp16" if getattr(args, "fp16", False) else "fp32")
+
+
 def model_from_args(args: argparse.Namespace, task: str):
-    """Build the model the flags describe."""
-    from illust2vec.models.families.i2v.model import Illustration2Vec
+    """The model the flags describe, through the one route :func:`~illust2vec.models.loading.load_model`."""
     from illust2vec.models.loading import load_model
 
-    options: dict[str, Any] = dict(device=args.device, threads=args.threads, batch_size=args.batch_size,
-                                   alpha=args.alpha, allow_fallback=args.allow_cpu_fallback,
-                                   precision="fp16" if getattr(args, "fp16", False) else "fp32")
-    weights: Path | None = getattr(args, "weights", None)
-    if weights is not None:
-        suffix = weights.suffix.lower()
-        if suffix == ".caffemodel":
-            model = Illustration2Vec.from_caffemodel(
-                weights, tags=getattr(args, "tag_file", None), thresholds=getattr(args, "threshold_file", None),
-                model_dir=args.model_dir, **options,
-            )
-        elif suffix == ".onnx":
-            from illust2vec.models.loading import load_onnx_model
-
-            model = load_onnx_model(weights, tags=getattr(args, "tag_file", None), **options)
-        else:
-            raise Illust2VecError(f"{weights}: --weights takes a .caffemodel or .onnx file")
-    else:
-        model = load_model(args.model, task=task, model_dir=args.model_dir, offline=args.offline,
-                           progress=not args.quiet, **options)
-    if getattr(args, "resize", None):
-        model.recipe = dataclasses.replace(model.recipe, resize=args.resize)
+    model = load_model(
+        args.weights if getattr(args, "weights", None) is not None else args.model, task=task,
+        tags=getattr(args, "tag_file", None), thresholds=getattr(args, "threshold_file", None),
+        model_dir=args.model_dir, download=getattr(args, "download", False), offline=args.offline,
+        progress=not args.quiet, resize=getattr(args, "resize", None), **engine_options(args),
+    )
     if task == "tag" and not model.is_tagger:
         raise Illust2VecError(f"{model.name} is not a tagger; choose a tag model (e.g. --model i2v-tag)")
     if task == "feature" and not model.is_embedder:
         raise Illust2VecError(f"{model.name} has no feature output; choose an embedder (e.g. --model i2v-feature)")
     return model
+
+
+# -- collections --------------------------------------------------------------
+
+DEFAULT_DB = "illust2vec-collection"
+
+
+def add_db_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", metavar="DIR", default=os.environ.get("ILLUST2VEC_DB", DEFAULT_DB),
+                        help=f"collection directory (default: $ILLUST2VEC_DB or ./{DEFAULT_DB})")
+
+
+def add_tagger_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("tagger (stores tag probabilities for tag queries)")
+    g.add_argument("--tagger", metavar="NAME",
+                   help="zoo tag model (e.g. i2v-tag); 'none' for no tag probabilities. Default: the "
+                        "collection's tagger, none for a new collection (or the embedder if it also tags)")
+    g.add_argument("--tagger-weights", metavar="FILE", type=Path,
+                   help="use this tag model file directly (.caffemodel or .onnx)")
+    g.add_argument("--tag-list", dest="tagger_tag_file", metavar="FILE", type=Path,
+                   help="tag list for --tagger-weights (i2v tag_list.json[.gz] or WD selected_tags.csv)")
+
+
+def _registered(name: str | None) -> bool:
+    from illust2vec.models.catalog import MODELS
+
+    return bool(name) and name in MODELS
+
+
+def collection_models_from_args(args: argparse.Namespace, meta: dict[str, str] | None = None, *, need_tagger: bool = True):
+    """``(embedder, tagger or None)`` from the model flags, defaulting to the collection's models.
+
+    ``meta`` is the collection's metadata (``Collection.meta``) when it exists.
+    """
+    meta = meta or {}
+    a = copy.copy(args)
+    if a.weights is None and a.model is None and meta.get("embedder_name"):
+        if not _registered(meta["embedder_name"]):
+            raise Illust2VecError(
+                f"{args.db}: indexed with the model file {meta['embedder_name']!r}; pass it again with --weights FILE"
+            )
+        a.model = meta["embedder_name"]
+    embedder = model_from_args(a, task="feature")
+    if not need_tagger:
+        return embedder, None
+    t = copy.copy(args)
+    t.model, t.weights = getattr(args, "tagger", None), getattr(args, "tagger_weights", None)
+    t.tag_file = getattr(args, "tagger_tag_file", None)
+    t.threshold_file = None
+    t.resize = None
+    if t.model == "none":
+        return embedder, None
+    if t.weights is None and t.model is None:
+        if meta.get("tagger_name"):
+            if not _registered(meta["tagger_name"]):
+                raise Illust2VecError(
+                    f"{args.db}: tag probabilities come from the model file {meta['tagger_name']!r}; "
+                    "pass it again with --tagger-weights FILE (and --tag-list FILE)"
+                )
+            t.model = meta["tagger_name"]
+        elif "embedder_name" in meta or not getattr(embedder, "is_tagger", False):
+            return embedder, None
+        else:
+            return embedder, embedder
+    return embedder, model_from_args(t, task="tag")
 
 
 def expand_inputs(paths: list[str]) -> list[Path]:

@@ -3,18 +3,23 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from illust2vec.cli.common import (
-    ErrorReport, add_input_arguments, add_model_arguments, expand_inputs, model_from_args, progress_bar,
+    ErrorReport, add_input_arguments, add_model_arguments, add_output_arguments, expand_inputs, model_from_args,
+    output_format, progress_bar,
 )
+
+FORMATS = ("npy", "npz", "parquet")
 
 EXAMPLES = """\
 examples:
   illust2vec embed pictures/ -o features.npy        (N, 4096) float32 + features.paths.txt
   illust2vec embed pictures/ -o codes.npy --binary  (N, 512) uint8 packed 4096-bit codes
   illust2vec embed pictures/ -o features.parquet    columns: path, vector
+  illust2vec embed pictures/ -o f.npy --model generic-effnet-lite0   1280-d, the bundled embedder
 """
 
 
@@ -27,8 +32,8 @@ def register(sub) -> None:
     )
     add_input_arguments(p)
     add_model_arguments(p, task="feature")
-    p.add_argument("--output", "-o", required=True, metavar="FILE",
-                   help="FILE.npy (+ FILE.paths.txt), FILE.npz or FILE.parquet")
+    add_output_arguments(p, FORMATS, required=True,
+                         what="the vectors (FILE.npy + FILE.paths.txt + FILE.meta.json, FILE.npz or FILE.parquet)")
     p.add_argument("--binary", action="store_true", help="packed binary codes (uint8) instead of floats")
     from illust2vec.cli.face_options import add_face_arguments
 
@@ -41,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from illust2vec.io.writers import write_matrix
     from illust2vec.runtime.batches import iter_batches
 
+    fmt = output_format(args, FORMATS)
+    output = args.output if Path(args.output).suffix.lower() == f".{fmt}" else f"{args.output}.{fmt}"
     files = expand_inputs(args.paths)
     model = model_from_args(args, task="feature")
     bar = progress_bar(args, None if faces_requested(args) else len(files))
@@ -66,9 +73,9 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     if rows:
         matrix = np.concatenate(rows)
-        written = write_matrix(args.output, matrix, paths)
+        written = write_matrix(output, matrix, paths, model=model.name)
         if faces is not None:
-            written.append(write_face_sidecar(args.output, face_rows))
+            written.append(write_face_sidecar(output, face_rows))
         print(f"wrote {', '.join(map(str, written))} ({matrix.shape[0]}x{matrix.shape[1]} {matrix.dtype}, "
               f"model {model.name})", file=sys.stderr)
     return report.summary(len(paths), "embedded")

@@ -2,24 +2,23 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-FORMATS = ("json", "jsonl", "csv")
+FORMATS = ("json", "jsonl", "csv", "parquet")
 EXAMPLES = """\
 examples:
   illust2vec faces pictures/ --sheet check.png          boxes as JSON, and a contact sheet to look at
   illust2vec faces pictures/ --crops faces/ --margin 0.5  faces/NAME_face0.png, ... (squared crops)
-  illust2vec faces "*.png" --format csv -o faces.csv --min-likelihood 0.9
+  illust2vec faces "*.png" -o faces.csv --min-likelihood 0.9   one row per face (also .jsonl, .parquet)
   illust2vec embed pictures/ --faces -o faces.npy       (tag, embed and map take --faces too)
 """
 CSV_FIELDS = ["source", "width", "height", "face_index", "x", "y", "w", "h", "likelihood"]
 
 
 def register(subparsers: Any) -> None:
+    from illust2vec.cli.common import add_output_arguments, add_quiet_argument, add_sheet_argument, probability
     from illust2vec.faces.detect import DEFAULT_MARGIN, DEFAULT_MAX_SIDE
 
     p = subparsers.add_parser(
@@ -34,15 +33,14 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, directories (recursive) or globs")
-    p.add_argument("--format", choices=FORMATS, default="json", help="output format (default json; csv: one row per face)")
-    p.add_argument("-o", "--output", metavar="FILE", help="write results here instead of stdout")
-    p.add_argument("--sheet", metavar="PNG", help="draw the faces on a contact sheet of all pictures")
+    out = add_output_arguments(p, FORMATS, what="one record per picture (csv/parquet: one row per face)")
+    add_sheet_argument(out, "draw the faces on a contact sheet of all pictures")
     p.add_argument("--sheet-cell", type=int, default=256, metavar="PIXELS", help="thumbnail size on the sheet (default 256)")
     p.add_argument("--sheet-max", type=int, default=400, metavar="N",
                    help="put at most the first N pictures on the sheet (default 400)")
     p.add_argument("--crops", metavar="DIR", help="write each face crop as DIR/NAME_faceK.png")
     p.add_argument(
-        "--min-likelihood", type=float, default=0.0, metavar="P",
+        "--min-likelihood", type=probability, default=0.0, metavar="P",
         help="drop faces below this likelihood, 0..1 (default 0: all the detector reports, which is >= ~0.5)",
     )
     p.add_argument(
@@ -57,7 +55,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--scan", choices=("fine", "fast"), default="fine",
                    help="fine (default: the original AnimeFace scan) or fast (about twice as fast, may miss a few faces)")
     p.add_argument("--workers", type=int, default=None, metavar="N", help="detection processes (default: CPU count)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_quiet_argument(p)
     p.set_defaults(func=handler)
 
 
@@ -72,32 +70,26 @@ def _crop_names(stems: list[str]) -> list[str]:
     return out
 
 
-def _write(records: list[dict[str, Any]], fmt: str, out: TextIO) -> None:
-    if fmt == "json":
-        json.dump(records, out, indent=1)
-        out.write("\n")
-    elif fmt == "jsonl":
-        for rec in records:
-            out.write(json.dumps(rec) + "\n")
-    else:
-        writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
-        writer.writeheader()
-        for rec in records:
-            base = {"source": rec["source"], "width": rec["width"], "height": rec["height"]}
-            if not rec["faces"]:
-                writer.writerow(base)
-            for face in rec["faces"]:
-                x, y, w, h = face["box"]
-                writer.writerow(dict(base, face_index=face["face_index"], x=x, y=y, w=w, h=h, likelihood=face["likelihood"]))
+def face_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """CSV/Parquet rows of one picture's record: one per face (one row without face columns for none)."""
+    base = {"source": record["source"], "width": record["width"], "height": record["height"]}
+    if not record["faces"]:
+        return [dict.fromkeys(CSV_FIELDS, None) | base]
+    rows = []
+    for face in record["faces"]:
+        x, y, w, h = face["box"]
+        rows.append(dict(base, face_index=face["face_index"], x=x, y=y, w=w, h=h, likelihood=face["likelihood"]))
+    return rows
 
 
 def handler(args: argparse.Namespace) -> int:
     from illust2vec.errors import Illust2VecError
+    from illust2vec.cli.common import output_format
     from illust2vec.cli.face_options import expand_paths, report_errors
+    from illust2vec.io.records import write_records
     from illust2vec.faces.items import iter_detections
 
-    if not 0.0 <= args.min_likelihood <= 1.0:
-        raise Illust2VecError(f"--min-likelihood must be between 0 and 1, got {args.min_likelihood}")
+    fmt = output_format(args, FORMATS)
     if args.margin < 0:
         raise Illust2VecError(f"--margin must be >= 0, got {args.margin}")
     if args.max_side and args.max_side < 64:
@@ -144,11 +136,7 @@ def handler(args: argparse.Namespace) -> int:
             for k, crop in enumerate(det.crops):
                 Image.fromarray(crop).save(crops_dir / f"{names[det.index]}_face{k}.png")
 
-    if args.output:
-        with open(args.output, "w", encoding="utf-8", newline="") as fh:
-            _write(records, args.format, fh)
-    else:
-        _write(records, args.format, sys.stdout)
+    write_records(records, args.output, fmt, rows=face_rows)
     if args.sheet:
         if thumbnails:
             from illust2vec.faces.sheet import compose_sheet

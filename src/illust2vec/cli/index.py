@@ -2,14 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import copy
-import os
 import sys
-from pathlib import Path
 
 from illust2vec.errors import Illust2VecError
-
-DEFAULT_DB = "illust2vec-collection"
 
 EXAMPLES = """\
 examples:
@@ -21,70 +16,8 @@ examples:
 """
 
 
-def add_db_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", metavar="DIR", default=os.environ.get("ILLUST2VEC_DB", DEFAULT_DB),
-                        help=f"collection directory (default: $ILLUST2VEC_DB or ./{DEFAULT_DB})")
-
-
-def add_tagger_arguments(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("tagger (stores tag probabilities for tag queries)")
-    g.add_argument("--tagger", metavar="NAME",
-                   help="zoo tag model (e.g. i2v-tag); 'none' for no tag probabilities. Default: the "
-                        "collection's tagger, none for a new collection (or the embedder if it also tags)")
-    g.add_argument("--tagger-weights", metavar="FILE", type=Path,
-                   help="use this tag model file directly (.caffemodel or .onnx)")
-    g.add_argument("--tag-list", dest="tagger_tag_file", metavar="FILE", type=Path,
-                   help="tag list for --tagger-weights (i2v tag_list.json[.gz] or WD selected_tags.csv)")
-
-
-def _registered(name: str | None) -> bool:
-    from illust2vec.models.catalog import MODELS
-
-    return bool(name) and name in MODELS
-
-
-def models_from_args(args: argparse.Namespace, meta: dict[str, str] | None = None, *, need_tagger: bool = True):
-    """``(embedder, tagger or None)`` from the model flags, defaulting to the collection's models.
-
-    ``meta`` is the collection's metadata (``Collection.meta``) when it exists.
-    """
-    from illust2vec.cli.common import model_from_args
-
-    meta = meta or {}
-    a = copy.copy(args)
-    if a.weights is None and a.model is None and meta.get("embedder_name"):
-        if not _registered(meta["embedder_name"]):
-            raise Illust2VecError(
-                f"{args.db}: indexed with the model file {meta['embedder_name']!r}; pass it again with --weights FILE"
-            )
-        a.model = meta["embedder_name"]
-    embedder = model_from_args(a, task="feature")
-    if not need_tagger:
-        return embedder, None
-    t = copy.copy(args)
-    t.model, t.weights = getattr(args, "tagger", None), getattr(args, "tagger_weights", None)
-    t.tag_file = getattr(args, "tagger_tag_file", None)
-    t.threshold_file = None
-    t.resize = None
-    if t.model == "none":
-        return embedder, None
-    if t.weights is None and t.model is None:
-        if meta.get("tagger_name"):
-            if not _registered(meta["tagger_name"]):
-                raise Illust2VecError(
-                    f"{args.db}: tag probabilities come from the model file {meta['tagger_name']!r}; "
-                    "pass it again with --tagger-weights FILE (and --tag-list FILE)"
-                )
-            t.model = meta["tagger_name"]
-        elif "embedder_name" in meta or not getattr(embedder, "is_tagger", False):
-            return embedder, None
-        else:
-            return embedder, embedder
-    return embedder, model_from_args(t, task="tag")
-
-
 def register(sub) -> None:
-    from illust2vec.cli.common import add_model_arguments
+    from illust2vec.cli.common import add_db_argument, add_model_arguments, add_tagger_arguments
 
     p = sub.add_parser(
         "index", help="index image folders into a collection for search, dupes and tag queries",
@@ -109,13 +42,14 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from illust2vec.collection import Collection
+    from illust2vec.cli.common import collection_models_from_args
     from illust2vec.cli.face_options import faces_requested
+    from illust2vec.collection import Collection
     from illust2vec.faces.features import FaceOptions
 
     faces = FaceOptions.from_args(args) if faces_requested(args) else None
     with Collection.open(args.db) as col:
-        embedder, tagger = models_from_args(args, None if args.rebuild else col.meta)
+        embedder, tagger = collection_models_from_args(args, None if args.rebuild else col.meta)
         report = col.add(args.paths, embedder=embedder, tagger=tagger, batch_size=args.batch_size,
                          workers=args.workers, progress=not args.quiet, prune=args.prune,
                          rebuild=args.rebuild, faces=faces)

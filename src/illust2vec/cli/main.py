@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from illust2vec.errors import Illust2VecError
+from illust2vec.errors import Illust2VecError, missing_extra_message
 
 #: Modules of ``illust2vec.cli`` that define sub-commands, in ``--help`` order.
 COMMANDS: list[str] = [
@@ -74,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except Illust2VecError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        hint = missing_extra_message(exc.name)
+        if hint is None:
+            raise
+        print(f"error: {hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,6 +1,7 @@
 """``illust2vec models``: list, import, download and inspect the models of the zoo."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -8,35 +9,76 @@ from pathlib import Path
 from illust2vec.errors import Illust2VecError
 
 
+EXAMPLES = """\
+examples:
+  illust2vec models list                          every model and whether its files are here
+  illust2vec models list 'wd-*' --format json     machine-readable
+  illust2vec models download i2v-tag              fetch (resumable, verified) into the store
+  illust2vec models import illust2vec_tag_ver200.caffemodel tag_list.json.gz   files fetched elsewhere
+  illust2vec models info i2v-feature              files, sources, input recipe, outputs, license
+  illust2vec models tags i2v-tag --category character
+"""
+
+LIST_FORMATS = ("json", "jsonl", "csv")
+
+
+def _common(parser, *, top: bool) -> None:
+    """Options accepted before and after the action (``models --model-dir X list`` = ``models list --model-dir X``)."""
+    from illust2vec.cli.common import add_quiet_argument
+
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument("--model-dir", type=Path, metavar="DIR", default=default,
+                        help="model store directory (default: $ILLUST2VEC_HOME or the user cache dir)")
+    add_quiet_argument(parser, default=False if top else argparse.SUPPRESS)
+
+
+def _action(msub, name: str, help: str, examples: str, **kw):
+    parser = msub.add_parser(name, help=help, epilog="examples:\n" + examples,
+                             formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+    _common(parser, top=False)
+    return parser
+
+
 def register(sub) -> None:
+    from illust2vec.cli.common import add_output_arguments
+
     p = sub.add_parser("models", help="list, import and download models",
-                       description="Manage the model store (where model files live).")
-    p.add_argument("--model-dir", type=Path, metavar="DIR",
-                   help="model store directory (default: $ILLUST2VEC_HOME or the user cache dir)")
+                       description="Manage the model store (where model files live). Nothing is downloaded "
+                                   "except by 'models download' or a command's --download.",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(p, top=True)
     msub = p.add_subparsers(dest="models_command", metavar="ACTION")
 
-    ls = msub.add_parser("list", help="known models and whether their files are present")
+    ls = _action(msub, "list", "known models and whether their files are present",
+                 "  illust2vec models list\n  illust2vec models list 'i2v-*' --format json\n")
     ls.add_argument("pattern", nargs="?", default="*", help="wildcard filter, e.g. 'wd-*'")
-    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    add_output_arguments(ls, LIST_FORMATS, what="the list (default: a table on stdout)")
+    ls.add_argument("--json", dest="format", action="store_const", const="json", help=argparse.SUPPRESS)
     ls.set_defaults(func=cmd_list)
 
-    imp = msub.add_parser("import", help="copy model files fetched elsewhere into the store",
-                          description="Copy official model files (e.g. illust2vec_tag_ver200.caffemodel, "
-                                      "tag_list.json.gz) into the model store, checking them first.")
+    imp = _action(msub, "import", "copy model files fetched elsewhere into the store",
+                  "  illust2vec models import illust2vec_tag_ver200.caffemodel tag_list.json.gz\n"
+                  "  illust2vec models import model.onnx selected_tags.csv --as wd-vit-v3\n",
+                  description="Copy official model files (e.g. illust2vec_tag_ver200.caffemodel, "
+                              "tag_list.json.gz) into the model store, checking them first.")
     imp.add_argument("files", nargs="+", type=Path, metavar="FILE")
     imp.add_argument("--as", dest="model", metavar="NAME",
                      help="the model these files belong to (default: recognised by file name)")
     imp.set_defaults(func=cmd_import)
 
-    dl = msub.add_parser("download", help="download models into the store (resumable, verified)")
+    dl = _action(msub, "download", "download models into the store (resumable, verified)",
+                 "  illust2vec models download i2v-tag i2v-feature\n")
     dl.add_argument("names", nargs="+", metavar="NAME")
     dl.set_defaults(func=cmd_download)
 
-    info = msub.add_parser("info", help="a model's record: files, sources, recipe, outputs, license")
+    info = _action(msub, "info", "a model's record: files, sources, recipe, outputs, license",
+                   "  illust2vec models info i2v-tag\n  illust2vec models info wd-vit-v3 --format json\n")
     info.add_argument("name")
+    info.add_argument("--format", "-f", choices=("json",), default="json", help="json (the only format)")
     info.set_defaults(func=cmd_info)
 
-    tags = msub.add_parser("tags", help="list a tagger's tags with their categories")
+    tags = _action(msub, "tags", "list a tagger's tags with their categories",
+                   "  illust2vec models tags i2v-tag --category character\n")
     tags.add_argument("name")
     tags.add_argument("--category", help="only this category")
     tags.set_defaults(func=cmd_tags)
@@ -61,9 +103,11 @@ def cmd_list(args) -> int:
             "name": name, "family": spec.family, "outputs": list(spec.outputs),
             "present": model_available(spec, store), "license": spec.license, "description": spec.description,
         })
-    if args.json:
-        json.dump(rows, sys.stdout, indent=2)
-        print()
+    if args.output is not None or args.format is not None:
+        from illust2vec.cli.common import output_format
+        from illust2vec.io.records import write_records
+
+        write_records(rows, args.output, output_format(args, LIST_FORMATS))
         return 0
     if not rows:
         print(f"no model matches {args.pattern!r}", file=sys.stderr)
@@ -73,7 +117,8 @@ def cmd_list(args) -> int:
     for r in rows:
         print(f"{r['name']:<{width}}  {'yes' if r['present'] else 'no':<7}  {'+'.join(r['outputs']):<12}  "
               f"{r['description']}")
-    print(f"\nmodel store: {store.root}", file=sys.stderr)
+    if not args.quiet:
+        print(f"\nmodel store: {store.root}", file=sys.stderr)
     return 0
 
 
@@ -153,7 +198,7 @@ def cmd_download(args) -> int:
     for name in args.names:
         try:
             spec = get_spec(name)
-            files = require_files(spec, store, offline=False)
+            files = require_files(spec, store, download=True, progress=not args.quiet)
             for role, path in files.items():
                 print(f"{name}: {role} -> {path}")
         except Illust2VecError as exc:
@@ -166,16 +211,15 @@ def cmd_info(args) -> int:
     import dataclasses
 
     from illust2vec.models.catalog import get_spec
+    from illust2vec.models.loading import model_available
 
     spec = get_spec(args.name)
     store = _store(args)
     record = dataclasses.asdict(spec)
-    record["recipe"] = dataclasses.asdict(spec.recipe)
-    record["source_outputs"] = dict(spec.source_outputs)
-    record["thresholds"] = dict(spec.thresholds)
     for f in record["files"]:
         found = store.find(f["filename"])
         f["present_at"] = str(found) if found else None
+    record["present"] = model_available(spec, store)
     json.dump(record, sys.stdout, indent=2, default=str)
     print()
     return 0

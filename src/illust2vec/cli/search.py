@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -13,14 +12,18 @@ examples:
   illust2vec search query.jpg --db pics.i2v -k 10                 cosine similarity of features
   illust2vec search query.jpg --db pics.i2v --binary               Hamming distance of binary codes
   illust2vec search --db pics.i2v --tags "blue hair, cat ears" --not hat --min 0.5
-  illust2vec search --db pics.i2v --tags "character:hatsune miku" --json
+  illust2vec search --db pics.i2v --tags "character:hatsune miku" --format json
+  illust2vec search query.jpg --db pics.i2v -o hits.csv           one row per hit (also .jsonl, .parquet)
   illust2vec search query.jpg --db pics.i2v --tags smile --sheet hits.png
 """
 
 
+FORMATS = ("json", "jsonl", "csv", "parquet")
+
+
 def register(sub) -> None:
-    from illust2vec.cli.common import add_model_arguments
-    from illust2vec.cli.index import add_db_argument
+    from illust2vec.cli.common import add_model_arguments, add_output_arguments, add_sheet_argument
+    from illust2vec.cli.common import add_db_argument
 
     p = sub.add_parser(
         "search", help="find similar images and/or images with given tags in a collection",
@@ -39,9 +42,9 @@ def register(sub) -> None:
     p.add_argument("--min", dest="min_prob", type=float, default=0.5, metavar="P",
                    help="probability threshold for --tags/--not (default 0.5)")
     p.add_argument("--nprobe", type=int, metavar="N", help="IVF lists to visit (large collections only)")
-    out = p.add_argument_group("output")
-    out.add_argument("--json", action="store_true", help="JSON list on stdout instead of a table")
-    out.add_argument("--sheet", metavar="PNG", type=Path, help="also write a contact sheet of the hits")
+    out = add_output_arguments(p, FORMATS, what="the hits (default: a table on stdout)")
+    out.add_argument("--json", dest="format", action="store_const", const="json", help=argparse.SUPPRESS)
+    add_sheet_argument(out, "also write a contact sheet of the hits")
     add_model_arguments(p, task="feature")
     p.set_defaults(func=run)
 
@@ -68,6 +71,11 @@ def _table(hits, binary: bool) -> str:
 def run(args: argparse.Namespace) -> int:
     from illust2vec.collection import Collection
 
+    from illust2vec.cli.common import output_format
+    from illust2vec.io.records import write_records
+
+    table = args.output is None and args.format is None
+    fmt = None if table else output_format(args, FORMATS)
     if args.query is None and not args.tags and not args.not_tags:
         raise Illust2VecError("give a QUERY image, --tags or --not (see 'illust2vec search --help')")
     embedder = None
@@ -77,16 +85,17 @@ def run(args: argparse.Namespace) -> int:
             if not q.exists():
                 raise Illust2VecError(f"{q}: query image not found")
             if col.row_of_path(q) is None:
-                from illust2vec.cli.index import models_from_args
+                from illust2vec.cli.common import collection_models_from_args
 
-                embedder, _ = models_from_args(args, col.meta, need_tagger=False)
+                embedder, _ = collection_models_from_args(args, col.meta, need_tagger=False)
+        model_name = col.meta.get("embedder_name")
         hits = col.search(image=args.query, k=args.k, binary=args.binary, tags=args.tags, not_tags=args.not_tags,
                           min_prob=args.min_prob, embedder=embedder, nprobe=args.nprobe)
-    if args.json:
-        json.dump([h.to_dict() for h in hits], sys.stdout, indent=1, ensure_ascii=False)
-        sys.stdout.write("\n")
-    else:
+    if table:
         print(_table(hits, args.binary) if hits else "no results")
+    else:
+        write_records(({"rank": i, **h.to_dict(), "model": model_name} for i, h in enumerate(hits, 1)),
+                      args.output, fmt)
     if args.sheet:
         from illust2vec.collection.sheet import contact_sheet
 

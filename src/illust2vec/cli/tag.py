@@ -2,24 +2,39 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from illust2vec.cli.common import (
-    ErrorReport, add_input_arguments, add_model_arguments, expand_inputs, model_from_args, progress_bar,
+    ErrorReport, add_input_arguments, add_model_arguments, add_output_arguments, add_threshold_arguments,
+    expand_inputs, model_from_args, output_format, progress_bar,
 )
 from illust2vec.errors import Illust2VecError
 
 EXAMPLES = """\
 examples:
   illust2vec tag pictures/                       tags of every image, JSON on stdout
-  illust2vec tag a.jpg b.png --threshold 0.5 --format csv -o tags.csv
-  illust2vec tag dataset/ --captions --rating    NAME.txt caption beside each image
+  illust2vec tag a.jpg b.png --threshold 0.5 -o tags.csv     CSV: path,category,tag,probability
+  illust2vec tag pictures/ -o tags.parquet                   the same rows as Parquet (tags.jsonl: streamed)
+  illust2vec tag dataset/ --captions --rating    NAME.txt caption beside each image (nothing on stdout)
   illust2vec tag dataset/ --captions --caption-dir captions/ --underscores --exclude "white background"
-  illust2vec tag "shots/*.png" --format npy -o probs.npy   raw (N, T) probabilities + probs.paths.txt
+  illust2vec tag "shots/*.png" -o probs.npy      raw (N, T) probabilities + probs.paths.txt
+  illust2vec tag x.png --weights tag.caffemodel --tag-list tag_list.json   a model file instead of the zoo
 """
+
+
+RECORD_FORMATS = ("json", "jsonl", "csv", "parquet")
+MATRIX_FORMATS = ("npy", "npz")
+
+
+def tag_rows(record: dict) -> list[dict]:
+    """CSV/Parquet rows of one tag record: one per tag (path, [face columns], category, tag, probability, model)."""
+    base = {k: v for k, v in record.items() if k not in ("tags", "model")}
+    return [{**base, "category": cat, "tag": tag, "probability": p, "model": record.get("model")}
+            for cat, tags in record["tags"].items() for tag, p in tags.items()]
 
 
 def register(sub) -> None:
@@ -31,20 +46,8 @@ def register(sub) -> None:
     )
     add_input_arguments(p)
     add_model_arguments(p, task="tag")
-    t = p.add_argument_group("thresholds")
-    t.add_argument("--threshold", type=float, metavar="P",
-                   help="report tags with probability > P (default: the model's, i2v 0.25)")
-    t.add_argument("--general", type=float, metavar="P", help="threshold for general tags")
-    t.add_argument("--character", type=float, metavar="P", help="threshold for character tags")
-    t.add_argument("--copyright", type=float, metavar="P", help="threshold for copyright tags")
-    t.add_argument("--threshold-rule", choices=("constant", "f0.5", "f1", "f2", "mcut"), default="constant",
-                   help="constant (default); f0.5/f1/f2 use i2v's calibrated file (--thresholds); "
-                        "mcut picks the largest probability gap per image and category")
-    o = p.add_argument_group("output")
-    o.add_argument("--format", "-f", choices=("json", "jsonl", "csv", "npy"), default="json",
-                   help="json (default), jsonl (streamed), csv (path,category,tag,probability), "
-                        "npy (raw probability matrix in input order; needs --output)")
-    o.add_argument("--output", "-o", metavar="FILE", help="write results here (default: stdout)")
+    add_threshold_arguments(p, ("constant", "f0.5", "f1", "f2", "mcut"))
+    add_output_arguments(p, RECORD_FORMATS + MATRIX_FORMATS, what="tags (with --captions: only when given)")
     c = p.add_argument_group("captions (training sets)")
     c.add_argument("--captions", action="store_true", help="write a comma-separated caption file per image")
     c.add_argument("--caption-dir", type=Path, metavar="DIR",
@@ -84,16 +87,16 @@ def _thresholds(args, model):
 
 
 def run(args: argparse.Namespace) -> int:
+    from illust2vec.io.records import RecordSink
     from illust2vec.io.writers import (
-        CaptionOptions, TagWriter, caption_path, caption_text, common_root, open_text_output, tag_record,
-        write_caption, write_matrix,
+        CaptionOptions, caption_path, caption_text, common_root, tag_record, write_caption, write_matrix,
     )
     from illust2vec.cli.face_options import face_inputs, faces_requested, write_face_sidecar
     from illust2vec.runtime.batches import iter_batches
     from illust2vec.models.tags import plausible_tags, plausible_tags_mcut
 
-    if args.format == "npy" and not args.output:
-        raise Illust2VecError("--format npy needs --output FILE.npy")
+    fmt = output_format(args, RECORD_FORMATS + MATRIX_FORMATS)
+    records = not (args.captions and args.output is None and args.format is None)  # captions alone: quiet stdout
     if args.captions and faces_requested(args):
         raise Illust2VecError("--captions writes one caption per picture; it cannot be combined with --faces")
     files = expand_inputs(args.paths)
@@ -107,20 +110,18 @@ def run(args: argparse.Namespace) -> int:
         extension=args.caption_ext if args.caption_ext.startswith(".") else "." + args.caption_ext,
     )
     root = common_root(files) if args.caption_dir else None
-    npy = args.format == "npy" and not faces_requested(args)
+    npy = fmt in MATRIX_FORMATS and not faces_requested(args)
     matrix = np.full((len(files), len(model.tags)), np.nan, np.float32) if npy else None
     face_probs: list[np.ndarray] = []
     face_rows: list[dict] = []
-    writer = None
-    fh, close = (None, False)
-    if args.format != "npy":
-        fh, close = open_text_output(args.output)
-        writer = TagWriter(fh, args.format)
     bar = progress_bar(args, None if faces_requested(args) else len(files))
     report = ErrorReport(bar)
     faces = face_inputs(files, args, on_error=report)  # None without --faces
     done = 0
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(bar.close)
+        writer = (stack.enter_context(RecordSink(args.output, fmt, rows=tag_rows))
+                  if records and fmt in RECORD_FORMATS else None)
         for batch in iter_batches(model, files if faces is None else faces, batch_size=args.batch_size,
                                   workers=args.workers,
                                   outputs=("prob",), progress=bar, on_error=report):
@@ -131,29 +132,25 @@ def run(args: argparse.Namespace) -> int:
                 tags = batch_tags[j]
                 if matrix is not None:
                     matrix[index] = prob[j]
-                elif faces is not None and args.format == "npy":
+                elif faces is not None and fmt in MATRIX_FORMATS:
                     face_probs.append(prob[j])
                     face_rows.append(faces.meta[index])
                 if writer is not None and faces is not None:  # csv: path column "PATH#faceK [x,y,w,h]"
-                    path = faces.ref(index) if args.format == "csv" else faces.source(index)
-                    writer.write(tag_record(path, tags, **faces.fields(index)))
+                    path = faces.ref(index) if fmt == "csv" else faces.source(index)
+                    writer.write(tag_record(path, tags, **faces.fields(index), model=model.name))
                 elif writer is not None:
-                    writer.write(tag_record(str(files[index]), tags))
+                    writer.write(tag_record(str(files[index]), tags, model=model.name))
                 if args.captions:
                     target = caption_path(files[index], caption_opts, args.caption_dir, root)
                     write_caption(target, caption_text(tags, caption_opts), caption_opts.mode)
                 done += 1
-    finally:
-        bar.close()
-        if writer is not None:
-            writer.close()
-        if close:
-            fh.close()
     if matrix is not None:
-        write_matrix(args.output, matrix, [str(f) for f in files])
+        write_matrix(args.output, matrix, [str(f) for f in files], model=model.name,
+                     column_names=list(model.tags.names) if fmt == "npz" else None)
         print(f"wrote {args.output} ({matrix.shape[0]}x{matrix.shape[1]}; failed rows are NaN)", file=sys.stderr)
     elif face_probs:
-        write_matrix(args.output, np.stack(face_probs), [m["source"] for m in face_rows])
+        write_matrix(args.output, np.stack(face_probs), [m["source"] for m in face_rows], model=model.name,
+                     column_names=list(model.tags.names) if fmt == "npz" else None)
         side = write_face_sidecar(args.output, face_rows)
         print(f"wrote {args.output} ({len(face_probs)}x{len(model.tags)}, one row per face) and {side}",
               file=sys.stderr)

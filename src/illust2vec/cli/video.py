@@ -7,7 +7,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from illust2vec.cli.common import add_model_arguments, model_from_args
+from illust2vec.cli.common import (
+    add_model_arguments, add_output_arguments, add_threshold_arguments, engine_options, model_from_args,
+    output_format,
+)
 from illust2vec.errors import Illust2VecError
 
 EXAMPLES = """\
@@ -17,6 +20,9 @@ examples:
   illust2vec video clip.mp4 --fps 4 -o t.json --plot t.png --annotate tagged.mp4
   illust2vec video clip.mp4 --every 0.5 --threshold 0.4 --min-gap 2 -o t.json
 """
+
+
+FORMATS = ("json", "csv")
 
 
 def register(sub) -> None:
@@ -42,14 +48,7 @@ def register(sub) -> None:
     s.add_argument("--max-side", type=int, metavar="PX",
                    help="downscale frames while decoding (faster for large videos; the model resizes anyway)")
     add_model_arguments(p, task="tag")
-    t = p.add_argument_group("thresholds and intervals")
-    t.add_argument("--threshold", type=float, metavar="P",
-                   help="a tag is present from probability P (default: the model's, i2v 0.25)")
-    t.add_argument("--general", type=float, metavar="P", help="threshold for general tags")
-    t.add_argument("--character", type=float, metavar="P", help="threshold for character tags")
-    t.add_argument("--copyright", type=float, metavar="P", help="threshold for copyright tags")
-    t.add_argument("--threshold-rule", choices=("constant", "f0.5", "f1", "f2"), default="constant",
-                   help="constant (default) or i2v's calibrated thresholds (needs --thresholds FILE)")
+    t = add_threshold_arguments(p, ("constant", "f0.5", "f1", "f2"), title="thresholds and intervals")
     t.add_argument("--exit-ratio", type=float, default=0.7, metavar="R",
                    help="an interval ends when the probability falls below R x threshold (default 0.7)")
     t.add_argument("--min-gap", type=float, default=1.0, metavar="SECONDS",
@@ -61,9 +60,7 @@ def register(sub) -> None:
                     help="cut detector sensitivity, 0-1 (default 0.3; lower finds more cuts)")
     sh.add_argument("--min-shot", type=float, default=0.4, metavar="SECONDS", help="shortest shot (default 0.4)")
     sh.add_argument("--no-shots", action="store_true", help="do not look for shot changes between sampled frames")
-    o = p.add_argument_group("output")
-    o.add_argument("--output", "-o", metavar="FILE", type=Path,
-                   help="timeline file, .json or .csv (default: JSON on stdout)")
+    o = add_output_arguments(p, FORMATS, what="the timeline (csv: one row per sampled frame)")
     o.add_argument("--top", type=int, metavar="N", help="at most N tags per frame and shot in the outputs")
     o.add_argument("--feature-model", metavar="NAME|FILE",
                    help="also store feature vectors from this model (zoo name or .caffemodel) in the JSON")
@@ -80,16 +77,10 @@ def register(sub) -> None:
 
 
 def _feature_model(args: argparse.Namespace) -> Any:
-    from illust2vec.models.families.i2v.model import Illustration2Vec
     from illust2vec.models.loading import load_model
 
-    spec = args.feature_model
-    options = dict(device=args.device, threads=args.threads, batch_size=args.batch_size, alpha=args.alpha,
-                   allow_fallback=args.allow_cpu_fallback, precision="fp16" if args.fp16 else "fp32")
-    if spec.lower().endswith(".caffemodel"):
-        return Illustration2Vec.from_caffemodel(Path(spec), model_dir=args.model_dir, **options)
-    return load_model(spec, task="feature", model_dir=args.model_dir, offline=args.offline,
-                      progress=not args.quiet, **options)
+    return load_model(args.feature_model, task="feature", model_dir=args.model_dir, download=args.download,
+                      offline=args.offline, progress=not args.quiet, **engine_options(args))
 
 
 def _bar(args: argparse.Namespace, total: int | None, desc: str) -> Any:
@@ -124,8 +115,9 @@ def run(args: argparse.Namespace) -> int:
     from illust2vec.video.timeline import tag_video
 
     path: Path = args.file
-    if args.output is not None and args.output.suffix.lower() not in (".json", ".csv"):
-        raise Illust2VecError(f"{args.output}: --output must end in .json or .csv")
+    fmt = output_format(args, FORMATS)
+    if fmt == "csv" and args.output is None:
+        raise Illust2VecError("--format csv needs an output file: -o FILE.csv")
     if args.every is not None and args.every <= 0:
         raise Illust2VecError(f"--every {args.every}: must be a positive number of seconds")
     if args.fps is not None and args.fps <= 0:
@@ -186,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
         json.dump(timeline.to_dict(include_features=feature_model is not None, top=args.top), sys.stdout,
                   ensure_ascii=False, indent=1)
         sys.stdout.write("\n")
-    elif args.output.suffix.lower() == ".json":
+    elif fmt == "json":
         write_timeline_json(timeline, args.output, include_features=feature_model is not None, top=args.top)
     else:
         write_timeline(timeline, args.output, top=args.top)

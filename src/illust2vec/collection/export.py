@@ -1,33 +1,23 @@
 """Export a collection: paths, hashes, tag probabilities and vectors, as Parquet, CSV or JSON Lines."""
 from __future__ import annotations
 
-import csv
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 
 from illust2vec.collection.errors import CollectionError
+from illust2vec.errors import Illust2VecError
+from illust2vec.io.atomic import atomic_write
+from illust2vec.io.records import infer_format, write_records
 
-FORMATS = ("parquet", "csv", "jsonl")
+FORMATS = ("parquet", "csv", "jsonl", "json")
 #: Extra columns of a face collection's records.
 FACE_COLUMNS = ("face_index", "face_x", "face_y", "face_w", "face_h", "face_likelihood")
 
 
-def _format_for(path: Path, format: str | None) -> str:
-    if format is None:
-        ext = path.suffix.lower().lstrip(".")
-        format = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "jsonl": "jsonl", "ndjson": "jsonl"}.get(ext)
-        if format is None:
-            raise CollectionError(f"{path}: cannot tell the format from the extension; pass one of {', '.join(FORMATS)} (--format)")
-    if format not in FORMATS:
-        raise CollectionError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
-    return format
-
-
-def export(col, path: str | os.PathLike, format: str | None = None, *, vectors: bool = True, codes: bool = True,
-           probs: bool = True, min_prob: float | None = None) -> int:
+def export(col, path: str | os.PathLike | None, format: str | None = None, *, vectors: bool = True,
+           codes: bool = True, probs: bool = True, min_prob: float | None = None) -> int:
     """Write one record per indexed file (per item in a face collection); returns the number of records.
 
     Columns: ``path``, ``sha256``, ``row``; in a face collection (``index
@@ -38,9 +28,12 @@ def export(col, path: str | os.PathLike, format: str | None = None, *, vectors: 
     schema metadata; CSV: one column per tag; JSON Lines: a ``tags`` object
     with probabilities ``>= min_prob``, default all); with ``vectors`` the
     float ``feature`` and with ``codes`` the packed ``code`` (hex in CSV/JSON).
+    ``path`` None writes JSON, JSON Lines or CSV to stdout; a file appears only when complete.
     """
-    path = Path(path)
-    fmt = _format_for(path, format)
+    try:
+        fmt = infer_format(path, format, FORMATS, default="jsonl")
+    except Illust2VecError as exc:
+        raise CollectionError(str(exc)) from None
     meta, live = col._snapshot()
     if meta.get("faces"):  # one record per item: a face, or a picture without one
         records = col.conn.execute(
@@ -61,8 +54,7 @@ def export(col, path: str | os.PathLike, format: str | None = None, *, vectors: 
     C = vfs["codes"].read(rows) if codes and vfs else None
     P = vfs["prob"].read(rows) if probs and "prob" in vfs else None
     names = [n for (n,) in col.conn.execute("SELECT name FROM tags ORDER BY id")] if P is not None else []
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    models = {k: meta.get(k) for k in ("embedder_name", "embedder_identity", "tagger_name", "tagger_identity")}
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -80,39 +72,37 @@ def export(col, path: str | os.PathLike, format: str | None = None, *, vectors: 
             cols["feature"] = pa.FixedSizeListArray.from_arrays(pa.array(F.reshape(-1), pa.float32()), F.shape[1])
         if C is not None:
             cols["code"] = pa.array([bytes(c) for c in C], pa.binary(C.shape[1]))
-        md = {"illust2vec.collection": json.dumps({k: meta.get(k) for k in (
-            "embedder_name", "embedder_identity", "tagger_name", "tagger_identity")}),
-              "illust2vec.tags": json.dumps(names)}
+        md = {"illust2vec.collection": json.dumps(models), "illust2vec.tags": json.dumps(names)}
         table = pa.table(cols).replace_schema_metadata(md)
-        pq.write_table(table, tmp)
-    elif fmt == "csv":
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            header = ["path", "sha256", "row", *face_cols] + [f"tag:{n}" for n in names]
-            header += [f"f{i}" for i in range(F.shape[1])] if F is not None else []
-            header += ["code"] if C is not None else []
-            w.writerow(header)
-            for i, (p, s, r) in enumerate(rows_files):
-                rec: list[object] = [p, s, r] + ["" if v[i] is None else v[i] for v in face_cols.values()]
-                if P is not None:
-                    rec += [repr(float(x)) for x in P[i]]
-                if F is not None:
-                    rec += [repr(float(x)) for x in F[i]]
-                if C is not None:
-                    rec.append(C[i].tobytes().hex())
-                w.writerow(rec)
-    else:
+        atomic_write(path, lambda fh: pq.write_table(table, fh), fsync=True)
+        return len(rows_files)
+
+    def csv_records():
+        for i, (p, s, r) in enumerate(rows_files):
+            rec: dict[str, object] = {"path": p, "sha256": s, "row": r}
+            rec.update({k: ("" if v[i] is None else v[i]) for k, v in face_cols.items()})
+            if P is not None:
+                rec.update({f"tag:{n}": repr(float(x)) for n, x in zip(names, P[i])})
+            if F is not None:
+                rec.update({f"f{j}": repr(float(x)) for j, x in enumerate(F[i])})
+            if C is not None:
+                rec["code"] = C[i].tobytes().hex()
+            yield rec
+
+    def json_records():
         thr = -1.0 if min_prob is None else float(min_prob)
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for i, (p, s, r) in enumerate(rows_files):
-                rec = {"path": p, "sha256": s, "row": r}
-                rec.update({k: v[i] for k, v in face_cols.items()})
-                if P is not None:
-                    rec["tags"] = {names[t]: float(P[i, t]) for t in np.nonzero(P[i].astype(np.float64) >= thr)[0]}
-                if F is not None:
-                    rec["feature"] = F[i].tolist()
-                if C is not None:
-                    rec["code"] = C[i].tobytes().hex()
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-    return len(rows_files)
+        for i, (p, s, r) in enumerate(rows_files):
+            rec = {"path": p, "sha256": s, "row": r}
+            rec.update({k: v[i] for k, v in face_cols.items()})
+            if P is not None:
+                rec["tags"] = {names[t]: float(P[i, t]) for t in np.nonzero(P[i].astype(np.float64) >= thr)[0]}
+            if F is not None:
+                rec["feature"] = F[i].tolist()
+            if C is not None:
+                rec["code"] = C[i].tobytes().hex()
+            rec["model"] = models["embedder_name"]
+            yield rec
+
+    if fmt == "csv":
+        return write_records(csv_records(), path, fmt, rows=lambda rec: [rec])
+    return write_records(json_records(), path, fmt)

@@ -56,13 +56,15 @@ class TagWriter:
         self.fh.flush()
 
 
-def write_matrix(path: str | os.PathLike, matrix: np.ndarray, paths: Sequence[str], *, column_names: Sequence[str] | None = None) -> list[Path]:
-    """Save a row-per-image matrix with its paths.
+def write_matrix(path: str | os.PathLike, matrix: np.ndarray, paths: Sequence[str], *,
+                 column_names: Sequence[str] | None = None, model: str | None = None) -> list[Path]:
+    """Save a row-per-image matrix with its paths (and the name of the model that made it).
 
-    ``.npy``: the matrix, plus ``NAME.paths.txt`` (one path per line, same order).
-    ``.npz``: arrays ``matrix`` and ``paths`` (and ``columns``).
+    ``.npy``: the matrix, plus ``NAME.paths.txt`` (one path per line, same order)
+    and, with ``model``, ``NAME.meta.json`` (``{"model": ..., "shape": ..., "dtype": ...}``).
+    ``.npz``: arrays ``matrix`` and ``paths`` (and ``columns``, ``model``).
     ``.parquet``: columns ``path`` and ``vector`` (a fixed-size list), or one
-    column per name when ``column_names`` is given.
+    column per name when ``column_names`` is given; ``model`` in the schema metadata.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -73,8 +75,15 @@ def write_matrix(path: str | os.PathLike, matrix: np.ndarray, paths: Sequence[st
         paths_file = path.with_suffix(".paths.txt")
         atomic_write(paths_file, lambda f: f.write("".join(p.replace("\n", " ") + "\n" for p in paths).encode("utf-8")))
         written.append(paths_file)
+        if model is not None:
+            meta_file = path.with_suffix(".meta.json")
+            meta = {"model": model, "shape": list(matrix.shape), "dtype": str(matrix.dtype)}
+            atomic_write(meta_file, lambda f: f.write(json.dumps(meta) + "\n"), text=True)
+            written.append(meta_file)
     elif suffix == ".npz":
         extra = {"columns": np.asarray(column_names, dtype=str)} if column_names is not None else {}
+        if model is not None:
+            extra["model"] = np.asarray(model)
         atomic_write(path, lambda f: np.savez(f, matrix=matrix, paths=np.asarray(paths, dtype=str), **extra))
     elif suffix == ".parquet":
         import pyarrow as pa
@@ -86,6 +95,8 @@ def write_matrix(path: str | os.PathLike, matrix: np.ndarray, paths: Sequence[st
             flat = pa.array(np.ascontiguousarray(matrix).reshape(-1))
             vectors = pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
             table = pa.table({"path": list(paths), "vector": vectors})
+        if model is not None:
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"illust2vec.model": model})
         atomic_write(path, lambda f: pq.write_table(table, f))
     else:
         raise Illust2VecError(f"{path}: unknown output format {suffix!r}; use .npy, .npz or .parquet")

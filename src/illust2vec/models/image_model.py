@@ -12,22 +12,18 @@ sit decoded in memory.
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from illust2vec.errors import Illust2VecError
 from illust2vec.io.images import load_image
-from illust2vec.prep.preprocess import I2V_RECIPE, InputRecipe, preprocess
+from illust2vec.prep.preprocess import InputRecipe, preprocess
 from illust2vec.models.tags import (
-    I2V_LAYOUT,
     TagTable,
-    load_thresholds,
     plausible_tags,
     resolve_thresholds,
     specific_tags,

@@ -15,7 +15,6 @@ from illust2vec.prep.preprocess import InputRecipe
 
 if TYPE_CHECKING:  # typing only: the image model and the store are one layer up
     from illust2vec.models.image_model import ImageModel
-    from illust2vec.models.store import ModelStore
 
 
 @dataclass(frozen=True)

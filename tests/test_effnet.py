@@ -54,8 +54,9 @@ def outputs(model):
     originals = [Image.open(f).convert("RGB") for f in ANIME36]
     copies = [_augment(im) for im in originals]
     parts = list(model.iter_outputs(originals + copies, ("prob", "feature"), batch_size=36))
-    prob = np.concatenate([p["prob"] for p in parts])
-    feat = np.concatenate([p["feature"] for p in parts])
+    assert not any(p.errors for p in parts)
+    prob = np.concatenate([p.outputs["prob"] for p in parts])
+    feat = np.concatenate([p.outputs["feature"] for p in parts])
     n = len(originals)
     return prob[:n], feat[:n], feat[n:]
 

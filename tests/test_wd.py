@@ -395,7 +395,8 @@ def _serve(directory: Path):
 
 
 def test_zoo_download_then_load_offline(wd_files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A WD record whose URLs point at a local server: first use downloads, later loads work offline."""
+    """A WD record whose URLs point at a local server: nothing is fetched unless asked; download=True
+    fetches, later loads work offline."""
     import dataclasses
 
     from illust2vec.errors import ModelNotFoundError
@@ -417,7 +418,10 @@ def test_zoo_download_then_load_offline(wd_files, tmp_path: Path, monkeypatch: p
         with pytest.raises(ModelNotFoundError) as info:
             load_model("wd-vit-v3", model_dir=store_dir, offline=True)
         assert base + "model.onnx" in str(info.value) and "models import" in str(info.value)
-        model = load_model("wd-vit-v3", model_dir=store_dir, progress=False)
+        with pytest.raises(ModelNotFoundError, match="--download"):  # not asked: no connection
+            load_model("wd-vit-v3", model_dir=store_dir, progress=False)
+        assert not (store_dir / "files").exists() or not any((store_dir / "files").iterdir())
+        model = load_model("wd-vit-v3", model_dir=store_dir, progress=False, download=True)
         assert model.name == "wd-vit-v3" and model.outputs == ("prob", "feature")
         assert not list((store_dir / "tmp").glob("*.part"))
     finally:
@@ -464,8 +468,11 @@ def test_cli_tag_with_wd_files(wd_files, tmp_path: Path, monkeypatch: pytest.Mon
     img = tmp_path / "pics" / "a.jpg"
     img.parent.mkdir()
     shutil.copy(sorted(ANIME36.glob("*.jpg"))[0], img)
-    common = ["tag", "--weights", str(onnx_path), "--tags", str(tags_path), str(img), "-q"]
+    common = ["tag", "--weights", str(onnx_path), "--tag-list", str(tags_path), str(img), "-q"]
     assert main(common + ["--captions", "--rating"]) == 0
+    assert capsys.readouterr().out == ""  # captions alone print nothing
+    img.with_suffix(".txt").unlink()
+    assert main(common + ["--captions", "--rating", "--format", "json"]) == 0  # asked for: JSON too
     out = json.loads(capsys.readouterr().out)
     tags = out[0]["tags"]
     assert [t for t in tags["general"] if t not in {"smile", "blue eyes", "open mouth"}] == ["1girl", "long hair", "^_^"]

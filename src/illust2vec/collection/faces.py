@@ -34,6 +34,7 @@ import numpy as np
 
 from illust2vec.collection import db as _db
 from illust2vec.collection.errors import CollectionError
+from illust2vec.runtime.batches import ModelSet
 
 
 def options_key(options) -> str:
@@ -110,14 +111,12 @@ def annotate_hits(col, hits: list) -> list:
 
 
 def _model(embedder, tagger):
-    from illust2vec.collection.infer import _Pair
-
     if tagger is None:
         return embedder, ("feature",)
     if tagger is embedder:
         return embedder, ("prob", "feature")
-    if getattr(tagger, "recipe", None) == getattr(embedder, "recipe", None):
-        return _Pair(embedder, tagger), ("prob", "feature")
+    if ModelSet.shares_input(embedder, tagger):
+        return ModelSet({"feature": embedder, "prob": tagger}), ("prob", "feature")
     raise CollectionError(
         f"with --faces the tagger must be the embedder or take the same input as it; "
         f"{getattr(tagger, 'name', '?')!r} and {getattr(embedder, 'name', '?')!r} differ: use --tagger none "

@@ -16,6 +16,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from illust2vec.runtime.batches import ModelSet, iter_batches
+
 
 @dataclass
 class InferBatch:
@@ -77,22 +79,6 @@ def _decoded_batches(paths: Sequence[str], batch_size: int, workers: int | None)
                 batch = []
 
 
-class _Pair:
-    """Two models with the same input recipe run on one preprocessed batch (for ``iter_batches``)."""
-
-    def __init__(self, embedder, tagger) -> None:
-        self.embedder, self.tagger = embedder, tagger
-        self.recipe = embedder.recipe
-        self.alpha = embedder.alpha
-        self.batch_size = embedder.batch_size
-        self.outputs = ("prob", "feature")
-
-    def run_all(self, batch: np.ndarray, outputs=None) -> dict[str, np.ndarray]:
-        out = dict(self.embedder.run_all(batch, ("feature",)))
-        out.update(self.tagger.run_all(batch, ("prob",)))
-        return out
-
-
 def _run_models(embedder, tagger, images: list) -> tuple[np.ndarray, np.ndarray | None]:
     feats = np.asarray(embedder.extract_feature(images), dtype=np.float32)
     probs = None
@@ -111,12 +97,11 @@ def infer(
 ) -> Iterator[InferBatch]:
     """Features (and tag probabilities) for ``paths``, batch by batch, errors per item."""
     paths = [str(p) for p in paths]
-    from illust2vec.runtime.batches import iter_batches
 
     if tagger is None or tagger is embedder:
         model, outputs = embedder, (("prob", "feature") if tagger is not None else ("feature",))
-    elif getattr(tagger, "recipe", None) == getattr(embedder, "recipe", None):
-        model, outputs = _Pair(embedder, tagger), ("prob", "feature")
+    elif ModelSet.shares_input(embedder, tagger):
+        model, outputs = ModelSet({"feature": embedder, "prob": tagger}), ("prob", "feature")
     else:
         model = None
     if model is not None:

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 
-from illust2vec.errors import Illust2VecError
+from illust2vec.errors import Illust2VecError, ImageDecodeError
 from illust2vec.io.images import load_image
 from illust2vec.prep.preprocess import InputRecipe, preprocess
+from illust2vec.runtime.batches import BatchResult, ItemError, iter_batches
 from illust2vec.models.tags import (
     TagTable,
     plausible_tags,
@@ -31,6 +32,9 @@ from illust2vec.models.tags import (
 )
 
 log = logging.getLogger("illust2vec")
+
+#: Called with each input that could not be processed (the run goes on).
+OnError = Callable[[ItemError], None]
 
 Alpha = Literal["white", "drop"]
 ThresholdRule = Literal["constant", "f0.5", "f1", "f2"]
@@ -181,34 +185,63 @@ class ImageModel:
 
     def iter_outputs(
         self, images: Iterable[Any], outputs: Sequence[str] | None = None, *, alpha: Alpha | None = None,
-        batch_size: int | None = None,
-    ) -> Iterator[dict[str, np.ndarray]]:
-        """Outputs batch by batch; images are decoded only for the batch in flight."""
-        for chunk in chunks(images, batch_size or self.batch_size):
-            yield self.run_all(self.preprocess(chunk, alpha=alpha), outputs)
+        batch_size: int | None = None, on_error: OnError | None = None,
+    ) -> Iterator[BatchResult]:
+        """Outputs batch by batch through the one batch runner (:func:`~illust2vec.runtime.batches.iter_batches`).
 
-    def _collect(self, images: Any, output: str, alpha: Alpha | None) -> np.ndarray:
+        Images are decoded only for the batches in flight; an input that cannot be
+        read becomes an :class:`~illust2vec.runtime.batches.ItemError` in its batch
+        (and goes to ``on_error``) while the rest go on.
+        """
+        return iter_batches(self, images, batch_size=batch_size or self.batch_size, alpha=alpha or self.alpha,
+                            outputs=outputs, on_error=on_error)
+
+    def _collect(self, images: Any, output: str, alpha: Alpha | None, on_error: OnError | None) -> np.ndarray:
         if output not in self.outputs:
             kind = "a tagger" if output == "prob" else "a feature extractor"
             raise Illust2VecError(f"{self.name} is not {kind} (its outputs: {', '.join(self.outputs)})")
-        if isinstance(images, (str, os.PathLike, bytes)) or hasattr(images, "getpixel") or (
+        single = isinstance(images, (str, os.PathLike, bytes)) or hasattr(images, "getpixel") or (
             isinstance(images, np.ndarray) and images.ndim in (2, 3) and images.dtype != object
-        ):
-            images = [images]
-        parts = [out[output] for out in self.iter_outputs(images, (output,), alpha=alpha)]
-        if not parts:
-            width = self._output_dims.get(output)
-            return np.zeros((0, width if isinstance(width, int) else 0), np.float32)
-        return np.concatenate(parts, axis=0)
+        )
+        items = [images] if single else list(images)
+        width = self._output_dims.get(output)
+        rows: dict[int, np.ndarray] = {}
+        failed: list[ItemError] = []
+        for batch in self.iter_outputs(items, (output,), alpha=alpha):
+            failed.extend(batch.errors)
+            for j, index in enumerate(batch.indices):
+                rows[index] = batch.outputs[output][j]
+                if not isinstance(width, int):
+                    width = batch.outputs[output].shape[1]
+        if single and failed:
+            raise ImageDecodeError(str(failed[0]))
+        for error in failed:
+            if on_error is not None:
+                on_error(error)
+            else:
+                log.warning("warning: %s (its row is NaN)", error)
+        out = np.full((len(items), width if isinstance(width, int) else 0), np.nan, np.float32)
+        for index, row in rows.items():
+            out[index] = row
+        return out
 
     # -- heads --------------------------------------------------------------
-    def predict_proba(self, images: Any, *, alpha: Alpha | None = None) -> np.ndarray:
-        """Tag probabilities, shape (N, number of tags), float32."""
-        return self._collect(images, "prob", alpha)
+    def predict_proba(self, images: Any, *, alpha: Alpha | None = None, on_error: OnError | None = None
+                      ) -> np.ndarray:
+        """Tag probabilities, shape (N, number of tags), float32.
 
-    def extract_feature(self, images: Any, *, alpha: Alpha | None = None) -> np.ndarray:
-        """Feature vectors, shape (N, D) float32 (i2v: ``encode1``, D = 4096)."""
-        return self._collect(images, "feature", alpha)
+        Per-item errors: a list with an unreadable image still returns N rows; that
+        image's row is NaN and its :class:`~illust2vec.runtime.batches.ItemError`
+        goes to ``on_error`` (default: a warning on the ``illust2vec`` logger).  A
+        single image (not in a list) that cannot be read raises
+        :class:`~illust2vec.errors.ImageDecodeError`.
+        """
+        return self._collect(images, "prob", alpha, on_error)
+
+    def extract_feature(self, images: Any, *, alpha: Alpha | None = None, on_error: OnError | None = None
+                        ) -> np.ndarray:
+        """Feature vectors, shape (N, D) float32 (i2v: ``encode1``, D = 4096); failed rows as in :meth:`predict_proba`."""
+        return self._collect(images, "feature", alpha, on_error)
 
     def binarize_features(self, features: np.ndarray) -> np.ndarray:
         """Packed binary codes (N, bits/8) uint8 from features of this model."""
@@ -229,19 +262,36 @@ class ImageModel:
             raise Illust2VecError(f"unknown binarize rule {self.binarize!r}")
         return np.packbits(bits, axis=1)
 
-    def extract_binary_feature(self, images: Any, *, alpha: Alpha | None = None) -> np.ndarray:
-        """Binary codes packed into bytes, shape (N, D/8) uint8 (i2v: 512 bytes)."""
-        return self.binarize_features(self.extract_feature(images, alpha=alpha))
+    def extract_binary_feature(self, images: Any, *, alpha: Alpha | None = None, on_error: OnError | None = None
+                               ) -> np.ndarray:
+        """Binary codes packed into bytes, shape (N, D/8) uint8 (i2v: 512 bytes).
+
+        An image that cannot be read gets an all-zero row; its error goes to ``on_error``
+        (see :meth:`predict_proba`).
+        """
+        return self.binarize_features(self.extract_feature(images, alpha=alpha, on_error=on_error))
 
     def _require_tags(self) -> TagTable:
         if self.tags is None or "prob" not in self.outputs:
             raise Illust2VecError(f"{self.name} is not a tagger: load a tag model (e.g. --model i2v-tag)")
         return self.tags
 
-    def estimate_top_tags(self, images: Any, n_tag: int = 10, *, alpha: Alpha | None = None) -> list[dict]:
-        """The ``n_tag`` most probable tags per category (rating: all), as i2v returns them."""
+    def _per_image(self, images: Any, alpha: Alpha | None, on_error: OnError | None,
+                   make: Callable[[np.ndarray], list[dict]]) -> list[dict | None]:
+        """``make(probabilities)`` for the images that worked; ``None`` in the place of each that failed."""
+        prob = self.predict_proba(images, alpha=alpha, on_error=on_error)
+        ok = ~np.isnan(prob).any(axis=1)
+        made = iter(make(prob[ok]) if ok.any() else [])
+        return [next(made) if good else None for good in ok]
+
+    def estimate_top_tags(self, images: Any, n_tag: int = 10, *, alpha: Alpha | None = None,
+                          on_error: OnError | None = None) -> list[dict | None]:
+        """The ``n_tag`` most probable tags per category (rating: all), as i2v returns them.
+
+        An image that cannot be read gives ``None`` in its place (see :meth:`predict_proba`).
+        """
         table = self._require_tags()
-        return top_tags(self.predict_proba(images, alpha=alpha), table, n_tag)
+        return self._per_image(images, alpha, on_error, lambda prob: top_tags(prob, table, n_tag))
 
     def thresholds_for(
         self, threshold: float | Mapping[str, float] | None = None, threshold_rule: ThresholdRule = "constant"
@@ -262,13 +312,18 @@ class ImageModel:
 
     def estimate_plausible_tags(
         self, images: Any, threshold: float | Mapping[str, float] | None = 0.25,
-        threshold_rule: ThresholdRule = "constant", *, alpha: Alpha | None = None,
-    ) -> list[dict]:
-        """Tags above a threshold per category (rating: all, sorted), as i2v returns them."""
-        thresholds = self.thresholds_for(threshold, threshold_rule)
-        return plausible_tags(self.predict_proba(images, alpha=alpha), self._require_tags(), thresholds)
+        threshold_rule: ThresholdRule = "constant", *, alpha: Alpha | None = None, on_error: OnError | None = None,
+    ) -> list[dict | None]:
+        """Tags above a threshold per category (rating: all, sorted), as i2v returns them.
 
-    def estimate_specific_tags(self, images: Any, tags: Sequence[str], *, alpha: Alpha | None = None) -> list[dict]:
-        """The probability of each named tag, per image."""
+        An image that cannot be read gives ``None`` in its place (see :meth:`predict_proba`).
+        """
+        thresholds = self.thresholds_for(threshold, threshold_rule)
         table = self._require_tags()
-        return specific_tags(self.predict_proba(images, alpha=alpha), table, list(tags))
+        return self._per_image(images, alpha, on_error, lambda prob: plausible_tags(prob, table, thresholds))
+
+    def estimate_specific_tags(self, images: Any, tags: Sequence[str], *, alpha: Alpha | None = None,
+                               on_error: OnError | None = None) -> list[dict | None]:
+        """The probability of each named tag, per image (``None`` for an image that cannot be read)."""
+        table = self._require_tags()
+        return self._per_image(images, alpha, on_error, lambda prob: specific_tags(prob, table, list(tags)))

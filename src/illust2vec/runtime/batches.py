@@ -57,6 +57,48 @@ class BatchResult:
         return len(self.indices)
 
 
+class ModelSet:
+    """Several models fed from one decode: each graph output comes from one model.
+
+    ``ModelSet({"feature": embedder, "prob": tagger})`` looks like one model to
+    :func:`iter_batches`: every image is decoded and prepared once and each model
+    runs on the same prepared batch (tags and features in one pass).  The models
+    must share their input recipe and transparency rule (:meth:`shares_input`).
+    """
+
+    def __init__(self, by_output: dict[str, Any]) -> None:
+        if not by_output:
+            raise ValueError("ModelSet needs at least one output")
+        models = list(by_output.values())
+        first = models[0]
+        if not ModelSet.shares_input(*models):
+            names = ", ".join(getattr(m, "name", "?") for m in models)
+            raise Illust2VecError(f"{names}: these models prepare images differently and cannot share a batch")
+        self.by_output = dict(by_output)
+        self.recipe = first.recipe
+        self.alpha = first.alpha
+        self.batch_size = first.batch_size
+        self.input_dtype = first.input_dtype if all(m.input_dtype == first.input_dtype for m in models) \
+            else np.dtype(np.float32)
+        self.outputs = tuple(by_output)
+        self.name = "+".join(dict.fromkeys(getattr(m, "name", "model") for m in models))
+
+    @staticmethod
+    def shares_input(*models: Any) -> bool:
+        """Whether the models take the same prepared input (same recipe and alpha rule)."""
+        first = models[0]
+        return all(m.recipe == first.recipe and m.alpha == first.alpha for m in models[1:])
+
+    def run_all(self, batch: np.ndarray, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        names = list(outputs or self.outputs)
+        result: dict[str, np.ndarray] = {}
+        for model in {id(m): m for m in self.by_output.values()}.values():  # each model runs once
+            wanted = [n for n in names if self.by_output[n] is model]
+            if wanted:
+                result.update(model.run_all(batch, wanted))
+        return result
+
+
 def _prepare(source: Any, alpha: str, recipe: InputRecipe,
              out: np.ndarray | None = None) -> tuple[np.ndarray | None, str | None]:
     """Decode and preprocess one item (into ``out`` if given); errors are returned, never raised."""

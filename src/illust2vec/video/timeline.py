@@ -19,6 +19,7 @@ import numpy as np
 from illust2vec.runtime.background import iterate_in_thread
 from illust2vec.errors import Illust2VecError
 from illust2vec.models.image_model import chunks
+from illust2vec.runtime.batches import ModelSet, iter_batches
 from illust2vec.models.tags import TagTable, resolve_thresholds
 from illust2vec.video.decode import VideoFrame, VideoInfo, iter_video_frames
 from illust2vec.video.scenes import (
@@ -255,26 +256,6 @@ class Timeline:
 # model adapter
 
 
-class _TagAndFeature:
-    """A tagger and a feature model with the same input recipe, run on one prepared batch.
-
-    Looks like an ImageModel to :func:`illust2vec.runtime.batches.iter_batches`.
-    """
-
-    def __init__(self, tagger: Any, features: Any) -> None:
-        self.tagger = tagger
-        self.features = features
-        self.recipe = tagger.recipe
-        self.alpha = tagger.alpha
-        self.batch_size = tagger.batch_size
-        self.outputs = ("prob", "feature")
-
-    def run_all(self, batch: np.ndarray, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        out = {"prob": self.tagger.run_all(batch, ("prob",))["prob"]}
-        out["feature"] = self.features.run_all(batch, ("feature",))["feature"]
-        return out
-
-
 class _Runner:
     """Wraps an ImageModel (``preprocess`` + ``run_all``) or a plain ``frames -> probs`` callable.
 
@@ -314,7 +295,7 @@ class _Runner:
             )
         if self.own_features and "feature" not in self.model.outputs:
             raise Illust2VecError(f"{self.model.name} has no feature output")
-        if fm is not None and self.is_image_model and getattr(fm, "recipe", None) != getattr(model, "recipe", None):
+        if fm is not None and self.is_image_model and not ModelSet.shares_input(model, fm):
             raise Illust2VecError(
                 f"the feature model {getattr(fm, 'name', '?')} prepares images differently from the tagger "
                 f"{getattr(model, 'name', '?')}; use a feature model with the same input recipe (e.g. i2v-feature "
@@ -338,12 +319,10 @@ class _Runner:
                     )
                 yield prob, None
             return
-        from illust2vec.runtime.batches import iter_batches
-
         model: Any = self.model
         names: tuple[str, ...] = ("prob", "feature") if self.own_features else ("prob",)
         if self.feature_model is not None:
-            model = _TagAndFeature(self.model, self.feature_model)
+            model = ModelSet({"prob": self.model, "feature": self.feature_model})
             names = ("prob", "feature")
         for result in iter_batches(model, images, batch_size=batch_size, outputs=names):
             if result.errors:

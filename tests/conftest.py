@@ -9,6 +9,29 @@ SHARED = (Path(__file__).resolve().parents[2] / "shared").resolve()  # canonical
 I2V_FIXTURES = SHARED / "fixtures" / "i2v"
 ANIME36 = SHARED / "data" / "anime36"
 
+#: Why tests that read ../shared are skipped when it is not there.
+SHARED_MISSING = (
+    f"needs the shared test data at {SHARED} (the 'shared' folder beside this checkout: the i2v oracle "
+    "fixtures and the anime36 images, see the README's Tests section); it is missing"
+)
+_NEEDS_SHARED = ("SHARED", "ANIME36", "I2V_FIXTURES", "../shared")
+
+
+class _SkippedModule(pytest.File):
+    """A test file that cannot run here: collecting it reports one skip with the reason."""
+
+    def collect(self):
+        pytest.skip(SHARED_MISSING, allow_module_level=True)
+
+
+def pytest_pycollect_makemodule(module_path, parent):
+    if SHARED.is_dir():
+        return None
+    text = module_path.read_text(encoding="utf-8")
+    if any(marker in text for marker in _NEEDS_SHARED):
+        return _SkippedModule.from_parent(parent, path=module_path)
+    return None
+
 
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory) -> Path:

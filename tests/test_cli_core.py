@@ -12,7 +12,7 @@ import pytest
 
 from conftest import ANIME36, I2V_FIXTURES
 
-TAG = ["--weights", str(I2V_FIXTURES / "tag_w8_v1.caffemodel"), "--tags", str(I2V_FIXTURES / "tag_list.json")]
+TAG = ["--weights", str(I2V_FIXTURES / "tag_w8_v1.caffemodel"), "--tag-list", str(I2V_FIXTURES / "tag_list.json")]
 FEAT = ["--weights", str(I2V_FIXTURES / "feature_w16_e1024.caffemodel")]
 
 

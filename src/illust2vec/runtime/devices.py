@@ -30,8 +30,9 @@ import io
 import os
 import sys
 from functools import lru_cache
+from typing import Any
 
-__all__ = ["cuda_library_names", "cuda_problem", "missing_cuda_libraries", "ort_cuda_versions"]
+__all__ = ["cuda_library_names", "cuda_problem", "load_onnxruntime", "missing_cuda_libraries", "ort_cuda_versions"]
 
 FIX_PACKAGE = "pip uninstall -y onnxruntime && pip install 'illust2vec[gpu]'  (onnxruntime-gpu)"
 FIX_LIBRARIES = "pip install 'onnxruntime-gpu[cuda,cudnn]'  (NVIDIA's CUDA and cuDNN wheels)"
@@ -73,10 +74,28 @@ def cuda_library_names(cuda: int = 12, cudnn: int = 9) -> dict[str, str]:
     }
 
 
+@lru_cache(maxsize=1)
+def load_onnxruntime() -> Any:
+    """The ``onnxruntime`` module, with its telemetry switched off.
+
+    Recent ONNX Runtime builds carry a telemetry client that connects to
+    ``*.events.data.microsoft.com`` from native code; illust2vec opens no
+    connection unless a download is asked for, so it is disabled before any
+    session exists.  A missing runtime raises :class:`ModuleNotFoundError`
+    (the CLI turns it into one line naming ``pip install 'illust2vec[cpu]'``).
+    """
+    import onnxruntime
+
+    disable = getattr(onnxruntime, "disable_telemetry_events", None)
+    if disable is not None:
+        disable()
+    return onnxruntime
+
+
 def _preload() -> None:
     """Let onnxruntime load CUDA/cuDNN from NVIDIA's pip wheels if they are installed (quietly)."""
     try:
-        import onnxruntime as ort
+        ort = load_onnxruntime()
     except ImportError:  # pragma: no cover
         return
     preload = getattr(ort, "preload_dlls", None)
@@ -110,8 +129,8 @@ def _cached_problem() -> str | None:
 
 def _find_problem() -> str | None:
     try:
-        import onnxruntime as ort
-    except ImportError:  # pragma: no cover - a hard dependency
+        ort = load_onnxruntime()
+    except ImportError:
         return "onnxruntime is not installed: " + FIX_PACKAGE
     providers = ort.get_available_providers()
     if "CUDAExecutionProvider" not in providers:

@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 from illust2vec.errors import Illust2VecError
+from illust2vec.runtime.devices import load_onnxruntime
 
 DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "fp16")
@@ -14,7 +15,7 @@ PRECISIONS = ("fp32", "fp16")
 
 def available_devices() -> list[str]:
     """Devices ONNX Runtime can use here (``cuda`` needs onnxruntime-gpu)."""
-    import onnxruntime as ort
+    ort = load_onnxruntime()
 
     devices = ["cpu"]
     if "CUDAExecutionProvider" in ort.get_available_providers():
@@ -28,7 +29,7 @@ def select_providers(device: str = "cpu", *, allow_fallback: bool = False) -> li
     Asking for ``cuda`` without onnxruntime-gpu raises an error that says what to
     install, unless ``allow_fallback`` lets it run on the CPU with a warning.
     """
-    import onnxruntime as ort
+    ort = load_onnxruntime()
 
     device = (device or os.environ.get("ILLUST2VEC_DEVICE") or "cpu").lower()
     if device.startswith("cuda"):
@@ -78,7 +79,7 @@ def open_session(
     optimised graph for this machine and ONNX Runtime version, so later loads
     skip graph optimisation (for the i2v tag network: ~1.0 s -> ~0.3 s).
     """
-    import onnxruntime as ort
+    ort = load_onnxruntime()
 
     if precision not in PRECISIONS:
         raise Illust2VecError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
@@ -196,7 +197,7 @@ def _machine_key() -> str:
     import hashlib
     import platform
 
-    import onnxruntime as ort
+    ort = load_onnxruntime()
 
     cpu = platform.machine()
     try:

@@ -9,6 +9,14 @@ from pathlib import Path
 import numpy as np
 
 
+EXAMPLES = """\
+examples:
+  illust2vec demo                                  ./illust2vec-demo/map.png and map.html
+  illust2vec demo --characters 40 --grid --out demo40/
+  illust2vec demo --method umap                    needs illust2vec[umap]
+"""
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "demo", help="draw a gallery of characters and show them as a map (works offline)",
@@ -16,6 +24,7 @@ def register(sub) -> None:
                     "hair styles, accessories; several characters x 3 variants, like the original "
                     "illustration2vec experiment), then run the whole map pipeline on it with the best "
                     "feature model available offline and write a PNG map and an HTML viewer.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", type=Path, default=Path("illust2vec-demo"), metavar="DIR",
                    help="output directory (default ./illust2vec-demo)")

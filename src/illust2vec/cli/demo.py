@@ -6,7 +6,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 
 EXAMPLES = """\
@@ -40,6 +39,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from illust2vec.errors import Illust2VecError
     from illust2vec.demo.gallery import write_gallery
     from illust2vec.maps.pipeline import format_quality, make_map

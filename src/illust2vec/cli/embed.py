@@ -5,7 +5,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from illust2vec.cli.common import (
     ErrorReport, add_input_arguments, add_model_arguments, add_output_arguments, expand_inputs, model_from_args,
@@ -42,6 +41,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from illust2vec.cli.face_options import face_inputs, faces_requested, write_face_sidecar
     from illust2vec.io.writers import write_matrix
     from illust2vec.runtime.batches import iter_batches

@@ -14,14 +14,16 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from illust2vec.errors import Illust2VecError
-from illust2vec.faces.detect import DEFAULT_MARGIN, DEFAULT_MAX_SIDE
-from illust2vec.faces.features import FACE_FIELDS, FaceInputs, FaceOptions, _item_meta
-from illust2vec.faces.items import FaceItem, FaceItemError, iter_face_items
+from illust2vec.faces.defaults import DEFAULT_MARGIN, DEFAULT_MAX_SIDE
+
+if TYPE_CHECKING:  # the face modules (numpy, the detector) load when a command runs, not for --help
+    import numpy as np
+
+    from illust2vec.faces.features import FaceInputs, FaceOptions
+    from illust2vec.faces.items import FaceItem, FaceItemError
 
 
 def add_face_arguments(parser: argparse.ArgumentParser, *, group_title: str = "faces") -> None:
@@ -95,7 +97,7 @@ def _unit_float(text: str) -> float:
 
 def check_face_arguments(args: argparse.Namespace) -> None:
     """Refuse face options that cannot work, with a message naming the flag."""
-    FaceOptions.from_args(args)
+    face_options_from_args(args)
 
 
 def faces_requested(args: argparse.Namespace) -> bool:
@@ -131,12 +133,16 @@ class FaceExpansion:
 
 def item_meta(item: FaceItem) -> dict[str, Any]:
     """``source``, ``face_index``, ``box``, ``likelihood``, the display ``label`` and the ``ref`` of an item."""
+    from illust2vec.faces.features import _item_meta
+
     return _item_meta(item)
 
 
 def face_inputs(files: Sequence[Any], args: argparse.Namespace, *, on_error: Any = None) -> FaceInputs | None:
     """:class:`~illust2vec.faces.features.FaceInputs` when ``--faces``/``--faces-only`` was given, else ``None``."""
-    return FaceInputs(files, FaceOptions.from_args(args), on_error=on_error) if faces_requested(args) else None
+    from illust2vec.faces.features import FaceInputs
+
+    return FaceInputs(files, face_options_from_args(args), on_error=on_error) if faces_requested(args) else None
 
 
 def map_face_inputs(
@@ -155,7 +161,7 @@ def map_face_inputs(
     if not files:
         raise Illust2VecError(f"no images found in: {inputs}")
     ff = face_features(
-        model, files, FaceOptions.from_args(args), batch_size=getattr(args, "batch_size", None),
+        model, files, face_options_from_args(args), batch_size=getattr(args, "batch_size", None),
         workers=getattr(args, "workers", None) or None, progress=not getattr(args, "quiet", False),
         on_error=on_error,
     )
@@ -170,6 +176,8 @@ def map_face_inputs(
 def write_face_sidecar(output: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) -> Path:
     """Write ``OUTPUT.faces.jsonl``: per matrix row ``{"row", "source", "face_index", "box", "likelihood"}``."""
     import json
+
+    from illust2vec.faces.features import FACE_FIELDS
 
     path = Path(output)
     side = path.with_name(path.stem + ".faces.jsonl")
@@ -188,9 +196,11 @@ def iter_face_args(
     inputs: Iterable[Any], args: argparse.Namespace, *, workers: int | None = None, progress: bool | None = None
 ) -> Iterator[FaceItem | FaceItemError]:
     """:func:`iter_face_items` with the options of :func:`add_face_arguments` (streaming)."""
+    from illust2vec.faces.items import iter_face_items
+
     if progress is None:
         progress = not getattr(args, "quiet", False)
-    o = FaceOptions.from_args(args)
+    o = face_options_from_args(args)
     return iter_face_items(
         inputs,
         workers=workers if workers is not None else o.workers,
@@ -208,6 +218,8 @@ def expand_face_items(
     inputs: Iterable[Any], args: argparse.Namespace, *, workers: int | None = None, progress: bool | None = None
 ) -> FaceExpansion:
     """Detect faces in ``inputs`` and return their crops with metadata (see :class:`FaceExpansion`)."""
+    from illust2vec.faces.items import FaceItemError
+
     out = FaceExpansion()
     for item in iter_face_args(inputs, args, workers=workers, progress=progress):
         if isinstance(item, FaceItemError):
@@ -225,3 +237,23 @@ def report_errors(errors: Iterable[tuple[str, str]]) -> int:
         print(f"error: {source}: {message}", file=sys.stderr)
         n += 1
     return n
+
+
+def face_options_from_args(args: argparse.Namespace) -> FaceOptions:
+    """:class:`~illust2vec.faces.features.FaceOptions` from the flags of :func:`add_face_arguments`."""
+    from illust2vec.faces.features import FaceOptions
+
+    max_side = getattr(args, "face_max_side", DEFAULT_MAX_SIDE)
+    if max_side is not None and max_side != 0 and max_side < 64:
+        raise Illust2VecError(f"--face-max-side {max_side}: too small; use at least 64 (or 0 for full size)")
+    workers = getattr(args, "face_workers", None)
+    if workers is not None and workers < 0:
+        raise Illust2VecError(f"--face-workers {workers}: must be 0 or more")
+    return FaceOptions(
+        faces_only=bool(getattr(args, "faces_only", False)),
+        margin=float(getattr(args, "face_margin", DEFAULT_MARGIN)),
+        min_likelihood=float(getattr(args, "face_min_likelihood", 0.0)),
+        max_side=max_side or None,
+        workers=workers,
+        scan=getattr(args, "face_scan", "fine"),
+    )

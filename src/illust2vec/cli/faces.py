@@ -19,7 +19,7 @@ CSV_FIELDS = ["source", "width", "height", "face_index", "x", "y", "w", "h", "li
 
 def register(subparsers: Any) -> None:
     from illust2vec.cli.common import add_output_arguments, add_quiet_argument, add_sheet_argument, probability
-    from illust2vec.faces.detect import DEFAULT_MARGIN, DEFAULT_MAX_SIDE
+    from illust2vec.faces.defaults import DEFAULT_MARGIN, DEFAULT_MAX_SIDE
 
     p = subparsers.add_parser(
         "faces",

@@ -43,11 +43,10 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from illust2vec.cli.common import collection_models_from_args
-    from illust2vec.cli.face_options import faces_requested
+    from illust2vec.cli.face_options import face_options_from_args, faces_requested
     from illust2vec.collection import Collection
-    from illust2vec.faces.features import FaceOptions
 
-    faces = FaceOptions.from_args(args) if faces_requested(args) else None
+    faces = face_options_from_args(args) if faces_requested(args) else None
     with Collection.open(args.db) as col:
         embedder, tagger = collection_models_from_args(args, None if args.rebuild else col.meta)
         report = col.add(args.paths, embedder=embedder, tagger=tagger, batch_size=args.batch_size,

@@ -6,7 +6,6 @@ import contextlib
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from illust2vec.cli.common import (
     ErrorReport, add_input_arguments, add_model_arguments, add_output_arguments, add_threshold_arguments,
@@ -87,6 +86,8 @@ def _thresholds(args, model):
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from illust2vec.io.records import RecordSink
     from illust2vec.io.writers import (
         CaptionOptions, caption_path, caption_text, common_root, tag_record, write_caption, write_matrix,

@@ -17,59 +17,28 @@ internals (see :mod:`illust2vec.faces.native`).
 """
 from __future__ import annotations
 
-from illust2vec.faces.detect import (
-    DEFAULT_MARGIN,
-    DEFAULT_MAX_SIDE,
-    Face,
-    crop_padded,
-    crop_region,
-    detect_faces,
-    face_crops,
-)
-from illust2vec.faces.features import FaceFeatures, FaceInputs, FaceOptions, face_features
-from illust2vec.faces.items import (
-    Detection,
-    FaceItem,
-    FaceItemError,
-    detection_items,
-    face_label,
-    face_ref,
-    iter_detections,
-    iter_face_items,
-    parse_face_ref,
-)
-from illust2vec.faces.native import FaceDetectorUnavailable
+import importlib
+from typing import Any
 
-__all__ = [
-    "DEFAULT_MARGIN",
-    "DEFAULT_MAX_SIDE",
-    "Detection",
-    "Face",
-    "FaceDetectorUnavailable",
-    "FaceFeatures",
-    "FaceInputs",
-    "FaceOptions",
-    "FaceItem",
-    "FaceItemError",
-    "contact_sheet",
-    "crop_padded",
-    "crop_region",
-    "detect_faces",
-    "detection_items",
-    "draw_faces",
-    "face_crops",
-    "face_features",
-    "face_label",
-    "face_ref",
-    "iter_detections",
-    "iter_face_items",
-    "parse_face_ref",
-]
+from illust2vec.faces.defaults import DEFAULT_MARGIN, DEFAULT_MAX_SIDE
+
+#: Public name -> submodule; imported on first use, so that the CLI's parser stays light.
+_EXPORTS = {
+    "Face": "detect", "crop_padded": "detect", "crop_region": "detect", "detect_faces": "detect",
+    "face_crops": "detect",
+    "FaceFeatures": "features", "FaceInputs": "features", "FaceOptions": "features", "face_features": "features",
+    "Detection": "items", "FaceItem": "items", "FaceItemError": "items", "detection_items": "items",
+    "face_label": "items", "face_ref": "items", "iter_detections": "items", "iter_face_items": "items",
+    "parse_face_ref": "items",
+    "FaceDetectorUnavailable": "native",
+    "draw_faces": "sheet", "contact_sheet": "sheet",
+}
+
+__all__ = sorted([*_EXPORTS, "DEFAULT_MARGIN", "DEFAULT_MAX_SIDE"])
 
 
-def __getattr__(name: str):  # drawing helpers are imported on demand
-    if name in ("draw_faces", "contact_sheet"):
-        from illust2vec.faces import sheet
-
-        return getattr(sheet, name)
-    raise AttributeError(f"module 'illust2vec.faces' has no attribute {name!r}")
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'illust2vec.faces' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"illust2vec.faces.{module}"), name)

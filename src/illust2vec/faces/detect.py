@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from illust2vec.errors import Illust2VecError
+from illust2vec.faces.defaults import DEFAULT_MARGIN, DEFAULT_MAX_SIDE  # noqa: F401 (re-exported)
 
 Box = tuple[int, int, int, int]
 
@@ -25,10 +26,6 @@ BOX_LANDMARKS = ("left_eye", "right_eye", "mouth")
 POINT_LANDMARKS = ("nose", "chin")
 COLOR_NAMES = ("skin", "hair", "left_eye", "right_eye")
 
-#: Default longest side for detection: larger images are downscaled first.
-DEFAULT_MAX_SIDE = 1024
-#: Default crop margin: fraction of the face box added on every side.
-DEFAULT_MARGIN = 0.25
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
@@ -55,24 +54,6 @@ class FaceOptions:
             raise Illust2VecError(f"face max_side {self.max_side}: too small; use at least 64 (or None for full size)")
         if self.workers is not None and self.workers < 0:
             raise Illust2VecError(f"face workers must be 0 or more, got {self.workers}")
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "FaceOptions":
-        """From the flags of :func:`illust2vec.cli.face_options.add_face_arguments`."""
-        max_side = getattr(args, "face_max_side", DEFAULT_MAX_SIDE)
-        if max_side is not None and max_side != 0 and max_side < 64:
-            raise Illust2VecError(f"--face-max-side {max_side}: too small; use at least 64 (or 0 for full size)")
-        workers = getattr(args, "face_workers", None)
-        if workers is not None and workers < 0:
-            raise Illust2VecError(f"--face-workers {workers}: must be 0 or more")
-        return cls(
-            faces_only=bool(getattr(args, "faces_only", False)),
-            margin=float(getattr(args, "face_margin", DEFAULT_MARGIN)),
-            min_likelihood=float(getattr(args, "face_min_likelihood", 0.0)),
-            max_side=max_side or None,
-            workers=workers,
-            scan=getattr(args, "face_scan", "fine"),
-        )
 
 
 def _item_meta(item: Any) -> dict[str, Any]:

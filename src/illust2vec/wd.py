@@ -38,7 +38,9 @@ from typing import Any
 import numpy as np
 
 from illust2vec.errors import ModelFormatError
-from illust2vec.tags import MCUT_CHARACTER_FLOOR, mcut_thresholds, plausible_tags_mcut  # noqa: F401 (re-exported)
+from illust2vec.tags import (  # noqa: F401 (re-exported)
+    KAOMOJI, MCUT_CHARACTER_FLOOR, mcut_thresholds, plausible_tags_mcut,
+)
 
 __all__ = [
     "CATEGORY_CODES",
@@ -65,11 +67,6 @@ log = logging.getLogger("illust2vec")
 CATEGORY_CODES: dict[int, str] = {0: "general", 1: "artist", 3: "copyright", 4: "character", 5: "meta", 9: "rating"}
 #: Default thresholds of the WD v3 taggers (ratings are reported whole, as i2v does).
 DEFAULT_THRESHOLDS: Mapping[str, float] = {"general": 0.35, "character": 0.85, "default": 0.35}
-#: Emoticon tags whose underscores are part of the tag (kept as they are in the display form).
-KAOMOJI: frozenset[str] = frozenset({
-    "0_0", "(o)_(o)", "+_+", "+_-", "._.", "<o>_<o>", "<|>_<|>", "=_=", ">_<", "3_3", "6_9",
-    ">_o", "@_@", "^_^", "o_o", "u_u", "x_x", "|_|", "||_||",
-})
 #: Zoo name -> Hugging Face repository of SmilingWolf's WD v3 taggers.
 WD_REPOS: dict[str, str] = {
     "wd-vit-v3": "SmilingWolf/wd-vit-tagger-v3",

@@ -105,10 +105,10 @@ def model_from_args(args: argparse.Namespace, task: str):
     return model
 
 
-def expand_inputs(paths: list[str]) -> list[Path]:
+def expand_inputs(paths: list[str], *, recursive: bool = True) -> list[Path]:
     from illust2vec.images import iter_image_files
 
-    files = iter_image_files(paths)
+    files = iter_image_files(paths, recursive=recursive)
     if not files:
         raise Illust2VecError(f"no images found in: {', '.join(paths)}")
     return files

@@ -392,8 +392,14 @@ def load_i2v(spec: ModelSpec, store: ModelStore, *, offline: bool | None = None,
 
 
 def model_available(spec: ModelSpec, store: ModelStore) -> bool:
-    """Whether all of a model's downloadable files are already in the store."""
-    return all(f.package or store.find(f.filename) is not None for f in spec.files)
+    """Whether all of a model's downloadable files are already in the store (or, for Hub models, the Hub cache)."""
+    if all(f.package or store.find(f.filename) is not None for f in spec.files):
+        return True
+    if spec.hub:
+        from illust2vec.hub import WD_CONTRACT, HubRef, cached_file
+
+        return all(cached_file(HubRef(spec.hub), name) is not None for name in WD_CONTRACT.values())
+    return False
 
 
 def load_model(
@@ -405,7 +411,11 @@ def load_model(
     progress: bool = True,
     **options: Any,
 ) -> ImageModel:
-    """Load a zoo model by name (``illust2vec.zoo.list_models()``).
+    """Load a zoo model by name (``illust2vec.zoo.list_models()``), or a WD-contract model by Hub repository id.
+
+    A name that is not in the zoo and reads as ``ORG/NAME[@REVISION]`` is a Hugging Face
+    repository with ``model.onnx`` and ``selected_tags.csv`` (:func:`illust2vec.wd.load_wd_hub`),
+    taken from the user's Hub cache or fetched into it.
 
     With no name, the best model for ``task`` that works here is chosen: for
     ``feature`` that is ``i2v-feature`` when its weights are present (or can be
@@ -431,6 +441,13 @@ def load_model(
                         first.name, candidates[1], first.name)
         return load_model(candidates[1], task=task, model_dir=store.root, offline=offline,
                           progress=progress, **options)
+    if not _registered(name):
+        from illust2vec.hub import is_repo_id
+
+        if is_repo_id(name):
+            from illust2vec.wd import load_wd_hub
+
+            return load_wd_hub(name, store, offline=offline, progress=progress, **options)
     spec = get_spec(name)
     target = FAMILY_LOADERS.get(spec.family)
     if target is None:

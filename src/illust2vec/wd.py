@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from illust2vec.errors import ModelFormatError
+from illust2vec.errors import ModelFormatError, ModelNotFoundError
 from illust2vec.tags import (  # noqa: F401 (re-exported)
     KAOMOJI, MCUT_CHARACTER_FLOOR, mcut_thresholds, plausible_tags_mcut,
 )
@@ -55,6 +55,7 @@ __all__ = [
     "find_embedding_tensor",
     "graph_info",
     "load_wd",
+    "load_wd_hub",
     "mcut_thresholds",
     "plausible_tags_mcut",
     "read_selected_tags",
@@ -398,14 +399,44 @@ def load_wd(spec: Any, store: Any, *, offline: bool | None = None, progress: boo
     added ``feature`` output is cached in the store, keyed by the model file's
     SHA-256.  The recipe's input size is read from the graph.
     """
+    from illust2vec.hub import hub_files
     from illust2vec.model import ImageModel
-    from illust2vec.store import require_files
+    from illust2vec.store import missing_files_message, require_files
 
-    files = require_files(spec, store, offline=offline, progress=progress)
+    imported = {f.role: store.find(f.filename) for f in spec.files}
+    if spec.hub and not all(imported.values()):
+        try:
+            files = hub_files(spec.hub, offline=offline, progress=progress)  # the Hugging Face cache
+        except ModelNotFoundError as exc:
+            missing = [f for f in spec.files if imported[f.role] is None]
+            raise ModelNotFoundError(f"{exc}\nOr import them into illust2vec's store: "
+                                     + missing_files_message(spec, missing, store)) from None
+    else:
+        files = require_files(spec, store, offline=offline, progress=progress)
     return load_wd_files(
         files["onnx"], files["tags"], store=store, name=spec.name,
         thresholds=dict(spec.thresholds) if spec.thresholds else None, model_cls=ImageModel, **options,
     )
+
+
+def load_wd_hub(repo: str, store: Any, *, offline: bool | None = None, progress: bool = True,
+                **options: Any) -> Any:
+    """A WD-contract model (``model.onnx`` + ``selected_tags.csv``) by Hub repository id (``ORG/NAME[@REV]``).
+
+    The files come from the user's Hugging Face cache, or are fetched into it
+    (:func:`illust2vec.hub.hub_files`); a zoo record with this repository lends its
+    thresholds, other repositories get the WD v3 defaults.
+    """
+    from illust2vec.hub import HubRef, hub_files
+    from illust2vec.model import ImageModel
+    from illust2vec.zoo import MODELS
+
+    ref = HubRef.parse(repo)
+    spec = next((m for m in MODELS.values() if m.hub == ref.repo_id), None)
+    files = hub_files(ref, offline=offline, progress=progress)
+    thresholds = dict(spec.thresholds) if spec is not None and spec.thresholds else None
+    return load_wd_files(files["onnx"], files["tags"], store=store, name=str(ref), thresholds=thresholds,
+                         model_cls=ImageModel, **options)
 
 
 def load_wd_files(

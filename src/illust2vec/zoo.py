@@ -63,6 +63,9 @@ class ModelSpec:
     binarize: str = "positive"
     feature_dim: int | None = None
     n_tags: int | None = None
+    #: Hugging Face repository id whose files (in the user's Hub cache) the model uses
+    #: (:mod:`illust2vec.hub`); ``files`` then name the files ``models import --as`` accepts.
+    hub: str | None = None
 
     def file(self, role: str) -> ModelFile:
         for f in self.files:
@@ -97,7 +100,8 @@ def get_spec(name: str) -> ModelSpec:
         close = [m for m in MODELS if name.lower() in m or m in name.lower()]
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise Illust2VecError(
-            f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}.{hint}"
+            f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}, or a Hugging Face repository "
+            f"id with model.onnx and selected_tags.csv (ORG/NAME[@REVISION]).{hint}"
         ) from None
 
 
@@ -142,8 +146,10 @@ register(ModelSpec(
 ))
 
 # -- SmilingWolf's WD v3 taggers (illust2vec.wd).  Each repository has model.onnx and
-# selected_tags.csv; they are stored under per-model names because every repository uses
-# the same two file names.  Sizes and SHA-256 are not recorded here (they could not be
+# selected_tags.csv; they are read from the user's Hugging Face cache (illust2vec.hub), where
+# kohya-ss, the WD14 web UI extension and imgutils keep them too.  Files imported into our store
+# ('models import --as NAME') are stored under per-model names, because every repository uses
+# the same two file names, and are used first when present.  Sizes and SHA-256 are not recorded here (they could not be
 # fetched when these entries were written): downloads are checked structurally instead.
 # The input size in the recipe is read from the graph when the model loads (448 for v3).
 HF = "https://huggingface.co/{repo}/resolve/main/{file}"
@@ -174,6 +180,7 @@ for _name, _arch in _WD_INFO.items():
         homepage=f"https://huggingface.co/{_repo}",
         thresholds=MappingProxyType({"general": 0.35, "character": 0.85, "default": 0.35}),
         binarize="simhash",
+        hub=_repo,
     ))
 del _name, _arch, _repo, _stem
 

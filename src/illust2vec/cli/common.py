@@ -23,7 +23,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, task: str) -> None:
     g = parser.add_argument_group("model")
     default = "i2v-tag" if task == "tag" else "the best available (i2v-feature, else generic-effnet-lite0)"
     g.add_argument("--model", "-m", metavar="NAME",
-                   help=f"zoo model name (default: {default}); see 'illust2vec models list'")
+                   help=f"zoo model name (default: {default}; see 'illust2vec models list'), or a Hugging Face "
+                        "repository with model.onnx + selected_tags.csv, e.g. SmilingWolf/wd-vit-tagger-v3[@REV], "
+                        "read from the Hub cache (HF_HOME, HF_HUB_CACHE) or fetched into it")
     g.add_argument("--weights", metavar="FILE", type=Path,
                    help="use this model file directly (.caffemodel or .onnx) instead of the zoo")
     if task == "tag":

@@ -28,8 +28,9 @@ def register(sub) -> None:
                      help="the model these files belong to (default: recognised by file name)")
     imp.set_defaults(func=cmd_import)
 
-    dl = msub.add_parser("download", help="download models into the store (resumable, verified)")
-    dl.add_argument("names", nargs="+", metavar="NAME")
+    dl = msub.add_parser("download", help="download models into the store (resumable, verified); WD models "
+                                           "and Hub repositories into the Hugging Face cache")
+    dl.add_argument("names", nargs="+", metavar="NAME", help="zoo names or Hugging Face repository ids (ORG/NAME)")
     dl.set_defaults(func=cmd_download)
 
     info = msub.add_parser("info", help="a model's record: files, sources, recipe, outputs, license")
@@ -145,15 +146,20 @@ def cmd_import(args) -> int:
 
 
 def cmd_download(args) -> int:
+    from illust2vec.hub import hub_files, is_repo_id
     from illust2vec.store import require_files
-    from illust2vec.zoo import get_spec
+    from illust2vec.zoo import MODELS, get_spec
 
     store = _store(args)
     failed = 0
     for name in args.names:
         try:
-            spec = get_spec(name)
-            files = require_files(spec, store, offline=False)
+            if name not in MODELS and is_repo_id(name):
+                files = hub_files(name)  # a WD-contract repository, into the Hugging Face cache
+            elif get_spec(name).hub:
+                files = hub_files(get_spec(name).hub)
+            else:
+                files = require_files(get_spec(name), store, offline=False)
             for role, path in files.items():
                 print(f"{name}: {role} -> {path}")
         except Illust2VecError as exc:
@@ -176,6 +182,12 @@ def cmd_info(args) -> int:
     for f in record["files"]:
         found = store.find(f["filename"])
         f["present_at"] = str(found) if found else None
+    if spec.hub:
+        from illust2vec.hub import WD_CONTRACT, HubRef, cached_file, hub_cache_dir
+
+        record["hub_cache"] = str(hub_cache_dir())
+        record["hub_files"] = {name: str(p) if (p := cached_file(HubRef(spec.hub), name)) else None
+                               for name in WD_CONTRACT.values()}
     json.dump(record, sys.stdout, indent=2, default=str)
     print()
     return 0

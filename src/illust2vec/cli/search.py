@@ -39,6 +39,9 @@ def register(sub) -> None:
     p.add_argument("--min", dest="min_prob", type=float, default=0.5, metavar="P",
                    help="probability threshold for --tags/--not (default 0.5)")
     p.add_argument("--nprobe", type=int, metavar="N", help="IVF lists to visit (large collections only)")
+    p.add_argument("--include-query", action="store_true",
+                   help="keep the query image in the results (left out by default when it is in the collection; "
+                        "its byte-identical copies under other names are listed either way)")
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="JSON list on stdout instead of a table")
     out.add_argument("--sheet", metavar="PNG", type=Path, help="also write a contact sheet of the hits")
@@ -81,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
                 embedder, _ = models_from_args(args, col.meta, need_tagger=False)
         hits = col.search(image=args.query, k=args.k, binary=args.binary, tags=args.tags, not_tags=args.not_tags,
-                          min_prob=args.min_prob, embedder=embedder, nprobe=args.nprobe)
+                          min_prob=args.min_prob, embedder=embedder, nprobe=args.nprobe,
+                          include_query=args.include_query)
     if args.json:
         json.dump([h.to_dict() for h in hits], sys.stdout, indent=1, ensure_ascii=False)
         sys.stdout.write("\n")

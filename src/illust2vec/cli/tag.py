@@ -215,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.output} ({len(face_probs)}x{len(model.tags)}, one row per face) and {side}",
               file=sys.stderr)
     if counter is not None:
-        _write_stats(args, counter.stats())
+        write_stats_outputs(args, counter.stats())
     return report.summary(done, "tagged")
 
 
@@ -227,7 +227,7 @@ def _clash_line(image: Path, clash) -> str:
             "no caption written (--caption-name name gives x.jpg.txt, x.png.txt)")
 
 
-def _write_stats(args: argparse.Namespace, stats) -> None:
+def write_stats_outputs(args: argparse.Namespace, stats) -> None:
     """Print the top tags, write the CSV/JSON report and the chart (shared with ``tag-stats``)."""
     print(stats.table(args.stats_top), file=sys.stderr)
     if args.stats is not None:

@@ -27,7 +27,7 @@ from illust2vec.errors import Illust2VecError
 from illust2vec.fileio import atomic_write
 from illust2vec.tags import UNTHRESHOLDED, TagTable, plausible_tags, resolve_thresholds
 
-__all__ = ["TagCounter", "TagStat", "TagStats", "collection_tag_statistics", "tag_statistics"]
+__all__ = ["TagCounter", "TagStat", "TagStats", "collection_tag_statistics", "read_tag_records", "tag_statistics"]
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,26 @@ def tag_statistics(results: Iterable[Mapping[str, Any]]) -> TagStats:
     for r in results:
         counter.add(r)
     return counter.stats()
+
+
+def read_tag_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a ``tag --format json`` (a list) or ``--format jsonl`` (one per line) file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Illust2VecError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    try:
+        stripped = text.lstrip()
+        if stripped.startswith("["):
+            records = json.loads(text)
+        else:
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise Illust2VecError(f"{path}: not tag JSON or JSONL ({exc})") from None
+    if not all(isinstance(r, dict) and isinstance(r.get("tags"), dict) for r in records):
+        raise Illust2VecError(f"{path}: expected records with a 'tags' object, as 'illust2vec tag' writes them")
+    return records
 
 
 def collection_tag_statistics(col: Any, threshold: float | Mapping[str, float] = 0.5, *,

@@ -149,6 +149,11 @@ def run(args: argparse.Namespace) -> int:
     caption_opts = caption_options(args) if args.captions else None
     files = expand_inputs(args.paths, recursive=args.recursive)
     plan = plan_captions(files, caption_opts, args.caption_dir) if caption_opts is not None else None
+    report = ErrorReport()
+    if plan is not None:
+        for clash in plan.clashes:  # before any work: one line per image that gets no caption
+            for image in clash.images:
+                report(_clash_line(image, clash))
     model = model_from_args(args, task="tag")
     thresholds = None if args.threshold_rule == "mcut" else _thresholds(args, model)
     npy = args.format == "npy" and not faces_requested(args)
@@ -161,13 +166,9 @@ def run(args: argparse.Namespace) -> int:
         fh, close = open_text_output(args.output)
         writer = TagWriter(fh, args.format)
     bar = progress_bar(args, None if faces_requested(args) else len(files))
-    report = ErrorReport(bar)
+    report.bar = bar
     faces = face_inputs(files, args, on_error=report)  # None without --faces
     counter = TagCounter() if args.stats is not None or args.stats_chart is not None else None
-    if plan is not None:
-        for clash in plan.clashes:  # before any work: one line per image that gets no caption
-            for image in clash.images:
-                report(_clash_line(image, clash))
     done = 0
     try:
         for batch in iter_batches(model, files if faces is None else faces, batch_size=args.batch_size,

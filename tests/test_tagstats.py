@@ -4,14 +4,13 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import ANIME36, I2V_FIXTURES
-from illust2vec.datasets.tagstats import TagStats, read_tag_records, tag_statistics
+from illust2vec.datasets.tagstats import read_tag_records, tag_statistics
 from illust2vec.errors import Illust2VecError
 
 TAG = ["--weights", str(I2V_FIXTURES / "tag_w8_v1.caffemodel"), "--tags", str(I2V_FIXTURES / "tag_list.json")]
@@ -89,7 +88,7 @@ def pictures(tmp_path):
 
 
 def test_tag_stats_of_a_run_equal_the_json(run_cli, pictures, tmp_path):
-    rc, out, err = run_cli("tag", pictures, *TAG, "-q", "--threshold", "0.3", "--stats", tmp_path / "freq.csv",
+    rc, _, err = run_cli("tag", pictures, *TAG, "-q", "--threshold", "0.3", "--stats", tmp_path / "freq.csv",
                            "--stats-chart", tmp_path / "top.png", "-o", tmp_path / "tags.json")
     assert rc == 0, err
     records = json.loads((tmp_path / "tags.json").read_text())

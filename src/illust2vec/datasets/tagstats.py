@@ -114,7 +114,7 @@ class TagStats:
             y = pad * 2 + row_h * (i + 1)
             label = r.tag if len(r.tag) <= 36 else r.tag[:35] + "…"
             draw.text((pad, y + 2), label, fill="black", font=font)
-            w = max(1, int(round(bar_w * r.share)))
+            w = max(1, round(bar_w * r.share))
             draw.rectangle([label_w + pad, y + 2, label_w + pad + w, y + row_h - 3],
                            fill=palette.get(r.category, (90, 160, 90)))
             draw.text((label_w + pad + w + 5, y + 2), f"{r.count} ({r.share:.0%})", fill="black", font=font)

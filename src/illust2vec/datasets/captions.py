@@ -38,7 +38,9 @@ a caption (binary content) or appends to one it cannot read as UTF-8.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,53 +171,51 @@ def _as_result(result: Mapping[str, Any]) -> dict[str, list[tuple[str, float]]]:
     return out
 
 
+@functools.lru_cache(maxsize=32)
+def _exclusion(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One regular expression for all the wildcard patterns (compared as :func:`_key` does)."""
+    return re.compile("|".join(fnmatch.translate(_key(p)) for p in patterns)) if patterns else None
+
+
 def make_caption(result: Mapping[str, Any], options: CaptionOptions = CaptionOptions()) -> str:
     """The caption line of one image's result, by the rules of the module docstring."""
     tags = _as_result(result)
     replace = {_key(old): new for old, new in options.replace}
+    excluded = _exclusion(options.exclude)
 
-    def renamed(tag: str) -> str:
-        return replace.get(_key(tag), tag)
-
-    excluded = [_key(p) for p in options.exclude]
-
-    def is_excluded(tag: str) -> bool:
-        k = _key(tag)
-        return any(fnmatch.fnmatchcase(k, p) for p in excluded)
+    def is_excluded(key: str) -> bool:
+        return excluded is not None and excluded.match(key) is not None
 
     categories = list(options.categories) + [c for c in tags if c not in options.categories and c != "rating"]
-    items: list[tuple[str, float, int]] = []  # (tag, probability, category rank)
-    for rank, cat in enumerate(categories):
-        for tag, p in tags.get(cat, []):
-            new = renamed(tag)
-            if not new:
-                continue
-            parts = _expand_character(new) if options.expand_characters and cat == "character" else [new]
-            items.extend((t, p, rank) for t in parts)
     seen: set[str] = set()
-    kept: list[tuple[str, float, int]] = []
-    for item in items:
-        k = _key(item[0])
-        if k in seen or is_excluded(item[0]):
-            continue
-        seen.add(k)
-        kept.append(item)
+    kept: list[tuple[str, float, str]] = []  # (tag, probability, key), in category order
+    for cat in categories:
+        expand = options.expand_characters and cat == "character"
+        for tag, p in tags.get(cat, []):
+            if replace:
+                tag = replace.get(_key(tag), tag)
+                if not tag:
+                    continue
+            for part in _expand_character(tag) if expand else (tag,):
+                k = _key(part)
+                if k not in seen and not is_excluded(k):
+                    seen.add(k)
+                    kept.append((part, p, k))
     if options.order == "confidence":
         kept.sort(key=lambda it: -it[1])
     elif options.order == "alphabetical":
-        kept.sort(key=lambda it: _key(it[0]))
+        kept.sort(key=lambda it: it[2])
     if options.always_first:
         position = {_key(t): i for i, t in reversed(list(enumerate(options.always_first)))}
-        first = sorted((it for it in kept if _key(it[0]) in position), key=lambda it: position[_key(it[0])])
-        kept = first + [it for it in kept if _key(it[0]) not in position]
+        first = sorted((it for it in kept if it[2] in position), key=lambda it: position[it[2]])
+        kept = first + [it for it in kept if it[2] not in position]
     words = [(t, p) for t, p, _ in kept]
     if options.rating != "none":
-        ratings = [(renamed(t), p) for t, p in sorted(tags.get("rating", []), key=lambda tp: -tp[1])]
-        ratings = [(t, p) for t, p in ratings if t and not is_excluded(t) and _key(t) not in seen]
-        if ratings and options.rating == "first":
-            words.insert(0, ratings[0])
-        elif ratings:
-            words.append(ratings[0])
+        for tag, p in sorted(tags.get("rating", []), key=lambda tp: -tp[1]):
+            tag = replace.get(_key(tag), tag) if replace else tag
+            if tag and not is_excluded(_key(tag)) and _key(tag) not in seen:
+                words.insert(0 if options.rating == "first" else len(words), (tag, p))
+                break
     return options.separator.join(_format(t, p, options) for t, p in words)
 
 

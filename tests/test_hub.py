@@ -110,6 +110,20 @@ def test_prefilled_cache_used_offline_by_repo_id_and_zoo_name(wd_repo, hub_env, 
     assert not model_available(get_spec("wd-swinv2-v3"), ModelStore())
 
 
+def test_models_info_and_list_see_the_hub_cache(wd_repo, hub_env, capsys) -> None:
+    import json
+
+    from illust2vec.cli.main import main
+
+    snap = prefill(hub_env["cache"], REPO, wd_repo)
+    assert main(["models", "info", "wd-vit-v3"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["hub"] == REPO and info["hub_files"]["model.onnx"] == str(snap / "model.onnx")
+    assert main(["models", "list", "wd-*", "--json"]) == 0
+    present = {r["name"]: r["present"] for r in json.loads(capsys.readouterr().out)}
+    assert present["wd-vit-v3"] and not present["wd-convnext-v3"]
+
+
 def test_hub_cache_variable_and_revisions(wd_repo, hub_env, monkeypatch, tmp_path) -> None:
     from illust2vec.errors import ModelNotFoundError
     from illust2vec.hub import HubRef, cached_file, hub_files

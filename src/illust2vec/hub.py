@@ -3,7 +3,7 @@
 A Hub model is named by its repository id, optionally with a revision:
 ``SmilingWolf/wd-vit-tagger-v3`` or ``SmilingWolf/wd-vit-tagger-v3@v2.0`` (a branch, tag or
 commit).  Its files live in the user's Hub cache, the directory that kohya-ss' scripts, the
-WD14 web UI extension, imgutils and ``huggingface-cli`` share::
+WD14 web UI extension, imgutils and the ``hf`` command share::
 
     HUB_CACHE/models--ORG--NAME/refs/REVISION          the commit a branch or tag points to
     HUB_CACHE/models--ORG--NAME/snapshots/COMMIT/FILE  the file (usually a link into blobs/)
@@ -120,7 +120,7 @@ def _missing_message(ref: HubRef, missing: list[str], cache: Path, why: str) -> 
     lines = [f"{ref}: {why}; these files are not in the Hugging Face cache ({cache}):"]
     lines += [f"  {name}" for name in missing]
     lines.append(
-        f"Fetch them on a machine with network access (huggingface-cli download {ref.repo_id} "
+        f"Fetch them on a machine with network access (hf download {ref.repo_id} "
         f"{' '.join(missing)}{'' if ref.revision == 'main' else ' --revision ' + ref.revision}) and copy "
         "the cache directory here, or point HF_HOME / HF_HUB_CACHE at a cache that has them."
     )

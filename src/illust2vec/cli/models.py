@@ -175,7 +175,8 @@ def cmd_info(args) -> int:
 
     spec = get_spec(args.name)
     store = _store(args)
-    record = dataclasses.asdict(spec)
+    record = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}  # asdict cannot copy mappingproxy
+    record["files"] = [dataclasses.asdict(f) for f in spec.files]
     record["recipe"] = dataclasses.asdict(spec.recipe)
     record["source_outputs"] = dict(spec.source_outputs)
     record["thresholds"] = dict(spec.thresholds)

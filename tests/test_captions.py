@@ -97,6 +97,9 @@ def test_write_caption_modes_and_faults(tmp_path):
     assert write_caption(target, "smile, hat") == "written"
     assert write_caption(target, "hat, cat", CaptionOptions(mode="append")) == "appended"
     assert target.read_text() == "smile, hat, cat\n"
+    write_caption(target, "Cat, blue eyes", CaptionOptions(mode="append"))
+    write_caption(target, "blue_eyes", CaptionOptions(mode="append"))
+    assert target.read_text() == "smile, hat, cat, blue eyes\n"
     assert write_caption(target, "x", CaptionOptions(mode="skip")) == "skipped"
     # custom separator: the old tags are split on it
     target.write_text("smile | hat\n")

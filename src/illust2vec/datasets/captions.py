@@ -346,7 +346,8 @@ def write_caption(path: Path, text: str, options: CaptionOptions = CaptionOption
     """Write one caption file atomically; returns ``"written"``, ``"appended"`` or ``"skipped"``.
 
     ``options.mode``: ``overwrite`` replaces the file, ``append`` adds the tags it does not
-    have yet (split on the separator), ``skip`` leaves an existing file alone.  Raises
+    have yet (split on the separator; compared as tags are, so ``blue_eyes`` is ``blue eyes``),
+    ``skip`` leaves an existing file alone.  Raises
     :class:`CaptionError` (``PATH: reason``, the file untouched) when the path is a directory,
     the existing file is not text (it holds NUL bytes: not a caption), an append finds a
     file that is not UTF-8, or the write fails.
@@ -370,8 +371,8 @@ def write_caption(path: Path, text: str, options: CaptionOptions = CaptionOption
                 ) from None
             if old_text:
                 sep = options.separator.strip() or options.separator
-                have = {w.strip() for w in old_text.split(sep)}
-                new = [w for w in text.split(options.separator) if w.strip() and w.strip() not in have]
+                have = {_key(w) for w in old_text.split(sep)}  # "blue_eyes" is "blue eyes"
+                new = [w for w in text.split(options.separator) if w.strip() and _key(w) not in have]
                 text = options.separator.join([old_text, *new])
     try:
         atomic_write(path, lambda fh: fh.write(text + "\n"), text=True)

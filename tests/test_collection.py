@@ -121,7 +121,7 @@ def test_search_matches_brute_force_and_uses_stored_vectors(indexed):
     live = indexed.live_rows()
     Fn = F / np.linalg.norm(F, axis=1, keepdims=True)
     q = ORIGINALS[7]
-    hits = indexed.search(image=q, k=5)  # in the collection: no model needed
+    hits = indexed.search(image=q, k=5, include_query=True)  # in the collection: no model needed
     i = list(live).index(indexed.row_of_path(q))
     sims = Fn @ Fn[i]
     expect = live[np.argsort(-sims)[:5]]
@@ -130,9 +130,15 @@ def test_search_matches_brute_force_and_uses_stored_vectors(indexed):
     # binary: Hamming distances equal a direct popcount
     C = indexed.vectors("codes")
     d = np.unpackbits(C ^ C[i], axis=1).sum(axis=1)
-    bh = indexed.search(image=q, k=36, binary=True)
+    bh = indexed.search(image=q, k=36, binary=True, include_query=True)
     assert sorted(h.distance for h in bh) == sorted(d.tolist())
     assert {h.row: h.distance for h in bh} == {int(r): int(x) for r, x in zip(live, d)}
+    # by default the query file itself is left out; the next hit moves up
+    without = indexed.search(image=q, k=5)
+    assert str(q) not in [p for h in without for p in h.paths]
+    assert [h.row for h in without] == [h.row for h in indexed.search(image=q, k=6, include_query=True)
+                                        if str(q) not in h.paths][:5]
+    assert len(indexed.search(image=q, k=None, binary=True)) == len(live) - 1
     # persisted index files carry the model identity
     meta = (indexed.path / "index" / "feature.json").read_text()
     assert indexed.meta["embedder_identity"] in meta
@@ -218,7 +224,7 @@ def test_tag_query_names_categories_and_unknown_tags(indexed):
 def test_similar_images_with_tag_filter(indexed):
     P = indexed.vectors("prob")
     live = indexed.live_rows()
-    hits = indexed.search(image=ORIGINALS[0], tags="1girl", min_prob=0.5, k=50)
+    hits = indexed.search(image=ORIGINALS[0], tags="1girl", min_prob=0.5, k=50, include_query=True)
     allowed = set(live[P[:, 0] >= 0.5].tolist())
     assert {h.row for h in hits} == allowed
     scores = [h.score for h in hits]
@@ -325,7 +331,7 @@ def test_moved_file_keeps_vector_and_prune_drops_deleted(tmp_path, i2v_features)
         assert (r.added, r.linked, r.moved, r.unchanged) == (0, 1, 1, 5)
         assert col.row_of_path(moved_to) == row
         np.testing.assert_array_equal(col.vectors("feature", [row]), before)
-        assert col.search(image=moved_to, k=1)[0].paths == [str(moved_to)]
+        assert col.search(image=moved_to, k=1, include_query=True)[0].paths == [str(moved_to)]
         assert len(col) == 6
         # prune drops deleted files (and their vectors from search)
         gone = d / ORIGINALS[1].name

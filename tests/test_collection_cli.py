@@ -64,11 +64,15 @@ def test_index_reports_bad_files_and_is_incremental(cli_col, capsys):
 def test_search_outputs(cli_col, capsys, tmp_path):
     root, imgs, db, model, tagger = cli_col
     with Collection.open(db, create=False) as col:
-        lib = col.search(image=imgs / ORIGINALS[3].name, k=5)
-    rc = main(["search", str(imgs / ORIGINALS[3].name), "--db", str(db), "-k", "5", "--json"])
+        lib = col.search(image=imgs / ORIGINALS[3].name, k=5, include_query=True)
+    rc = main(["search", str(imgs / ORIGINALS[3].name), "--db", str(db), "-k", "5", "--json", "--include-query"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and [h["path"] for h in out] == [h.path for h in lib]
     assert out[0]["path"] == str(imgs / ORIGINALS[3].name) and out[0]["score"] == pytest.approx(1.0, abs=1e-5)
+    # by default the query is not its own first hit
+    rc = main(["search", str(imgs / ORIGINALS[3].name), "--db", str(db), "-k", "4", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and [h["path"] for h in out] == [h.path for h in lib[1:]]
     # a query image outside the collection is embedded with the given model
     outside = tmp_path / "q.jpg"
     Image.open(ORIGINALS[4]).save(outside, quality=80)

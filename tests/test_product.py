@@ -233,7 +233,7 @@ def test_preprocess_stays_a_function():
     import illust2vec
     import illust2vec.prep.preprocess  # noqa: F401  (the submodule being imported must not shadow it)
 
-    assert callable(illust2vec.preprocess)
+    assert callable(illust2vec.prep.preprocess)
     assert illust2vec.load_model.__module__ == "illust2vec.models.loading"
 
 

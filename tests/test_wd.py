@@ -396,7 +396,11 @@ def _serve(directory: Path):
 
 def test_zoo_download_then_load_offline(wd_files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A WD record whose URLs point at a local server: nothing is fetched unless asked; download=True
-    fetches, later loads work offline."""
+    fetches, later loads work offline.
+
+    (The zoo's WD records read the Hugging Face cache, tests/test_hub.py; a record without
+    ``hub`` uses its file URLs and illust2vec's own downloader, as here.)
+    """
     import dataclasses
 
     from illust2vec.errors import ModelNotFoundError
@@ -410,7 +414,7 @@ def test_zoo_download_then_load_offline(wd_files, tmp_path: Path, monkeypatch: p
     try:
         base = f"http://127.0.0.1:{srv.server_address[1]}/"
         real = get_spec("wd-vit-v3")
-        local = dataclasses.replace(real, files=tuple(
+        local = dataclasses.replace(real, hub=None, files=tuple(
             dataclasses.replace(f, url=base + ("model.onnx" if f.role == "onnx" else "selected_tags.csv"))
             for f in real.files))
         monkeypatch.setitem(MODELS, "wd-vit-v3", local)

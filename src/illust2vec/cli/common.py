@@ -54,7 +54,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, task: str) -> None:
     default = ("the best tagger present (i2v-tag, else a WD v3 tagger)" if task == "tag"
                else "the best embedder present (i2v-feature, else generic-effnet-lite0)")
     g.add_argument("--model", "-m", metavar="NAME",
-                   help=f"zoo model name (default: {default}); see 'illust2vec models list'")
+                   help=f"zoo model name (default: {default}; see 'illust2vec models list'), or a Hugging Face "
+                        "repository with model.onnx + selected_tags.csv, e.g. SmilingWolf/wd-vit-tagger-v3[@REV], "
+                        "read from the Hub cache (HF_HOME, HF_HUB_CACHE), or fetched into it with --download")
     g.add_argument("--weights", metavar="FILE", type=Path,
                    help="use this model file directly (.caffemodel or .onnx) instead of the zoo")
     if task == "tag":
@@ -239,10 +241,10 @@ def collection_models_from_args(args: argparse.Namespace, meta: dict[str, str] |
     return embedder, model_from_args(t, task="tag")
 
 
-def expand_inputs(paths: list[str]) -> list[Path]:
+def expand_inputs(paths: list[str], *, recursive: bool = True) -> list[Path]:
     from illust2vec.io.images import iter_image_files
 
-    files = iter_image_files(paths)
+    files = iter_image_files(paths, recursive=recursive)
     if not files:
         raise Illust2VecError(f"no images found in: {', '.join(paths)}")
     return files

@@ -16,6 +16,7 @@ from illust2vec.errors import Illust2VecError, missing_extra_message
 #: Modules of ``illust2vec.cli`` that define sub-commands, in ``--help`` order.
 COMMANDS: list[str] = [
     "tag",
+    "tagstats",
     "embed",
     "models",
     "video",

@@ -66,9 +66,10 @@ def register(sub) -> None:
                      help="the model these files belong to (default: recognised by file name)")
     imp.set_defaults(func=cmd_import)
 
-    dl = _action(msub, "download", "download models into the store (resumable, verified)",
-                 "  illust2vec models download i2v-tag i2v-feature\n")
-    dl.add_argument("names", nargs="+", metavar="NAME")
+    dl = _action(msub, "download", "download models into the store (resumable, verified); WD models and Hugging "
+                 "Face repositories into the Hugging Face cache",
+                 "  illust2vec models download i2v-tag i2v-feature\n  illust2vec models download SmilingWolf/wd-vit-tagger-v3\n")
+    dl.add_argument("names", nargs="+", metavar="NAME", help="zoo names or Hugging Face repository ids (ORG/NAME)")
     dl.set_defaults(func=cmd_download)
 
     info = _action(msub, "info", "a model's record: files, sources, recipe, outputs, license",
@@ -190,15 +191,20 @@ def cmd_import(args) -> int:
 
 
 def cmd_download(args) -> int:
+    from illust2vec.models.catalog import MODELS, get_spec
     from illust2vec.models.fetch import require_files
-    from illust2vec.models.catalog import get_spec
+    from illust2vec.models.hub import hub_files, is_repo_id
 
     store = _store(args)
     failed = 0
     for name in args.names:
         try:
-            spec = get_spec(name)
-            files = require_files(spec, store, download=True, progress=not args.quiet)
+            if name not in MODELS and is_repo_id(name):
+                files = hub_files(name, download=True, progress=not args.quiet)  # into the Hugging Face cache
+            elif get_spec(name).hub:
+                files = hub_files(get_spec(name).hub, download=True, progress=not args.quiet)
+            else:
+                files = require_files(get_spec(name), store, download=True, progress=not args.quiet)
             for role, path in files.items():
                 print(f"{name}: {role} -> {path}")
         except Illust2VecError as exc:
@@ -220,6 +226,12 @@ def cmd_info(args) -> int:
         found = store.find(f["filename"])
         f["present_at"] = str(found) if found else None
     record["present"] = model_available(spec, store)
+    if spec.hub:
+        from illust2vec.models.hub import WD_CONTRACT, HubRef, cached_file, hub_cache_dir
+
+        record["hub_cache"] = str(hub_cache_dir())
+        record["hub_files"] = {name: str(p) if (p := cached_file(HubRef(spec.hub), name)) else None
+                               for name in WD_CONTRACT.values()}
     json.dump(record, sys.stdout, indent=2, default=str)
     print()
     return 0

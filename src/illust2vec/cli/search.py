@@ -22,7 +22,7 @@ FORMATS = ("json", "jsonl", "csv", "parquet")
 
 
 def register(sub) -> None:
-    from illust2vec.cli.common import add_model_arguments, add_output_arguments, add_sheet_argument
+    from illust2vec.cli.common import add_model_arguments, add_output_arguments, add_sheet_argument, probability
     from illust2vec.cli.common import add_db_argument
 
     p = sub.add_parser(
@@ -39,9 +39,12 @@ def register(sub) -> None:
     p.add_argument("--tags", metavar="TAGS", help='tags all results must have: "blue hair, cat ears", '
                                                   '"character:hatsune miku"')
     p.add_argument("--not", dest="not_tags", metavar="TAGS", help="tags no result may have")
-    p.add_argument("--min", dest="min_prob", type=float, default=0.5, metavar="P",
+    p.add_argument("--min", dest="min_prob", type=probability, default=0.5, metavar="P",
                    help="probability threshold for --tags/--not (default 0.5)")
     p.add_argument("--nprobe", type=int, metavar="N", help="IVF lists to visit (large collections only)")
+    p.add_argument("--include-query", action="store_true",
+                   help="keep the query image in the results (left out by default when it is in the collection; "
+                        "its byte-identical copies under other names are listed either way)")
     out = add_output_arguments(p, FORMATS, what="the hits (default: a table on stdout)")
     out.add_argument("--json", dest="format", action="store_const", const="json", help=argparse.SUPPRESS)
     add_sheet_argument(out, "also write a contact sheet of the hits")
@@ -90,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
                 embedder, _ = collection_models_from_args(args, col.meta, need_tagger=False)
         model_name = col.meta.get("embedder_name")
         hits = col.search(image=args.query, k=args.k, binary=args.binary, tags=args.tags, not_tags=args.not_tags,
-                          min_prob=args.min_prob, embedder=embedder, nprobe=args.nprobe)
+                          min_prob=args.min_prob, embedder=embedder, nprobe=args.nprobe,
+                          include_query=args.include_query)
     if table:
         print(_table(hits, args.binary) if hits else "no results")
     else:

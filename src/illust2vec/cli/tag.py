@@ -20,6 +20,9 @@ examples:
   illust2vec tag pictures/ -o tags.parquet                   the same rows as Parquet (tags.jsonl: streamed)
   illust2vec tag dataset/ --captions --rating    NAME.txt caption beside each image (nothing on stdout)
   illust2vec tag dataset/ --captions --caption-dir captions/ --underscores --exclude "white background"
+  illust2vec tag dataset/ --captions --always-first "1girl, 1boy" --replace "hatsune miku=miku"
+      --separator " | " --rating last --exclude "*_background" --stats freq.csv
+  illust2vec tag dataset/ -m SmilingWolf/wd-vit-tagger-v3 --captions   a WD model from the Hugging Face cache
   illust2vec tag "shots/*.png" -o probs.npy      raw (N, T) probabilities + probs.paths.txt
   illust2vec tag x.png --weights tag.caffemodel --tag-list tag_list.json   a model file instead of the zoo
 """
@@ -47,24 +50,70 @@ def register(sub) -> None:
     add_model_arguments(p, task="tag")
     add_threshold_arguments(p, ("constant", "f0.5", "f1", "f2", "mcut"))
     add_output_arguments(p, RECORD_FORMATS + MATRIX_FORMATS, what="tags (with --captions: only when given)")
-    c = p.add_argument_group("captions (training sets)")
-    c.add_argument("--captions", action="store_true", help="write a comma-separated caption file per image")
-    c.add_argument("--caption-dir", type=Path, metavar="DIR",
-                   help="write captions under DIR (mirroring folders) instead of beside the images")
-    c.add_argument("--caption-ext", default=".txt", metavar="EXT", help="caption file extension (default .txt)")
-    c.add_argument("--underscores", action="store_true", help="blue_eyes instead of 'blue eyes'")
-    c.add_argument("--exclude", action="append", default=[], metavar="TAGS",
-                   help="comma-separated tags to leave out (repeatable)")
-    c.add_argument("--order", default="character,copyright,general", metavar="CATS",
-                   help="category order in captions (default character,copyright,general)")
-    c.add_argument("--rating", action="store_true", help="start captions with the most likely rating tag")
-    c.add_argument("--escape-parentheses", action="store_true", help=r"write \( \) for prompt syntaxes")
-    c.add_argument("--if-exists", dest="caption_mode", choices=("overwrite", "append", "skip"),
-                   default="overwrite", help="what to do with an existing caption file (default overwrite)")
+    add_caption_arguments(p)
+    s = p.add_argument_group("tag statistics")
+    s.add_argument("--stats", metavar="FILE", type=Path,
+                   help="tag frequencies of this run (per category: count, share of images, mean probability) "
+                        "as FILE.csv or FILE.json; the top tags are printed as a table on stderr")
+    s.add_argument("--stats-chart", metavar="PNG", type=Path, help="bar chart of the most frequent tags")
+    s.add_argument("--stats-top", type=int, default=20, metavar="N",
+                   help="tags per category in the printed table and the chart (default 20)")
     from illust2vec.cli.face_options import add_face_arguments
 
     add_face_arguments(p)  # --faces: one record per face with face_index, box, likelihood
     p.set_defaults(func=run)
+
+
+def add_caption_arguments(p: argparse.ArgumentParser) -> None:
+    """The caption options (the README maps each kohya-ss tagger flag to one of these)."""
+    c = p.add_argument_group("captions (training sets)")
+    c.add_argument("--captions", action="store_true", help="write a caption file per image")
+    c.add_argument("--caption-dir", type=Path, metavar="DIR",
+                   help="write captions under DIR (mirroring folders) instead of beside the images")
+    c.add_argument("--caption-ext", default=".txt", metavar="EXT",
+                   help="caption file extension (default .txt); image and data extensions are refused")
+    c.add_argument("--caption-name", choices=("stem", "name"), default="stem",
+                   help="stem: x.jpg -> x.txt (default); name: x.jpg -> x.jpg.txt, so that x.jpg and x.png "
+                        "in one folder get distinct captions (with stem they get none, and an error each)")
+    c.add_argument("--separator", default=", ", metavar="TEXT", help="between tags (default ', ')")
+    c.add_argument("--underscores", action="store_true",
+                   help="blue_eyes instead of 'blue eyes' (emoticons such as ^_^ keep theirs either way)")
+    c.add_argument("--exclude", action="append", default=[], metavar="TAGS",
+                   help="comma-separated tags to leave out, shell wildcards allowed ('*_background') (repeatable)")
+    c.add_argument("--always-first", action="append", default=[], metavar="TAGS",
+                   help="comma-separated tags moved to the front when present, in this order (repeatable)")
+    c.add_argument("--replace", action="append", default=[], metavar="OLD=NEW",
+                   help="rename a tag (repeatable); 'OLD=' drops it. Applies to character tags too")
+    c.add_argument("--expand-characters", action="store_true",
+                   help="a character tag 'name_(series)' becomes the two tags 'name, series'")
+    c.add_argument("--rating", nargs="?", const="first", default="none", choices=("first", "last", "none"),
+                   help="put the most likely rating tag first (--rating alone), last, or nowhere (default)")
+    c.add_argument("--sort", choices=("category", "confidence", "alphabetical"), default="category",
+                   help="category: by --category-order, most likely first within each (default); "
+                        "confidence: most likely first; alphabetical")
+    c.add_argument("--category-order", "--order", dest="category_order", default="character,copyright,general",
+                   metavar="CATS", help="category order in captions (default character,copyright,general)")
+    c.add_argument("--tag-weights", dest="tag_weights", action="store_true", help="write each tag as (tag:0.91), its probability")
+    c.add_argument("--escape-parentheses", action="store_true", help=r"write \( \) for prompt syntaxes")
+    c.add_argument("--if-exists", dest="caption_mode", choices=("overwrite", "append", "skip"),
+                   default="overwrite", help="what to do with an existing caption file (default overwrite)")
+    c.add_argument("--no-recursive", dest="recursive", action="store_false",
+                   help="take only the images directly in each folder given, not those in subfolders")
+
+
+def caption_options(args: argparse.Namespace):
+    """The library's caption options from the flags (checks the extension before any work)."""
+    from illust2vec.datasets.captions import CaptionOptions, check_extension, parse_replacements, split_tags
+
+    return CaptionOptions(
+        separator=args.separator, underscores=args.underscores,
+        always_first=tuple(split_tags(args.always_first)), replace=parse_replacements(args.replace),
+        exclude=tuple(split_tags(args.exclude)), rating=args.rating,
+        categories=tuple(split_tags(args.category_order)), order=args.sort,
+        expand_characters=args.expand_characters, weights=args.tag_weights,
+        escape_parentheses=args.escape_parentheses, extension=check_extension(args.caption_ext),
+        naming=args.caption_name, mode=args.caption_mode,
+    )
 
 
 def _thresholds(args, model):
@@ -88,36 +137,38 @@ def _thresholds(args, model):
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from illust2vec.io.records import RecordSink
-    from illust2vec.io.writers import (
-        CaptionOptions, caption_path, caption_text, common_root, tag_record, write_caption, write_matrix,
-    )
     from illust2vec.cli.face_options import face_inputs, faces_requested, write_face_sidecar
-    from illust2vec.runtime.batches import iter_batches
+    from illust2vec.datasets.captions import CaptionError, make_caption, plan_captions, write_caption
+    from illust2vec.datasets.tagstats import TagCounter
+    from illust2vec.io.records import RecordSink
+    from illust2vec.io.writers import tag_record, write_matrix
     from illust2vec.models.tags import plausible_tags, plausible_tags_mcut
+    from illust2vec.runtime.batches import iter_batches
 
     fmt = output_format(args, RECORD_FORMATS + MATRIX_FORMATS)
     records = not (args.captions and args.output is None and args.format is None)  # captions alone: quiet stdout
     if args.captions and faces_requested(args):
         raise Illust2VecError("--captions writes one caption per picture; it cannot be combined with --faces")
-    files = expand_inputs(args.paths)
+    if args.stats is not None and args.stats.suffix.lower() not in (".csv", ".json"):
+        raise Illust2VecError(f"--stats {args.stats}: give a .csv or .json file")
+    caption_opts = caption_options(args) if args.captions else None
+    files = expand_inputs(args.paths, recursive=args.recursive)
+    plan = plan_captions(files, caption_opts, args.caption_dir) if caption_opts is not None else None
+    report = ErrorReport()
+    if plan is not None:
+        for clash in plan.clashes:  # before any work: one line per image that gets no caption
+            for image in clash.images:
+                report(_clash_line(image, clash))
     model = model_from_args(args, task="tag")
     thresholds = None if args.threshold_rule == "mcut" else _thresholds(args, model)
-    caption_opts = CaptionOptions(
-        underscores=args.underscores,
-        exclude=frozenset(t.strip() for group in args.exclude for t in group.split(",") if t.strip()),
-        order=tuple(c.strip() for c in args.order.split(",") if c.strip()),
-        rating=args.rating, escape_parentheses=args.escape_parentheses, mode=args.caption_mode,
-        extension=args.caption_ext if args.caption_ext.startswith(".") else "." + args.caption_ext,
-    )
-    root = common_root(files) if args.caption_dir else None
     npy = fmt in MATRIX_FORMATS and not faces_requested(args)
     matrix = np.full((len(files), len(model.tags)), np.nan, np.float32) if npy else None
     face_probs: list[np.ndarray] = []
     face_rows: list[dict] = []
     bar = progress_bar(args, None if faces_requested(args) else len(files))
-    report = ErrorReport(bar)
+    report.bar = bar
     faces = face_inputs(files, args, on_error=report)  # None without --faces
+    counter = TagCounter() if args.stats is not None or args.stats_chart is not None else None
     done = 0
     with contextlib.ExitStack() as stack:
         stack.callback(bar.close)
@@ -141,9 +192,17 @@ def run(args: argparse.Namespace) -> int:
                     writer.write(tag_record(path, tags, **faces.fields(index), model=model.name))
                 elif writer is not None:
                     writer.write(tag_record(str(files[index]), tags, model=model.name))
-                if args.captions:
-                    target = caption_path(files[index], caption_opts, args.caption_dir, root)
-                    write_caption(target, caption_text(tags, caption_opts), caption_opts.mode)
+                if counter is not None:
+                    counter.add(tags)
+                if plan is not None:
+                    target = plan.target(files[index])
+                    if target is None:
+                        continue  # in a clash, reported above
+                    try:
+                        write_caption(target, make_caption(tags, caption_opts), caption_opts)
+                    except CaptionError as exc:
+                        report(exc)
+                        continue
                 done += 1
     if matrix is not None:
         write_matrix(args.output, matrix, [str(f) for f in files], model=model.name,
@@ -155,4 +214,25 @@ def run(args: argparse.Namespace) -> int:
         side = write_face_sidecar(args.output, face_rows)
         print(f"wrote {args.output} ({len(face_probs)}x{len(model.tags)}, one row per face) and {side}",
               file=sys.stderr)
+    if counter is not None:
+        write_stats_outputs(args, counter.stats())
     return report.summary(done, "tagged")
+
+
+def _clash_line(image: Path, clash) -> str:
+    others = [str(p) for p in clash.images if p != image]
+    if clash.is_input:
+        return f"{image}: its caption {clash.target} would overwrite an input file; no caption written"
+    return (f"{image}: its caption {clash.target} would also be the caption of {', '.join(others)}; "
+            "no caption written (--caption-name name gives x.jpg.txt, x.png.txt)")
+
+
+def write_stats_outputs(args: argparse.Namespace, stats) -> None:
+    """Print the top tags, write the CSV/JSON report and the chart (shared with ``tag-stats``)."""
+    print(stats.table(args.stats_top), file=sys.stderr)
+    if args.stats is not None:
+        stats.write(args.stats)
+        print(f"wrote {args.stats}", file=sys.stderr)
+    if args.stats_chart is not None:
+        stats.chart(args.stats_chart, top=args.stats_top)
+        print(f"wrote {args.stats_chart}", file=sys.stderr)

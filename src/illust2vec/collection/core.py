@@ -478,12 +478,16 @@ class Collection:
         return None if r is None else r[0]
 
     def search(self, image=None, vector=None, *, k: int | None = 20, binary: bool = False, tags=None,
-               not_tags=None, min_prob: float = 0.5, embedder=None, nprobe: int | None = None):
-        """Similar images and/or tag matches; see :func:`illust2vec.collection.search.search`."""
+               not_tags=None, min_prob: float = 0.5, embedder=None, nprobe: int | None = None,
+               include_query: bool = False):
+        """Similar images and/or tag matches; see :func:`illust2vec.collection.search.search`.
+
+        A query file that is in the collection is left out of the results unless ``include_query``.
+        """
         from illust2vec.collection.search import search
 
         return search(self, image=image, vector=vector, k=k, binary=binary, tags=tags, not_tags=not_tags,
-                      min_prob=min_prob, embedder=embedder, nprobe=nprobe)
+                      min_prob=min_prob, embedder=embedder, nprobe=nprobe, include_query=include_query)
 
     def dupes(self, max_distance: int | None = None, *, progress: bool = False):
         """Groups of near-duplicate files; see :func:`illust2vec.collection.dupes.find_dupes`.

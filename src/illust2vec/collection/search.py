@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -207,15 +208,18 @@ def _load_embedder(col, meta):
 
 
 def search(col, *, image=None, vector=None, k: int | None = 20, binary: bool = False, tags=None, not_tags=None,
-           min_prob: float = 0.5, embedder=None, nprobe: int | None = None) -> list[SearchHit]:
+           min_prob: float = 0.5, embedder=None, nprobe: int | None = None,
+           include_query: bool = False) -> list[SearchHit]:
     from illust2vec.collection.faces import annotate_hits
 
     return annotate_hits(col, _search(col, image=image, vector=vector, k=k, binary=binary, tags=tags,
-                                      not_tags=not_tags, min_prob=min_prob, embedder=embedder, nprobe=nprobe))
+                                      not_tags=not_tags, min_prob=min_prob, embedder=embedder, nprobe=nprobe,
+                                      include_query=include_query))
 
 
 def _search(col, *, image=None, vector=None, k: int | None = 20, binary: bool = False, tags=None, not_tags=None,
-            min_prob: float = 0.5, embedder=None, nprobe: int | None = None) -> list[SearchHit]:
+            min_prob: float = 0.5, embedder=None, nprobe: int | None = None,
+            include_query: bool = False) -> list[SearchHit]:
     """Search a collection.
 
     Args:
@@ -231,6 +235,9 @@ def _search(col, *, image=None, vector=None, k: int | None = 20, binary: bool = 
         min_prob: probability threshold for ``tags`` and ``not_tags`` (``>=``).
         embedder: the model for query images outside the collection.
         nprobe: IVF lists visited (large collections only).
+        include_query: keep the query image among the results.  By default a query
+            file that is in the collection is left out (its byte-identical copies
+            under other paths stay, as hits of the same row).
 
     Returns:
         Hits, best first.  Without ``image``/``vector`` the hits are the
@@ -286,11 +293,34 @@ def _search(col, *, image=None, vector=None, k: int | None = 20, binary: bool = 
         return [SearchHit(paths[r][0], int(r), None if np.isnan(s) else float(s), None, paths[r], tag_probs(int(r)))
                 for r, s in zip(rows, score[order]) if paths[r]]
 
-    qf, qc, _qrow = _query_vectors(col, meta, image, vector, embedder, binary)
+    qf, qc, qrow = _query_vectors(col, meta, image, vector, embedder, binary)
     pool = live if allowed is None else allowed
-    kk = len(pool) if k is None else min(k, len(pool))
+    drop = None if include_query or qrow is None else str(Path(image).resolve())
+    kk = len(pool) if k is None else min(k + (drop is not None), len(pool))
     if kk == 0:
         return []
+    hits = _vector_hits(col, meta, vfs, live, allowed, qf, qc, kk, binary, nprobe, tag_probs)
+    if drop is not None:
+        hits = _without_query(hits, qrow, drop)
+    return hits if k is None else hits[:k]
+
+
+def _without_query(hits: list[SearchHit], qrow: int, query: str) -> list[SearchHit]:
+    """The hits without the query file; other paths of its row (byte-identical copies) stay."""
+    out = []
+    for h in hits:
+        if h.row == qrow:
+            h.paths = [p for p in h.paths if p != query]
+            if not h.paths:
+                continue
+            h.path = h.paths[0]
+        out.append(h)
+    return out
+
+
+def _vector_hits(col, meta, vfs, live, allowed, qf, qc, kk: int, binary: bool, nprobe, tag_probs) -> list[SearchHit]:
+    """The ``kk`` nearest rows to the query vectors (cosine, or Hamming with ``binary``), as hits."""
+    pool = live if allowed is None else allowed
     if binary:
         bits = qc.shape[1] * 8
         if allowed is not None and len(allowed) <= BRUTE_FORCE_MAX_BINARY:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from illust2vec.faces.defaults import DEFAULT_MARGIN, DEFAULT_MAX_SIDE
+from illust2vec.faces.defaults import DEFAULT_MARGIN, DEFAULT_MAX_SIDE  # noqa: F401 (exported)
 
 #: Public name -> submodule; imported on first use, so that the CLI's parser stays light.
 _EXPORTS = {

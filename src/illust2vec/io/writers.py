@@ -1,11 +1,10 @@
-"""Sinks: tag records as JSON/JSONL/CSV, vectors as NumPy/Parquet, caption ``.txt`` files."""
+"""Sinks: tag records as JSON/JSONL/CSV, vectors as NumPy/Parquet (captions: :mod:`illust2vec.datasets.captions`)."""
 from __future__ import annotations
 
 import csv
 import json
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -13,9 +12,6 @@ import numpy as np
 
 from illust2vec.errors import Illust2VecError
 from illust2vec.io.atomic import atomic_write
-
-CaptionMode = Literal["overwrite", "append", "skip"]
-
 
 def tag_record(path: str, tags: dict[str, list[tuple[str, float]]], **extra: Any) -> dict[str, Any]:
     """One image's result: ``{"path": ..., "tags": {category: {tag: probability}}}`` (sorted by probability)."""
@@ -96,95 +92,11 @@ def write_matrix(path: str | os.PathLike, matrix: np.ndarray, paths: Sequence[st
             vectors = pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
             table = pa.table({"path": list(paths), "vector": vectors})
         if model is not None:
-            table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"illust2vec.model": model})
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"illust2vec.models.image_model": model})
         atomic_write(path, lambda f: pq.write_table(table, f))
     else:
         raise Illust2VecError(f"{path}: unknown output format {suffix!r}; use .npy, .npz or .parquet")
     return written
-
-
-@dataclass
-class CaptionOptions:
-    """How tag lists become caption text (comma-separated, as training tools expect)."""
-
-    underscores: bool = False          # "blue_eyes" instead of "blue eyes"
-    exclude: frozenset[str] = frozenset()
-    order: tuple[str, ...] = ("character", "copyright", "general")  # categories, in this order
-    rating: bool = False               # prepend the most likely rating tag
-    escape_parentheses: bool = False   # "\(" for prompt syntaxes that use brackets
-    mode: CaptionMode = "overwrite"
-    extension: str = ".txt"
-    keep: tuple[str, ...] = field(default_factory=tuple)  # tags always placed first, when present
-
-
-def caption_text(tags: dict[str, list[tuple[str, float]]], options: CaptionOptions) -> str:
-    """The caption line for one image's plausible tags."""
-    words: list[str] = []
-    categories = list(options.order) + [c for c in tags if c not in options.order and c != "rating"]
-    if options.rating and tags.get("rating"):
-        words.append(tags["rating"][0][0])
-    for cat in categories:
-        words.extend(t for t, _ in tags.get(cat, []))
-    seen = set()
-    out = []
-    excluded = {e.strip().lower().replace("_", " ") for e in options.exclude}
-    for w in words:
-        norm = w.lower().replace("_", " ")
-        if norm in excluded or norm in seen:
-            continue
-        seen.add(norm)
-        text = w.replace(" ", "_") if options.underscores else _spaces(w)
-        if options.escape_parentheses:
-            text = text.replace("(", r"\(").replace(")", r"\)")
-        out.append(text)
-    if options.keep:
-        first = [w for w in out if w in options.keep]
-        out = first + [w for w in out if w not in options.keep]
-    return ", ".join(out)
-
-
-#: Tags whose underscores are part of the tag (emoticons) and must stay.
-_KEEP_UNDERSCORES = {"^_^", "0_0", "o_o", "(o)_(o)", "+_+", "+_-", "._.", "<o>_<o>", "<|>_<|>", "=_=", ">_<",
-                     "3_3", "6_9", ">_o", "@_@", "^_^;", "x_x", "u_u", "|_|", "||_||"}
-
-
-def _spaces(tag: str) -> str:
-    return tag if tag in _KEEP_UNDERSCORES else tag.replace("_", " ")
-
-
-def caption_path(image: Path, options: CaptionOptions, caption_dir: Path | None, root: Path | None) -> Path:
-    """Where the caption of ``image`` goes: beside it, or mirrored under ``caption_dir``."""
-    if caption_dir is None:
-        return image.with_suffix(options.extension)
-    rel = image.name
-    if root is not None:
-        try:
-            rel = str(image.resolve().relative_to(root))
-        except ValueError:
-            rel = image.name
-    return (caption_dir / rel).with_suffix(options.extension)
-
-
-def write_caption(path: Path, text: str, mode: CaptionMode) -> bool:
-    """Write one caption file; returns False when skipped because it exists."""
-    if path.exists():
-        if mode == "skip":
-            return False
-        if mode == "append":
-            old = path.read_text(encoding="utf-8").rstrip()
-            if old:
-                have = {w.strip() for w in old.split(",")}
-                new = [w for w in text.split(", ") if w and w not in have]
-                text = old + (", " + ", ".join(new) if new else "")
-    atomic_write(path, lambda fh: fh.write(text + "\n"), text=True)
-    return True
-
-
-def common_root(paths: Iterable[Path]) -> Path | None:
-    resolved = [str(p.resolve().parent) for p in paths]
-    if not resolved:
-        return None
-    return Path(os.path.commonpath(resolved))
 
 
 def open_text_output(path: str | None) -> tuple[IO[str], bool]:
@@ -198,7 +110,4 @@ def open_text_output(path: str | None) -> tuple[IO[str], bool]:
     return open(p, "w", encoding="utf-8", newline=""), True
 
 
-__all__ = [
-    "CaptionOptions", "TagWriter", "caption_path", "caption_text", "common_root", "open_text_output",
-    "tag_record", "write_caption", "write_matrix",
-]
+__all__ = ["TagWriter", "open_text_output", "tag_record", "write_matrix"]

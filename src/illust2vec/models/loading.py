@@ -19,6 +19,8 @@ from typing import Any, Literal
 from illust2vec.errors import Illust2VecError, ModelNotFoundError
 from illust2vec.models.catalog import FAMILIES, MODELS, get_family, get_spec
 from illust2vec.models.families.i2v.model import Illustration2Vec
+from illust2vec.models.families.wd import load_wd_hub
+from illust2vec.models.hub import WD_CONTRACT, HubRef, cached_file, is_repo_id
 from illust2vec.models.image_model import ImageModel
 from illust2vec.models.spec import ModelSpec
 from illust2vec.models.store import ModelStore
@@ -41,8 +43,11 @@ MODEL_FILE_SUFFIXES = (".caffemodel", ".onnx")
 
 
 def model_available(spec: ModelSpec, store: ModelStore) -> bool:
-    """Whether all of a model's files are present (in the store, or shipped by an installed package)."""
-    return all(f.package or store.find(f.filename) is not None for f in spec.files)
+    """Whether all of a model's files are present: in the store, shipped by an installed package,
+    or (Hub models) in the Hugging Face cache."""
+    if all(f.package or store.find(f.filename) is not None for f in spec.files):
+        return True
+    return bool(spec.hub) and all(cached_file(HubRef(spec.hub), name) is not None for name in WD_CONTRACT.values())
 
 
 def default_model_name(task: Task, store: ModelStore | None = None) -> str:
@@ -80,6 +85,9 @@ def load_model(
     * ``name`` a ``.caffemodel`` or ``.onnx`` path: the file is used directly, with
       ``tags`` (i2v ``tag_list.json[.gz]`` or WD ``selected_tags.csv``) and, for i2v
       taggers, ``thresholds`` (the calibrated threshold file).
+    * ``name`` ``ORG/NAME[@REVISION]`` not in the zoo: a Hugging Face repository with the WD
+      contract (``model.onnx`` + ``selected_tags.csv``), from the Hub cache (or fetched into it
+      with ``download=True``).
     * ``name`` None: the best model for ``task`` present here (:func:`default_model_name`).
 
     ``resize`` overrides the recipe's resize rule; other ``options`` go to
@@ -96,6 +104,8 @@ def load_model(
     path = Path(name)
     if path.suffix.lower() in MODEL_FILE_SUFFIXES or (isinstance(name, os.PathLike) and name not in MODELS):
         model = _load_file(path, tags=tags, thresholds=thresholds, store=store, **options)
+    elif str(name) not in MODELS and is_repo_id(str(name)):  # a Hugging Face repository with the WD contract
+        model = load_wd_hub(str(name), store, download=download, offline=offline, progress=progress, **options)
     else:
         spec = get_spec(str(name))
         model = get_family(spec.family).load(spec, store, download=download, offline=offline,

@@ -58,6 +58,9 @@ class ModelSpec:
     binarize: str = "positive"
     feature_dim: int | None = None
     n_tags: int | None = None
+    #: Hugging Face repository id whose files (in the user's Hub cache) the model uses
+    #: (:mod:`illust2vec.models.hub`); ``files`` then name the files ``models import --as`` accepts.
+    hub: str | None = None
 
     def file(self, role: str) -> ModelFile:
         for f in self.files:

@@ -27,6 +27,12 @@ THRESHOLD_RULES = ("constant", "f0.5", "f1", "f2")
 
 TagList = list[tuple[str, float]]
 
+#: Emoticon tags whose underscores are part of the tag: every display and caption rule keeps them as they are.
+KAOMOJI: frozenset[str] = frozenset({
+    "0_0", "(o)_(o)", "+_+", "+_-", "._.", "<o>_<o>", "<|>_<|>", "=_=", ">_<", "3_3", "6_9",
+    ">_o", "@_@", "^_^", "o_o", "u_u", "x_x", "|_|", "||_||",
+})
+
 
 @dataclass(frozen=True)
 class TagTable:

@@ -37,12 +37,14 @@ from typing import Any
 
 import numpy as np
 
-from illust2vec.errors import ModelFormatError
-from illust2vec.models.fetch import require_files
+from illust2vec.errors import ModelFormatError, ModelNotFoundError
+from illust2vec.models.fetch import missing_files_message, require_files
+from illust2vec.models.hub import HubRef, hub_files
 from illust2vec.models.image_model import ImageModel
 from illust2vec.models.spec import ModelFamily, ModelFile, ModelSpec
 from illust2vec.models.store import ModelStore
 from illust2vec.models.tags import (  # noqa: F401 (re-exported)
+    KAOMOJI,
     MCUT_CHARACTER_FLOOR,
     TagTable,
     mcut_thresholds,
@@ -63,6 +65,7 @@ __all__ = [
     "find_embedding_tensor",
     "graph_info",
     "load_wd",
+    "load_wd_hub",
     "mcut_thresholds",
     "plausible_tags_mcut",
     "read_selected_tags",
@@ -76,11 +79,6 @@ log = logging.getLogger("illust2vec")
 CATEGORY_CODES: dict[int, str] = {0: "general", 1: "artist", 3: "copyright", 4: "character", 5: "meta", 9: "rating"}
 #: Default thresholds of the WD v3 taggers (ratings are reported whole, as i2v does).
 DEFAULT_THRESHOLDS: Mapping[str, float] = {"general": 0.35, "character": 0.85, "default": 0.35}
-#: Emoticon tags whose underscores are part of the tag (kept as they are in the display form).
-KAOMOJI: frozenset[str] = frozenset({
-    "0_0", "(o)_(o)", "+_+", "+_-", "._.", "<o>_<o>", "<|>_<|>", "=_=", ">_<", "3_3", "6_9",
-    ">_o", "@_@", "^_^", "o_o", "u_u", "x_x", "|_|", "||_||",
-})
 #: Zoo name -> Hugging Face repository of SmilingWolf's WD v3 taggers.
 WD_REPOS: dict[str, str] = {
     "wd-vit-v3": "SmilingWolf/wd-vit-tagger-v3",
@@ -409,11 +407,32 @@ def load_wd(spec: ModelSpec, store: ModelStore, *, download: bool = False, offli
     added ``feature`` output is cached in the store, keyed by the model file's
     SHA-256.  The recipe's input size is read from the graph.
     """
-    files = require_files(spec, store, download=download, offline=offline, progress=progress)
+    imported = {f.role: store.find(f.filename) for f in spec.files}
+    if spec.hub and not all(imported.values()):
+        try:  # the Hugging Face cache, where the other WD front-ends keep these files
+            files = hub_files(spec.hub, download=download, offline=offline, progress=progress)
+        except ModelNotFoundError as exc:
+            missing = [f for f in spec.files if imported[f.role] is None]
+            raise ModelNotFoundError(f"{exc}\nOr import them into illust2vec's store: "
+                                     + missing_files_message(spec, missing, store)) from None
+    else:
+        files = require_files(spec, store, download=download, offline=offline, progress=progress)
     return load_wd_files(
         files["onnx"], files["tags"], store=store, name=spec.name,
         thresholds=dict(spec.thresholds) if spec.thresholds else None, model_cls=ImageModel, **options,
     )
+
+
+def load_wd_hub(repo: str, store: ModelStore, *, download: bool = False, offline: bool | None = None,
+                progress: bool = True, **options: Any) -> ImageModel:
+    """A WD-contract model (``model.onnx`` + ``selected_tags.csv``) by Hub repository id (``ORG/NAME[@REV]``).
+
+    The files come from the user's Hugging Face cache, or (``download=True``) are fetched
+    into it (:func:`illust2vec.models.hub.hub_files`); thresholds are the WD v3 defaults.
+    """
+    ref = HubRef.parse(repo)
+    files = hub_files(ref, download=download, offline=offline, progress=progress)
+    return load_wd_files(files["onnx"], files["tags"], store=store, name=str(ref), **options)
 
 
 def load_wd_files(
@@ -523,6 +542,7 @@ def _zoo_record(name: str, architecture: str) -> ModelSpec:
         homepage=f"https://huggingface.co/{repo}",
         thresholds=dict(DEFAULT_THRESHOLDS),
         binarize="simhash",
+        hub=repo,
     )
 
 

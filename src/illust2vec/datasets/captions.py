@@ -1,0 +1,381 @@
+"""Caption files for training sets: one image's tags -> one line of text, written beside the image.
+
+:func:`make_caption` turns one result (``{category: [(tag, probability), ...]}`` as
+:func:`illust2vec.models.tags.plausible_tags` returns it, or a record of ``tag --format json``)
+into a caption.  The rules run in this order, each on what the previous left:
+
+1. **gather** the tags of the categories in ``categories`` (in that order), then those of
+   any other category except ``rating``;
+2. **replace** tag names (``replace``: pairs ``(old, new)``; names compare
+   case-insensitively with underscores and spaces alike); an empty ``new`` drops the tag;
+3. **expand character tags** (``expand_characters``): a character tag
+   ``name_(series)`` becomes the two tags ``name`` and ``series``;
+4. **exclude** tags matching any pattern of ``exclude`` (shell wildcards ``*``, ``?``,
+   ``[...]``, compared as in step 2);
+5. drop **repeats** (the first, most probable, stays);
+6. **order**: ``category`` (categories in the order above, most probable first within
+   each), ``confidence`` (most probable first overall) or ``alphabetical``;
+7. **always first**: tags named in ``always_first`` that are present move to the front,
+   in the order given;
+8. **rating**: the most probable rating tag (after steps 2 and 4) goes ``first``,
+   ``last`` or nowhere (``none``);
+9. **format** each tag: spaces or underscores (``underscores``; emoticon tags such as
+   ``^_^`` keep theirs either way, see :data:`illust2vec.models.tags.KAOMOJI`), ``\\(`` ``\\)``
+   escapes (``escape_parentheses``), ``(tag:0.91)`` weights (``weights``), then join
+   with ``separator``.
+
+Caption paths: :func:`plan_captions` maps every input image to its caption file and,
+before any work, refuses an extension that names images or data files and reports every
+group of images that would share one caption (``x.jpg`` and ``x.png`` -> ``x.txt``);
+``naming="name"`` gives distinct names (``x.jpg.txt``, ``x.png.txt``).
+:func:`write_caption` writes one file atomically and never overwrites a file that is not
+a caption (binary content) or appends to one it cannot read as UTF-8.
+
+>>> make_caption({"general": [("blue_eyes", 0.9), ("smile", 0.6)], "rating": [("safe", 0.8), ("questionable", 0.2)]},
+...              CaptionOptions(rating="last", separator=" | "))
+'blue eyes | smile | safe'
+"""
+from __future__ import annotations
+
+import fnmatch
+import functools
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from illust2vec.errors import Illust2VecError
+from illust2vec.io.atomic import atomic_write
+from illust2vec.io.images import IMAGE_EXTENSIONS
+from illust2vec.models.tags import KAOMOJI
+
+__all__ = [
+    "REFUSED_EXTENSIONS",
+    "CaptionClash",
+    "CaptionError",
+    "CaptionOptions",
+    "CaptionPlan",
+    "caption_path",
+    "check_extension",
+    "make_caption",
+    "normalize_extension",
+    "parse_replacements",
+    "plan_captions",
+    "split_tags",
+    "write_caption",
+]
+
+Rating = Literal["first", "last", "none"]
+Order = Literal["category", "confidence", "alphabetical"]
+CaptionMode = Literal["overwrite", "append", "skip"]
+Naming = Literal["stem", "name"]
+
+#: Caption extensions that are refused: they name images, videos or data and model files.
+REFUSED_EXTENSIONS: frozenset[str] = IMAGE_EXTENSIONS | frozenset({
+    ".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v",
+    ".json", ".jsonl", ".csv", ".npy", ".npz", ".parquet", ".onnx", ".caffemodel", ".pth", ".pt",
+    ".safetensors", ".ckpt", ".py", ".html", ".db", ".sqlite", ".zip", ".gz", ".tar",
+})
+
+
+class CaptionError(Illust2VecError):
+    """A caption file that cannot be written; ``str()`` is ``PATH: reason``."""
+
+
+@dataclass(frozen=True)
+class CaptionOptions:
+    """How one image's tags become one caption line (see the module docstring for the rule order)."""
+
+    separator: str = ", "
+    underscores: bool = False                 # "blue_eyes" instead of "blue eyes"
+    always_first: tuple[str, ...] = ()        # present tags moved to the front, in this order
+    replace: tuple[tuple[str, str], ...] = ()  # (old, new); new "" drops the tag
+    exclude: tuple[str, ...] = ()             # tag names or shell wildcards ("*_hair", "?girl")
+    rating: Rating = "none"
+    categories: tuple[str, ...] = ("character", "copyright", "general")
+    order: Order = "category"
+    expand_characters: bool = False          # "name_(series)" -> "name", "series"
+    weights: bool = False                    # "(tag:0.91)"
+    escape_parentheses: bool = False         # "\(" "\)" for prompt syntaxes that use brackets
+    extension: str = ".txt"
+    naming: Naming = "stem"                  # x.txt, or "name": x.png.txt
+    mode: CaptionMode = "overwrite"          # what to do with an existing caption file
+
+    def __post_init__(self) -> None:
+        if self.rating not in ("first", "last", "none"):
+            raise Illust2VecError(f"rating must be first, last or none, not {self.rating!r}")
+        if self.order not in ("category", "confidence", "alphabetical"):
+            raise Illust2VecError(f"order must be category, confidence or alphabetical, not {self.order!r}")
+        if self.mode not in ("overwrite", "append", "skip"):
+            raise Illust2VecError(f"mode must be overwrite, append or skip, not {self.mode!r}")
+        if self.naming not in ("stem", "name"):
+            raise Illust2VecError(f"naming must be stem or name, not {self.naming!r}")
+        if not self.separator or "\n" in self.separator or "\r" in self.separator:
+            raise Illust2VecError("the caption separator must be non-empty and on one line")
+
+
+def _key(tag: str) -> str:
+    """How tags compare: case-insensitive, underscores and spaces alike (emoticons as they are)."""
+    t = tag.strip()
+    return t.lower() if t in KAOMOJI else t.replace("_", " ").lower()
+
+
+def _display(tag: str, underscores: bool) -> str:
+    if tag in KAOMOJI:
+        return tag
+    return tag.replace(" ", "_") if underscores else tag.replace("_", " ")
+
+
+def split_tags(text: str | Iterable[str]) -> list[str]:
+    """``"a, b,c"`` (or several such strings) -> ``["a", "b", "c"]``, blanks dropped."""
+    groups = [text] if isinstance(text, str) else list(text)
+    return [t.strip() for g in groups for t in g.split(",") if t.strip()]
+
+
+def parse_replacements(pairs: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """``["old=new", "x="]`` -> ``(("old", "new"), ("x", ""))``; a pair without ``=`` is an error."""
+    out = []
+    for pair in pairs:
+        if "=" not in pair:
+            raise Illust2VecError(f"--replace {pair!r}: expected OLD=NEW (NEW may be empty to drop the tag)")
+        old, new = pair.split("=", 1)
+        if not old.strip():
+            raise Illust2VecError(f"--replace {pair!r}: the old tag is empty")
+        out.append((old.strip(), new.strip()))
+    return tuple(out)
+
+
+def _expand_character(tag: str) -> list[str]:
+    """``name_(series)`` / ``name (series)`` -> ``[name, series]``; other tags unchanged."""
+    t = tag.strip()
+    if t.endswith(")") and "(" in t and t not in KAOMOJI:
+        name, _, series = t[:-1].rpartition("(")
+        name = name.rstrip(" _")
+        if name and series.strip():
+            return [name, series.strip()]
+    return [tag]
+
+
+def _as_result(result: Mapping[str, Any]) -> dict[str, list[tuple[str, float]]]:
+    """Accept ``plausible_tags`` output, a JSON record's ``tags`` or the whole record."""
+    tags = result.get("tags") if isinstance(result.get("tags"), Mapping) else result
+    out: dict[str, list[tuple[str, float]]] = {}
+    for cat, value in tags.items():
+        if isinstance(value, Mapping):
+            pairs = sorted(((str(t), float(p)) for t, p in value.items()), key=lambda tp: -tp[1])
+        else:
+            pairs = [(str(t), float(p)) for t, p in value]
+        out[str(cat)] = pairs
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _exclusion(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One regular expression for all the wildcard patterns (compared as :func:`_key` does)."""
+    return re.compile("|".join(fnmatch.translate(_key(p)) for p in patterns)) if patterns else None
+
+
+def make_caption(result: Mapping[str, Any], options: CaptionOptions = CaptionOptions()) -> str:
+    """The caption line of one image's result, by the rules of the module docstring."""
+    tags = _as_result(result)
+    replace = {_key(old): new for old, new in options.replace}
+    excluded = _exclusion(options.exclude)
+
+    def is_excluded(key: str) -> bool:
+        return excluded is not None and excluded.match(key) is not None
+
+    categories = list(options.categories) + [c for c in tags if c not in options.categories and c != "rating"]
+    seen: set[str] = set()
+    kept: list[tuple[str, float, str]] = []  # (tag, probability, key), in category order
+    for cat in categories:
+        expand = options.expand_characters and cat == "character"
+        for tag, p in tags.get(cat, []):
+            if replace:
+                tag = replace.get(_key(tag), tag)
+                if not tag:
+                    continue
+            for part in _expand_character(tag) if expand else (tag,):
+                k = _key(part)
+                if k not in seen and not is_excluded(k):
+                    seen.add(k)
+                    kept.append((part, p, k))
+    if options.order == "confidence":
+        kept.sort(key=lambda it: -it[1])
+    elif options.order == "alphabetical":
+        kept.sort(key=lambda it: it[2])
+    if options.always_first:
+        position = {_key(t): i for i, t in reversed(list(enumerate(options.always_first)))}
+        first = sorted((it for it in kept if it[2] in position), key=lambda it: position[it[2]])
+        kept = first + [it for it in kept if it[2] not in position]
+    words = [(t, p) for t, p, _ in kept]
+    if options.rating != "none":
+        for tag, p in sorted(tags.get("rating", []), key=lambda tp: -tp[1]):
+            tag = replace.get(_key(tag), tag) if replace else tag
+            if tag and not is_excluded(_key(tag)) and _key(tag) not in seen:
+                words.insert(0 if options.rating == "first" else len(words), (tag, p))
+                break
+    return options.separator.join(_format(t, p, options) for t, p in words)
+
+
+def _format(tag: str, p: float, options: CaptionOptions) -> str:
+    text = _display(tag, options.underscores)
+    if options.escape_parentheses:
+        text = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+    if options.weights:
+        text = f"({text}:{p:.2f})"
+    return text
+
+
+# --------------------------------------------------------------------------- caption paths
+
+
+def normalize_extension(ext: str) -> str:
+    """``"txt"`` -> ``".txt"``."""
+    ext = ext.strip()
+    return ext if ext.startswith(".") else "." + ext
+
+
+def check_extension(ext: str) -> str:
+    """The normalised extension, or an error when captions with it could overwrite images or data."""
+    ext = normalize_extension(ext)
+    if ext == "." or "/" in ext or os.sep in ext:
+        raise Illust2VecError(f"--caption-ext {ext!r}: give a file extension such as .txt or .caption")
+    if ext.lower() in REFUSED_EXTENSIONS:
+        raise Illust2VecError(
+            f"--caption-ext {ext}: refused, caption files with this extension would overwrite images or data "
+            "files (use .txt, .caption or .tags); nothing was written"
+        )
+    return ext
+
+
+def caption_path(image: Path, options: CaptionOptions, caption_dir: Path | None = None,
+                 root: Path | None = None) -> Path:
+    """Where the caption of ``image`` goes: beside it, or mirrored under ``caption_dir`` from ``root``."""
+    name = image.name if options.naming == "name" else image.stem
+    if caption_dir is None:
+        return image.with_name(name + options.extension)
+    rel = Path(name)
+    if root is not None:
+        try:
+            rel = image.resolve().parent.relative_to(root) / name
+        except ValueError:
+            pass
+    return caption_dir / (str(rel) + options.extension)
+
+
+def _common_root(images: Sequence[Path]) -> Path | None:
+    parents = [str(p.resolve().parent) for p in images]
+    return Path(os.path.commonpath(parents)) if parents else None
+
+
+@dataclass(frozen=True)
+class CaptionClash:
+    """Several inputs whose captions would be one file, or a caption that would be an input."""
+
+    target: Path
+    images: tuple[Path, ...]
+    is_input: bool = False
+
+    def __str__(self) -> str:
+        if self.is_input:
+            return (f"{self.target}: the caption of {', '.join(map(str, self.images))} would overwrite this "
+                    "input file; choose another --caption-ext")
+        return (f"{self.target}: would be the caption of {len(self.images)} images "
+                f"({', '.join(map(str, self.images))}); none of them gets a caption. "
+                "Use --caption-name name for distinct names (x.jpg.txt, x.png.txt)")
+
+
+@dataclass
+class CaptionPlan:
+    """Caption path of each input image; images in a clash have none."""
+
+    targets: dict[Path, Path] = field(default_factory=dict)
+    clashes: list[CaptionClash] = field(default_factory=list)
+
+    def target(self, image: Path) -> Path | None:
+        return self.targets.get(image)
+
+
+def plan_captions(images: Sequence[Path], options: CaptionOptions, caption_dir: Path | None = None) -> CaptionPlan:
+    """Map every image to its caption file, before any work.
+
+    Raises :class:`Illust2VecError` for a refused extension (:func:`check_extension`).
+    Images whose caption would be shared with another image, or would be one of the
+    inputs, are left out of :attr:`CaptionPlan.targets` and listed in
+    :attr:`CaptionPlan.clashes` (every group, not only the first).
+    """
+    check_extension(options.extension)
+    root = _common_root(images) if caption_dir is not None else None
+    by_target: dict[str, list[Path]] = {}
+    paths: dict[str, Path] = {}
+    for image in images:
+        target = caption_path(image, options, caption_dir, root)
+        k = os.path.normcase(os.path.abspath(target))
+        by_target.setdefault(k, []).append(image)
+        paths.setdefault(k, target)
+    inputs = {os.path.normcase(os.path.abspath(p)) for p in images}
+    plan = CaptionPlan()
+    for k, group in by_target.items():
+        if k in inputs:
+            plan.clashes.append(CaptionClash(paths[k], tuple(group), is_input=True))
+        elif len(group) > 1:
+            plan.clashes.append(CaptionClash(paths[k], tuple(group)))
+        else:
+            plan.targets[group[0]] = paths[k]
+    return plan
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _read_existing(path: Path) -> bytes | None:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise CaptionError(f"{path}: is a directory, not a caption file; left as it is") from None
+    except OSError as exc:
+        raise CaptionError(f"{path}: cannot read the existing caption ({exc.strerror or exc})") from None
+
+
+def write_caption(path: Path, text: str, options: CaptionOptions = CaptionOptions()) -> str:
+    """Write one caption file atomically; returns ``"written"``, ``"appended"`` or ``"skipped"``.
+
+    ``options.mode``: ``overwrite`` replaces the file, ``append`` adds the tags it does not
+    have yet (split on the separator; compared as tags are, so ``blue_eyes`` is ``blue eyes``),
+    ``skip`` leaves an existing file alone.  Raises
+    :class:`CaptionError` (``PATH: reason``, the file untouched) when the path is a directory,
+    the existing file is not text (it holds NUL bytes: not a caption), an append finds a
+    file that is not UTF-8, or the write fails.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CaptionError(f"{path}: is a directory, not a caption file; left as it is")
+    old = _read_existing(path)
+    if old is not None:
+        if options.mode == "skip":
+            return "skipped"
+        if b"\0" in old[:8192]:
+            raise CaptionError(f"{path}: exists and is not a text file; refusing to overwrite it with a caption")
+        if options.mode == "append":
+            try:
+                old_text = old.decode("utf-8-sig").rstrip()
+            except UnicodeDecodeError as exc:
+                raise CaptionError(
+                    f"{path}: the existing caption is not UTF-8 (byte 0x{old[exc.start]:02x} at offset {exc.start}); "
+                    "left as it is: convert it to UTF-8, or use --if-exists overwrite or skip"
+                ) from None
+            if old_text:
+                sep = options.separator.strip() or options.separator
+                have = {_key(w) for w in old_text.split(sep)}  # "blue_eyes" is "blue eyes"
+                new = [w for w in text.split(options.separator) if w.strip() and _key(w) not in have]
+                text = options.separator.join([old_text, *new])
+    try:
+        atomic_write(path, lambda fh: fh.write(text + "\n"), text=True)
+    except OSError as exc:
+        raise CaptionError(f"{path}: cannot write the caption ({exc.strerror or exc})") from None
+    return "appended" if old is not None and options.mode == "append" else "written"

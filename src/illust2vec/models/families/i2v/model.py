@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from illust2vec.errors import Illust2VecError
-from illust2vec.models.families.i2v.caffe.net import read_caffemodel
-from illust2vec.models.families.i2v.caffe.to_onnx import caffe_to_onnx
 from illust2vec.models.fetch import require_files
 from illust2vec.models.image_model import ImageModel
 from illust2vec.models.spec import ModelFamily, ModelFile, ModelSpec
@@ -87,6 +85,10 @@ def import_caffemodel(
     The cache key is the file's SHA-256 (memoised by path, size and mtime), the
     requested outputs and the input size, so a second load skips the import.
     """
+    # the converter needs onnx (about a second to import): loaded only when a caffemodel is read
+    from illust2vec.models.families.i2v.caffe.net import read_caffemodel
+    from illust2vec.models.families.i2v.caffe.to_onnx import caffe_to_onnx
+
     weights = Path(weights)
     store = ModelStore(model_dir)
     if not weights.is_file():

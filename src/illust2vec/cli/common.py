@@ -10,8 +10,8 @@ from typing import Any
 
 from illust2vec.errors import Illust2VecError
 from illust2vec.io.records import EXTENSIONS
+from illust2vec.prep.resize_names import RESIZE_METHODS
 
-RESIZE_CHOICES = ("skimage-bilinear", "skimage-bilinear-aa", "pil-bilinear", "pil-bicubic", "pil-lanczos", "pil-area")
 
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,9 +89,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, task: str) -> None:
     p = parser.add_argument_group("preprocessing")
     p.add_argument("--alpha", choices=("white", "drop"), default="white",
                    help="transparency: composite onto white (default) or drop alpha like the original i2v")
-    p.add_argument("--resize", choices=RESIZE_CHOICES, metavar="RULE",
+    p.add_argument("--resize", choices=RESIZE_METHODS, metavar="RULE",
                    help="resize rule (default: the model's; i2v: skimage-bilinear, as the models were published). "
-                        f"One of: {', '.join(RESIZE_CHOICES)}")
+                        f"One of: {', '.join(RESIZE_METHODS)}")
     if not any("--quiet" in a.option_strings for a in parser._actions):
         add_quiet_argument(parser)
 

@@ -24,6 +24,8 @@ from typing import Literal
 
 import numpy as np
 
+from illust2vec.prep.resize_names import RESIZE_METHODS, ResizeMethod
+
 __all__ = [
     "I2V_MEAN_BGR",
     "I2V_RECIPE",
@@ -36,19 +38,6 @@ __all__ = [
     "warm_up",
 ]
 
-ResizeMethod = Literal[
-    "skimage-bilinear", "skimage-bilinear-aa", "pil-bilinear", "pil-bicubic", "pil-lanczos", "pil-area"
-]
-
-#: Every value :attr:`InputRecipe.resize` accepts.
-RESIZE_METHODS: tuple[str, ...] = (
-    "skimage-bilinear",
-    "skimage-bilinear-aa",
-    "pil-bilinear",
-    "pil-bicubic",
-    "pil-lanczos",
-    "pil-area",
-)
 
 
 @dataclass(frozen=True)

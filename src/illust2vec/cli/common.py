@@ -274,8 +274,8 @@ class ErrorReport:
         return 1 if self.count else 0
 
 
-def progress_bar(args: argparse.Namespace, total: int, unit: str = "img"):
-    from tqdm import tqdm
+def progress_bar(args: argparse.Namespace, total: int | None, unit: str = "img", desc: str | None = None):
+    """The command's progress bar (:func:`illust2vec.runtime.progress.progress_bar`), silent with ``--quiet``."""
+    from illust2vec.runtime.progress import progress_bar as bar
 
-    return tqdm(total=total, unit=unit, file=sys.stderr, disable=bool(getattr(args, "quiet", False)),
-                dynamic_ncols=True, smoothing=0.1)
+    return bar(total, desc=desc, unit=unit, enabled=not getattr(args, "quiet", False))

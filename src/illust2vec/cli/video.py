@@ -9,7 +9,7 @@ from typing import Any
 
 from illust2vec.cli.common import (
     add_model_arguments, add_output_arguments, add_threshold_arguments, engine_options, model_from_args,
-    output_format,
+    output_format, progress_bar,
 )
 from illust2vec.errors import Illust2VecError
 
@@ -84,10 +84,7 @@ def _feature_model(args: argparse.Namespace) -> Any:
 
 
 def _bar(args: argparse.Namespace, total: int | None, desc: str) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total or None, unit="frame", desc=desc, file=sys.stderr, disable=bool(args.quiet),
-                dynamic_ncols=True, smoothing=0.1)
+    return progress_bar(args, total, unit="frame", desc=desc)
 
 
 def _expected_samples(info: Any, args: argparse.Namespace) -> int | None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,7 +282,7 @@ class Collection:
         return vfs, dropped
 
     def _add(self, paths, embedder, tagger, batch_size, workers, progress, prune, rebuild, faces=None) -> AddReport:
-        from tqdm import tqdm
+        from illust2vec.runtime.progress import progress_bar
 
         from illust2vec.collection import faces as _faces
         from illust2vec.collection.infer import binarize, infer
@@ -305,7 +304,7 @@ class Collection:
         todo: dict[str, list[tuple[str, int, int]]] = {}  # sha -> [(path, size, mtime)]
         link: list[tuple[str, int, int, str, int]] = []
         errs: list[tuple[str, int, int, str | None, str]] = []
-        bar = tqdm(files, desc="scanning", unit="file", disable=not progress, file=sys.stderr, leave=False)
+        bar = progress_bar(len(files), desc="scanning", unit="file", enabled=progress, leave=False, iterable=files)
         for path in bar:
             try:
                 st = os.stat(path)
@@ -356,8 +355,7 @@ class Collection:
         reps = [todo[s][0][0] for s in shas]
         floor = float(_db.get_meta(c, "prob_floor", str(DEFAULT_PROB_FLOOR)))
         rows = int(_db.get_meta(c, "rows", "0"))
-        bar = tqdm(total=len(reps), desc="indexing", unit="img", disable=not progress or not reps,
-                   file=sys.stderr, smoothing=0.1)
+        bar = progress_bar(len(reps), desc="indexing", enabled=bool(progress and reps))
         try:
             for batch in infer(reps, embedder, tagger, batch_size=batch_size, workers=workers):
                 n = len(batch.indices)

@@ -91,7 +91,7 @@ def close_pairs(index, codes: np.ndarray, rows: np.ndarray, max_distance: int, *
 
 def find_dupes(col, max_distance: int = 8, *, progress: bool = False) -> list[DupeGroup]:
     """Groups of near-duplicate files in ``col`` (largest groups first)."""
-    from tqdm import tqdm
+    from illust2vec.runtime.progress import progress_bar
 
     from illust2vec.collection.search import get_index
 
@@ -105,7 +105,7 @@ def find_dupes(col, max_distance: int = 8, *, progress: bool = False) -> list[Du
         raise CollectionError(f"max_distance {max_distance} is not below the code length ({bits} bits); every image would match")
     index = get_index(col, "codes", meta, live)
     codes = col._vector_files(meta)["codes"].read(live)
-    with tqdm(total=len(live), desc="dupes", unit="img", disable=not progress) as bar:
+    with progress_bar(len(live), desc="dupes", enabled=progress) as bar:
         pairs = close_pairs(index, codes, live, max_distance, progress=bar.update)
     uf = UnionFind()
     for a, b, _ in pairs:

@@ -13,7 +13,6 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import re
-import sys
 from collections import deque
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from illust2vec.errors import Illust2VecError
+from illust2vec.runtime.progress import as_progress
 from illust2vec.faces.detect import (
     DEFAULT_MARGIN,
     DEFAULT_MAX_SIDE,
@@ -177,14 +177,7 @@ def default_workers() -> int:
 
 
 def _make_progress(progress: bool | Callable[[int], None] | None, total: int | None) -> tuple[Callable[[int], None], Callable[[], None]]:
-    if callable(progress):
-        return progress, lambda: None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, unit="img", desc="faces", file=sys.stderr, leave=False)
-        return bar.update, bar.close
-    return (lambda n: None), (lambda: None)
+    return as_progress(progress, total, desc="faces", leave=False)
 
 
 def iter_detections(

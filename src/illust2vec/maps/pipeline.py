@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -85,11 +84,11 @@ class MapResult:
         }
 
 
-def _tqdm_progress(enabled: bool) -> Callable[[str, int, int], None] | None:
+def _stage_progress(enabled: bool) -> Callable[[str, int, int], None] | None:
     """A ``progress(stage, done, total)`` that drives one tqdm bar per stage on stderr."""
     if not enabled:
         return None
-    from tqdm import tqdm
+    from illust2vec.runtime.progress import progress_bar
 
     bars: dict[str, Any] = {}
 
@@ -99,7 +98,7 @@ def _tqdm_progress(enabled: bool) -> Callable[[str, int, int], None] | None:
             for other in list(bars.values()):
                 other.close()
             bars.clear()
-            bar = bars[stage] = tqdm(total=total, desc=stage, file=sys.stderr, dynamic_ncols=True, leave=False)
+            bar = bars[stage] = progress_bar(total, desc=stage, leave=False)
         bar.total = total
         bar.n = done
         bar.refresh()
@@ -319,7 +318,7 @@ def make_map(
     click in the viewer opens instead of ``paths``.
     """
     timings: dict[str, float] = {}
-    prog = _tqdm_progress(progress)
+    prog = _stage_progress(progress)
     t0 = time.perf_counter()
     errors: list[tuple[str, str]] = []
     root: Path | None = None

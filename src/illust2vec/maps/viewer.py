@@ -553,6 +553,6 @@ def _asset(name: str) -> str:
 def _progress(order: np.ndarray, enabled: bool, n: int) -> Iterator:
     if not enabled:
         return iter(order)
-    from tqdm import tqdm
+    from illust2vec.runtime.progress import progress_bar
 
-    return iter(tqdm(order, total=n, desc="viewer thumbnails", unit="img", file=None))
+    return iter(progress_bar(n, desc="viewer thumbnails", iterable=order))

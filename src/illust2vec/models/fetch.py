@@ -37,7 +37,6 @@ import hashlib
 import http.client
 import json
 import os
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -158,7 +157,7 @@ def _attempt(
     desc: str,
 ) -> None:
     """One HTTP request that appends to (or restarts) ``part``.  Raises ``_Interrupted`` to retry."""
-    from tqdm.auto import tqdm
+    from illust2vec.runtime.progress import progress_bar
 
     have = part.stat().st_size if part.exists() else 0
     if size is not None and have >= size:
@@ -213,9 +212,9 @@ def _attempt(
             _meta_path(part).write_text(json.dumps({"url": url, "validator": validator, "total": full_length}))
         total = size if size is not None else (have + expected_body if expected_body is not None else None)
         received = 0
-        with open(part, mode) as fh, tqdm(
-            total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=desc, file=sys.stderr, disable=not progress, leave=False,
+        with open(part, mode) as fh, progress_bar(
+            total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, enabled=progress,
+            leave=False,
         ) as bar:
             try:
                 while True:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
-import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from illust2vec.runtime.background import iterate_in_thread
+from illust2vec.runtime.progress import progress_bar
 from illust2vec.errors import Illust2VecError
 from illust2vec.io.images import load_image, source_name
 from illust2vec.prep.preprocess import InputRecipe, preprocess_one, warm_up
@@ -120,9 +120,7 @@ def _progress_bar(progress: Any, total: int | None, desc: str):
     if progress is None or progress is False:
         return None
     if progress is True:
-        from tqdm import tqdm
-
-        return tqdm(total=total, unit="img", desc=desc, file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+        return progress_bar(total, desc=desc)
     return progress  # a tqdm-like object supplied by the caller
 
 

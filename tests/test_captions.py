@@ -13,7 +13,7 @@ from illust2vec.datasets.captions import (
 )
 from illust2vec.errors import Illust2VecError
 
-TAG = ["--weights", str(I2V_FIXTURES / "tag_w8_v1.caffemodel"), "--tags", str(I2V_FIXTURES / "tag_list.json")]
+TAG = ["--weights", str(I2V_FIXTURES / "tag_w8_v1.caffemodel"), "--tag-list", str(I2V_FIXTURES / "tag_list.json")]
 
 RESULT = {
     "general": [("long_hair", 0.95), ("white_background", 0.9), ("smile", 0.6), ("^_^", 0.55), ("1girl", 0.5)],

@@ -300,7 +300,7 @@ def test_faces_cli_csv(tmp_path, capsys):
 
 I2V = SHARED / "fixtures" / "i2v"
 FEAT = ["--weights", I2V / "feature_w16_e1024.caffemodel"]
-TAG = ["--weights", I2V / "tag_w8_v1.caffemodel", "--tags", I2V / "tag_list.json"]
+TAG = ["--weights", I2V / "tag_w8_v1.caffemodel", "--tag-list", I2V / "tag_list.json"]
 
 
 @pytest.fixture()

@@ -100,7 +100,7 @@ def test_failed_run_keeps_the_previous_output(pictures, model_store, tmp_path):
 
 
 @pytest.mark.parametrize("command", [
-    ["search", "{query}", "--db", "{db}", "-k", "3"],
+    ["search", "{query}", "--db", "{db}", "-k", "3", "--include-query"],
     ["dupes", "--db", "{db}", "--max-distance", "4095"],
     ["export", "--db", "{db}", "--no-vectors", "--no-codes"],
     ["faces", "{query}"],
@@ -121,7 +121,8 @@ def test_format_json_prints_valid_json(command, collection, pictures, model_stor
 
 
 def test_search_and_dupes_write_csv(collection, pictures, tmp_path):
-    assert run_main("search", pictures / "01.jpg", "--db", collection, "-k", "2", "-o", tmp_path / "h.csv")[0] == 0
+    assert run_main("search", pictures / "01.jpg", "--db", collection, "-k", "2", "--include-query",
+                    "-o", tmp_path / "h.csv")[0] == 0
     rows = list(csv.DictReader((tmp_path / "h.csv").open(encoding="utf-8")))
     assert [int(r["rank"]) for r in rows] == [1, 2] and rows[0]["path"] == str(pictures / "01.jpg")
 
@@ -233,7 +234,7 @@ def test_preprocess_stays_a_function():
     import illust2vec
     import illust2vec.prep.preprocess  # noqa: F401  (the submodule being imported must not shadow it)
 
-    assert callable(illust2vec.prep.preprocess)
+    assert callable(illust2vec.preprocess)
     assert illust2vec.load_model.__module__ == "illust2vec.models.loading"
 
 

@@ -13,7 +13,7 @@ from conftest import ANIME36, I2V_FIXTURES
 from illust2vec.datasets.tagstats import read_tag_records, tag_statistics
 from illust2vec.errors import Illust2VecError
 
-TAG = ["--weights", str(I2V_FIXTURES / "tag_w8_v1.caffemodel"), "--tags", str(I2V_FIXTURES / "tag_list.json")]
+TAG = ["--weights", str(I2V_FIXTURES / "tag_w8_v1.caffemodel"), "--tag-list", str(I2V_FIXTURES / "tag_list.json")]
 
 
 def _count(records):

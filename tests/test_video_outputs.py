@@ -112,7 +112,7 @@ def test_cli_video_end_to_end(video, tmp_path, capsys):
     out = tmp_path / "t.json"
     code = main([
         "video", str(video), "--every", "0.5", "--weights", str(FIX / "tag_w8_v1.caffemodel"),
-        "--tags", str(FIX / "tag_list.json"), "--model-dir", str(tmp_path / "store"), "-o", str(out),
+        "--tag-list", str(FIX / "tag_list.json"), "--model-dir", str(tmp_path / "store"), "-o", str(out),
         "--plot", str(tmp_path / "p.png"), "--frames", str(tmp_path / "frames"), "--quiet", "--top", "3",
     ])
     assert code == 0
@@ -130,7 +130,7 @@ def test_cli_bad_file(tmp_path, capsys):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00" * 1000)
     code = main(["video", str(junk), "--weights", str(FIX / "tag_w8_v1.caffemodel"),
-                 "--tags", str(FIX / "tag_list.json"), "--model-dir", str(tmp_path / "store"),
+                 "--tag-list", str(FIX / "tag_list.json"), "--model-dir", str(tmp_path / "store"),
                  "-o", str(tmp_path / "t.json"), "--quiet"])
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()

@@ -43,9 +43,8 @@ class DeprecatedAlias(argparse.Action):
 
 
 def add_quiet_argument(parser: argparse.ArgumentParser, *, default: Any = False) -> None:
-    """``--quiet/-q`` (no progress bars, no notes); ``default=argparse.SUPPRESS`` on sub-subcommands."""
-    parser.add_argument("--quiet", "-q", action="store_true", default=default,
-                        help="no progress bar and no summary lines on stderr")
+    """``--quiet/-q`` (no progress bars); ``default=argparse.SUPPRESS`` on sub-subcommands."""
+    parser.add_argument("--quiet", "-q", action="store_true", default=default, help="no progress bars")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, task: str) -> None:

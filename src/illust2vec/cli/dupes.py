@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     with Collection.open(args.db, create=False) as col:
         d = args.max_distance if args.max_distance is not None else default_max_distance(col)
         groups = find_dupes(col, max_distance=d, progress=not args.quiet)
-    write_records(({"group": i, **g.to_dict()} for i, g in enumerate(groups, 1)), args.output, fmt)
+        model = col.meta.get("embedder_name")
+    write_records(({"group": i, **g.to_dict(), "model": model} for i, g in enumerate(groups, 1)), args.output, fmt)
     if args.sheet:
         from illust2vec.collection.sheet import contact_sheet
 

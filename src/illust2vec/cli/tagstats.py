@@ -15,7 +15,7 @@ examples:
 
 
 def register(sub) -> None:
-    from illust2vec.cli.common import add_db_argument
+    from illust2vec.cli.common import add_db_argument, add_quiet_argument, probability
 
     p = sub.add_parser(
         "tag-stats", help="tag frequencies of a collection or of saved tag results (table, CSV/JSON, chart)",
@@ -28,15 +28,16 @@ def register(sub) -> None:
     p.add_argument("results", nargs="*", metavar="FILE", help="tag --format json/jsonl outputs")
     add_db_argument(p)
     t = p.add_argument_group("thresholds (with --db)")
-    t.add_argument("--threshold", type=float, default=0.5, metavar="P", help="a tag counts above P (default 0.5)")
-    t.add_argument("--general", type=float, metavar="P", help="threshold for general tags")
-    t.add_argument("--character", type=float, metavar="P", help="threshold for character tags")
-    t.add_argument("--copyright", type=float, metavar="P", help="threshold for copyright tags")
+    t.add_argument("--threshold", type=probability, default=0.5, metavar="P", help="a tag counts above P (default 0.5)")
+    t.add_argument("--general", type=probability, metavar="P", help="threshold for general tags")
+    t.add_argument("--character", type=probability, metavar="P", help="threshold for character tags")
+    t.add_argument("--copyright", type=probability, metavar="P", help="threshold for copyright tags")
     o = p.add_argument_group("output")
     o.add_argument("--output", "-o", dest="stats", type=Path, metavar="FILE", help="write FILE.csv or FILE.json")
     o.add_argument("--chart", dest="stats_chart", type=Path, metavar="PNG", help="bar chart of the top tags")
     o.add_argument("--top", dest="stats_top", type=int, default=20, metavar="N",
                    help="tags per category in the table and the chart (default 20)")
+    add_quiet_argument(p)
     p.set_defaults(func=run)
 
 

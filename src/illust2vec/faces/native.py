@@ -29,7 +29,6 @@ import ctypes.util
 import glob
 import importlib.util
 import os
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,7 +196,8 @@ class NativeDetector:
         if not paths:
             raise FaceDetectorUnavailable(
                 "the AnimeFace detector library (libnvxs) was not found: install it with "
-                f"'{sys.executable} -m pip install animeface', or set {LIBRARY_ENV} to the path of libnvxs"
+                "pip install 'illust2vec[faces]' (the animeface wheel), or set "
+                f"{LIBRARY_ENV} to the path of libnvxs"
             )
         errors = []
         self._lib = None

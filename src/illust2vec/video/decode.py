@@ -30,7 +30,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from illust2vec.errors import Illust2VecError
+from illust2vec.errors import Illust2VecError, missing_extra_message
 
 __all__ = [
     "VideoDecodeError",
@@ -102,10 +102,8 @@ class VideoInfo:
 def _import_av() -> Any:
     try:
         import av
-    except ImportError as exc:  # pragma: no cover - av is a dependency
-        raise VideoDecodeError(
-            "video support needs PyAV: pip install av"
-        ) from exc
+    except ImportError as exc:  # the video extra is not installed
+        raise VideoDecodeError(missing_extra_message("av")) from exc
     return av
 
 

@@ -404,7 +404,7 @@ class Collection:
         if not gone:
             return 0
         with _db.transaction(c):
-            c.executemany("DELETE FROM files WHERE path=?", [(p,) for p in gone])
+            c.executemany("DELETE FROM files WHERE path=CAST(? AS TEXT)", [(_db.text_param(p),) for p in gone])
             _delete_orphan_contents(c)
         self._cache.clear()
         return len(gone)
@@ -466,8 +466,9 @@ class Collection:
 
     def row_of_path(self, path: str | os.PathLike) -> int | None:
         """The vector row of an indexed file (by path, or by content hash when the path is unknown)."""
-        p = str(Path(path).resolve())
-        r = self.conn.execute("SELECT row FROM files WHERE path=? AND row IS NOT NULL", (p,)).fetchone()
+        p = os.path.realpath(path)
+        r = self.conn.execute("SELECT row FROM files WHERE path=CAST(? AS TEXT) AND row IS NOT NULL",
+                                 (_db.text_param(p),)).fetchone()
         if r is not None:
             return r[0]
         try:
@@ -517,7 +518,8 @@ def _list_image_files(paths: Sequence[str | os.PathLike]) -> list[str]:
         from illust2vec.images import iter_image_files
     except ImportError:  # pragma: no cover - before images.py lands
         iter_image_files = _fallback_iter_image_files
-    return [str(Path(p).resolve()) for p in iter_image_files(list(paths))]
+    # realpath, not Path.resolve: a symlink loop stays a path whose stat fails (one error line)
+    return [os.path.realpath(p) for p in iter_image_files(list(paths))]
 
 
 _EXTS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
@@ -535,10 +537,11 @@ def _fallback_iter_image_files(paths):  # pragma: no cover
 
 def _upsert_file(c, path, size, mtime, sha, row, error, now) -> None:
     c.execute(
-        "INSERT INTO files(path, size, mtime_ns, sha256, row, error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "INSERT INTO files(path, size, mtime_ns, sha256, row, error, updated_at) "
+        "VALUES (CAST(? AS TEXT), ?, ?, ?, ?, CAST(? AS TEXT), ?) "
         "ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, sha256=excluded.sha256, "
         "row=excluded.row, error=excluded.error, updated_at=excluded.updated_at",
-        (path, size, mtime, sha, row, error, now),
+        (_db.text_param(path), size, mtime, sha, row, _db.text_param(error), now),
     )
 
 
@@ -549,7 +552,7 @@ def _drop_moved(c, rows: set[int]) -> int:
         for (p,) in c.execute("SELECT path FROM files WHERE row=?", (row,)).fetchall():
             if not os.path.exists(p):
                 gone.append(p)
-    c.executemany("DELETE FROM files WHERE path=?", [(p,) for p in gone])
+    c.executemany("DELETE FROM files WHERE path=CAST(? AS TEXT)", [(_db.text_param(p),) for p in gone])
     return len(gone)
 
 

@@ -29,6 +29,12 @@ Tables
     record per item (face crop, or whole picture without a face); ``content``
     is the ``contents.row`` of its picture.  Added in schema version 2;
     a version-1 database is upgraded when opened for writing.
+
+File names that are not valid UTF-8 (Linux allows any bytes) are kept as
+their raw bytes in TEXT columns: Python sees them as ``str`` with surrogate
+escapes (:func:`os.fsdecode`), binds them with :func:`text_param` inside
+``CAST(? AS TEXT)``, and every connection decodes text with
+``surrogateescape`` so they come back unchanged.
 """
 from __future__ import annotations
 
@@ -87,6 +93,22 @@ CREATE INDEX IF NOT EXISTS faces_content ON faces(content);
 """
 
 
+def decode_text(raw: bytes) -> str:
+    """SQLite text to ``str``; bytes that are not UTF-8 become surrogate escapes (as :func:`os.fsdecode`)."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def text_param(value: str | None) -> str | bytes | None:
+    """A ``str`` ready to bind as ``CAST(? AS TEXT)``: its raw bytes when it holds surrogate escapes."""
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape")
+
+
 def connect(path: Path, *, create: bool) -> sqlite3.Connection:
     """Open (and with ``create`` initialise) the database at ``path``.
 
@@ -96,6 +118,7 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
     if not create and not path.exists():
         raise CollectionError(f"{path.parent}: no collection here (no {path.name}); create one with 'illust2vec index DIR --db {path.parent}'")
     conn = sqlite3.connect(str(path), timeout=60.0, isolation_level=None, check_same_thread=False)
+    conn.text_factory = decode_text
     conn.execute("PRAGMA busy_timeout=60000")
     mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     if str(mode).lower() != "wal":  # pragma: no cover - e.g. network file systems

@@ -12,7 +12,7 @@ from typing import IO, Any, Literal
 import numpy as np
 
 from illust2vec.errors import Illust2VecError
-from illust2vec.fileio import atomic_write
+from illust2vec.fileio import AtomicFile, atomic_write, json_safe
 
 CaptionMode = Literal["overwrite", "append", "skip"]
 
@@ -40,9 +40,9 @@ class TagWriter:
 
     def write(self, record: dict[str, Any]) -> None:
         if self.fmt == "jsonl":
-            self.fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self.fh.write(json_safe(json.dumps(record, ensure_ascii=False)) + "\n")
         elif self.fmt == "json":
-            self.fh.write(("\n" if self._first else ",\n") + json.dumps(record, ensure_ascii=False))
+            self.fh.write(("\n" if self._first else ",\n") + json_safe(json.dumps(record, ensure_ascii=False)))
         else:
             for cat, tags in record["tags"].items():
                 for tag, p in tags.items():
@@ -51,6 +51,8 @@ class TagWriter:
         self.fh.flush()
 
     def close(self) -> None:
+        if getattr(self.fh, "closed", False):
+            return  # the output was discarded after an error
         if self.fmt == "json":
             self.fh.write("\n]\n" if not self._first else "]\n")
         self.fh.flush()
@@ -177,14 +179,17 @@ def common_root(paths: Iterable[Path]) -> Path | None:
 
 
 def open_text_output(path: str | None) -> tuple[IO[str], bool]:
-    """``(file, should_close)`` for ``--output`` (stdout when absent or ``-``)."""
+    """``(file, should_close)`` for ``--output`` (stdout when absent or ``-``).
+
+    A file is an :class:`~illust2vec.fileio.AtomicFile`: ``close()`` puts the
+    complete output in place, ``discard()`` (call it when the run fails)
+    leaves an existing file as it was.
+    """
     import sys
 
     if path in (None, "-"):
         return sys.stdout, False
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    return open(p, "w", encoding="utf-8", newline=""), True
+    return AtomicFile(path, text=True, newline=""), True  # type: ignore[return-value]
 
 
 __all__ = [

@@ -143,6 +143,10 @@ def run(args: argparse.Namespace) -> int:
                     target = caption_path(files[index], caption_opts, args.caption_dir, root)
                     write_caption(target, caption_text(tags, caption_opts), caption_opts.mode)
                 done += 1
+    except BaseException:
+        if close:
+            fh.discard()  # an earlier output file stays as it was
+        raise
     finally:
         bar.close()
         if writer is not None:

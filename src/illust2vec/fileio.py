@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["AtomicFile", "atomic_write", "current_umask", "fsync_dir", "json_safe"]
+__all__ = ["AtomicFile", "atomic_write", "current_umask", "fsync_dir", "json_safe", "utf8_safe"]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -167,6 +167,13 @@ class AtomicFile:
             self.commit()
         else:
             self.discard()
+
+
+def utf8_safe(text: str) -> str:
+    """``text`` as valid UTF-8 for formats that hold nothing else (Parquet): non-UTF-8 bytes as ``\\xNN``."""
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def atomic_write(

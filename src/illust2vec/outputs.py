@@ -12,7 +12,7 @@ from typing import IO, Any, Literal
 import numpy as np
 
 from illust2vec.errors import Illust2VecError
-from illust2vec.fileio import AtomicFile, atomic_write, json_safe
+from illust2vec.fileio import AtomicFile, atomic_write, json_safe, utf8_safe
 
 CaptionMode = Literal["overwrite", "append", "skip"]
 
@@ -25,11 +25,28 @@ def tag_record(path: str, tags: dict[str, list[tuple[str, float]]], **extra: Any
     return record
 
 
+#: First characters that make a spreadsheet read a cell as a formula (OWASP's list).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(text: str, *, raw: bool = False) -> str:
+    """A text cell for CSV opened in a spreadsheet: one starting with ``= + - @``, tab or CR gets a leading ``'``.
+
+    Spreadsheets run such cells as formulas (``=HYPERLINK(...)``); Danbooru
+    has tags like ``=_=`` and ``+_+``.  The apostrophe is what a spreadsheet
+    user types to enter text literally.  ``raw`` returns ``text`` unchanged
+    (``--csv-raw``).
+    """
+    if raw or not text or not text.startswith(FORMULA_PREFIXES):
+        return text
+    return "'" + text
+
+
 class TagWriter:
     """Streams tag records to a file object in ``json``, ``jsonl`` or ``csv`` (long format)."""
 
-    def __init__(self, fh: IO[str], fmt: Literal["json", "jsonl", "csv"]) -> None:
-        self.fh, self.fmt = fh, fmt
+    def __init__(self, fh: IO[str], fmt: Literal["json", "jsonl", "csv"], *, raw_csv: bool = False) -> None:
+        self.fh, self.fmt, self.raw_csv = fh, fmt, raw_csv
         self._first = True
         self._csv = None
         if fmt == "csv":
@@ -46,7 +63,8 @@ class TagWriter:
         else:
             for cat, tags in record["tags"].items():
                 for tag, p in tags.items():
-                    self._csv.writerow([record["path"], cat, tag, f"{p:.6f}"])
+                    self._csv.writerow([csv_cell(record["path"], raw=self.raw_csv), cat,
+                                        csv_cell(tag, raw=self.raw_csv), f"{p:.6f}"])
         self._first = False
         self.fh.flush()
 
@@ -71,9 +89,11 @@ def write_matrix(path: str | os.PathLike, matrix: np.ndarray, paths: Sequence[st
     path.parent.mkdir(parents=True, exist_ok=True)
     written = [path]
     if suffix == ".npy":
-        atomic_write(path, lambda f: np.save(f, matrix))
+        # non-UTF-8 names as their bytes (surrogateescape); encoded before anything is written
+        listing = "".join(p.replace("\n", " ") + "\n" for p in paths).encode("utf-8", "surrogateescape")
         paths_file = path.with_suffix(".paths.txt")
-        atomic_write(paths_file, lambda f: f.write("".join(p.replace("\n", " ") + "\n" for p in paths).encode("utf-8")))
+        atomic_write(paths_file, lambda f: f.write(listing))
+        atomic_write(path, lambda f: np.save(f, matrix))
         written.append(paths_file)
     elif suffix == ".npz":
         extra = {"columns": np.asarray(column_names, dtype=str)} if column_names is not None else {}
@@ -83,11 +103,12 @@ def write_matrix(path: str | os.PathLike, matrix: np.ndarray, paths: Sequence[st
         import pyarrow.parquet as pq
 
         if column_names is not None:
-            table = pa.table({"path": list(paths), **{n: matrix[:, i] for i, n in enumerate(column_names)}})
+            table = pa.table({"path": [utf8_safe(p) for p in paths],
+                              **{n: matrix[:, i] for i, n in enumerate(column_names)}})
         else:
             flat = pa.array(np.ascontiguousarray(matrix).reshape(-1))
             vectors = pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
-            table = pa.table({"path": list(paths), "vector": vectors})
+            table = pa.table({"path": [utf8_safe(p) for p in paths], "vector": vectors})
         atomic_write(path, lambda f: pq.write_table(table, f))
     else:
         raise Illust2VecError(f"{path}: unknown output format {suffix!r}; use .npy, .npz or .parquet")
@@ -193,6 +214,6 @@ def open_text_output(path: str | None) -> tuple[IO[str], bool]:
 
 
 __all__ = [
-    "CaptionOptions", "TagWriter", "caption_path", "caption_text", "common_root", "open_text_output",
+    "FORMULA_PREFIXES", "CaptionOptions", "TagWriter", "csv_cell", "caption_path", "caption_text", "common_root", "open_text_output",
     "tag_record", "write_caption", "write_matrix",
 ]

@@ -25,6 +25,9 @@ def register(sub) -> None:
     p.add_argument("--no-probs", action="store_true", help="leave out the tag probabilities")
     p.add_argument("--min", dest="min_prob", type=float, metavar="P",
                    help="jsonl: only list tags with probability >= P (default: all)")
+    p.add_argument("--csv-raw", action="store_true",
+                   help="csv: write cells as they are (by default a path starting with = + - @ gets a leading ' "
+                        "so that spreadsheets do not run it as a formula)")
     p.set_defaults(func=run)
 
 
@@ -33,6 +36,6 @@ def run(args: argparse.Namespace) -> int:
 
     with Collection.open(args.db, create=False) as col:
         n = col.export(args.output, args.format, vectors=not args.no_vectors, codes=not args.no_codes,
-                       probs=not args.no_probs, min_prob=args.min_prob)
+                       probs=not args.no_probs, min_prob=args.min_prob, raw_csv=args.csv_raw)
     print(f"wrote {args.output} ({n} records)", file=sys.stderr)
     return 0

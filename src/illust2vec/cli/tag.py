@@ -45,6 +45,9 @@ def register(sub) -> None:
                    help="json (default), jsonl (streamed), csv (path,category,tag,probability), "
                         "npy (raw probability matrix in input order; needs --output)")
     o.add_argument("--output", "-o", metavar="FILE", help="write results here (default: stdout)")
+    o.add_argument("--csv-raw", action="store_true",
+                   help="csv: write cells as they are (by default a path or tag starting with = + - @ gets a "
+                        "leading ' so that spreadsheets do not run it as a formula, e.g. the tag =_=)")
     c = p.add_argument_group("captions (training sets)")
     c.add_argument("--captions", action="store_true", help="write a comma-separated caption file per image")
     c.add_argument("--caption-dir", type=Path, metavar="DIR",
@@ -115,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     fh, close = (None, False)
     if args.format != "npy":
         fh, close = open_text_output(args.output)
-        writer = TagWriter(fh, args.format)
+        writer = TagWriter(fh, args.format, raw_csv=args.csv_raw)
     bar = progress_bar(args, None if faces_requested(args) else len(files))
     report = ErrorReport(bar)
     faces = face_inputs(files, args, on_error=report)  # None without --faces

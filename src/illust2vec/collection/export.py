@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from illust2vec.collection.errors import CollectionError
+from illust2vec.fileio import AtomicFile, atomic_write, json_safe, utf8_safe
+from illust2vec.outputs import csv_cell
 
 FORMATS = ("parquet", "csv", "jsonl")
 #: Extra columns of a face collection's records.
@@ -27,7 +29,7 @@ def _format_for(path: Path, format: str | None) -> str:
 
 
 def export(col, path: str | os.PathLike, format: str | None = None, *, vectors: bool = True, codes: bool = True,
-           probs: bool = True, min_prob: float | None = None) -> int:
+           probs: bool = True, min_prob: float | None = None, raw_csv: bool = False) -> int:
     """Write one record per indexed file (per item in a face collection); returns the number of records.
 
     Columns: ``path``, ``sha256``, ``row``; in a face collection (``index
@@ -38,6 +40,12 @@ def export(col, path: str | os.PathLike, format: str | None = None, *, vectors: 
     schema metadata; CSV: one column per tag; JSON Lines: a ``tags`` object
     with probabilities ``>= min_prob``, default all); with ``vectors`` the
     float ``feature`` and with ``codes`` the packed ``code`` (hex in CSV/JSON).
+
+    The file is written atomically (an earlier export stays until the new one
+    is complete).  CSV path cells are guarded against spreadsheet formulas
+    (:func:`illust2vec.outputs.csv_cell`) unless ``raw_csv``.  File names that
+    are not UTF-8 are written as their bytes in CSV, as ``\\udcXX`` escapes in
+    JSON Lines and with ``\\xNN`` escapes in Parquet (which holds UTF-8 only).
     """
     path = Path(path)
     fmt = _format_for(path, format)
@@ -61,14 +69,12 @@ def export(col, path: str | os.PathLike, format: str | None = None, *, vectors: 
     C = vfs["codes"].read(rows) if codes and vfs else None
     P = vfs["prob"].read(rows) if probs and "prob" in vfs else None
     names = [n for (n,) in col.conn.execute("SELECT name FROM tags ORDER BY id")] if P is not None else []
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         cols = {
-            "path": pa.array([p for p, _, _ in rows_files], pa.string()),
+            "path": pa.array([utf8_safe(p) for p, _, _ in rows_files], pa.string()),
             "sha256": pa.array([s for _, s, _ in rows_files], pa.string()),
             "row": pa.array(rows, pa.int64()),
         }
@@ -84,16 +90,16 @@ def export(col, path: str | os.PathLike, format: str | None = None, *, vectors: 
             "embedder_name", "embedder_identity", "tagger_name", "tagger_identity")}),
               "illust2vec.tags": json.dumps(names)}
         table = pa.table(cols).replace_schema_metadata(md)
-        pq.write_table(table, tmp)
+        atomic_write(path, lambda fh: pq.write_table(table, fh))
     elif fmt == "csv":
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        with AtomicFile(path, text=True, newline="") as fh:
             w = csv.writer(fh)
             header = ["path", "sha256", "row", *face_cols] + [f"tag:{n}" for n in names]
             header += [f"f{i}" for i in range(F.shape[1])] if F is not None else []
             header += ["code"] if C is not None else []
             w.writerow(header)
             for i, (p, s, r) in enumerate(rows_files):
-                rec: list[object] = [p, s, r] + ["" if v[i] is None else v[i] for v in face_cols.values()]
+                rec: list[object] = [csv_cell(p, raw=raw_csv), s, r] + ["" if v[i] is None else v[i] for v in face_cols.values()]
                 if P is not None:
                     rec += [repr(float(x)) for x in P[i]]
                 if F is not None:
@@ -103,7 +109,7 @@ def export(col, path: str | os.PathLike, format: str | None = None, *, vectors: 
                 w.writerow(rec)
     else:
         thr = -1.0 if min_prob is None else float(min_prob)
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with AtomicFile(path, text=True) as fh:
             for i, (p, s, r) in enumerate(rows_files):
                 rec = {"path": p, "sha256": s, "row": r}
                 rec.update({k: v[i] for k, v in face_cols.items()})
@@ -113,6 +119,5 @@ def export(col, path: str | os.PathLike, format: str | None = None, *, vectors: 
                     rec["feature"] = F[i].tolist()
                 if C is not None:
                     rec["code"] = C[i].tobytes().hex()
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+                fh.write(json_safe(json.dumps(rec, ensure_ascii=False)) + "\n")
     return len(rows_files)

@@ -144,7 +144,7 @@ def features_from_collection(
         else:
             out_paths, rr = [], []
             for p in paths:
-                r = by_path.get(str(Path(p).resolve()))
+                r = by_path.get(os.path.realpath(p))
                 if r is not None:
                     out_paths.append(str(p))
                     rr.append(int(r))
@@ -264,7 +264,7 @@ def top_tags(probs: np.ndarray, names: Sequence[str], n: int = 5, min_prob: floa
 
 
 def _href(path: str, html: Path) -> str:
-    target = Path(path).resolve()
+    target = Path(os.path.realpath(path))
     try:
         rel = os.path.relpath(target, html.resolve().parent)
         return quote(Path(rel).as_posix(), safe="/")
@@ -369,7 +369,7 @@ def make_map(
                 col.add([str(f) for f in files], embedder=model, tagger=tagger, batch_size=batch_size or 32,
                         workers=workers, progress=progress)
                 errors.extend((str(p), str(m)) for p, m in col.errors()
-                              if str(Path(p)) in {str(Path(f).resolve()) for f in files})
+                              if str(Path(p)) in {os.path.realpath(f) for f in files})
             paths, feats, cprobs, cnames, ccats = features_from_collection(db, files)
             if probs is None and cprobs is not None:
                 probs, names, cats = cprobs, cnames, ccats

@@ -147,6 +147,11 @@ class Collection:
     def _acquire_lock(self) -> None:
         if self._lock_fh is not None:
             return
+        if _db.is_read_only(self.conn):
+            raise CollectionError(
+                f"{self.path}: the collection is on read-only storage: it can be searched, exported, mapped "
+                "and checked for duplicates, not changed; copy it to writable storage to index"
+            )
         fh = open(self.path / "write.lock", "a+")
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

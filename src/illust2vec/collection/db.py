@@ -38,6 +38,7 @@ escapes (:func:`os.fsdecode`), binds them with :func:`text_param` inside
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -109,14 +110,86 @@ def text_param(value: str | None) -> str | bytes | None:
         return value.encode("utf-8", "surrogateescape")
 
 
+def on_read_only_storage(directory: Path) -> bool:
+    """Whether ``directory`` is on a file system mounted read-only (or cannot be written by us)."""
+    try:
+        if os.statvfs(directory).f_flag & getattr(os, "ST_RDONLY", 1):
+            return True
+    except OSError:  # pragma: no cover - no statvfs
+        pass
+    return not os.access(directory, os.W_OK)
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """A query-only connection to a database whose folder cannot be written.
+
+    SQLite in WAL mode needs to create ``-shm``/``-wal`` files even to read;
+    where that is impossible the database is opened ``immutable`` (nobody can
+    change it there anyway).  A leftover ``-wal`` file cannot be replayed then:
+    a warning says that its changes are not seen.
+    """
+    import logging
+    import urllib.parse
+
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        logging.getLogger("illust2vec").warning(
+            "warning: %s: changes still in %s are not seen on read-only storage", path, wal.name)
+    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro&immutable=1"
+    conn = sqlite3.connect(uri, uri=True, timeout=60.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA query_only=1")
+    return conn
+
+
+def is_read_only(conn: sqlite3.Connection) -> bool:
+    """Whether ``conn`` was opened read-only (a collection on read-only storage)."""
+    return bool(conn.execute("PRAGMA query_only").fetchone()[0])
+
+
 def connect(path: Path, *, create: bool) -> sqlite3.Connection:
     """Open (and with ``create`` initialise) the database at ``path``.
 
     Autocommit mode: callers open transactions with ``BEGIN IMMEDIATE`` /
-    ``COMMIT`` (see :func:`transaction`).
+    ``COMMIT`` (see :func:`transaction`).  An existing database on read-only
+    storage is opened query-only (search, export, map and dupes work; writers
+    get a :class:`CollectionError`).  A file that is not an SQLite database
+    (truncated, overwritten) raises :class:`CollectionError` naming it.
     """
     if not create and not path.exists():
         raise CollectionError(f"{path.parent}: no collection here (no {path.name}); create one with 'illust2vec index DIR --db {path.parent}'")
+    try:
+        conn = _connect(path, create=create)
+    except sqlite3.DatabaseError as exc:
+        if is_corruption(exc):
+            raise damaged(path, exc) from None
+        raise CollectionError(f"{path}: {exc}") from None
+    return conn
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """Whether an SQLite error says the file is damaged (not locked, full or unreadable)."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if name:
+        return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+    text = str(exc)
+    return "malformed" in text or "not a database" in text
+
+
+def damaged(path: Path, exc: BaseException) -> CollectionError:
+    """The error for a database SQLite cannot read: what happened and how to recover."""
+    return CollectionError(
+        f"{path}: the collection database is damaged ({exc}); run 'illust2vec check --db {path.parent}' "
+        "to examine it and 'illust2vec check --db {0} --repair' to rebuild it from its vector files "
+        "and a rescan of the images".format(path.parent)
+    )
+
+
+def _connect(path: Path, *, create: bool) -> sqlite3.Connection:
+    if path.exists() and on_read_only_storage(path.parent):
+        conn = _open_read_only(path)
+        conn.text_factory = decode_text
+        _check_version(conn, path, create=False)
+        return conn
     conn = sqlite3.connect(str(path), timeout=60.0, isolation_level=None, check_same_thread=False)
     conn.text_factory = decode_text
     conn.execute("PRAGMA busy_timeout=60000")
@@ -135,6 +208,12 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
                 [("schema_version", str(SCHEMA_VERSION)), ("rows", "0"), ("delete_gen", "0")],
             )
             conn.execute("COMMIT")
+    _check_version(conn, path, create=create)
+    return conn
+
+
+def _check_version(conn: sqlite3.Connection, path: Path, *, create: bool) -> None:
+    conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # raises DatabaseError on a damaged file
     version = get_meta(conn, "schema_version")
     if version is None:
         raise CollectionError(f"{path}: not an illust2vec collection database")
@@ -148,7 +227,6 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
             f"{path}: collection schema version {version}, this illust2vec reads version {SCHEMA_VERSION}; "
             "re-index into a new --db"
         )
-    return conn
 
 
 def get_meta(conn: sqlite3.Connection, key: str, default: str | None = None) -> str | None:
@@ -180,5 +258,10 @@ class transaction:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.conn.execute("COMMIT")
-        else:
-            self.conn.execute("ROLLBACK")
+        elif self.conn.in_transaction:
+            # SQLite has already rolled back after some errors (disk full): then there is nothing
+            # to undo, and a failing ROLLBACK must not hide the error that matters.
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass

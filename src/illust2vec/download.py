@@ -13,8 +13,15 @@
   ``If-Range``, so a file that changed upstream is fetched whole instead of
   being spliced onto the old prefix, and the announced length is checked when
   the caller knows no size;
-* when the transfer is complete, the size and SHA-256 are checked (when known);
-  only then is the file fsync'ed and moved into place with :func:`os.replace`;
+* an answer that is a web page (``Content-Type: text/html``, or a body that
+  starts like one) is refused: servers and proxies answer a gated or moved
+  file with a login or error page and status 200;
+* when the transfer is complete, the size and SHA-256 are checked (when known),
+  else the length the server announced; then the caller's ``validate`` check
+  (the model store passes the structural check of
+  :func:`illust2vec.validate.check_model_file`, which also catches a body
+  without ``Content-Length`` that was cut short); only then is the file
+  fsync'ed and moved into place with :func:`os.replace`;
 * a file that fails verification is deleted, ``.part`` included, because
   resuming it would only reproduce the bad bytes;
 * proxies: a fresh :func:`urllib.request.build_opener` is made for each
@@ -44,10 +51,11 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
-from illust2vec.errors import DownloadError
+from illust2vec.errors import DownloadError, Illust2VecError, ModelFormatError
 from illust2vec.store import offline_mode as is_offline, sha256_file  # noqa: F401 (re-exported)
+from illust2vec.validate import looks_like_error_page
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -185,6 +193,13 @@ def _attempt(
 
     with resp:
         status = getattr(resp, "status", 200)
+        ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype in ("text/html", "application/xhtml+xml"):
+            _drop(part)
+            raise DownloadError(
+                f"{url}: the server answered HTTP {status} with a web page ({ctype}) instead of the file "
+                f"(a login, error or moved-file page?); nothing was stored. Check the URL, or {IMPORT_HINT}"
+            )
         length_hdr = resp.headers.get("Content-Length")
         expected_body = int(length_hdr) if length_hdr and length_hdr.isdigit() else None
         if have and status == 206:
@@ -244,6 +259,7 @@ def download(
     tmp_dir: str | os.PathLike[str] | None = None,
     retries: int = 3,
     offline: bool | None = None,
+    validate: Callable[[Path], None] | None = None,
 ) -> Path:
     """Download ``url`` to ``dest``, verified and atomically; return ``dest`` as a Path.
 
@@ -267,6 +283,11 @@ def download(
         (only while attempts make progress). ``0`` leaves the ``.part`` for the next call.
     offline:
         ``True`` refuses to use the network; ``None`` reads ``ILLUST2VEC_OFFLINE``.
+    validate:
+        Called with the complete ``.part`` file before it is moved to ``dest``;
+        an :class:`~illust2vec.errors.Illust2VecError` it raises deletes the
+        file and becomes a :class:`DownloadError`.  Without it, a body that
+        starts like a web page is still refused.
 
     Raises
     ------
@@ -323,6 +344,17 @@ def download(
                 "the file was deleted. The upstream file may have changed or the transfer was "
                 "corrupted: run the command again, or fetch it yourself and run `illust2vec models import FILE`"
             )
+    try:
+        if validate is not None:
+            validate(part)
+        elif looks_like_error_page(part):
+            raise ModelFormatError(f"{part}: is a web page, not the file")
+    except Illust2VecError as exc:
+        _drop(part)
+        raise DownloadError(
+            f"{url}: the downloaded file is not usable ({exc}); it was deleted and nothing was stored. "
+            f"The upstream file may have moved or need a login: check the URL, or {IMPORT_HINT}"
+        ) from None
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.replace(part, dest)
     _meta_path(part).unlink(missing_ok=True)

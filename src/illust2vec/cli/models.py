@@ -77,30 +77,6 @@ def cmd_list(args) -> int:
     return 0
 
 
-def _validate(path: Path) -> None:
-    """Check a file structurally before it enters the store."""
-    name = path.name.lower()
-    if name.endswith(".caffemodel"):
-        from illust2vec.caffe.net import read_caffemodel
-
-        read_caffemodel(path)
-    elif name.endswith((".json", ".json.gz")):
-        from illust2vec.tags import TagTable
-
-        TagTable.from_i2v_json(path)
-    elif name.endswith(".csv"):
-        from illust2vec.wd import read_selected_tags
-
-        read_selected_tags(path)
-    elif name.endswith(".onnx"):
-        import onnx
-
-        try:
-            onnx.checker.check_model(str(path))
-        except Exception as exc:
-            raise Illust2VecError(f"{path}: not a valid ONNX model ({exc})") from None
-
-
 def _target_name(model: str, path: Path) -> str:
     """The store name of ``path`` as a file of ``model`` (WD repositories all use model.onnx/selected_tags.csv)."""
     from illust2vec.zoo import get_spec
@@ -118,6 +94,7 @@ def _target_name(model: str, path: Path) -> str:
 
 
 def cmd_import(args) -> int:
+    from illust2vec.validate import check_model_file
     from illust2vec.zoo import MODELS
 
     store = _store(args)
@@ -135,7 +112,7 @@ def cmd_import(args) -> int:
                 )
             if args.model is not None:
                 target_name = _target_name(args.model, path)
-            _validate(path)
+            check_model_file(path, name=target_name)
             dest = store.import_file(path, name=target_name)
             print(f"imported {path} -> {dest}")
         except Illust2VecError as exc:
@@ -153,7 +130,7 @@ def cmd_download(args) -> int:
     for name in args.names:
         try:
             spec = get_spec(name)
-            files = require_files(spec, store, offline=False)
+            files = require_files(spec, store, offline=False, verify=True)
             for role, path in files.items():
                 print(f"{name}: {role} -> {path}")
         except Illust2VecError as exc:

@@ -152,3 +152,113 @@ def test_tag_output_on_a_full_disk_keeps_the_good_json(small_disk, model_store):
     assert len(lines) == 1 and str(out) in lines[0] and "ENOSPC" in lines[0], err
     assert "Traceback" not in err
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "tags.json"]
+
+
+# ---------------------------------------------------------------- odd names, collections
+@pytest.fixture(scope="module")
+def odd_folder(tmp_path_factory):
+    """Three good images, one with a Latin-1 (non-UTF-8) name, a symlink loop and a dangling link."""
+    _need_shared()
+    root = tmp_path_factory.mktemp("odd")
+    imgs = root / "imgs"
+    imgs.mkdir()
+    for p in ORIGINALS[:3]:
+        shutil.copy(p, imgs / p.name)
+    shutil.copy(ORIGINALS[3], imgs / LATIN1_NAME)
+    os.symlink("loop_b.jpg", imgs / "loop_a.jpg")
+    os.symlink("loop_a.jpg", imgs / "loop_b.jpg")
+    os.symlink("missing.png", imgs / "dangling.png")
+    return imgs
+
+
+def _feature_model(model_store) -> list:
+    return ["--weights", I2V_FIXTURES / "feature_w16_e1024.caffemodel", "--model-dir", model_store, "-q"]
+
+
+@pytest.fixture(scope="module")
+def odd_collection(odd_folder, tmp_path_factory, model_store):
+    db = tmp_path_factory.mktemp("oddcol") / "db"
+    rc, out, err = run_cli("index", odd_folder, "--db", db, *_feature_model(model_store), "--tagger", "none")
+    return db, rc, err
+
+
+def test_index_stores_every_good_image_and_one_line_per_bad_entry(odd_folder, odd_collection):
+    from illust2vec.collection import Collection
+
+    db, rc, err = odd_collection
+    assert "Traceback" not in err
+    assert rc == 1
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 3, err  # two loop links, one dangling link
+    assert sum("loop_" in ln for ln in errors) == 2 and sum("dangling.png" in ln for ln in errors) == 1
+    with Collection.open(db, create=False) as col:
+        assert len(col) == 4  # the Latin-1 name included
+        stored = {r[0] for r in col.conn.execute("SELECT path FROM files WHERE row IS NOT NULL")}
+    assert os.path.realpath(odd_folder / LATIN1_NAME) in stored
+    latin = os.fsencode(os.path.realpath(odd_folder / LATIN1_NAME))
+    assert latin.endswith(b"caf\xe9.jpg") and os.path.exists(latin)  # the str names the same file
+    rc, _, err = run_cli("index", odd_folder, "--db", db, "-q", "--tagger", "none",
+                         "--weights", I2V_FIXTURES / "feature_w16_e1024.caffemodel")
+    assert "Traceback" not in err and "0 added" in err  # the rerun finds everything in place
+
+
+def test_non_utf8_names_in_every_output(odd_folder, odd_collection, tmp_path, model_store):
+    db, _, _ = odd_collection
+    latin = os.fsencode(os.path.realpath(odd_folder / LATIN1_NAME))
+    rc, _, err = run_cli("embed", odd_folder, *_feature_model(model_store), "-o", tmp_path / "e.npy")
+    assert rc == 1 and "Traceback" not in err  # the bad links failed, the rest was written
+    listing = (tmp_path / "e.paths.txt").read_bytes().splitlines()
+    assert len(listing) == 4 and os.fsencode(str(odd_folder)) + b"/caf\xe9.jpg" in listing
+    for fmt in ("jsonl", "csv", "parquet"):
+        out = tmp_path / f"x.{fmt}"
+        rc, _, err = run_cli("export", "--db", db, "-o", out)
+        assert rc == 0 and "Traceback" not in err, err
+    records = [json.loads(ln) for ln in (tmp_path / "x.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert latin in {os.fsencode(r["path"]) for r in records}  # \udce9 escape: valid UTF-8 JSON, same name
+    assert latin in (tmp_path / "x.csv").read_bytes()
+    import pyarrow.parquet as pq
+
+    assert os.fsdecode(latin).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") in \
+        pq.read_table(tmp_path / "x.parquet").column("path").to_pylist()
+    html = tmp_path / "map.html"
+    rc, _, err = run_cli("map", db, "-o", tmp_path / "map.png", "--html", html, "-q")
+    assert rc == 0 and "Traceback" not in err, err
+    assert "caf\\udce9.jpg" in html.read_text(encoding="utf-8")
+
+
+def test_search_export_map_dupes_on_a_read_only_mount(odd_collection, read_only, tmp_path, model_store):
+    db, _, _ = odd_collection
+    ro = read_only(db)
+    with pytest.raises(OSError):
+        (ro / "probe").write_text("x")  # really read-only
+    rc, out, err = run_cli("search", ORIGINALS[0], "--db", ro, "-k", "2", "--json", *_feature_model(model_store))
+    assert rc == 0, err
+    assert json.loads(out)[0]["path"].endswith(ORIGINALS[0].name)
+    for argv in (["export", "--db", ro, "-o", tmp_path / "ro.csv"],
+                 ["dupes", "--db", ro, "--quiet"],
+                 ["map", ro, "-o", tmp_path / "ro.png", "-q"]):
+        rc, _, err = run_cli(*argv)
+        assert rc == 0 and "Traceback" not in err, (argv, err)
+    rc, _, err = run_cli("index", ORIGINALS[5], "--db", ro, *_feature_model(model_store))
+    assert rc == 1 and "read-only" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("damage", ["truncated", "overwritten"])
+def test_damaged_database_is_one_error_line(odd_collection, tmp_path, model_store, damage):
+    db, _, _ = odd_collection
+    copy = tmp_path / "copy"
+    shutil.copytree(db, copy)
+    sqlite = copy / "collection.sqlite"
+    if damage == "truncated":
+        with open(sqlite, "r+b") as fh:
+            fh.truncate(sqlite.stat().st_size // 3)
+    else:
+        with open(sqlite, "r+b") as fh:
+            fh.write(os.urandom(200))
+    for argv in (["search", ORIGINALS[0], "--db", copy, *_feature_model(model_store)],
+                 ["export", "--db", copy, "-o", tmp_path / "x.csv"],
+                 ["dupes", "--db", copy]):
+        rc, _, err = run_cli(*argv)
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert rc == 1 and len(lines) == 1 and "Traceback" not in err, (argv, err)
+        assert str(sqlite) in lines[0] and "check" in lines[0]

@@ -471,7 +471,7 @@ class Collection:
 
     def row_of_path(self, path: str | os.PathLike) -> int | None:
         """The vector row of an indexed file (by path, or by content hash when the path is unknown)."""
-        p = os.path.realpath(path)
+        p = _canonical(path)
         r = self.conn.execute("SELECT row FROM files WHERE path=CAST(? AS TEXT) AND row IS NOT NULL",
                                  (_db.text_param(p),)).fetchone()
         if r is not None:
@@ -523,8 +523,14 @@ def _list_image_files(paths: Sequence[str | os.PathLike]) -> list[str]:
         from illust2vec.images import iter_image_files
     except ImportError:  # pragma: no cover - before images.py lands
         iter_image_files = _fallback_iter_image_files
-    # realpath, not Path.resolve: a symlink loop stays a path whose stat fails (one error line)
-    return [os.path.realpath(p) for p in iter_image_files(list(paths))]
+    return [_canonical(p) for p in iter_image_files(list(paths))]
+
+
+def _canonical(path: str | os.PathLike) -> str:
+    """The absolute path a file is stored under: symlinks resolved, except a broken one or a loop,
+    which keeps its own name so that its error line names the link (never raises, unlike Path.resolve)."""
+    real = os.path.realpath(path)
+    return real if os.path.exists(real) else os.path.abspath(path)
 
 
 _EXTS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}

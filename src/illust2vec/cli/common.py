@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from illust2vec.errors import Illust2VecError
+from illust2vec.errors import Illust2VecError, one_line
 
 RESIZE_CHOICES = ("skimage-bilinear", "skimage-bilinear-aa", "pil-bilinear", "pil-bicubic", "pil-lanczos", "pil-area")
 
@@ -114,6 +114,27 @@ def expand_inputs(paths: list[str]) -> list[Path]:
     return files
 
 
+def prepare_outputs(*paths: str | os.PathLike | None, dirs: tuple[str | os.PathLike | None, ...] = ()) -> None:
+    """Before any work: create the folders the outputs go to, and check they can be written.
+
+    ``paths`` are output files (``None`` and ``-`` for stdout are skipped),
+    ``dirs`` output folders.  A folder that cannot be made or written is an
+    :class:`Illust2VecError` now, not a crash after the work is done.
+    """
+    folders = [Path(p).parent for p in paths if p not in (None, "-")]
+    folders += [Path(d) for d in dirs if d is not None]
+    for folder in folders:
+        folder = folder if str(folder) else Path(".")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise Illust2VecError(f"{folder}: is a file, not a folder; choose another output path") from None
+        except OSError as exc:
+            raise Illust2VecError(f"{folder}: cannot create the output folder ({exc.strerror or exc})") from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise Illust2VecError(f"{folder}: the output folder is not writable")
+
+
 class ErrorReport:
     """Prints one ``error: PATH: message`` line per failed input and the closing summary."""
 
@@ -123,7 +144,7 @@ class ErrorReport:
 
     def __call__(self, error) -> None:
         self.count += 1
-        line = f"error: {error}"
+        line = f"error: {one_line(error)}"  # a newline in a file name must not split the line
         if self.bar is not None and hasattr(self.bar, "write"):
             self.bar.write(line, file=sys.stderr)
         else:

@@ -29,15 +29,18 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from illust2vec.collection import Collection
+    from illust2vec.cli.common import prepare_outputs
     from illust2vec.collection.dupes import default_max_distance, find_dupes
+    from illust2vec.fileio import atomic_write, json_safe
 
+    prepare_outputs(args.output, dirs=(args.sheets,))  # before the work, not after it
     with Collection.open(args.db, create=False) as col:
         d = args.max_distance if args.max_distance is not None else default_max_distance(col)
         groups = find_dupes(col, max_distance=d, progress=not args.quiet)
     data = [g.to_dict() for g in groups]
-    text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+    text = json_safe(json.dumps(data, indent=1, ensure_ascii=False)) + "\n"
     if args.output:
-        args.output.write_text(text, encoding="utf-8")
+        atomic_write(args.output, lambda fh: fh.write(text), text=True)
     else:
         sys.stdout.write(text)
     if args.sheets:

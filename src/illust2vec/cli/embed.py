@@ -7,7 +7,8 @@ import sys
 import numpy as np
 
 from illust2vec.cli.common import (
-    ErrorReport, add_input_arguments, add_model_arguments, expand_inputs, model_from_args, progress_bar,
+    ErrorReport, add_input_arguments, add_model_arguments, expand_inputs, model_from_args, prepare_outputs,
+    progress_bar,
 )
 
 EXAMPLES = """\
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from illust2vec.outputs import write_matrix
     from illust2vec.pipeline import iter_batches
 
+    prepare_outputs(args.output)  # before the work, not after it
     files = expand_inputs(args.paths)
     model = model_from_args(args, task="feature")
     bar = progress_bar(args, None if faces_requested(args) else len(files))

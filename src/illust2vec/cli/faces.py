@@ -92,8 +92,11 @@ def _write(records: list[dict[str, Any]], fmt: str, out: TextIO) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
+    from illust2vec.cli.common import prepare_outputs
     from illust2vec.errors import Illust2VecError
     from illust2vec.faces.cli_support import expand_paths, report_errors
+    from illust2vec.fileio import AtomicFile
+    from illust2vec.images import save_image
     from illust2vec.faces.items import iter_detections
 
     if not 0.0 <= args.min_likelihood <= 1.0:
@@ -107,6 +110,7 @@ def handler(args: argparse.Namespace) -> int:
     if args.sheet_cell < 32:
         raise Illust2VecError(f"--sheet-cell must be at least 32 pixels, got {args.sheet_cell}")
 
+    prepare_outputs(args.output, args.sheet, dirs=(args.crops,))  # before the work, not after it
     files = expand_paths(args.paths)
     if not files:
         raise Illust2VecError(f"no images found in: {', '.join(args.paths)}")
@@ -145,7 +149,7 @@ def handler(args: argparse.Namespace) -> int:
                 Image.fromarray(crop).save(crops_dir / f"{names[det.index]}_face{k}.png")
 
     if args.output:
-        with open(args.output, "w", encoding="utf-8", newline="") as fh:
+        with AtomicFile(args.output, text=True, newline="") as fh:
             _write(records, args.format, fh)
     else:
         _write(records, args.format, sys.stdout)
@@ -153,7 +157,7 @@ def handler(args: argparse.Namespace) -> int:
         if thumbnails:
             from illust2vec.faces.sheet import compose_sheet
 
-            compose_sheet(thumbnails, cell=args.sheet_cell).save(args.sheet)
+            save_image(compose_sheet(thumbnails, cell=args.sheet_cell), args.sheet)
         else:
             failed += report_errors([(args.sheet, "no picture could be read, sheet not written")])
     n_faces = sum(len(r["faces"]) for r in records)

@@ -54,6 +54,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from illust2vec.cli.common import prepare_outputs
     from illust2vec.errors import Illust2VecError
     from illust2vec.maps.pipeline import format_quality, is_collection, make_map
 
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         print("error: nothing to write; give -o FILE.png, --html FILE.html and/or --report FILE.json",
               file=sys.stderr)
         return 2
+    prepare_outputs(args.output, args.html, args.report)  # before the work, not after it
     if args.max_size < 128:
         raise Illust2VecError(f"--max-size {args.max_size}: too small; use at least 128")
     if args.method == "umap":

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from illust2vec.cli.common import (
-    ErrorReport, add_input_arguments, add_model_arguments, expand_inputs, model_from_args, progress_bar,
+    ErrorReport, add_input_arguments, add_model_arguments, expand_inputs, model_from_args, prepare_outputs,
+    progress_bar,
 )
 from illust2vec.errors import Illust2VecError
 
@@ -99,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         raise Illust2VecError("--format npy needs --output FILE.npy")
     if args.captions and faces_requested(args):
         raise Illust2VecError("--captions writes one caption per picture; it cannot be combined with --faces")
+    prepare_outputs(args.output)  # before the work, not after it
     files = expand_inputs(args.paths)
     model = model_from_args(args, task="tag")
     thresholds = None if args.threshold_rule == "mcut" else _thresholds(args, model)

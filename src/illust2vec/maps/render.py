@@ -21,8 +21,8 @@ from typing import Any, Hashable, Union
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from illust2vec.errors import Illust2VecError
 from illust2vec.fileio import atomic_write
+from illust2vec.images import save_image
 from illust2vec.maps.grid import GridLayout
 
 ThumbSource = Union[str, Path, Image.Image, np.ndarray]
@@ -414,11 +414,10 @@ def render_map(
         kwargs: dict[str, Any] = {"compress_level": 3} if ext in ("", ".png") else {}
         if ext in (".jpg", ".jpeg", ".webp"):
             kwargs = {"quality": 90}
-        fmt = "PNG" if ext in ("", ".png") else Image.registered_extensions().get(ext)
-        if fmt is None:
-            raise Illust2VecError(f"{out_path}: unknown image format {ext!r}; use .png, .jpg or .webp")
-        # atomic: a failure (full disk...) leaves an earlier map as it was, never a 0-byte file
-        atomic_write(out_path, lambda fh: canvas.save(fh, format=fmt, **kwargs))
+        if ext == "":
+            atomic_write(out_path, lambda fh: canvas.save(fh, format="PNG", **kwargs))
+        else:  # atomic: a failure (full disk...) leaves an earlier map as it was, never a 0-byte file
+            save_image(canvas, out_path, **kwargs)
     return RenderResult(
         path=Path(out_path) if out_path is not None else None,
         size=(canvas_w, canvas_h),

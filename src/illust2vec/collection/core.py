@@ -22,6 +22,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from illust2vec.collection import db as _db
+from illust2vec.collection.prune import PrunePlan, plan_prune
 from illust2vec.collection.errors import CollectionError, ModelMismatchError
 from illust2vec.collection.vectors import VectorFile
 from illust2vec.store import sha256_file
@@ -49,6 +50,9 @@ class AddReport:
     still_bad: int = 0  # files that failed before and did not change (not retried)
     moved: int = 0  # old paths dropped because their content reappeared elsewhere
     pruned: int = 0  # paths dropped by prune
+    pruned_paths: list[str] = field(default_factory=list)  # which ones
+    #: folder that is missing or empty (unmounted drive?) -> gone paths under it that prune kept
+    prune_kept: dict[str, list[str]] = field(default_factory=dict)
     orphans_truncated: int = 0  # vector records from an interrupted run cut off
 
 
@@ -238,6 +242,7 @@ class Collection:
         prune: bool = False,
         rebuild: bool = False,
         faces=None,
+        prune_missing: bool = False,
     ) -> AddReport:
         """Index image files and directories (recursively) into the collection.
 
@@ -258,7 +263,10 @@ class Collection:
             batch_size: images per inference batch and per database commit.
             workers: decode worker processes (``None``: automatic, 0: decode in this process).
             progress: show tqdm progress bars on stderr.
-            prune: drop files that no longer exist from the collection.
+            prune: drop files that no longer exist from the collection, except
+                under a folder that is missing or empty (an unmounted drive), see
+                :mod:`illust2vec.collection.prune`.
+            prune_missing: with ``prune``, drop those too.
             rebuild: forget all stored vectors and recompute them with these
                 models (needed after changing models).
             faces: a :class:`illust2vec.faces.FaceOptions`: one item (vector
@@ -275,7 +283,8 @@ class Collection:
             paths = [paths]
         self._acquire_lock()
         try:
-            return self._add(list(paths), embedder, tagger, batch_size, workers, progress, prune, rebuild, faces)
+            return self._add(list(paths), embedder, tagger, batch_size, workers, progress, prune, rebuild, faces,
+                             prune_missing)
         finally:
             self._release_lock()
 
@@ -287,7 +296,8 @@ class Collection:
             dropped = max(dropped, vf.truncate(rows))
         return vfs, dropped
 
-    def _add(self, paths, embedder, tagger, batch_size, workers, progress, prune, rebuild, faces=None) -> AddReport:
+    def _add(self, paths, embedder, tagger, batch_size, workers, progress, prune, rebuild, faces=None,
+             prune_missing=False) -> AddReport:
         from tqdm import tqdm
 
         from illust2vec.collection import faces as _faces
@@ -351,7 +361,8 @@ class Collection:
                 if msg is not None and (path, msg) not in report.failed and sha is None:
                     report.failed.append((path, msg))
         if prune:
-            report.pruned = self._prune()
+            plan = self._prune(paths, missing_roots=prune_missing)
+            report.pruned, report.pruned_paths, report.prune_kept = len(plan.drop), plan.drop, plan.kept
 
         if faces is not None:
             _faces.add_faces(self, c, vfs, todo, embedder, tagger, faces, batch_size=batch_size, workers=workers,
@@ -403,22 +414,32 @@ class Collection:
         self._cache.clear()
         return report
 
-    def _prune(self) -> int:
+    def _prune(self, roots=(), *, missing_roots: bool = False, dry_run: bool = False) -> PrunePlan:
         c = self.conn
-        gone = [p for (p,) in c.execute("SELECT path FROM files").fetchall() if not os.path.exists(p)]
-        if not gone:
-            return 0
+        plan = plan_prune([p for (p,) in c.execute("SELECT path FROM files").fetchall()], roots,
+                          missing_roots=missing_roots)
+        if not plan.drop or dry_run:
+            return plan
         with _db.transaction(c):
-            c.executemany("DELETE FROM files WHERE path=CAST(? AS TEXT)", [(_db.text_param(p),) for p in gone])
+            c.executemany("DELETE FROM files WHERE path=CAST(? AS TEXT)", [(_db.text_param(p),) for p in plan.drop])
             _delete_orphan_contents(c)
         self._cache.clear()
-        return len(gone)
+        return plan
 
-    def prune(self) -> int:
-        """Drop files that no longer exist; returns how many paths were dropped."""
+    def prune(self, roots: Sequence[str | os.PathLike] = (), *, missing_roots: bool = False,
+              dry_run: bool = False) -> PrunePlan:
+        """Drop files that no longer exist; returns what was dropped and what was kept.
+
+        Entries under a folder (one of ``roots``, or the file's own folder)
+        that is missing or empty are kept unless ``missing_roots``: an
+        unmounted drive must not empty the collection.  ``dry_run`` changes
+        nothing and returns the plan.
+        """
+        if dry_run:
+            return self._prune(roots, missing_roots=missing_roots, dry_run=True)
         self._acquire_lock()
         try:
-            return self._prune()
+            return self._prune(roots, missing_roots=missing_roots)
         finally:
             self._release_lock()
 

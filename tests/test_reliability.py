@@ -262,3 +262,35 @@ def test_damaged_database_is_one_error_line(odd_collection, tmp_path, model_stor
         lines = [ln for ln in err.splitlines() if ln.strip()]
         assert rc == 1 and len(lines) == 1 and "Traceback" not in err, (argv, err)
         assert str(sqlite) in lines[0] and "check" in lines[0]
+
+
+def _features_by_path(db) -> dict[str, bytes]:
+    from illust2vec.collection import Collection
+
+    with Collection.open(db, create=False) as col:
+        rows = dict(col.conn.execute("SELECT path, row FROM files WHERE row IS NOT NULL").fetchall())
+        return {os.path.basename(p): col.vectors("feature", [r]).tobytes() for p, r in rows.items()}
+
+
+@pytest.mark.parametrize("leave", [20_000, 45_000])
+def test_disk_full_during_index_is_one_line_and_the_rerun_completes(small_disk, tmp_path, model_store, leave):
+    _need_shared()
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for p in ORIGINALS[:10]:
+        shutil.copy(p, imgs / p.name)
+    model = [*_feature_model(model_store), "--tagger", "none", "--batch-size", "2"]
+    reference = tmp_path / "ref"
+    assert run_cli("index", imgs, "--db", reference, *model)[0] == 0
+    db = small_disk / "db"
+    assert run_cli("index", *sorted(imgs.iterdir())[:2], "--db", db, *model)[0] == 0
+    fill(small_disk, leave=leave)
+    for _ in range(2):  # the second attempt must name the cause too, not "cannot rollback"
+        rc, _, err = run_cli("index", imgs, "--db", db, *model)
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert rc == 1 and len(lines) == 1 and "Traceback" not in err, err
+        assert "ENOSPC" in lines[0] and str(db) in lines[0] and "rollback" not in lines[0]
+    (small_disk / "filler").unlink()
+    rc, _, err = run_cli("index", imgs, "--db", db, *model)
+    assert rc == 0, err
+    assert _features_by_path(db) == _features_by_path(reference)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass, field
@@ -285,6 +286,8 @@ class Collection:
         try:
             return self._add(list(paths), embedder, tagger, batch_size, workers, progress, prune, rebuild, faces,
                              prune_missing)
+        except sqlite3.Error as exc:  # disk full, damaged file...: one line naming the database
+            raise _db.explain(self.path / DB_NAME, exc) from exc
         finally:
             self._release_lock()
 

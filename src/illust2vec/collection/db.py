@@ -160,10 +160,33 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
     try:
         conn = _connect(path, create=create)
     except sqlite3.DatabaseError as exc:
-        if is_corruption(exc):
-            raise damaged(path, exc) from None
-        raise CollectionError(f"{path}: {exc}") from None
+        raise explain(path, exc) from None
     return conn
+
+
+def explain(path: Path, exc: sqlite3.Error) -> CollectionError:
+    """A one-line :class:`CollectionError` for an SQLite error on the database at ``path``."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if is_corruption(exc):
+        return damaged(path, exc)
+    if name == "SQLITE_FULL" or "disk is full" in str(exc) or (
+            (name.startswith("SQLITE_IOERR") or "disk I/O error" in str(exc)) and _nearly_full(path.parent)):
+        return CollectionError(
+            f"{path}: the disk is full (SQLITE_FULL, ENOSPC): free some space and run the command again; "
+            "the batches already committed are kept"
+        )
+    if name.startswith("SQLITE_READONLY") or "readonly" in str(exc):
+        return CollectionError(f"{path}: cannot write the collection ({exc}); check the folder's permissions")
+    return CollectionError(f"{path}: {exc}")
+
+
+def _nearly_full(folder: Path) -> bool:
+    """Whether the file system of ``folder`` has (almost) no room left (SQLite reports I/O errors then)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:  # pragma: no cover
+        return False
+    return st.f_bavail * st.f_frsize < 256 * 1024
 
 
 def is_corruption(exc: BaseException) -> bool:

@@ -294,3 +294,39 @@ def test_disk_full_during_index_is_one_line_and_the_rerun_completes(small_disk, 
     rc, _, err = run_cli("index", imgs, "--db", db, *model)
     assert rc == 0, err
     assert _features_by_path(db) == _features_by_path(reference)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "header overwritten", "page overwritten"])
+def test_check_and_repair_rebuild_a_damaged_database(tmp_path, model_store, damage):
+    _need_shared()
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for p in ORIGINALS[:6]:
+        shutil.copy(p, imgs / p.name)
+    before = {p.name: p.read_bytes() for p in imgs.iterdir()}
+    model = [*_feature_model(model_store), "--tagger", "none"]
+    db = tmp_path / "db"
+    assert run_cli("index", imgs, "--db", db, *model)[0] == 0
+    assert run_cli("check", "--db", db)[0] == 0
+    reference = _features_by_path(db)
+    sqlite = db / "collection.sqlite"
+    size = sqlite.stat().st_size
+    with open(sqlite, "r+b") as fh:
+        if damage == "truncated":
+            fh.truncate(size * 2 // 3)
+        elif damage == "header overwritten":
+            fh.write(b"\xff" * 100)
+        else:
+            fh.seek(size // 2)
+            fh.write(os.urandom(4096))
+    rc, _, err = run_cli("check", "--db", db)
+    assert rc == 1 and "--repair" in err and "Traceback" not in err
+    assert all(ln.startswith(("problem:", str(db))) for ln in err.splitlines())  # one line each
+    rc, _, err = run_cli("check", "--db", db, "--repair")
+    assert rc == 0 and "Traceback" not in err, err
+    assert any(p.name.startswith("collection.sqlite.damaged-") for p in db.iterdir())  # set aside, not deleted
+    rc, _, err = run_cli("index", imgs, "--db", db, *model)
+    assert rc == 0 and "0 added" in err, err  # salvaged contents are linked again, nothing recomputed
+    assert _features_by_path(db) == reference
+    assert run_cli("check", "--db", db)[0] == 0
+    assert {p.name: p.read_bytes() for p in imgs.iterdir()} == before  # the images were only read

@@ -29,6 +29,7 @@ COMMANDS: list[str] = [
     "export",
     "faces",
     "map",
+    "check",
     "demo",
 ]
 

@@ -6,6 +6,7 @@ both mounted when the tests run as root (skipped otherwise, with the reason).
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import os
@@ -20,6 +21,7 @@ from conftest import ANIME36, I2V_FIXTURES
 
 from illust2vec.cli.main import main
 from illust2vec.fileio import AtomicFile, atomic_write
+from illust2vec.outputs import FORMULA_PREFIXES
 
 ORIGINALS = sorted(ANIME36.glob("*.jpg"))
 LATIN1_NAME = os.fsdecode(b"caf\xe9.jpg")  # not UTF-8: str with a surrogate escape
@@ -330,3 +332,87 @@ def test_check_and_repair_rebuild_a_damaged_database(tmp_path, model_store, dama
     assert _features_by_path(db) == reference
     assert run_cli("check", "--db", db)[0] == 0
     assert {p.name: p.read_bytes() for p in imgs.iterdir()} == before  # the images were only read
+
+
+# ---------------------------------------------------------------- error lines, CSV cells, prune, folders
+def test_a_newline_in_a_file_name_stays_one_error_line(tmp_path, model_store):
+    _need_shared()
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    shutil.copy(ORIGINALS[0], imgs / "good.jpg")
+    (imgs / "bad\nname.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    rc, _, err = run_cli("embed", imgs, *_feature_model(model_store), "-o", tmp_path / "e.npy")
+    assert rc == 1
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "bad\\nname.png" in errors[0], err
+    assert not any(ln.startswith("name.png") for ln in err.splitlines())
+
+
+def test_csv_cells_are_guarded_against_formulas(tmp_path, model_store, monkeypatch):
+    _need_shared()
+    from illust2vec.outputs import csv_cell
+
+    assert [csv_cell(t) for t in ("=_=", "+_+", "-_-", "@home", "smile", "")] == \
+        ["'=_=", "'+_+", "'-_-", "'@home", "smile", ""]
+    assert csv_cell("=_=", raw=True) == "=_="
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(ORIGINALS[0], tmp_path / "=HYPERLINK(1).jpg")
+    F = I2V_FIXTURES
+    model = ["--weights", F / "tag_w8_v1.caffemodel", "--tags", F / "tag_list.json", "-q", "--model-dir", model_store]
+    rc, out, err = run_cli("tag", "=HYPERLINK(1).jpg", *model, "-f", "csv")
+    assert rc == 0, err
+    rows = list(csv.reader(io.StringIO(out)))[1:]
+    assert rows and all(r[0] == "'=HYPERLINK(1).jpg" for r in rows)
+    assert all(not r[2].startswith(FORMULA_PREFIXES) for r in rows)
+    rc, out, _ = run_cli("tag", "=HYPERLINK(1).jpg", *model, "-f", "csv", "--csv-raw")
+    assert all(r[0] == "=HYPERLINK(1).jpg" for r in list(csv.reader(io.StringIO(out)))[1:])
+
+
+def test_prune_keeps_a_missing_drive_and_lists_what_it_drops(tmp_path, model_store):
+    _need_shared()
+    here, drive = tmp_path / "here", tmp_path / "drive"
+    for d, originals in ((here, ORIGINALS[:2]), (drive, ORIGINALS[2:4])):
+        d.mkdir()
+        for p in originals:
+            shutil.copy(p, d / p.name)
+    db = tmp_path / "db"
+    model = [*_feature_model(model_store), "--tagger", "none"]
+    assert run_cli("index", here, drive, "--db", db, *model)[0] == 0
+    drive.rename(tmp_path / "away")
+    drive.mkdir()  # the empty mount point of an unmounted drive
+    (here / ORIGINALS[0].name).unlink()
+    gone = os.path.realpath(here) + "/" + ORIGINALS[0].name
+    rc, _, err = run_cli("index", here, drive, "--db", db, *model, "--prune", "--dry-run")
+    assert rc == 0 and f"would drop: {gone}" in err and "kept its 2 entries" in err, err
+    rc, _, err = run_cli("index", here, drive, "--db", db, *model, "--prune")
+    assert f"pruned: {gone}" in err and "kept its 2 entries" in err, err
+    from illust2vec.collection import Collection
+
+    with Collection.open(db, create=False) as col:
+        assert len(col) == 3
+    rc, _, err = run_cli("index", here, drive, "--db", db, *model, "--prune", "--prune-missing")
+    with Collection.open(db, create=False) as col:
+        assert len(col) == 1
+
+
+def test_outputs_into_missing_folders_are_created_before_the_work(tmp_path, model_store):
+    _need_shared()
+    db = tmp_path / "db"
+    model = [*_feature_model(model_store), "--tagger", "none"]
+    assert run_cli("index", *ORIGINALS[:2], "--db", db, *model)[0] == 0
+    rc, _, err = run_cli("dupes", "--db", db, "-o", tmp_path / "new" / "d.json", "--sheets", tmp_path / "s" / "t", "-q")
+    assert rc == 0 and json.loads((tmp_path / "new" / "d.json").read_text()) == [], err
+    (tmp_path / "afile").write_text("x")
+    rc, _, err = run_cli("faces", ORIGINALS[0], "-o", tmp_path / "afile" / "f.json", "-q")
+    assert rc == 1 and err.count("error:") == 1 and "afile" in err and "Traceback" not in err
+    rc, _, err = run_cli("faces", *ORIGINALS[:2], "-o", tmp_path / "f1" / "f.json",
+                         "--sheet", tmp_path / "f2" / "s.png", "-q")
+    assert rc == 0, err
+    assert json.loads((tmp_path / "f1" / "f.json").read_text()) and (tmp_path / "f2" / "s.png").stat().st_size > 0
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    rc, _, err = run_cli("search", "--db", tmp_path / "nothing", "--tags", "smile")
+    assert rc == 1 and "Traceback" not in err and err.count("\n") == 1
+    rc, _, err = run_cli("--debug", "search", "--db", tmp_path / "nothing", "--tags", "smile")
+    assert rc == 1 and "Traceback" in err

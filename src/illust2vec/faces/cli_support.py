@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from illust2vec.errors import Illust2VecError
+from illust2vec.errors import Illust2VecError, one_line
 from illust2vec.faces.detect import DEFAULT_MARGIN, DEFAULT_MAX_SIDE
 from illust2vec.faces.features import FACE_FIELDS, FaceInputs, FaceOptions, _item_meta
 from illust2vec.faces.items import FaceItem, FaceItemError, iter_face_items
@@ -222,6 +222,6 @@ def report_errors(errors: Iterable[tuple[str, str]]) -> int:
     """Print ``error: PATH: message`` lines on stderr; return how many there were."""
     n = 0
     for source, message in errors:
-        print(f"error: {source}: {message}", file=sys.stderr)
+        print(f"error: {one_line(source)}: {one_line(message)}", file=sys.stderr)
         n += 1
     return n

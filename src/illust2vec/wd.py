@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from illust2vec.errors import ModelFormatError
+from illust2vec.fileio import atomic_write
 from illust2vec.tags import MCUT_CHARACTER_FLOOR, mcut_thresholds, plausible_tags_mcut  # noqa: F401 (re-exported)
 
 __all__ = [
@@ -449,7 +450,7 @@ def load_wd_files(
             info = graph_info(onnx.load(os.fspath(onnx_path)))
     if not info_path.exists():
         try:
-            info_path.write_text(info.to_json())
+            atomic_write(info_path, lambda fh: fh.write(info.to_json()), text=True)
         except OSError:  # read-only store
             pass
     tags = read_selected_tags(tags_path)

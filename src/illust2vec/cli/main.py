@@ -112,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: database: {one_line(exc)} (run 'illust2vec check --db DIR' to examine the collection)",
               file=sys.stderr)
         return 1
+    except UnicodeError as exc:  # text that cannot be decoded (a file in another encoding...)
+        _traceback(args)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 1
     except MemoryError:
         _traceback(args)
         print("error: out of memory (try a smaller --batch-size or fewer --workers)", file=sys.stderr)

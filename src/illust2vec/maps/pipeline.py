@@ -26,6 +26,7 @@ from urllib.parse import quote
 import numpy as np
 
 from illust2vec.errors import Illust2VecError
+from illust2vec.fileio import atomic_write, json_safe
 from illust2vec.maps.clusters import ClusterInfo, explain_clusters, find_clusters
 from illust2vec.maps.grid import GridLayout, snap_to_grid
 from illust2vec.maps.labels import labels_from_spec
@@ -493,9 +494,9 @@ def _finish(paths, feats, probs, names, cats, labels, root, errors, timings, t0,
     timings["total"] = time.perf_counter() - t0
     if report is not None:
         report = Path(report)
-        report.parent.mkdir(parents=True, exist_ok=True)
         data = result.report_dict(method=method, seed=seed, grid=bool(grid), label_by=label_by, title=title)
-        report.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+        text = json_safe(json.dumps(data, indent=1, ensure_ascii=False))
+        atomic_write(report, lambda fh: fh.write(text), text=True)
         result.report = report
     return result
 

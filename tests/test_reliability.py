@@ -416,3 +416,16 @@ def test_debug_shows_the_traceback(tmp_path):
     assert rc == 1 and "Traceback" not in err and err.count("\n") == 1
     rc, _, err = run_cli("--debug", "search", "--db", tmp_path / "nothing", "--tags", "smile")
     assert rc == 1 and "Traceback" in err
+
+
+def test_embed_on_a_full_disk_keeps_the_old_matrix_and_paths_pair(small_disk, model_store):
+    _need_shared()
+    out = small_disk / "e.npy"
+    model = _feature_model(model_store)
+    assert run_cli("embed", *ORIGINALS[:2], *model, "-o", out)[0] == 0
+    old = out.read_bytes(), out.with_suffix(".paths.txt").read_bytes()
+    fill(small_disk, leave=4096)
+    rc, _, err = run_cli("embed", *ORIGINALS[:8], *model, "-o", out)
+    assert rc == 1 and "ENOSPC" in err and "Traceback" not in err, err
+    assert (out.read_bytes(), out.with_suffix(".paths.txt").read_bytes()) == old
+    assert sorted(p.name for p in small_disk.iterdir()) == ["e.npy", "e.paths.txt", "filler"]

@@ -18,6 +18,7 @@ reads back to the same ``str``.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -59,6 +60,14 @@ def fsync_dir(path: str | os.PathLike) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _no_room(folder: Path) -> bool:
+    try:
+        st = os.statvfs(folder)
+    except OSError:  # pragma: no cover
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
 
 
 def json_safe(text: str) -> str:
@@ -119,10 +128,18 @@ class AtomicFile:
             raise self._named(exc) from None
 
     def _named(self, exc: OSError) -> OSError:
-        """``exc`` naming the target file (a failed write of the temporary file says only ``ENOSPC``)."""
-        if exc.filename is None and exc.errno is not None:
+        """``exc`` naming the target file (a failed write of the temporary file says only ``ENOSPC``).
+
+        Some writers (NumPy's) report a short write without an errno: on a
+        full file system that becomes ``ENOSPC``.
+        """
+        if exc.filename is not None:
+            return exc
+        if exc.errno is not None:
             return type(exc)(exc.errno, exc.strerror, str(self.path))
-        return exc
+        if _no_room(self.path.parent):
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+        return OSError(None, str(exc), str(self.path))
 
     def commit(self) -> Path:
         """Flush, fsync, rename over ``path`` (and fsync the directory); on failure ``path`` is untouched."""
@@ -165,8 +182,12 @@ class AtomicFile:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.commit()
-        else:
-            self.discard()
+            return
+        self.discard()
+        if isinstance(exc, OSError):
+            named = self._named(exc)
+            if named is not exc:
+                raise named from None
 
 
 def utf8_safe(text: str) -> str:
@@ -197,8 +218,5 @@ def atomic_write(
     ``path`` is left as it was.
     """
     with AtomicFile(path, text=text, newline=newline, tmp_dir=tmp_dir, fsync=fsync) as fh:
-        try:
-            write(fh.file)
-        except OSError as exc:
-            raise fh._named(exc) from None
+        write(fh.file)
     return Path(path)

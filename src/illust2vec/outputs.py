@@ -92,8 +92,10 @@ def write_matrix(path: str | os.PathLike, matrix: np.ndarray, paths: Sequence[st
         # non-UTF-8 names as their bytes (surrogateescape); encoded before anything is written
         listing = "".join(p.replace("\n", " ") + "\n" for p in paths).encode("utf-8", "surrogateescape")
         paths_file = path.with_suffix(".paths.txt")
-        atomic_write(paths_file, lambda f: f.write(listing))
-        atomic_write(path, lambda f: np.save(f, matrix))
+        # both written in full before either replaces its old file: a failure leaves the old pair
+        with AtomicFile(path) as npy, AtomicFile(paths_file) as txt:
+            np.save(npy.file, matrix)
+            txt.write(listing)
         written.append(paths_file)
     elif suffix == ".npz":
         extra = {"columns": np.asarray(column_names, dtype=str)} if column_names is not None else {}

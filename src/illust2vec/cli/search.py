@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from illust2vec.errors import Illust2VecError
+from illust2vec.fileio import json_safe
 
 EXAMPLES = """\
 examples:
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         hits = col.search(image=args.query, k=args.k, binary=args.binary, tags=args.tags, not_tags=args.not_tags,
                           min_prob=args.min_prob, embedder=embedder, nprobe=args.nprobe)
     if args.json:
-        json.dump([h.to_dict() for h in hits], sys.stdout, indent=1, ensure_ascii=False)
+        sys.stdout.write(json_safe(json.dumps([h.to_dict() for h in hits], indent=1, ensure_ascii=False)))
         sys.stdout.write("\n")
     else:
         print(_table(hits, args.binary) if hits else "no results")

@@ -22,6 +22,7 @@ from illust2vec.errors import Illust2VecError, one_line
 from illust2vec.faces.detect import DEFAULT_MARGIN, DEFAULT_MAX_SIDE
 from illust2vec.faces.features import FACE_FIELDS, FaceInputs, FaceOptions, _item_meta
 from illust2vec.faces.items import FaceItem, FaceItemError, iter_face_items
+from illust2vec.fileio import atomic_write, json_safe
 
 
 def add_face_arguments(parser: argparse.ArgumentParser, *, group_title: str = "faces") -> None:
@@ -177,9 +178,7 @@ def write_face_sidecar(output: str | os.PathLike[str], rows: Sequence[dict[str, 
     def write(fh) -> None:
         for row, meta in enumerate(rows):
             rec = {"row": row, "source": meta["source"], **{k: meta[k] for k in FACE_FIELDS}}
-            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-
-    from illust2vec.fileio import atomic_write
+            fh.write(json_safe(json.dumps(rec, ensure_ascii=False)) + "\n")
 
     return atomic_write(side, write, text=True)
 

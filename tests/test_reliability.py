@@ -429,3 +429,16 @@ def test_embed_on_a_full_disk_keeps_the_old_matrix_and_paths_pair(small_disk, mo
     assert rc == 1 and "ENOSPC" in err and "Traceback" not in err, err
     assert (out.read_bytes(), out.with_suffix(".paths.txt").read_bytes()) == old
     assert sorted(p.name for p in small_disk.iterdir()) == ["e.npy", "e.paths.txt", "filler"]
+
+
+def test_map_on_a_full_disk_keeps_the_old_png(small_disk, odd_collection):
+    db, _, _ = odd_collection
+    png = small_disk / "map.png"
+    rc, _, err = run_cli("map", db, "-o", png, "-q")
+    assert rc == 0, err
+    old = png.read_bytes()
+    fill(small_disk, leave=16384)
+    rc, _, err = run_cli("map", db, "-o", png, "-q", "--max-size", "3000")
+    assert rc == 1 and str(png) in err and "ENOSPC" in err and "Traceback" not in err, err
+    assert png.read_bytes() == old
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "map.png"]

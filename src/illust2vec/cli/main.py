@@ -109,8 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except sqlite3.Error as exc:
         _traceback(args)
-        print(f"error: database: {one_line(exc)} (run 'illust2vec check --db DIR' to examine the collection)",
-              file=sys.stderr)
+        print(f"error: {_database_error(args, exc)}", file=sys.stderr)
         return 1
     except UnicodeError as exc:  # text that cannot be decoded (a file in another encoding...)
         _traceback(args)
@@ -120,6 +119,22 @@ def main(argv: list[str] | None = None) -> int:
         _traceback(args)
         print("error: out of memory (try a smaller --batch-size or fewer --workers)", file=sys.stderr)
         return 1
+
+
+def _database_error(args: argparse.Namespace, exc: sqlite3.Error) -> str:
+    """One line for an SQLite error, naming the collection's database when the command has one."""
+    from pathlib import Path
+
+    from illust2vec.collection.core import DB_NAME
+    from illust2vec.collection.db import explain
+
+    folder = getattr(args, "db", None)
+    if folder is None:
+        paths = getattr(args, "paths", None) or []
+        folder = next((p for p in paths if (Path(p) / DB_NAME).is_file()), None)
+    if folder is None:
+        return f"database: {one_line(exc)} (run 'illust2vec check --db DIR' to examine the collection)"
+    return one_line(explain(Path(folder) / DB_NAME, exc))
 
 
 def _traceback(args: argparse.Namespace) -> None:

@@ -12,11 +12,9 @@ import os
 import shutil
 import threading
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import I2V_FIXTURES
 
 from illust2vec.cli.main import main
@@ -57,7 +55,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.server.hits.append(self.path)
         route = self.server.routes.get(self.path)
         if route is None:

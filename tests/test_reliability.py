@@ -16,7 +16,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import ANIME36, I2V_FIXTURES
 
 from illust2vec.cli.main import main
@@ -43,7 +42,7 @@ def _mount(args: list[str]) -> str | None:
     """Run mount; the reason it failed, or None."""
     if os.geteuid() != 0:
         return "not running as root"
-    r = subprocess.run(["mount", *args], capture_output=True, text=True)
+    r = subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
     return None if r.returncode == 0 else (r.stderr.strip() or f"mount exited {r.returncode}")
 
 
@@ -63,9 +62,8 @@ def fill(disk: Path, leave: int = 0) -> None:
     """Fill ``disk`` up, leaving about ``leave`` bytes free."""
     st = os.statvfs(disk)
     free = st.f_bavail * st.f_frsize - leave
-    with open(disk / "filler", "ab") as fh:
-        with contextlib.suppress(OSError):
-            fh.write(b"\0" * max(0, free))
+    with open(disk / "filler", "ab") as fh, contextlib.suppress(OSError):
+        fh.write(b"\0" * max(0, free))
 
 
 @pytest.fixture
@@ -118,10 +116,9 @@ def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path):
         atomic_write(target, boom, text=True)
     assert target.read_text() == "good"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
-    with pytest.raises(ValueError):
-        with AtomicFile(target, text=True) as fh:
-            fh.write("partial")
-            raise ValueError("stop")
+    with pytest.raises(ValueError), AtomicFile(target, text=True) as fh:
+        fh.write("partial")
+        raise ValueError("stop")
     assert target.read_text() == "good"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
 
@@ -180,7 +177,7 @@ def _feature_model(model_store) -> list:
 @pytest.fixture(scope="module")
 def odd_collection(odd_folder, tmp_path_factory, model_store):
     db = tmp_path_factory.mktemp("oddcol") / "db"
-    rc, out, err = run_cli("index", odd_folder, "--db", db, *_feature_model(model_store), "--tagger", "none")
+    rc, _, err = run_cli("index", odd_folder, "--db", db, *_feature_model(model_store), "--tagger", "none")
     return db, rc, err
 
 

@@ -6,6 +6,8 @@ reported without stopping the run.
 """
 from __future__ import annotations
 
+import errno
+
 
 class Illust2VecError(Exception):
     """Base class for errors caused by user input, files or environment."""
@@ -49,8 +51,6 @@ def one_line(text: object) -> str:
 
 def describe_os_error(exc: OSError) -> str:
     """``PATH: reason (ENAME): what to do`` for an :class:`OSError`, on one line."""
-    import errno
-
     name = errno.errorcode.get(exc.errno or 0, "")
     reason = exc.strerror or str(exc)
     where = ""

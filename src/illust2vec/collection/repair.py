@@ -162,7 +162,7 @@ def check_collection(path: str | os.PathLike) -> CheckReport:
     report.rows = int(meta.get("rows", 0))
     if top is not None and top >= report.rows:
         report.problems.append(f"{dbp}: contents reference row {top} but only {report.rows} rows are committed")
-    for kind, (name, dim_key, dtype) in VECTOR_FILES.items():
+    for name, dim_key, dtype in VECTOR_FILES.values():
         if not int(meta.get(dim_key, 0) or 0):
             continue
         try:
@@ -202,8 +202,8 @@ def _copy_table(src: sqlite3.Connection, dst: sqlite3.Connection, table: str, ke
     if bounds is None:
         rows: list[tuple] = []
         try:
-            for r in src.execute(select):
-                rows.append(r)
+            for r in src.execute(select):  # row by row: keep what comes before a damaged page
+                rows.append(r)  # noqa: PERF402
         except sqlite3.DatabaseError:
             report.unreadable[table] = report.unreadable.get(table, 0) + 1
         put(rows)
@@ -279,7 +279,7 @@ def _make_consistent(folder: Path, c: sqlite3.Connection, report: RepairReport, 
     usable = all(meta.get(k) for k in _ESSENTIAL)
     rows = None
     if usable:
-        for _kind, (name, dim_key, dtype) in VECTOR_FILES.items():
+        for name, dim_key, dtype in VECTOR_FILES.values():
             if not int(meta.get(dim_key, 0) or 0):
                 continue
             try:

@@ -38,8 +38,10 @@ escapes (:func:`os.fsdecode`), binds them with :func:`text_param` inside
 """
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
+import urllib.parse
 from pathlib import Path
 
 from illust2vec.collection.errors import CollectionError
@@ -112,31 +114,40 @@ def text_param(value: str | None) -> str | bytes | None:
 
 def on_read_only_storage(directory: Path) -> bool:
     """Whether ``directory`` is on a file system mounted read-only (or cannot be written by us)."""
+    return _read_only_mount(directory) or not os.access(directory, os.W_OK)
+
+
+def _read_only_mount(directory: Path) -> bool:
     try:
-        if os.statvfs(directory).f_flag & getattr(os, "ST_RDONLY", 1):
-            return True
+        return bool(os.statvfs(directory).f_flag & getattr(os, "ST_RDONLY", 1))
     except OSError:  # pragma: no cover - no statvfs
-        pass
-    return not os.access(directory, os.W_OK)
+        return False
 
 
 def _open_read_only(path: Path) -> sqlite3.Connection:
     """A query-only connection to a database whose folder cannot be written.
 
-    SQLite in WAL mode needs to create ``-shm``/``-wal`` files even to read;
-    where that is impossible the database is opened ``immutable`` (nobody can
-    change it there anyway).  A leftover ``-wal`` file cannot be replayed then:
-    a warning says that its changes are not seen.
+    On a read-only mount nobody can change the database, and SQLite in WAL
+    mode cannot create the ``-shm`` file it needs even to read: it is opened
+    ``immutable``.  A leftover ``-wal`` file cannot be replayed then; a warning
+    says that its changes are not seen.  In a folder that is only closed to
+    us (someone else may be writing), a normal read-only open is tried first.
     """
-    import logging
-    import urllib.parse
-
+    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
+    if not _read_only_mount(path.parent):
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=60.0, isolation_level=None, check_same_thread=False)
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            conn.execute("PRAGMA query_only=1")
+            return conn
+        except sqlite3.OperationalError:
+            pass  # no -shm to share: fall back to reading the file as it is
     wal = path.with_name(path.name + "-wal")
     if wal.exists() and wal.stat().st_size > 0:
         logging.getLogger("illust2vec").warning(
             "warning: %s: changes still in %s are not seen on read-only storage", path, wal.name)
-    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro&immutable=1"
-    conn = sqlite3.connect(uri, uri=True, timeout=60.0, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=60.0, isolation_level=None,
+                           check_same_thread=False)
     conn.execute("PRAGMA query_only=1")
     return conn
 

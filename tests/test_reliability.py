@@ -439,3 +439,11 @@ def test_map_on_a_full_disk_keeps_the_old_png(small_disk, odd_collection):
     assert rc == 1 and str(png) in err and "ENOSPC" in err and "Traceback" not in err, err
     assert png.read_bytes() == old
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "map.png"]
+
+
+def test_map_with_db_reports_each_bad_entry(odd_folder, tmp_path, model_store):
+    rc, _, err = run_cli("map", odd_folder, "--db", tmp_path / "db", "-o", tmp_path / "m.png",
+                         *_feature_model(model_store))
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert rc == 1 and len(errors) == 3 and "Traceback" not in err, err
+    assert (tmp_path / "m.png").stat().st_size > 0

@@ -495,7 +495,7 @@ class Collection:
 
     def row_of_path(self, path: str | os.PathLike) -> int | None:
         """The vector row of an indexed file (by path, or by content hash when the path is unknown)."""
-        p = _canonical(path)
+        p = canonical_path(path)
         r = self.conn.execute("SELECT row FROM files WHERE path=CAST(? AS TEXT) AND row IS NOT NULL",
                                  (_db.text_param(p),)).fetchone()
         if r is not None:
@@ -547,10 +547,10 @@ def _list_image_files(paths: Sequence[str | os.PathLike]) -> list[str]:
         from illust2vec.images import iter_image_files
     except ImportError:  # pragma: no cover - before images.py lands
         iter_image_files = _fallback_iter_image_files
-    return [_canonical(p) for p in iter_image_files(list(paths))]
+    return [canonical_path(p) for p in iter_image_files(list(paths))]
 
 
-def _canonical(path: str | os.PathLike) -> str:
+def canonical_path(path: str | os.PathLike) -> str:
     """The absolute path a file is stored under: symlinks resolved, except a broken one or a loop,
     which keeps its own name so that its error line names the link (never raises, unlike Path.resolve)."""
     real = os.path.realpath(path)

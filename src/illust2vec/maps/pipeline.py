@@ -363,14 +363,18 @@ def make_map(
             model = load_model(model, task="feature", progress=progress)
         model_name = getattr(model, "name", None)
         if db is not None:
-            from illust2vec.collection.core import Collection
+            from illust2vec.collection.core import Collection, canonical_path
 
             tagger = model if ("prob" in model.outputs and model.tags is not None) else None
             with Collection.open(db) as col:
                 col.add([str(f) for f in files], embedder=model, tagger=tagger, batch_size=batch_size or 32,
                         workers=workers, progress=progress)
-                errors.extend((str(p), str(m)) for p, m in col.errors()
-                              if str(Path(p)) in {os.path.realpath(f) for f in files})
+                wanted = {canonical_path(f) for f in files}
+                for p, m in col.errors():
+                    if p in wanted:
+                        errors.append((str(p), str(m)))
+                        if on_error:
+                            on_error(f"{p}: {m}")
             paths, feats, cprobs, cnames, ccats = features_from_collection(db, files)
             if probs is None and cprobs is not None:
                 probs, names, cats = cprobs, cnames, ccats

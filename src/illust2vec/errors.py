@@ -6,6 +6,8 @@ reported without stopping the run.
 """
 from __future__ import annotations
 
+import errno
+
 
 class Illust2VecError(Exception):
     """Base class for errors caused by user input, files or environment."""
@@ -27,6 +29,38 @@ class DownloadError(Illust2VecError):
     """A download failed (network, size or checksum mismatch)."""
 
 
+_CONTROL = {i: f"\\x{i:02x}" for i in (*range(0x20), 0x7F)}
+_CONTROL.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+
+#: What to do about the storage faults users meet, by errno name.
+_OS_HINTS = {
+    "ENOSPC": "the disk is full: free some space and run the command again",
+    "EDQUOT": "the disk quota is exhausted: free some space and run the command again",
+    "EROFS": "the file system is read-only: write the output somewhere else",
+    "EACCES": "permission denied: check the owner and mode of the file and its folder",
+    "EPERM": "operation not permitted: check the owner and mode of the file and its folder",
+    "ELOOP": "a symbolic link loop",
+    "EIO": "input/output error: the disk or the network file system failed",
+}
+
+
+def one_line(text: object) -> str:
+    """``text`` with control characters (newlines in file names...) escaped, so an error stays one line."""
+    return str(text).translate(_CONTROL)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``PATH: reason (ENAME): what to do`` for an :class:`OSError`, on one line."""
+    name = errno.errorcode.get(exc.errno or 0, "")
+    reason = exc.strerror or str(exc)
+    where = ""
+    if exc.filename is not None:
+        where = f"{one_line(exc.filename)}: "
+        if exc.filename2 is not None:
+            where = f"{one_line(exc.filename)} -> {one_line(exc.filename2)}: "
+    hint = _OS_HINTS.get(name)
+    text = f"{where}{reason}" + (f" ({name})" if name else "") + (f": {hint}" if hint and name != "ELOOP" else "")
+    return one_line(text)
 #: Optional import -> (what it is for, the extra that installs it).
 OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
     "onnxruntime": ("ONNX Runtime (every model)", "cpu"),

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from illust2vec.errors import Illust2VecError
+from illust2vec.errors import Illust2VecError, one_line
 from illust2vec.io.records import EXTENSIONS
 from illust2vec.prep.resize_names import RESIZE_METHODS
 
@@ -119,6 +119,10 @@ def add_output_arguments(parser: argparse.ArgumentParser, formats: tuple[str, ..
                         + ("" if required else f"; default: {default} on stdout"))
     o.add_argument("--format", "-f", choices=formats, default=default_help,
                    help="override the format the extension implies")
+    if "csv" in formats:
+        o.add_argument("--csv-raw", action="store_true",
+                       help="csv: write cells as they are (by default text starting with = + - @ gets a leading ' "
+                            "so that spreadsheets do not run it as a formula)")
     return o
 
 
@@ -131,10 +135,13 @@ def add_sheet_argument(group: Any, help: str, *, metavar: str = "PNG", aliases: 
 
 
 def output_format(args: argparse.Namespace, formats: tuple[str, ...], default: str = "json") -> str:
-    """The format of ``args.output`` (see :func:`illust2vec.io.records.infer_format`)."""
+    """The format of ``args.output`` (see :func:`illust2vec.io.records.infer_format`); its folder is made
+    (or refused) now, before the work (:func:`prepare_outputs`)."""
     from illust2vec.io.records import infer_format
 
-    return infer_format(getattr(args, "output", None), getattr(args, "format", None), formats, default)
+    fmt = infer_format(getattr(args, "output", None), getattr(args, "format", None), formats, default)
+    prepare_outputs(getattr(args, "output", None))
+    return fmt
 
 
 def resolve_engine_defaults(args: argparse.Namespace) -> None:
@@ -249,6 +256,27 @@ def expand_inputs(paths: list[str], *, recursive: bool = True) -> list[Path]:
     return files
 
 
+def prepare_outputs(*paths: str | os.PathLike | None, dirs: tuple[str | os.PathLike | None, ...] = ()) -> None:
+    """Before any work: create the folders the outputs go to, and check they can be written.
+
+    ``paths`` are output files (``None`` and ``-`` for stdout are skipped),
+    ``dirs`` output folders.  A folder that cannot be made or written is an
+    :class:`Illust2VecError` now, not a crash after the work is done.
+    """
+    folders = [Path(p).parent for p in paths if p not in (None, "-")]
+    folders += [Path(d) for d in dirs if d is not None]
+    for folder in folders:
+        folder = folder if str(folder) else Path(".")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise Illust2VecError(f"{folder}: is a file, not a folder; choose another output path") from None
+        except OSError as exc:
+            raise Illust2VecError(f"{folder}: cannot create the output folder ({exc.strerror or exc})") from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise Illust2VecError(f"{folder}: the output folder is not writable")
+
+
 class ErrorReport:
     """Prints one ``error: PATH: message`` line per failed input and the closing summary."""
 
@@ -258,7 +286,7 @@ class ErrorReport:
 
     def __call__(self, error) -> None:
         self.count += 1
-        line = f"error: {error}"
+        line = f"error: {one_line(error)}"  # a newline in a file name must not split the line
         if self.bar is not None and hasattr(self.bar, "write"):
             self.bar.write(line, file=sys.stderr)
         else:

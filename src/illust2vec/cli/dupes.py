@@ -43,12 +43,14 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from illust2vec.cli.common import output_format
     from illust2vec.collection import Collection
+    from illust2vec.cli.common import prepare_outputs
     from illust2vec.collection.dupes import default_max_distance, find_dupes
     from illust2vec.io.records import write_records
 
     fmt = output_format(args, FORMATS)
     if args.sheet is not None and args.sheet.exists() and not args.sheet.is_dir():
         raise Illust2VecError(f"{args.sheet}: --sheet takes a directory for dupes (one PNG per group)")
+    prepare_outputs(dirs=(args.sheet,))  # before the work, not after it
     with Collection.open(args.db, create=False) as col:
         d = args.max_distance if args.max_distance is not None else default_max_distance(col)
         groups = find_dupes(col, max_distance=d, progress=not args.quiet)

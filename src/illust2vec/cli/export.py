@@ -39,11 +39,14 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from illust2vec.cli.common import prepare_outputs
     from illust2vec.collection import Collection
+
+    prepare_outputs(args.output)
 
     with Collection.open(args.db, create=False) as col:
         n = col.export(args.output, args.format, vectors=not args.no_vectors, codes=not args.no_codes,
-                       probs=not args.no_probs, min_prob=args.min_prob)
+                       probs=not args.no_probs, min_prob=args.min_prob, raw_csv=args.csv_raw)
     if not args.quiet:
         print(f"wrote {args.output or 'stdout'} ({n} records)", file=sys.stderr)
     return 0

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
-from illust2vec.errors import Illust2VecError
+from illust2vec.errors import Illust2VecError, one_line
 from illust2vec.faces.defaults import DEFAULT_MARGIN, DEFAULT_MAX_SIDE
 
 if TYPE_CHECKING:  # the face modules (numpy, the detector) load when a command runs, not for --help
@@ -178,6 +178,7 @@ def write_face_sidecar(output: str | os.PathLike[str], rows: Sequence[dict[str, 
     import json
 
     from illust2vec.faces.features import FACE_FIELDS
+    from illust2vec.io.atomic import atomic_write, json_safe
 
     path = Path(output)
     side = path.with_name(path.stem + ".faces.jsonl")
@@ -185,9 +186,7 @@ def write_face_sidecar(output: str | os.PathLike[str], rows: Sequence[dict[str, 
     def write(fh) -> None:
         for row, meta in enumerate(rows):
             rec = {"row": row, "source": meta["source"], **{k: meta[k] for k in FACE_FIELDS}}
-            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-
-    from illust2vec.io.atomic import atomic_write
+            fh.write(json_safe(json.dumps(rec, ensure_ascii=False)) + "\n")
 
     return atomic_write(side, write, text=True)
 
@@ -234,7 +233,7 @@ def report_errors(errors: Iterable[tuple[str, str]]) -> int:
     """Print ``error: PATH: message`` lines on stderr; return how many there were."""
     n = 0
     for source, message in errors:
-        print(f"error: {source}: {message}", file=sys.stderr)
+        print(f"error: {one_line(source)}: {one_line(message)}", file=sys.stderr)
         n += 1
     return n
 

@@ -83,9 +83,11 @@ def face_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def handler(args: argparse.Namespace) -> int:
+    from illust2vec.cli.common import prepare_outputs
     from illust2vec.errors import Illust2VecError
     from illust2vec.cli.common import output_format
     from illust2vec.cli.face_options import expand_paths, report_errors
+    from illust2vec.io.images import save_image
     from illust2vec.io.records import write_records
     from illust2vec.faces.items import iter_detections
 
@@ -99,6 +101,7 @@ def handler(args: argparse.Namespace) -> int:
     if args.sheet_cell < 32:
         raise Illust2VecError(f"--sheet-cell must be at least 32 pixels, got {args.sheet_cell}")
 
+    prepare_outputs(args.output, args.sheet, dirs=(args.crops,))  # before the work, not after it
     files = expand_paths(args.paths)
     if not files:
         raise Illust2VecError(f"no images found in: {', '.join(args.paths)}")
@@ -141,7 +144,7 @@ def handler(args: argparse.Namespace) -> int:
         if thumbnails:
             from illust2vec.faces.sheet import compose_sheet
 
-            compose_sheet(thumbnails, cell=args.sheet_cell).save(args.sheet)
+            save_image(compose_sheet(thumbnails, cell=args.sheet_cell), args.sheet)
         else:
             failed += report_errors([(args.sheet, "no picture could be read, sheet not written")])
     n_faces = sum(len(r["faces"]) for r in records)

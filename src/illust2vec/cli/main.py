@@ -8,10 +8,14 @@ Add a command by adding its module name to :data:`COMMANDS`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import sqlite3
 import sys
+import traceback
 
-from illust2vec.errors import Illust2VecError, missing_extra_message
+from illust2vec.errors import Illust2VecError, describe_os_error, missing_extra_message, one_line
 
 #: Modules of ``illust2vec.cli`` that define sub-commands, in ``--help`` order.
 COMMANDS: list[str] = [
@@ -26,6 +30,7 @@ COMMANDS: list[str] = [
     "export",
     "faces",
     "map",
+    "check",
     "demo",
 ]
 
@@ -42,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'illust2vec COMMAND --help' for the options of one command.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error (also ILLUST2VEC_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f"illust2vec.cli.{name}")
@@ -61,8 +68,20 @@ def _setup_logging() -> None:
         logger.propagate = False
 
 
+def _debug(args: argparse.Namespace) -> bool:
+    env = os.environ.get("ILLUST2VEC_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+    return bool(getattr(args, "debug", False)) or env
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; expected faults (bad input, storage, database) end as one ``error:`` line, exit 1.
+
+    ``--debug`` (or ``ILLUST2VEC_DEBUG=1``) prints the traceback too.
+    """
     _setup_logging()
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print as their bytes
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="surrogateescape" if stream is sys.stdout else "backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
@@ -74,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except Illust2VecError as exc:
+        _traceback(args)
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as exc:
@@ -87,11 +107,46 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # The reader of stdout went away (e.g. `| head`): stop quietly.
-        import os
-
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        _traceback(args)
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as exc:
+        _traceback(args)
+        print(f"error: {_database_error(args, exc)}", file=sys.stderr)
+        return 1
+    except UnicodeError as exc:  # text that cannot be decoded (a file in another encoding...)
+        _traceback(args)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        _traceback(args)
+        print("error: out of memory (try a smaller --batch-size or fewer --workers)", file=sys.stderr)
+        return 1
+
+
+def _database_error(args: argparse.Namespace, exc: sqlite3.Error) -> str:
+    """One line for an SQLite error, naming the collection's database when the command has one."""
+    from pathlib import Path
+
+    from illust2vec.collection.core import DB_NAME
+    from illust2vec.collection.db import explain
+
+    folder = getattr(args, "db", None)
+    if folder is None:
+        paths = getattr(args, "paths", None) or []
+        folder = next((p for p in paths if (Path(p) / DB_NAME).is_file()), None)
+    if folder is None:
+        return f"database: {one_line(exc)} (run 'illust2vec check --db DIR' to examine the collection)"
+    return one_line(explain(Path(folder) / DB_NAME, exc))
+
+
+def _traceback(args: argparse.Namespace) -> None:
+    if _debug(args):
+        traceback.print_exc(file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

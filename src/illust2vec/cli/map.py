@@ -54,13 +54,15 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from illust2vec.errors import Illust2VecError
+    from illust2vec.cli.common import prepare_outputs
+    from illust2vec.errors import Illust2VecError, one_line
     from illust2vec.maps.pipeline import format_quality, is_collection, make_map
 
     if args.output is None and args.html is None and args.report is None:
         print("error: nothing to write; give -o FILE.png, --html FILE.html and/or --report FILE.json",
               file=sys.stderr)
         return 2
+    prepare_outputs(args.output, args.html, args.report)  # before the work, not after it
     if args.max_size < 128:
         raise Illust2VecError(f"--max-size {args.max_size}: too small; use at least 128")
     if args.method == "umap":
@@ -79,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         missing = [p for p in args.paths if not any(ch in p for ch in "*?[") and not Path(p).exists()]
         report = ErrorReport()
         for p in missing:
-            print(f"error: {p}: no such file or directory", file=sys.stderr)
+            print(f"error: {one_line(p)}: no such file or directory", file=sys.stderr)
             report.count += 1
         inputs = [p for p in args.paths if p not in missing]
         if not inputs:

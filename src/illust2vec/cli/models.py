@@ -123,30 +123,6 @@ def cmd_list(args) -> int:
     return 0
 
 
-def _validate(path: Path) -> None:
-    """Check a file structurally before it enters the store."""
-    name = path.name.lower()
-    if name.endswith(".caffemodel"):
-        from illust2vec.models.families.i2v.caffe.net import read_caffemodel
-
-        read_caffemodel(path)
-    elif name.endswith((".json", ".json.gz")):
-        from illust2vec.models.tags import TagTable
-
-        TagTable.from_i2v_json(path)
-    elif name.endswith(".csv"):
-        from illust2vec.models.families.wd import read_selected_tags
-
-        read_selected_tags(path)
-    elif name.endswith(".onnx"):
-        import onnx
-
-        try:
-            onnx.checker.check_model(str(path))
-        except Exception as exc:
-            raise Illust2VecError(f"{path}: not a valid ONNX model ({exc})") from None
-
-
 def _target_name(model: str, path: Path) -> str:
     """The store name of ``path`` as a file of ``model`` (WD repositories all use model.onnx/selected_tags.csv)."""
     from illust2vec.models.catalog import get_spec
@@ -164,7 +140,8 @@ def _target_name(model: str, path: Path) -> str:
 
 
 def cmd_import(args) -> int:
-    from illust2vec.models.catalog import MODELS
+    from illust2vec.models.catalog import MODELS, file_checks
+    from illust2vec.models.validate import check_model_file
 
     store = _store(args)
     known = {f.filename: spec.name for spec in MODELS.values() for f in spec.files}
@@ -181,7 +158,7 @@ def cmd_import(args) -> int:
                 )
             if args.model is not None:
                 target_name = _target_name(args.model, path)
-            _validate(path)
+            check_model_file(path, name=target_name, checks=file_checks())
             dest = store.import_file(path, name=target_name)
             print(f"imported {path} -> {dest}")
         except Illust2VecError as exc:
@@ -191,7 +168,7 @@ def cmd_import(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from illust2vec.models.catalog import MODELS, get_spec
+    from illust2vec.models.catalog import MODELS, get_family, get_spec
     from illust2vec.models.fetch import require_files
     from illust2vec.models.hub import hub_files, is_repo_id
 
@@ -204,7 +181,9 @@ def cmd_download(args) -> int:
             elif get_spec(name).hub:
                 files = hub_files(get_spec(name).hub, download=True, progress=not args.quiet)
             else:
-                files = require_files(get_spec(name), store, download=True, progress=not args.quiet)
+                spec = get_spec(name)
+                files = require_files(spec, store, download=True, verify=True, progress=not args.quiet,
+                                      checks=get_family(spec.family).file_checks)
             for role, path in files.items():
                 print(f"{name}: {role} -> {path}")
         except Illust2VecError as exc:

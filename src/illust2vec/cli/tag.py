@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     done = 0
     with contextlib.ExitStack() as stack:
         stack.callback(bar.close)
-        writer = (stack.enter_context(RecordSink(args.output, fmt, rows=tag_rows))
+        writer = (stack.enter_context(RecordSink(args.output, fmt, rows=tag_rows, raw_csv=args.csv_raw))
                   if records and fmt in RECORD_FORMATS else None)
         for batch in iter_batches(model, files if faces is None else faces, batch_size=args.batch_size,
                                   workers=args.workers,

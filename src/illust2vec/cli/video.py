@@ -106,6 +106,7 @@ def _expected_samples(info: Any, args: argparse.Namespace) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from illust2vec.cli.common import prepare_outputs
     from illust2vec.cli.tag import _thresholds
     from illust2vec.video import probe_video
     from illust2vec.video.outputs import save_frame, write_timeline, write_timeline_json
@@ -121,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         raise Illust2VecError(f"--fps {args.fps}: must be a positive number")
     if args.per_shot < 1:
         raise Illust2VecError(f"--per-shot {args.per_shot}: must be at least 1")
+    prepare_outputs(args.output, args.plot, args.annotate, dirs=(args.frames,))  # before the work
     try:
         info = probe_video(path)
     except Illust2VecError as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from illust2vec.collection import db as _db
+from illust2vec.collection.prune import PrunePlan, plan_prune
 from illust2vec.collection.errors import CollectionError, ModelMismatchError
 from illust2vec.collection.vectors import VectorFile
 from illust2vec.models.store import sha256_file
@@ -48,6 +50,9 @@ class AddReport:
     still_bad: int = 0  # files that failed before and did not change (not retried)
     moved: int = 0  # old paths dropped because their content reappeared elsewhere
     pruned: int = 0  # paths dropped by prune
+    pruned_paths: list[str] = field(default_factory=list)  # which ones
+    #: folder that is missing or empty (unmounted drive?) -> gone paths under it that prune kept
+    prune_kept: dict[str, list[str]] = field(default_factory=dict)
     orphans_truncated: int = 0  # vector records from an interrupted run cut off
 
 
@@ -146,6 +151,11 @@ class Collection:
     def _acquire_lock(self) -> None:
         if self._lock_fh is not None:
             return
+        if _db.is_read_only(self.conn):
+            raise CollectionError(
+                f"{self.path}: the collection is on read-only storage: it can be searched, exported, mapped "
+                "and checked for duplicates, not changed; copy it to writable storage to index"
+            )
         fh = open(self.path / "write.lock", "a+")
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -232,6 +242,7 @@ class Collection:
         prune: bool = False,
         rebuild: bool = False,
         faces=None,
+        prune_missing: bool = False,
     ) -> AddReport:
         """Index image files and directories (recursively) into the collection.
 
@@ -252,7 +263,10 @@ class Collection:
             batch_size: images per inference batch and per database commit.
             workers: decode worker processes (``None``: automatic, 0: decode in this process).
             progress: show tqdm progress bars on stderr.
-            prune: drop files that no longer exist from the collection.
+            prune: drop files that no longer exist from the collection, except
+                under a folder that is missing or empty (an unmounted drive), see
+                :mod:`illust2vec.collection.prune`.
+            prune_missing: with ``prune``, drop those too.
             rebuild: forget all stored vectors and recompute them with these
                 models (needed after changing models).
             faces: a :class:`illust2vec.faces.FaceOptions`: one item (vector
@@ -269,7 +283,10 @@ class Collection:
             paths = [paths]
         self._acquire_lock()
         try:
-            return self._add(list(paths), embedder, tagger, batch_size, workers, progress, prune, rebuild, faces)
+            return self._add(list(paths), embedder, tagger, batch_size, workers, progress, prune, rebuild, faces,
+                             prune_missing)
+        except sqlite3.Error as exc:  # disk full, damaged file...: one line naming the database
+            raise _db.explain(self.path / DB_NAME, exc) from exc
         finally:
             self._release_lock()
 
@@ -281,7 +298,8 @@ class Collection:
             dropped = max(dropped, vf.truncate(rows))
         return vfs, dropped
 
-    def _add(self, paths, embedder, tagger, batch_size, workers, progress, prune, rebuild, faces=None) -> AddReport:
+    def _add(self, paths, embedder, tagger, batch_size, workers, progress, prune, rebuild, faces=None,
+             prune_missing=False) -> AddReport:
         from illust2vec.runtime.progress import progress_bar
 
         from illust2vec.collection import faces as _faces
@@ -345,7 +363,8 @@ class Collection:
                 if msg is not None and (path, msg) not in report.failed and sha is None:
                     report.failed.append((path, msg))
         if prune:
-            report.pruned = self._prune()
+            plan = self._prune(paths, missing_roots=prune_missing)
+            report.pruned, report.pruned_paths, report.prune_kept = len(plan.drop), plan.drop, plan.kept
 
         if faces is not None:
             _faces.add_faces(self, c, vfs, todo, embedder, tagger, faces, batch_size=batch_size, workers=workers,
@@ -396,22 +415,32 @@ class Collection:
         self._cache.clear()
         return report
 
-    def _prune(self) -> int:
+    def _prune(self, roots=(), *, missing_roots: bool = False, dry_run: bool = False) -> PrunePlan:
         c = self.conn
-        gone = [p for (p,) in c.execute("SELECT path FROM files").fetchall() if not os.path.exists(p)]
-        if not gone:
-            return 0
+        plan = plan_prune([p for (p,) in c.execute("SELECT path FROM files").fetchall()], roots,
+                          missing_roots=missing_roots)
+        if not plan.drop or dry_run:
+            return plan
         with _db.transaction(c):
-            c.executemany("DELETE FROM files WHERE path=?", [(p,) for p in gone])
+            c.executemany("DELETE FROM files WHERE path=CAST(? AS TEXT)", [(_db.text_param(p),) for p in plan.drop])
             _delete_orphan_contents(c)
         self._cache.clear()
-        return len(gone)
+        return plan
 
-    def prune(self) -> int:
-        """Drop files that no longer exist; returns how many paths were dropped."""
+    def prune(self, roots: Sequence[str | os.PathLike] = (), *, missing_roots: bool = False,
+              dry_run: bool = False) -> PrunePlan:
+        """Drop files that no longer exist; returns what was dropped and what was kept.
+
+        Entries under a folder (one of ``roots``, or the file's own folder)
+        that is missing or empty are kept unless ``missing_roots``: an
+        unmounted drive must not empty the collection.  ``dry_run`` changes
+        nothing and returns the plan.
+        """
+        if dry_run:
+            return self._prune(roots, missing_roots=missing_roots, dry_run=True)
         self._acquire_lock()
         try:
-            return self._prune()
+            return self._prune(roots, missing_roots=missing_roots)
         finally:
             self._release_lock()
 
@@ -464,8 +493,9 @@ class Collection:
 
     def row_of_path(self, path: str | os.PathLike) -> int | None:
         """The vector row of an indexed file (by path, or by content hash when the path is unknown)."""
-        p = str(Path(path).resolve())
-        r = self.conn.execute("SELECT row FROM files WHERE path=? AND row IS NOT NULL", (p,)).fetchone()
+        p = canonical_path(path)
+        r = self.conn.execute("SELECT row FROM files WHERE path=CAST(? AS TEXT) AND row IS NOT NULL",
+                                 (_db.text_param(p),)).fetchone()
         if r is not None:
             return r[0]
         try:
@@ -519,7 +549,14 @@ def _list_image_files(paths: Sequence[str | os.PathLike]) -> list[str]:
         from illust2vec.io.images import iter_image_files
     except ImportError:  # pragma: no cover - before images.py lands
         iter_image_files = _fallback_iter_image_files
-    return [str(Path(p).resolve()) for p in iter_image_files(list(paths))]
+    return [canonical_path(p) for p in iter_image_files(list(paths))]
+
+
+def canonical_path(path: str | os.PathLike) -> str:
+    """The absolute path a file is stored under: symlinks resolved, except a broken one or a loop,
+    which keeps its own name so that its error line names the link (never raises, unlike Path.resolve)."""
+    real = os.path.realpath(path)
+    return real if os.path.exists(real) else os.path.abspath(path)
 
 
 _EXTS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
@@ -537,10 +574,11 @@ def _fallback_iter_image_files(paths):  # pragma: no cover
 
 def _upsert_file(c, path, size, mtime, sha, row, error, now) -> None:
     c.execute(
-        "INSERT INTO files(path, size, mtime_ns, sha256, row, error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "INSERT INTO files(path, size, mtime_ns, sha256, row, error, updated_at) "
+        "VALUES (CAST(? AS TEXT), ?, ?, ?, ?, CAST(? AS TEXT), ?) "
         "ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, sha256=excluded.sha256, "
         "row=excluded.row, error=excluded.error, updated_at=excluded.updated_at",
-        (path, size, mtime, sha, row, error, now),
+        (_db.text_param(path), size, mtime, sha, row, _db.text_param(error), now),
     )
 
 
@@ -551,7 +589,7 @@ def _drop_moved(c, rows: set[int]) -> int:
         for (p,) in c.execute("SELECT path FROM files WHERE row=?", (row,)).fetchall():
             if not os.path.exists(p):
                 gone.append(p)
-    c.executemany("DELETE FROM files WHERE path=?", [(p,) for p in gone])
+    c.executemany("DELETE FROM files WHERE path=CAST(? AS TEXT)", [(_db.text_param(p),) for p in gone])
     return len(gone)
 
 

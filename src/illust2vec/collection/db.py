@@ -29,10 +29,19 @@ Tables
     record per item (face crop, or whole picture without a face); ``content``
     is the ``contents.row`` of its picture.  Added in schema version 2;
     a version-1 database is upgraded when opened for writing.
+
+File names that are not valid UTF-8 (Linux allows any bytes) are kept as
+their raw bytes in TEXT columns: Python sees them as ``str`` with surrogate
+escapes (:func:`os.fsdecode`), binds them with :func:`text_param` inside
+``CAST(? AS TEXT)``, and every connection decodes text with
+``surrogateescape`` so they come back unchanged.
 """
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import urllib.parse
 from pathlib import Path
 
 from illust2vec.collection.errors import CollectionError
@@ -87,15 +96,136 @@ CREATE INDEX IF NOT EXISTS faces_content ON faces(content);
 """
 
 
+def decode_text(raw: bytes) -> str:
+    """SQLite text to ``str``; bytes that are not UTF-8 become surrogate escapes (as :func:`os.fsdecode`)."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def text_param(value: str | None) -> str | bytes | None:
+    """A ``str`` ready to bind as ``CAST(? AS TEXT)``: its raw bytes when it holds surrogate escapes."""
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape")
+
+
+def on_read_only_storage(directory: Path) -> bool:
+    """Whether ``directory`` is on a file system mounted read-only (or cannot be written by us)."""
+    return _read_only_mount(directory) or not os.access(directory, os.W_OK)
+
+
+def _read_only_mount(directory: Path) -> bool:
+    try:
+        return bool(os.statvfs(directory).f_flag & getattr(os, "ST_RDONLY", 1))
+    except OSError:  # pragma: no cover - no statvfs
+        return False
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """A query-only connection to a database whose folder cannot be written.
+
+    On a read-only mount nobody can change the database, and SQLite in WAL
+    mode cannot create the ``-shm`` file it needs even to read: it is opened
+    ``immutable``.  A leftover ``-wal`` file cannot be replayed then; a warning
+    says that its changes are not seen.  In a folder that is only closed to
+    us (someone else may be writing), a normal read-only open is tried first.
+    """
+    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
+    if not _read_only_mount(path.parent):
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=60.0, isolation_level=None, check_same_thread=False)
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            conn.execute("PRAGMA query_only=1")
+            return conn
+        except sqlite3.OperationalError:
+            pass  # no -shm to share: fall back to reading the file as it is
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        logging.getLogger("illust2vec").warning(
+            "warning: %s: changes still in %s are not seen on read-only storage", path, wal.name)
+    conn = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=60.0, isolation_level=None,
+                           check_same_thread=False)
+    conn.execute("PRAGMA query_only=1")
+    return conn
+
+
+def is_read_only(conn: sqlite3.Connection) -> bool:
+    """Whether ``conn`` was opened read-only (a collection on read-only storage)."""
+    return bool(conn.execute("PRAGMA query_only").fetchone()[0])
+
+
 def connect(path: Path, *, create: bool) -> sqlite3.Connection:
     """Open (and with ``create`` initialise) the database at ``path``.
 
     Autocommit mode: callers open transactions with ``BEGIN IMMEDIATE`` /
-    ``COMMIT`` (see :func:`transaction`).
+    ``COMMIT`` (see :func:`transaction`).  An existing database on read-only
+    storage is opened query-only (search, export, map and dupes work; writers
+    get a :class:`CollectionError`).  A file that is not an SQLite database
+    (truncated, overwritten) raises :class:`CollectionError` naming it.
     """
     if not create and not path.exists():
         raise CollectionError(f"{path.parent}: no collection here (no {path.name}); create one with 'illust2vec index DIR --db {path.parent}'")
+    try:
+        conn = _connect(path, create=create)
+    except sqlite3.DatabaseError as exc:
+        raise explain(path, exc) from None
+    return conn
+
+
+def explain(path: Path, exc: sqlite3.Error) -> CollectionError:
+    """A one-line :class:`CollectionError` for an SQLite error on the database at ``path``."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if is_corruption(exc):
+        return damaged(path, exc)
+    if name == "SQLITE_FULL" or "disk is full" in str(exc) or (
+            (name.startswith("SQLITE_IOERR") or "disk I/O error" in str(exc)) and _nearly_full(path.parent)):
+        return CollectionError(
+            f"{path}: the disk is full (SQLITE_FULL, ENOSPC): free some space and run the command again; "
+            "the batches already committed are kept"
+        )
+    if name.startswith("SQLITE_READONLY") or "readonly" in str(exc):
+        return CollectionError(f"{path}: cannot write the collection ({exc}); check the folder's permissions")
+    return CollectionError(f"{path}: {exc}")
+
+
+def _nearly_full(folder: Path) -> bool:
+    """Whether the file system of ``folder`` has (almost) no room left (SQLite reports I/O errors then)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:  # pragma: no cover
+        return False
+    return st.f_bavail * st.f_frsize < 256 * 1024
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """Whether an SQLite error says the file is damaged (not locked, full or unreadable)."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if name:
+        return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+    text = str(exc)
+    return "malformed" in text or "not a database" in text
+
+
+def damaged(path: Path, exc: BaseException) -> CollectionError:
+    """The error for a database SQLite cannot read: what happened and how to recover."""
+    return CollectionError(
+        f"{path}: the collection database is damaged ({exc}); run 'illust2vec check --db {path.parent}' "
+        "to examine it and 'illust2vec check --db {0} --repair' to rebuild it from its vector files "
+        "and a rescan of the images".format(path.parent)
+    )
+
+
+def _connect(path: Path, *, create: bool) -> sqlite3.Connection:
+    if path.exists() and on_read_only_storage(path.parent):
+        conn = _open_read_only(path)
+        conn.text_factory = decode_text
+        _check_version(conn, path, create=False)
+        return conn
     conn = sqlite3.connect(str(path), timeout=60.0, isolation_level=None, check_same_thread=False)
+    conn.text_factory = decode_text
     conn.execute("PRAGMA busy_timeout=60000")
     mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     if str(mode).lower() != "wal":  # pragma: no cover - e.g. network file systems
@@ -112,6 +242,12 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
                 [("schema_version", str(SCHEMA_VERSION)), ("rows", "0"), ("delete_gen", "0")],
             )
             conn.execute("COMMIT")
+    _check_version(conn, path, create=create)
+    return conn
+
+
+def _check_version(conn: sqlite3.Connection, path: Path, *, create: bool) -> None:
+    conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # raises DatabaseError on a damaged file
     version = get_meta(conn, "schema_version")
     if version is None:
         raise CollectionError(f"{path}: not an illust2vec collection database")
@@ -125,7 +261,6 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
             f"{path}: collection schema version {version}, this illust2vec reads version {SCHEMA_VERSION}; "
             "re-index into a new --db"
         )
-    return conn
 
 
 def get_meta(conn: sqlite3.Connection, key: str, default: str | None = None) -> str | None:
@@ -157,5 +292,10 @@ class transaction:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.conn.execute("COMMIT")
-        else:
-            self.conn.execute("ROLLBACK")
+        elif self.conn.in_transaction:
+            # SQLite has already rolled back after some errors (disk full): then there is nothing
+            # to undo, and a failing ROLLBACK must not hide the error that matters.
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass

@@ -8,7 +8,7 @@ import numpy as np
 
 from illust2vec.collection.errors import CollectionError
 from illust2vec.errors import Illust2VecError
-from illust2vec.io.atomic import atomic_write
+from illust2vec.io.atomic import atomic_write, utf8_safe
 from illust2vec.io.records import infer_format, write_records
 
 FORMATS = ("parquet", "csv", "jsonl", "json")
@@ -17,7 +17,7 @@ FACE_COLUMNS = ("face_index", "face_x", "face_y", "face_w", "face_h", "face_like
 
 
 def export(col, path: str | os.PathLike | None, format: str | None = None, *, vectors: bool = True,
-           codes: bool = True, probs: bool = True, min_prob: float | None = None) -> int:
+           codes: bool = True, probs: bool = True, min_prob: float | None = None, raw_csv: bool = False) -> int:
     """Write one record per indexed file (per item in a face collection); returns the number of records.
 
     Columns: ``path``, ``sha256``, ``row``; in a face collection (``index
@@ -28,7 +28,11 @@ def export(col, path: str | os.PathLike | None, format: str | None = None, *, ve
     schema metadata; CSV: one column per tag; JSON Lines: a ``tags`` object
     with probabilities ``>= min_prob``, default all); with ``vectors`` the
     float ``feature`` and with ``codes`` the packed ``code`` (hex in CSV/JSON).
-    ``path`` None writes JSON, JSON Lines or CSV to stdout; a file appears only when complete.
+    ``path`` None writes JSON, JSON Lines or CSV to stdout.  A file is written atomically
+    (an earlier export stays until the new one is complete).  CSV text cells are guarded
+    against spreadsheet formulas (:func:`illust2vec.io.records.csv_cell`) unless ``raw_csv``.
+    File names that are not UTF-8 are written as their bytes in CSV, as ``\\udcXX`` escapes in
+    JSON and with ``\\xNN`` escapes in Parquet (which holds UTF-8 only).
     """
     try:
         fmt = infer_format(path, format, FORMATS, default="jsonl")
@@ -60,7 +64,7 @@ def export(col, path: str | os.PathLike | None, format: str | None = None, *, ve
         import pyarrow.parquet as pq
 
         cols = {
-            "path": pa.array([p for p, _, _ in rows_files], pa.string()),
+            "path": pa.array([utf8_safe(p) for p, _, _ in rows_files], pa.string()),
             "sha256": pa.array([s for _, s, _ in rows_files], pa.string()),
             "row": pa.array(rows, pa.int64()),
         }
@@ -104,5 +108,5 @@ def export(col, path: str | os.PathLike | None, format: str | None = None, *, ve
             yield rec
 
     if fmt == "csv":
-        return write_records(csv_records(), path, fmt, rows=lambda rec: [rec])
+        return write_records(csv_records(), path, fmt, rows=lambda rec: [rec], raw_csv=raw_csv)
     return write_records(json_records(), path, fmt)

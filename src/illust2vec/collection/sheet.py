@@ -7,6 +7,8 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
+from illust2vec.io.images import save_image
+
 
 def contact_sheet(items: Sequence[tuple[str | os.PathLike, str]], out: str | os.PathLike, *, thumb: int = 192,
                   columns: int | None = None, title: str | None = None) -> Path:
@@ -46,6 +48,5 @@ def contact_sheet(items: Sequence[tuple[str | os.PathLike, str]], out: str | os.
         lines = [caption[j : j + chars] for j in range(0, len(caption), chars)][:2] or [""]
         for k, line in enumerate(lines):
             draw.text((x, y + thumb + 2 + k * line_h), line, fill="black", font=font)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
+    save_image(sheet, out)
     return out

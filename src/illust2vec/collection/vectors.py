@@ -109,11 +109,16 @@ class VectorFile:
         start = self.rows
         if expect_row is not None and start != expect_row:
             raise CollectionError(f"{self.path}: ends at row {start}, expected {expect_row}")
-        with open(self.path, "r+b") as fh:
-            fh.seek(HEADER_SIZE + start * self.record_size)
-            fh.write(arr.tobytes())
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with open(self.path, "r+b") as fh:
+                fh.seek(HEADER_SIZE + start * self.record_size)
+                fh.write(arr.tobytes())
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:  # ENOSPC...: name the file; the partial tail is cut off by the next writer
+            if exc.filename is None and exc.errno is not None:
+                raise type(exc)(exc.errno, exc.strerror, str(self.path)) from None
+            raise
         return start
 
     def view(self, rows: int | None = None) -> np.ndarray:

@@ -1,66 +1,200 @@
-"""Atomic file writes: readers see the old file or the complete new one, never a half-written one.
+"""Atomic, durable file writes: readers see the old file or the complete new one, never a half-written one.
 
-New files get the mode any other program would give them (``0666 & ~umask``);
-a file that is replaced keeps its mode.
+:func:`atomic_write` is the one way result files are written.  The new bytes
+go to a temporary file in the same directory, are flushed and ``fsync``'ed,
+the file is renamed over the target and the directory is ``fsync``'ed, so a
+crash, a full disk or an exception in the writer leaves the previous file
+intact and no partial or empty file behind.  A created file gets the mode a
+plain :func:`open` would give it (``0o666`` less the umask, e.g. ``0644``);
+a replaced file keeps its mode.
+
+Text files are UTF-8; a file name that is not valid UTF-8 (which Linux
+allows) reaches Python as a ``str`` with surrogate escapes
+(:func:`os.fsdecode`) and is written back as its original bytes
+(``errors="surrogateescape"``), so a path in a text output names the same
+file.  JSON is different: it must stay valid UTF-8, so :func:`json_safe`
+turns such characters into ``\\udcXX`` escapes, which :func:`json.loads`
+reads back to the same ``str``.
 """
 from __future__ import annotations
 
-import contextlib
+import errno
 import os
+import re
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+__all__ = ["AtomicFile", "atomic_write", "current_umask", "fsync_dir", "json_safe", "utf8_safe"]
 
-def _current_umask() -> int:
-    mask = os.umask(0)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def current_umask() -> int:
+    """The process umask (read without changing it where ``/proc`` tells it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc: the classic read-by-setting (restored at once)
     os.umask(mask)
     return mask
 
 
-def _final_mode(path: Path) -> int:
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a rename or a new file in ``path`` durable (a no-op where directories cannot be opened)."""
+    if os.name != "posix":  # pragma: no cover
+        return
     try:
-        return stat.S_IMODE(path.stat().st_mode)
-    except OSError:
-        return 0o666 & ~_current_umask()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # pragma: no cover
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some file systems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
 
 
-@contextlib.contextmanager
-def atomic_open(
-    path: str | os.PathLike,
-    *,
-    text: bool = False,
-    newline: str | None = None,
-    tmp_dir: str | os.PathLike | None = None,
-    fsync: bool = False,
-) -> Iterator[IO[Any]]:
-    """Open a temporary file that becomes ``path`` when the ``with`` block ends without error.
+def _no_room(folder: Path) -> bool:
+    try:
+        st = os.statvfs(folder)
+    except OSError:  # pragma: no cover
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
 
-    ``text`` opens it as UTF-8 text (``newline`` as for :func:`open`), else
-    binary.  ``tmp_dir`` must be on the same filesystem as ``path`` (default:
-    beside it).  ``fsync`` flushes the data to disk before the rename.  On any
-    error the temporary file is removed and ``path`` is left as it was.
+
+def json_safe(text: str) -> str:
+    """JSON text with lone surrogates (non-UTF-8 file names) written as ``\\uXXXX`` escapes."""
+    if not _SURROGATE.search(text):
+        return text
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+class AtomicFile:
+    """A temporary file beside ``path`` that replaces ``path`` when committed.
+
+    Use it as a context manager (commit on success, discard on an exception)
+    or call :meth:`commit` / :meth:`discard` yourself, e.g. for a streamed
+    output that is closed in a ``finally``.  Writes and other file methods go
+    to the temporary file.  Options as for :func:`atomic_write`.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    directory = Path(tmp_dir) if tmp_dir is not None else path.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".part")
-    try:
-        mode = "w" if text else "wb"
-        encoding = "utf-8" if text else None
-        with os.fdopen(fd, mode, encoding=encoding, newline=newline if text else None) as fh:
-            yield fh
-            fh.flush()
-            os.fchmod(fh.fileno(), _final_mode(path))
-            if fsync:
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    def __init__(self, path: str | os.PathLike, *, text: bool = False, newline: str | None = None,
+                 tmp_dir: str | os.PathLike | None = None, fsync: bool = True) -> None:
+        self.path = Path(path)
+        self.fsync = fsync
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        directory = Path(tmp_dir) if tmp_dir is not None else self.path.parent
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            mode = stat.S_IMODE(os.stat(self.path).st_mode)  # a replaced file keeps its mode
+        except OSError:
+            mode = 0o666 & ~current_umask()  # as open() would create it (mkstemp makes 0600)
+        fd, self.tmp = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".part")
+        try:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, mode)
+            if text:
+                self.file: IO[Any] = os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape",
+                                               newline=newline)
+            else:
+                self.file = os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            Path(self.tmp).unlink(missing_ok=True)
+            raise
+        self.done = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as exc:
+            raise self._named(exc) from None
+
+    def flush(self) -> None:
+        try:
+            self.file.flush()
+        except OSError as exc:
+            raise self._named(exc) from None
+
+    def _named(self, exc: OSError) -> OSError:
+        """``exc`` naming the target file (a failed write of the temporary file says only ``ENOSPC``).
+
+        Some writers (NumPy's) report a short write without an errno: on a
+        full file system that becomes ``ENOSPC``.
+        """
+        if exc.filename is not None:
+            return exc
+        if exc.errno is not None:
+            return type(exc)(exc.errno, exc.strerror, str(self.path))
+        if _no_room(self.path.parent):
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+        return OSError(None, str(exc), str(self.path))
+
+    def commit(self) -> Path:
+        """Flush, fsync, rename over ``path`` (and fsync the directory); on failure ``path`` is untouched."""
+        if self.done:
+            return self.path
+        self.done = True
+        try:
+            with self.file:
+                self.file.flush()
+                if self.fsync:
+                    os.fsync(self.file.fileno())
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            Path(self.tmp).unlink(missing_ok=True)
+            raise self._named(exc) from None
+        except BaseException:
+            Path(self.tmp).unlink(missing_ok=True)
+            raise
+        if self.fsync:
+            fsync_dir(self.path.parent)
+        return self.path
+
+    close = commit
+
+    def discard(self) -> None:
+        """Forget what was written; ``path`` stays as it was."""
+        if self.done:
+            return
+        self.done = True
+        try:
+            self.file.close()
+        except OSError:
+            pass  # e.g. ENOSPC flushing the buffer: the bytes are dropped anyway
+        finally:
+            Path(self.tmp).unlink(missing_ok=True)
+
+    def __enter__(self) -> AtomicFile:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+            return
+        self.discard()
+        if isinstance(exc, OSError):
+            named = self._named(exc)
+            if named is not exc:
+                raise named from None
+
+
+def utf8_safe(text: str) -> str:
+    """``text`` as valid UTF-8 for formats that hold nothing else (Parquet): non-UTF-8 bytes as ``\\xNN``."""
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def atomic_write(
@@ -70,9 +204,19 @@ def atomic_write(
     text: bool = False,
     newline: str | None = None,
     tmp_dir: str | os.PathLike | None = None,
-    fsync: bool = False,
+    fsync: bool = True,
 ) -> Path:
-    """Call ``write(fh)`` on a temporary file, then rename it to ``path`` (see :func:`atomic_open`)."""
-    with atomic_open(path, text=text, newline=newline, tmp_dir=tmp_dir, fsync=fsync) as fh:
-        write(fh)
+    """Call ``write(fh)`` on a temporary file, then rename it to ``path``.
+
+    ``text`` opens the temporary file as UTF-8 text (``newline`` as for
+    :func:`open`; surrogate escapes written as the bytes they stand for),
+    else binary.  ``tmp_dir`` must be on the same filesystem as ``path``
+    (default: beside it).  ``fsync`` (the default) flushes the data to disk
+    before the rename and the directory after it; pass ``False`` only for
+    files that can be rebuilt.  The parent directory is created when missing.
+    On any error (``ENOSPC`` included) the temporary file is removed and
+    ``path`` is left as it was.
+    """
+    with AtomicFile(path, text=text, newline=newline, tmp_dir=tmp_dir, fsync=fsync) as fh:
+        write(fh.file)
     return Path(path)

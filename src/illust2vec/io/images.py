@@ -24,9 +24,11 @@ from typing import Literal, Union
 import numpy as np
 from PIL import Image, ImageOps
 
-from illust2vec.errors import ImageDecodeError
+from illust2vec.errors import Illust2VecError, ImageDecodeError
+from illust2vec.io.atomic import atomic_write
 
 __all__ = [
+    "save_image",
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
     "ImageSource",
@@ -520,3 +522,17 @@ def iter_image_files(paths: Iterable[str | os.PathLike], *, recursive: bool = Tr
         else:
             add([p])
     return result
+
+
+def save_image(image: Image.Image, path: str | os.PathLike, **params) -> Path:
+    """Save a picture atomically (:func:`illust2vec.io.atomic.atomic_write`), its format from the extension.
+
+    A failure (full disk...) leaves an earlier file as it was and never a
+    partial or empty one; the folder is created when missing.  ``params``
+    go to :meth:`PIL.Image.Image.save` (``quality``, ``compress_level``...).
+    """
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise Illust2VecError(f"{path}: unknown image format {path.suffix!r}; use .png, .jpg or .webp")
+    return atomic_write(path, lambda fh: image.save(fh, format=fmt, **params))

@@ -14,7 +14,6 @@ several flat rows (e.g. one per tag).
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
@@ -24,9 +23,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from illust2vec.errors import Illust2VecError
-from illust2vec.io.atomic import atomic_open, atomic_write
+from illust2vec.io.atomic import AtomicFile, atomic_write, json_safe, utf8_safe
 
-__all__ = ["EXTENSIONS", "RecordSink", "flat_row", "infer_format", "write_records"]
+__all__ = ["EXTENSIONS", "FORMULA_PREFIXES", "RecordSink", "csv_cell", "flat_row", "infer_format", "write_records"]
 
 #: Output file extension -> format name.
 EXTENSIONS: dict[str, str] = {
@@ -67,14 +66,25 @@ def flat_row(record: dict[str, Any]) -> dict[str, Any]:
             for k, v in record.items()}
 
 
-def _guard_formula(value: Any) -> Any:
-    """Spreadsheet-safe CSV cell: text starting with = + - @ (a formula to Excel) gets a leading quote."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        try:
-            float(value)  # a number such as -0.25 is data, not a formula
-        except ValueError:
-            return "'" + value
-    return value
+#: First characters that make a spreadsheet read a cell as a formula (OWASP's list).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any, *, raw: bool = False) -> Any:
+    """A CSV cell safe to open in a spreadsheet: text starting with ``= + - @``, tab or CR gets a leading ``'``.
+
+    Spreadsheets run such cells as formulas (``=HYPERLINK(...)``); Danbooru has tags
+    like ``=_=`` and ``+_+``.  The apostrophe is what a spreadsheet user types to enter
+    text literally.  Numbers (``-0.25``) are data and stay as they are; ``raw`` turns the
+    guard off (``--csv-raw``).
+    """
+    if raw or not isinstance(value, str) or not value.startswith(FORMULA_PREFIXES):
+        return value
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return "'" + value
 
 
 class RecordSink:
@@ -88,25 +98,26 @@ class RecordSink:
 
     def __init__(self, output: str | os.PathLike | None, fmt: str, *,
                  rows: Callable[[dict[str, Any]], Iterable[dict[str, Any]]] | None = None,
-                 stdout: IO[str] | None = None) -> None:
+                 stdout: IO[str] | None = None, raw_csv: bool = False) -> None:
         if fmt not in ("json", "jsonl", "csv", "parquet"):
             raise Illust2VecError(f"records cannot be written as {fmt}")
         self.output = None if output in (None, "-") else Path(output)
         self.fmt = fmt
         self.rows = rows or (lambda r: [flat_row(r)])
         self.count = 0
+        self.raw_csv = raw_csv
         self._stdout = stdout
         self._csv: Any = None
         self._columns: list[str] | None = None
         self._table_rows: list[dict[str, Any]] = []
-        self._file: contextlib.ExitStack | None = None
+        self._file: AtomicFile | None = None
 
     def __enter__(self) -> RecordSink:
         if self.output is None or self.fmt == "parquet":
             self._fh: IO[str] = self._stdout or sys.stdout
         else:  # a temporary file beside the output, renamed into place at the end
-            self._file = contextlib.ExitStack()
-            self._fh = self._file.enter_context(atomic_open(self.output, text=True, newline="", fsync=True))
+            self._file = AtomicFile(self.output, text=True, newline="")
+            self._fh = self._file  # type: ignore[assignment]
         if self.fmt == "json":
             self._fh.write("[")
         return self
@@ -114,9 +125,9 @@ class RecordSink:
     def write(self, record: dict[str, Any]) -> None:
         fh = self._fh
         if self.fmt == "jsonl":
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            fh.write(json_safe(json.dumps(record, ensure_ascii=False)) + "\n")
         elif self.fmt == "json":
-            fh.write(("\n" if self.count == 0 else ",\n") + json.dumps(record, ensure_ascii=False))
+            fh.write(("\n" if self.count == 0 else ",\n") + json_safe(json.dumps(record, ensure_ascii=False)))
         elif self.fmt == "csv":
             for row in self.rows(record):
                 if self._csv is None:
@@ -124,9 +135,10 @@ class RecordSink:
                     self._csv = csv.DictWriter(fh, fieldnames=self._columns, extrasaction="ignore",
                                                lineterminator="\n")
                     self._csv.writeheader()
-                self._csv.writerow({k: _guard_formula(v) for k, v in row.items()})
+                self._csv.writerow({k: csv_cell(v, raw=self.raw_csv) for k, v in row.items()})
         else:
-            self._table_rows.extend(self.rows(record))
+            self._table_rows.extend({k: utf8_safe(v) if isinstance(v, str) else v for k, v in row.items()}
+                                    for row in self.rows(record))
         self.count += 1
         if self.output is None and self.fmt in ("jsonl", "csv"):
             fh.flush()
@@ -157,7 +169,8 @@ class RecordSink:
 
 
 def write_records(records: Iterable[dict[str, Any]], output: str | os.PathLike | None, fmt: str, *,
-                  rows: Callable[[dict[str, Any]], Iterable[dict[str, Any]]] | None = None) -> int:
+                  rows: Callable[[dict[str, Any]], Iterable[dict[str, Any]]] | None = None,
+                  raw_csv: bool = False) -> int:
     """Write all ``records`` with a :class:`RecordSink`; returns how many were written."""
-    with RecordSink(output, fmt, rows=rows) as sink:
+    with RecordSink(output, fmt, rows=rows, raw_csv=raw_csv) as sink:
         return sink.write_all(records)

@@ -1,17 +1,16 @@
 """Sinks: tag records as JSON/JSONL/CSV, vectors as NumPy/Parquet (captions: :mod:`illust2vec.datasets.captions`)."""
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any
 
 import numpy as np
 
 from illust2vec.errors import Illust2VecError
-from illust2vec.io.atomic import atomic_write
+from illust2vec.io.atomic import AtomicFile, atomic_write, utf8_safe
 
 def tag_record(path: str, tags: dict[str, list[tuple[str, float]]], **extra: Any) -> dict[str, Any]:
     """One image's result: ``{"path": ..., "tags": {category: {tag: probability}}}`` (sorted by probability)."""
@@ -19,37 +18,6 @@ def tag_record(path: str, tags: dict[str, list[tuple[str, float]]], **extra: Any
     record.update(extra)
     record["tags"] = {cat: {t: round(float(p), 6) for t, p in pairs} for cat, pairs in tags.items()}
     return record
-
-
-class TagWriter:
-    """Streams tag records to a file object in ``json``, ``jsonl`` or ``csv`` (long format)."""
-
-    def __init__(self, fh: IO[str], fmt: Literal["json", "jsonl", "csv"]) -> None:
-        self.fh, self.fmt = fh, fmt
-        self._first = True
-        self._csv = None
-        if fmt == "csv":
-            self._csv = csv.writer(fh)
-            self._csv.writerow(["path", "category", "tag", "probability"])
-        elif fmt == "json":
-            fh.write("[")
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self.fmt == "jsonl":
-            self.fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-        elif self.fmt == "json":
-            self.fh.write(("\n" if self._first else ",\n") + json.dumps(record, ensure_ascii=False))
-        else:
-            for cat, tags in record["tags"].items():
-                for tag, p in tags.items():
-                    self._csv.writerow([record["path"], cat, tag, f"{p:.6f}"])
-        self._first = False
-        self.fh.flush()
-
-    def close(self) -> None:
-        if self.fmt == "json":
-            self.fh.write("\n]\n" if not self._first else "]\n")
-        self.fh.flush()
 
 
 def write_matrix(path: str | os.PathLike, matrix: np.ndarray, paths: Sequence[str], *,
@@ -67,9 +35,13 @@ def write_matrix(path: str | os.PathLike, matrix: np.ndarray, paths: Sequence[st
     path.parent.mkdir(parents=True, exist_ok=True)
     written = [path]
     if suffix == ".npy":
-        atomic_write(path, lambda f: np.save(f, matrix))
+        # non-UTF-8 names as their bytes (surrogateescape); encoded before anything is written
+        listing = "".join(p.replace("\n", " ") + "\n" for p in paths).encode("utf-8", "surrogateescape")
         paths_file = path.with_suffix(".paths.txt")
-        atomic_write(paths_file, lambda f: f.write("".join(p.replace("\n", " ") + "\n" for p in paths).encode("utf-8")))
+        # both written in full before either replaces its old file: a failure leaves the old pair
+        with AtomicFile(path) as npy, AtomicFile(paths_file) as txt:
+            np.save(npy.file, matrix)
+            txt.write(listing)
         written.append(paths_file)
         if model is not None:
             meta_file = path.with_suffix(".meta.json")
@@ -86,11 +58,12 @@ def write_matrix(path: str | os.PathLike, matrix: np.ndarray, paths: Sequence[st
         import pyarrow.parquet as pq
 
         if column_names is not None:
-            table = pa.table({"path": list(paths), **{n: matrix[:, i] for i, n in enumerate(column_names)}})
+            table = pa.table({"path": [utf8_safe(p) for p in paths],
+                              **{n: matrix[:, i] for i, n in enumerate(column_names)}})
         else:
             flat = pa.array(np.ascontiguousarray(matrix).reshape(-1))
             vectors = pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
-            table = pa.table({"path": list(paths), "vector": vectors})
+            table = pa.table({"path": [utf8_safe(p) for p in paths], "vector": vectors})
         if model is not None:
             table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"illust2vec.models.image_model": model})
         atomic_write(path, lambda f: pq.write_table(table, f))
@@ -99,15 +72,4 @@ def write_matrix(path: str | os.PathLike, matrix: np.ndarray, paths: Sequence[st
     return written
 
 
-def open_text_output(path: str | None) -> tuple[IO[str], bool]:
-    """``(file, should_close)`` for ``--output`` (stdout when absent or ``-``)."""
-    import sys
-
-    if path in (None, "-"):
-        return sys.stdout, False
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    return open(p, "w", encoding="utf-8", newline=""), True
-
-
-__all__ = ["TagWriter", "open_text_output", "tag_record", "write_matrix"]
+__all__ = ["tag_record", "write_matrix"]

@@ -6,6 +6,7 @@ the original illustration2vec experiment).  Images without a label get ``None``.
 from __future__ import annotations
 
 import csv
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ class LabelSpecError(Illust2VecError):
 def _rel(path: Path, root: Path | None) -> Path:
     if root is not None:
         try:
-            return path.resolve().relative_to(root.resolve())
+            return Path(os.path.realpath(path)).relative_to(os.path.realpath(root))
         except ValueError:
             pass
     return path
@@ -115,7 +116,7 @@ def labels_from_csv(
     for key, lab in mapping.items():
         kp = Path(key)
         for base in ([kp] if kp.is_absolute() else [csv_dir / kp] + ([Path(root) / kp] if root else [])):
-            by_abs.setdefault(str(base.resolve()), lab)
+            by_abs.setdefault(os.path.realpath(base), lab)
     names = [Path(p).name for p in paths]
     name_counts: dict[str, int] = {}
     for nm in names:
@@ -124,7 +125,7 @@ def labels_from_csv(
     out: list[str | None] = []
     for p, nm in zip(paths, names):
         p = Path(p)
-        lab = mapping.get(str(p)) or mapping.get(p.as_posix()) or by_abs.get(str(p.resolve()))
+        lab = mapping.get(str(p)) or mapping.get(p.as_posix()) or by_abs.get(os.path.realpath(p))
         if lab is None and rootp is not None:
             lab = mapping.get(_rel(p, rootp).as_posix())
         if lab is None and name_counts[nm] == 1:

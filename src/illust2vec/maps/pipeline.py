@@ -25,6 +25,7 @@ from urllib.parse import quote
 import numpy as np
 
 from illust2vec.errors import Illust2VecError
+from illust2vec.io.atomic import atomic_write, json_safe
 from illust2vec.maps.clusters import ClusterInfo, explain_clusters, find_clusters
 from illust2vec.maps.grid import GridLayout, snap_to_grid
 from illust2vec.maps.labels import labels_from_spec
@@ -143,7 +144,7 @@ def features_from_collection(
         else:
             out_paths, rr = [], []
             for p in paths:
-                r = by_path.get(str(Path(p).resolve()))
+                r = by_path.get(os.path.realpath(p))
                 if r is not None:
                     out_paths.append(str(p))
                     rr.append(int(r))
@@ -263,7 +264,7 @@ def top_tags(probs: np.ndarray, names: Sequence[str], n: int = 5, min_prob: floa
 
 
 def _href(path: str, html: Path) -> str:
-    target = Path(path).resolve()
+    target = Path(os.path.realpath(path))
     try:
         rel = os.path.relpath(target, html.resolve().parent)
         return quote(Path(rel).as_posix(), safe="/")
@@ -361,14 +362,18 @@ def make_map(
             model = load_model(model, task="feature", progress=progress)
         model_name = getattr(model, "name", None)
         if db is not None:
-            from illust2vec.collection.core import Collection
+            from illust2vec.collection.core import Collection, canonical_path
 
             tagger = model if ("prob" in model.outputs and model.tags is not None) else None
             with Collection.open(db) as col:
                 col.add([str(f) for f in files], embedder=model, tagger=tagger, batch_size=batch_size or 32,
                         workers=workers, progress=progress)
-                errors.extend((str(p), str(m)) for p, m in col.errors()
-                              if str(Path(p)) in {str(Path(f).resolve()) for f in files})
+                wanted = {canonical_path(f) for f in files}
+                for p, m in col.errors():
+                    if p in wanted:
+                        errors.append((str(p), str(m)))
+                        if on_error:
+                            on_error(f"{p}: {m}")
             paths, feats, cprobs, cnames, ccats = features_from_collection(db, files)
             if probs is None and cprobs is not None:
                 probs, names, cats = cprobs, cnames, ccats
@@ -492,9 +497,9 @@ def _finish(paths, feats, probs, names, cats, labels, root, errors, timings, t0,
     timings["total"] = time.perf_counter() - t0
     if report is not None:
         report = Path(report)
-        report.parent.mkdir(parents=True, exist_ok=True)
         data = result.report_dict(method=method, seed=seed, grid=bool(grid), label_by=label_by, title=title)
-        report.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+        text = json_safe(json.dumps(data, indent=1, ensure_ascii=False))
+        atomic_write(report, lambda fh: fh.write(text), text=True)
         result.report = report
     return result
 

@@ -21,6 +21,8 @@ from typing import Any, Hashable, Union
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from illust2vec.io.atomic import atomic_write
+from illust2vec.io.images import save_image
 from illust2vec.maps.grid import GridLayout
 
 ThumbSource = Union[str, Path, Image.Image, np.ndarray]
@@ -412,7 +414,10 @@ def render_map(
         kwargs: dict[str, Any] = {"compress_level": 3} if ext in ("", ".png") else {}
         if ext in (".jpg", ".jpeg", ".webp"):
             kwargs = {"quality": 90}
-        canvas.save(out_path, format="PNG" if ext in ("", ".png") else None, **kwargs)
+        if ext == "":
+            atomic_write(out_path, lambda fh: canvas.save(fh, format="PNG", **kwargs))
+        else:  # atomic: a failure (full disk...) leaves an earlier map as it was, never a 0-byte file
+            save_image(canvas, out_path, **kwargs)
     return RenderResult(
         path=Path(out_path) if out_path is not None else None,
         size=(canvas_w, canvas_h),

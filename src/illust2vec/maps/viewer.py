@@ -56,6 +56,7 @@ import numpy as np
 from PIL import Image
 
 from illust2vec.errors import Illust2VecError
+from illust2vec.io.atomic import AtomicFile, json_safe
 
 __all__ = ["ViewerPoint", "write_viewer", "ATLAS_PAGE_SIZE"]
 
@@ -187,7 +188,6 @@ def write_viewer(
     get_thumb: Callable[[int], Image.Image]
     get_thumb = thumbnails if callable(thumbnails) else thumbnails.__getitem__  # type: ignore[assignment]
 
-    tmp_html = out_html.with_name(out_html.name + ".part")
     files_dir = out_html.with_name(out_html.stem + "_files")
     out_html.parent.mkdir(parents=True, exist_ok=True)
     if not embed:
@@ -295,7 +295,7 @@ def write_viewer(
         nonce = base64.b64encode(os.urandom(16)).decode("ascii")
         head = head.replace("{{NONCE}}", nonce)
         pre = pre.replace("{{NONCE}}", nonce)
-        with open(tmp_html, "w", encoding="utf-8", newline="\n") as fh:
+        with AtomicFile(out_html, text=True, newline="\n") as fh:  # durable; an old page stays until done
             fh.write(_fill(head, {"TITLE": _html_text(title), "CSS": css, "DATA": _json_for_script(data)}))
             for j, uri in enumerate(base_pages):
                 fh.write(f'<script type="text/x-i2v-atlas" id="i2v-base-{j}">{uri}</script>\n')
@@ -309,14 +309,12 @@ def write_viewer(
         if spool is not None:
             spool.close()
             os.unlink(spool.name)
-        os.replace(tmp_html, out_html)
     except BaseException:
         for *_, fut in pending:
             fut.cancel()
         if spool is not None:
             spool.close()
             Path(spool.name).unlink(missing_ok=True)
-        tmp_html.unlink(missing_ok=True)
         if not embed:
             shutil.rmtree(files_dir, ignore_errors=True)
         raise
@@ -525,7 +523,7 @@ def _safe_href(href: str | None) -> str | None:
 
 def _json_for_script(obj: object) -> str:
     """JSON that cannot end a ``<script>`` element or break JS parsing."""
-    s = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    s = json_safe(json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False))
     return (
         s.replace("&", "\\u0026")
         .replace("<", "\\u003c")

@@ -12,13 +12,14 @@ is adding its module to :data:`FAMILIES`.
 from __future__ import annotations
 
 import fnmatch
+from typing import Any
 
 from illust2vec.errors import Illust2VecError
 from illust2vec.models.families import effnet, wd
 from illust2vec.models.families.i2v import model as i2v
 from illust2vec.models.spec import ModelFamily, ModelFile, ModelSpec
 
-__all__ = ["FAMILIES", "MODELS", "ModelFamily", "ModelFile", "ModelSpec", "get_family", "get_spec",
+__all__ = ["FAMILIES", "MODELS", "ModelFamily", "ModelFile", "ModelSpec", "get_family", "file_checks", "get_spec",
            "list_models", "register"]
 
 #: Family name -> record, in order of preference where several could read a file.
@@ -55,6 +56,11 @@ def get_family(name: str) -> ModelFamily:
         return FAMILIES[name]
     except KeyError:
         raise Illust2VecError(f"unknown model family {name!r}; known: {', '.join(FAMILIES)}") from None
+
+
+def file_checks() -> dict[str, Any]:
+    """Every family's file parsers by name ending (for a file whose model is not known yet)."""
+    return {ending: check for family in FAMILIES.values() for ending, check in family.file_checks.items()}
 
 
 def list_models(pattern: str = "*") -> list[str]:

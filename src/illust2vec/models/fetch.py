@@ -13,8 +13,15 @@
   ``If-Range``, so a file that changed upstream is fetched whole instead of
   being spliced onto the old prefix, and the announced length is checked when
   the caller knows no size;
-* when the transfer is complete, the size and SHA-256 are checked (when known);
-  only then is the file fsync'ed and moved into place with :func:`os.replace`;
+* an answer that is a web page (``Content-Type: text/html``, or a body that
+  starts like one) is refused: servers and proxies answer a gated or moved
+  file with a login or error page and status 200;
+* when the transfer is complete, the size and SHA-256 are checked (when known),
+  else the length the server announced; then the caller's ``validate`` check
+  (the model store passes the structural check of
+  :func:`illust2vec.models.validate.check_model_file`, which also catches a body
+  without ``Content-Length`` that was cut short); only then is the file
+  fsync'ed and moved into place with :func:`os.replace`;
 * a file that fails verification is deleted, ``.part`` included, because
   resuming it would only reproduce the bad bytes;
 * proxies: a fresh :func:`urllib.request.build_opener` is made for each
@@ -36,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import logging
 import os
 import time
 import urllib.error
@@ -43,12 +51,14 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
+from collections.abc import Mapping
 
-from illust2vec.errors import DownloadError, ModelNotFoundError
+from illust2vec.errors import DownloadError, Illust2VecError, ModelFormatError, ModelNotFoundError
 from illust2vec.models.spec import ModelFile, ModelSpec
 from illust2vec.models.store import ModelStore, sha256_file  # noqa: F401 (re-exported)
 from illust2vec.models.store import offline_mode as is_offline
+from illust2vec.models.validate import FileCheck, check_model_file, looks_like_error_page
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -188,6 +198,13 @@ def _attempt(
 
     with resp:
         status = getattr(resp, "status", 200)
+        ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype in ("text/html", "application/xhtml+xml"):
+            _drop(part)
+            raise DownloadError(
+                f"{url}: the server answered HTTP {status} with a web page ({ctype}) instead of the file "
+                f"(a login, error or moved-file page?); nothing was stored. Check the URL, or {IMPORT_HINT}"
+            )
         length_hdr = resp.headers.get("Content-Length")
         expected_body = int(length_hdr) if length_hdr and length_hdr.isdigit() else None
         if have and status == 206:
@@ -247,6 +264,7 @@ def download(
     tmp_dir: str | os.PathLike[str] | None = None,
     retries: int = 3,
     offline: bool | None = None,
+    validate: Callable[[Path], None] | None = None,
 ) -> Path:
     """Download ``url`` to ``dest``, verified and atomically; return ``dest`` as a Path.
 
@@ -270,6 +288,11 @@ def download(
         (only while attempts make progress). ``0`` leaves the ``.part`` for the next call.
     offline:
         ``True`` refuses to use the network; ``None`` reads ``ILLUST2VEC_OFFLINE``.
+    validate:
+        Called with the complete ``.part`` file before it is moved to ``dest``;
+        an :class:`~illust2vec.errors.Illust2VecError` it raises deletes the
+        file and becomes a :class:`DownloadError`.  Without it, a body that
+        starts like a web page is still refused.
 
     Raises
     ------
@@ -326,6 +349,17 @@ def download(
                 "the file was deleted. The upstream file may have changed or the transfer was "
                 "corrupted: run the command again, or fetch it yourself and run `illust2vec models import FILE`"
             )
+    try:
+        if validate is not None:
+            validate(part)
+        elif looks_like_error_page(part):
+            raise ModelFormatError(f"{part}: is a web page, not the file")
+    except Illust2VecError as exc:
+        _drop(part)
+        raise DownloadError(
+            f"{url}: the downloaded file is not usable ({exc}); it was deleted and nothing was stored. "
+            f"The upstream file may have moved or need a login: check the URL, or {IMPORT_HINT}"
+        ) from None
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.replace(part, dest)
     _meta_path(part).unlink(missing_ok=True)
@@ -402,13 +436,18 @@ def missing_files_message(spec: ModelSpec, missing: Iterable[ModelFile], store: 
 
 
 def require_files(spec: ModelSpec, store: ModelStore | None = None, *, download: bool = False,
-                  offline: bool | None = None, progress: bool = True) -> dict[str, Path]:
+                  offline: bool | None = None, progress: bool = True, verify: bool = False,
+                  checks: Mapping[str, FileCheck] | None = None) -> dict[str, Path]:
     """Paths of a model's files by role.
 
     Missing files are fetched only when ``download`` is true (``models download``,
     ``--download``) and downloads are not forbidden (``offline`` or
     ``ILLUST2VEC_OFFLINE=1``); otherwise :class:`ModelNotFoundError` says how to get them.
-    Nothing here opens a connection unless asked.
+    Nothing here opens a connection unless asked.  Every download passes
+    :func:`~illust2vec.models.validate.check_model_file` (with the family's ``checks``)
+    before it is stored; ``verify`` also checks the files already in the store
+    (``models download`` does): a broken one is set aside into ``tmp/`` with a
+    warning and fetched again.
     """
     store = store or ModelStore()
     found: dict[str, Path] = {}
@@ -417,6 +456,14 @@ def require_files(spec: ModelSpec, store: ModelStore | None = None, *, download:
         if f.package:
             continue  # resolved by the family loader from the installed package
         path = store.find(f.filename)
+        if path is not None and verify:
+            try:
+                check_model_file(path, name=path.name, checks=checks)
+            except Illust2VecError as exc:
+                moved = store.set_aside(path)
+                logging.getLogger("illust2vec").warning(
+                    "warning: %s is broken (%s); moved to %s, fetching it again", path, exc, moved)
+                path = None
         if path is None:
             missing.append(f)
         else:
@@ -426,6 +473,7 @@ def require_files(spec: ModelSpec, store: ModelStore | None = None, *, download:
             found[f.role] = _download_url(
                 f.url, store.path_for(f.filename), size=f.size, sha256=f.sha256,
                 progress=progress, tmp_dir=store.tmp_dir,
+                validate=lambda part, name=f.filename: check_model_file(part, name=name, checks=checks),
             )
         missing = []
     if missing:

@@ -90,7 +90,8 @@ class ModelFamily:
     record and the store.  ``tag_readers`` maps tag-file suffixes (``.json``,
     ``.csv``) to functions reading a :class:`~illust2vec.models.tags.TagTable`;
     ``load_files`` (optional) loads a raw ``.onnx`` file of this family given
-    its tag file, for ``--weights model.onnx --tag-list selected_tags.csv``.
+    its tag file, for ``--weights model.onnx --tag-list selected_tags.csv``;
+    ``file_checks`` parse its files before they enter the store.
     """
 
     name: str
@@ -98,3 +99,6 @@ class ModelFamily:
     load: ModelLoader
     tag_readers: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
     load_files: Callable[..., "ImageModel"] | None = None
+    #: Name ending -> parser that raises ModelFormatError for a broken file of that kind
+    #: (:func:`illust2vec.models.validate.check_model_file`, before a file counts as present).
+    file_checks: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from illust2vec.errors import Illust2VecError
 from illust2vec.io.atomic import atomic_write
+from illust2vec.models.validate import looks_like_error_page
 
 ENV_HOME = "ILLUST2VEC_HOME"
 
@@ -64,15 +65,25 @@ class ModelStore:
         return self.files_dir / filename
 
     def find(self, filename: str) -> Path | None:
-        """The stored file of this name, if present (a ``.gz`` twin counts)."""
-        for candidate in (self.path_for(filename), self.path_for(filename + ".gz")):
-            if candidate.is_file() and candidate.stat().st_size > 0:
-                return candidate
+        """The stored file of this name, if present (a ``.gz`` twin counts).
+
+        An empty file, or one that is a web page (an error page saved as the
+        model), does not count: it is as if the file were missing.
+        """
+        candidates = [self.path_for(filename), self.path_for(filename + ".gz")]
         if filename.endswith(".gz"):
-            plain = self.path_for(filename[:-3])
-            if plain.is_file() and plain.stat().st_size > 0:
-                return plain
+            candidates.append(self.path_for(filename[:-3]))
+        for candidate in candidates:
+            if candidate.is_file() and candidate.stat().st_size > 0 and not looks_like_error_page(candidate):
+                return candidate
         return None
+
+    def set_aside(self, path: Path) -> Path:
+        """Move a broken store file out of the way (into ``tmp/``, never deleted) and return its new path."""
+        self._mkdirs()
+        dest = self.tmp_dir / f"{path.name}.broken"
+        os.replace(path, dest)
+        return dest
 
     def _mkdirs(self) -> None:
         for d in (self.files_dir, self.onnx_dir, self.tmp_dir):
@@ -89,23 +100,36 @@ class ModelStore:
             return atomic_write(dest, lambda out: shutil.copyfileobj(inp, out, 1 << 22),
                                 tmp_dir=self.tmp_dir, fsync=True)
 
-    # -- content hashes, memoised by (path, size, mtime) so cached loads stay fast
+    # -- content hashes, memoised by the file's stat so cached loads stay fast
     def content_hash(self, path: str | os.PathLike) -> str:
+        """SHA-256 of a file, memoised in ``ROOT/hashes.json``.
+
+        The memo key is what git's index uses to notice a changed file: path,
+        size, ``mtime_ns``, ``ctime_ns``, inode and device.  Replacing a file
+        by another of the same size and mtime (``cp -p``, ``touch -r``, a
+        rename over it) still changes its ctime or inode, which no user can
+        set back, so the hash (and the converted graph keyed by it) is
+        recomputed.
+        """
         path = Path(path).resolve()
         st = path.stat()
-        key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+        key = f"{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}|{st.st_dev}"
         memo_path = self.root / "hashes.json"
         try:
             memo = json.loads(memo_path.read_text())
+            if not isinstance(memo, dict):
+                memo = {}
         except (OSError, ValueError):
             memo = {}
         if key in memo:
             return memo[key]
         digest = sha256_file(path)
+        prefix = f"{path}|"
+        memo = {k: v for k, v in memo.items() if not k.startswith(prefix)}  # older stats of this path
         memo[key] = digest
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            atomic_write(memo_path, lambda fh: fh.write(json.dumps(memo, indent=0).encode()), fsync=True)
+            atomic_write(memo_path, lambda fh: fh.write(json.dumps(memo, indent=0).encode()))
         except OSError:
             pass  # a read-only store still works, just without the memo
         return digest

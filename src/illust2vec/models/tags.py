@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 from dataclasses import dataclass
@@ -32,6 +33,10 @@ KAOMOJI: frozenset[str] = frozenset({
     "0_0", "(o)_(o)", "+_+", "+_-", "._.", "<o>_<o>", "<|>_<|>", "=_=", ">_<", "3_3", "6_9",
     ">_o", "@_@", "^_^", "o_o", "u_u", "x_x", "|_|", "||_||",
 })
+
+
+#: Largest tag list read (decompressed); i2v's has 1,539 tags in about 25 KB.
+MAX_TAG_FILE_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -113,14 +118,21 @@ class TagTable:
         """Read illustration2vec's ``tag_list.json`` (or ``.json.gz``)."""
         path = Path(path)
         try:
-            raw = path.read_bytes()
-            if raw[:2] == b"\x1f\x8b":
-                raw = gzip.decompress(raw)
+            with open(path, "rb") as fh:
+                gz = fh.read(2) == b"\x1f\x8b"
+                fh.seek(0)
+                # bounded either way: a small .gz that inflates to gigabytes is refused, not unpacked
+                raw = (gzip.GzipFile(fileobj=fh) if gz else fh).read(MAX_TAG_FILE_BYTES + 1)
+            if len(raw) > MAX_TAG_FILE_BYTES:
+                raise ModelFormatError(
+                    f"{path}: tag list larger than {MAX_TAG_FILE_BYTES >> 20} MiB"
+                    + (" once decompressed" if gz else "") + "; not an illustration2vec tag list"
+                )
             names = json.loads(raw.decode("utf-8"))
         except FileNotFoundError:
             raise ModelFormatError(f"{path}: tag list not found") from None
-        except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelFormatError(f"{path}: not a readable tag list ({exc})") from None
+        except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, zlib.error) as exc:
+            raise ModelFormatError(f"{path}: not a readable tag list ({type(exc).__name__}: {exc})") from None
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ModelFormatError(f"{path}: expected a JSON list of tag names")
         return cls.from_layout(names, layout)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from illust2vec.errors import Illust2VecError
-from illust2vec.io.atomic import atomic_write
+from illust2vec.io.atomic import atomic_write, json_safe
 from illust2vec.video.timeline import Timeline
 
 __all__ = ["write_timeline", "write_timeline_json", "write_timeline_csv", "save_frame", "TIMELINE_FORMATS"]
@@ -22,7 +22,8 @@ def write_timeline_json(
 ) -> None:
     """Write :meth:`Timeline.to_dict` as JSON (UTF-8, tag names unescaped)."""
     data = timeline.to_dict(include_features=include_features, top=top)
-    atomic_write(path, lambda f: json.dump(data, f, ensure_ascii=False, indent=1), text=True)
+    text = json_safe(json.dumps(data, ensure_ascii=False, indent=1))
+    atomic_write(path, lambda f: f.write(text), text=True)
 
 
 def write_timeline_csv(timeline: Timeline, path: str | Path, *, top: int | None = None) -> None:

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from illust2vec.io.atomic import atomic_write
 from illust2vec.video.timeline import Timeline
 
 __all__ = ["plot_timeline", "PlotLayout", "nice_tick_step", "format_time"]
@@ -175,7 +176,5 @@ def plot_timeline(
         x = lay.x(timeline.stopped_at)
         draw.text((x + 3, lay.axis_y + 20), "stream broke here", fill=SHOT_COLOUR, font=font)
     if path is not None:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        img.save(p, format="PNG")
+        atomic_write(Path(path), lambda fh: img.save(fh, format="PNG"))
     return img

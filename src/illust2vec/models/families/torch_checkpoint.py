@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import collections
 import io
+import math
 import os
 import pickle
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -61,9 +63,10 @@ _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _StorageType:
-    """Stand-in for ``torch.FloatStorage`` & co. during unpickling."""
+    """Stand-in for ``torch.FloatStorage`` & co. during unpickling (frozen, no ``__dict__``: a
+    pickle's BUILD opcode cannot change it; each load gets its own instances anyway)."""
 
     name: str
 
@@ -117,8 +120,18 @@ def _rebuild_from_type_v2(func: Any, new_type: Any, args: Any, state: Any) -> An
 
 
 class _Marker:
+    """An identity token (``torch.Tensor``...); immutable so that no pickle can alter it."""
+
+    __slots__ = ("name",)
+
     def __init__(self, name: str) -> None:
-        self.name = name
+        object.__setattr__(self, "name", name)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise ModelFormatError("checkpoint tries to modify a type it references")
+
+    def __setstate__(self, state: Any) -> None:
+        raise ModelFormatError("checkpoint tries to modify a type it references")
 
     def __repr__(self) -> str:
         return f"<{self.name}>"
@@ -127,17 +140,29 @@ class _Marker:
 _TENSOR_TYPE = _Marker("torch.Tensor")
 _PARAMETER_TYPE = _Marker("torch.nn.Parameter")
 
-#: (module, name) -> the local object that replaces it while unpickling.
-_ALLOWED: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
-    ("torch", "Tensor"): _TENSOR_TYPE,
-    ("torch.nn.parameter", "Parameter"): _PARAMETER_TYPE,
-}
-_ALLOWED.update({("torch", name): _StorageType(name) for name in STORAGE_DTYPES})
+#: Largest pickled object graph read (``data.pkl``); real state dicts hold a few hundred KB.
+MAX_PICKLE_BYTES = 256 << 20
+#: Largest storage member a zip checkpoint may inflate to.
+MAX_STORAGE_BYTES = 8 << 30
+
+
+def _allowed() -> dict[tuple[str, str], Any]:
+    """(module, name) -> the local object that replaces it while unpickling.
+
+    Built afresh for every unpickler: nothing a refused file does to these
+    objects can reach the next load (the restricted unpickler keeps no state).
+    """
+    allowed: dict[tuple[str, str], Any] = {
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+        ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+        ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
+        ("torch", "Tensor"): _TENSOR_TYPE,
+        ("torch.nn.parameter", "Parameter"): _PARAMETER_TYPE,
+    }
+    allowed.update({("torch", name): _StorageType(name) for name in STORAGE_DTYPES})
+    return allowed
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -147,10 +172,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
         super().__init__(file)
         self._source = source
         self._storages = storages
+        self._allowed = _allowed()
 
     def find_class(self, module: str, name: str) -> Any:
         try:
-            return _ALLOWED[(module, name)]
+            return self._allowed[(module, name)]
         except KeyError:
             raise ModelFormatError(
                 f"{self._source}: refusing to load checkpoint: it references {module}.{name}, "
@@ -182,7 +208,12 @@ def _materialise(obj: Any, source: str) -> Any:
         data = st.data
         if any(s < 0 for s in obj.shape) or any(s < 0 for s in obj.stride):
             raise ModelFormatError(f"{source}: negative tensor size or stride")
-        n = int(np.prod(obj.shape, dtype=np.int64))
+        n = math.prod(obj.shape)  # Python ints: no wrap-around
+        if n > data.size:  # a tensor larger than its storage (stride-0 broadcast): refuse, it could be a bomb
+            raise ModelFormatError(
+                f"{source}: tensor of shape {obj.shape} has more elements than its storage {st.key} "
+                f"({data.size}); not a plain state dict"
+            )
         if n:
             last = obj.offset + sum((d - 1) * s for d, s in zip(obj.shape, obj.stride))
             if obj.offset < 0 or last >= data.size:
@@ -220,6 +251,8 @@ def _load_zip(zf: zipfile.ZipFile, source: str) -> Any:
     byteorder = prefix + "byteorder"
     if byteorder in names and zf.read(byteorder).strip() not in (b"little", b""):
         raise ModelFormatError(f"{source}: big-endian checkpoints are not supported")
+    if zf.getinfo(pkl[0]).file_size > MAX_PICKLE_BYTES:
+        raise ModelFormatError(f"{source}: {pkl[0]} is larger than {MAX_PICKLE_BYTES >> 20} MiB; not a state dict")
     storages: dict[str, _StorageRef] = {}
     try:
         obj = _RestrictedUnpickler(io.BytesIO(zf.read(pkl[0])), source, storages).load()
@@ -229,15 +262,29 @@ def _load_zip(zf: zipfile.ZipFile, source: str) -> Any:
         raise ModelFormatError(f"{source}: corrupt checkpoint ({exc})") from None
     for key, ref in storages.items():
         member = f"{prefix}data/{key}"
+        dtype = ref.stype.dtype
         try:
-            raw = zf.read(member)
+            info = zf.getinfo(member)
         except KeyError:
             raise ModelFormatError(f"{source}: storage file {member} is missing") from None
-        dtype = ref.stype.dtype
+        if info.file_size > min(MAX_STORAGE_BYTES, max(ref.numel, 0) * dtype.itemsize):
+            raise ModelFormatError(
+                f"{source}: {member} inflates to {info.file_size} bytes, more than its {ref.numel} "
+                f"elements need; corrupt or hostile checkpoint"
+            )
+        raw = zf.read(member)
         if len(raw) % dtype.itemsize:
             raise ModelFormatError(f"{source}: {member} has {len(raw)} bytes, not a multiple of {dtype.itemsize}")
         ref.data = np.frombuffer(raw, dtype=dtype)
     return _materialise(obj, source)
+
+
+def remaining(fh: BinaryIO) -> int:
+    """Bytes left after the current position of a seekable file."""
+    here = fh.tell()
+    end = fh.seek(0, os.SEEK_END)
+    fh.seek(here)
+    return end - here
 
 
 def _load_legacy(fh: BinaryIO, source: str) -> Any:
@@ -277,6 +324,11 @@ def _load_legacy(fh: BinaryIO, source: str) -> Any:
         (numel,) = struct.unpack("<q", head)
         dtype = ref.stype.dtype
         nbytes = numel * dtype.itemsize
+        if numel < 0 or nbytes > remaining(fh):  # checked before reading: no huge allocation
+            raise ModelFormatError(
+                f"{source}: truncated checkpoint (storage {key}: {nbytes} bytes announced, "
+                f"{remaining(fh)} left in the file)"
+            )
         raw = fh.read(nbytes)
         if numel < 0 or len(raw) != nbytes:
             raise ModelFormatError(
@@ -306,6 +358,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Any:
         raise ModelFormatError(f"{source}: file not found") from None
     except zipfile.BadZipFile as exc:
         raise ModelFormatError(f"{source}: corrupt zip checkpoint ({exc})") from None
+    except (MemoryError, RecursionError, OverflowError, ValueError, zlib.error) as exc:
+        # nesting or sizes no state dict has: a format error, with memory and stack bounded
+        raise ModelFormatError(
+            f"{source}: not a plain PyTorch state dict ({type(exc).__name__}: {str(exc)[:120]})"
+        ) from None
 
 
 def load_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from illust2vec.errors import ModelFormatError, ModelNotFoundError
+from illust2vec.io.atomic import atomic_write
 from illust2vec.models.fetch import missing_files_message, require_files
 from illust2vec.models.hub import HubRef, hub_files
 from illust2vec.models.image_model import ImageModel
@@ -416,7 +417,8 @@ def load_wd(spec: ModelSpec, store: ModelStore, *, download: bool = False, offli
             raise ModelNotFoundError(f"{exc}\nOr import them into illust2vec's store: "
                                      + missing_files_message(spec, missing, store)) from None
     else:
-        files = require_files(spec, store, download=download, offline=offline, progress=progress)
+        files = require_files(spec, store, download=download, offline=offline, progress=progress,
+                              checks={".csv": read_selected_tags})
     return load_wd_files(
         files["onnx"], files["tags"], store=store, name=spec.name,
         thresholds=dict(spec.thresholds) if spec.thresholds else None, model_cls=ImageModel, **options,
@@ -469,7 +471,7 @@ def load_wd_files(
             info = graph_info(onnx.load(os.fspath(onnx_path)))
     if not info_path.exists():
         try:
-            info_path.write_text(info.to_json())
+            atomic_write(info_path, lambda fh: fh.write(info.to_json()), text=True)
         except OSError:  # read-only store
             pass
     tags = read_selected_tags(tags_path)
@@ -556,4 +558,5 @@ FAMILY = ModelFamily(
     load=load_wd,
     tag_readers={".csv": _read_tag_table},
     load_files=load_wd_files,
+    file_checks={".csv": read_selected_tags},
 )

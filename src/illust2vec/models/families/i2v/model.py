@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from illust2vec.errors import Illust2VecError
+from illust2vec.models.families.i2v.caffe.net import read_caffemodel  # the wire reader: light, no onnx
 from illust2vec.models.fetch import require_files
 from illust2vec.models.image_model import ImageModel
 from illust2vec.models.spec import ModelFamily, ModelFile, ModelSpec
@@ -27,6 +28,9 @@ __all__ = ["FAMILY", "Illustration2Vec", "import_caffemodel", "load_i2v", "make_
 CAFFE_CONVERTER_VERSION = 1
 
 I2V_RELEASE = "https://github.com/rezoo/illustration2vec/releases/download/v2.0.0/"
+
+#: How the files of this family are checked before they count as present (a broken download is refused).
+FILE_CHECKS = {".caffemodel": read_caffemodel, ".json": TagTable.from_i2v_json, ".json.gz": TagTable.from_i2v_json}
 
 
 class Illustration2Vec(ImageModel):
@@ -85,8 +89,7 @@ def import_caffemodel(
     The cache key is the file's SHA-256 (memoised by path, size and mtime), the
     requested outputs and the input size, so a second load skips the import.
     """
-    # the converter needs onnx (about a second to import): loaded only when a caffemodel is read
-    from illust2vec.models.families.i2v.caffe.net import read_caffemodel
+    # the converter needs onnx (about a second to import): loaded only when a caffemodel is converted
     from illust2vec.models.families.i2v.caffe.to_onnx import caffe_to_onnx
 
     weights = Path(weights)
@@ -112,7 +115,8 @@ def import_caffemodel(
 def load_i2v(spec: ModelSpec, store: ModelStore, *, download: bool = False, offline: bool | None = None,
              progress: bool = True, **options: Any) -> ImageModel:
     """Build an i2v zoo model: the caffemodel from the store, converted once and cached."""
-    files = require_files(spec, store, download=download, offline=offline, progress=progress)
+    files = require_files(spec, store, download=download, offline=offline, progress=progress,
+                          checks=FILE_CHECKS)
     onnx_path, identity = import_caffemodel(
         files["weights"], outputs=dict(spec.source_outputs), input_size=spec.recipe.size, model_dir=store.root,
     )
@@ -189,4 +193,5 @@ FAMILY = ModelFamily(
     ),
     load=load_i2v,
     tag_readers={".json": TagTable.from_i2v_json, ".gz": TagTable.from_i2v_json},
+    file_checks=FILE_CHECKS,
 )

@@ -8,6 +8,7 @@ Weight blobs stay zero-copy views into the file's memory map.
 """
 from __future__ import annotations
 
+import math
 import mmap
 import os
 from dataclasses import dataclass, field
@@ -195,7 +196,7 @@ def _parse_blob(buf: memoryview, offset: int) -> np.ndarray:
     if shape is None:
         shape = [legacy[1], legacy[2], legacy[3], legacy[4]] if seen_legacy else []
     data = chunks[0] if len(chunks) == 1 else (np.concatenate(chunks) if chunks else np.zeros(0, "<f4"))
-    count = int(np.prod(shape)) if shape else data.size
+    count = math.prod(shape) if shape else data.size  # Python ints: a hostile shape cannot wrap around
     if any(d < 0 for d in shape) or count != data.size:
         raise WireError(f"blob at byte {offset} declares shape {shape} ({count} values) but holds {data.size}")
     return data.reshape(shape) if shape else data
@@ -302,7 +303,7 @@ def read_caffemodel(path: str | os.PathLike) -> CaffeNet:
         raise ModelFormatError(f"{path}: permission denied") from None
     try:
         net = parse_net(mapped)
-    except (WireError, UnicodeDecodeError, OverflowError) as exc:
+    except (WireError, UnicodeDecodeError, OverflowError, ValueError, MemoryError) as exc:
         raise ModelFormatError(
             f"{path}: not a valid .caffemodel ({exc}); the file may be truncated or corrupted — "
             "download it again and compare its size"

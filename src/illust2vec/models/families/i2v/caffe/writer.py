@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from illust2vec.io.atomic import atomic_write
 from illust2vec.models.families.i2v.caffe.net import _PARAM_SCHEMAS, V1_LAYER_TYPES
 
 
@@ -171,5 +172,5 @@ def i2v_layers(widths: Sequence[int] = (64, 128, 256, 512, 512, 1024), *, head: 
 
 
 def write_caffemodel(path: str | os.PathLike, layers: Sequence[LayerSpec], **options: Any) -> None:
-    with open(path, "wb") as fh:
-        fh.write(encode_net(layers, **options))
+    data = encode_net(layers, **options)
+    atomic_write(path, lambda fh: fh.write(data))

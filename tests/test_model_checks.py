@@ -23,7 +23,7 @@ from illust2vec.errors import DownloadError, ModelFormatError
 from illust2vec.models.store import ModelStore
 from illust2vec.models.fetch import require_files
 from illust2vec.models.validate import check_model_file
-from illust2vec.models.catalog import MODELS, ModelFile
+from illust2vec.models.catalog import MODELS, ModelFile, file_checks
 
 CAFFE = I2V_FIXTURES / "tag_w8_v1.caffemodel"
 TAGS = I2V_FIXTURES / "tag_list.json"
@@ -96,7 +96,7 @@ def test_html_page_with_status_200_is_not_stored(server, tmp_path):
     for name in ("m.caffemodel", "m2.caffemodel"):
         with pytest.raises(DownloadError, match="web page"):
             download(f"{server.url}/{name}", store.path_for(name), progress=False, tmp_dir=store.tmp_dir,
-                     validate=lambda p, n=name: check_model_file(p, name=n))
+                     validate=lambda p, n=name: check_model_file(p, name=n, checks=file_checks()))
     assert _store_files(store) == []
     assert list(store.tmp_dir.glob("*.part")) == []
 
@@ -108,12 +108,12 @@ def test_body_without_content_length_cut_short_is_refused(server, tmp_path):
     server.routes["/w.caffemodel"] = (data, "application/octet-stream", False, len(data) // 2)
     with pytest.raises(DownloadError, match="not usable"):
         download(f"{server.url}/w.caffemodel", store.path_for("w.caffemodel"), progress=False,
-                 tmp_dir=store.tmp_dir, validate=lambda p: check_model_file(p, name="w.caffemodel"))
+                 tmp_dir=store.tmp_dir, validate=lambda p: check_model_file(p, name="w.caffemodel", checks=file_checks()))
     assert _store_files(store) == []
     # the whole body, still without Content-Length, is accepted
     server.routes["/w.caffemodel"] = (data, "application/octet-stream", False, None)
     out = download(f"{server.url}/w.caffemodel", store.path_for("w.caffemodel"), progress=False,
-                   tmp_dir=store.tmp_dir, validate=lambda p: check_model_file(p, name="w.caffemodel"))
+                   tmp_dir=store.tmp_dir, validate=lambda p: check_model_file(p, name="w.caffemodel", checks=file_checks()))
     assert out.read_bytes() == data
 
 
@@ -124,7 +124,7 @@ def test_wrong_size_against_content_length_is_not_stored(server, tmp_path):
     server.routes["/t.json"] = (data, "application/json", True, len(data) - 100)  # announces more than it sends
     with pytest.raises(DownloadError, match="interrupted"):
         download(f"{server.url}/t.json", store.path_for("t.json"), progress=False, tmp_dir=store.tmp_dir,
-                 retries=1, validate=lambda p: check_model_file(p, name="t.json"))
+                 retries=1, validate=lambda p: check_model_file(p, name="t.json", checks=file_checks()))
     assert _store_files(store) == []
 
 
@@ -168,7 +168,7 @@ def test_require_files_never_publishes_junk(fake_zoo, tmp_path):
     store = ModelStore(tmp_path / "store")
     fake_zoo.routes["/tag.caffemodel"] = (HTML, "text/plain", True, None)
     with pytest.raises(DownloadError):
-        require_files(MODELS["i2v-tag"], store, offline=False, progress=False)
+        require_files(MODELS["i2v-tag"], store, download=True, progress=False, checks=file_checks())
     assert "illust2vec_tag_ver200.caffemodel" not in _store_files(store)
 
 
@@ -231,7 +231,7 @@ def test_caffe_blob_shape_that_overflows_int64_is_a_format_error(tmp_path):
     path = tmp_path / "evil.caffemodel"
     path.write_bytes(_field(1, b"net") + _field(100, layer))
     with pytest.raises(ModelFormatError, match="evil.caffemodel"):
-        check_model_file(path)
+        check_model_file(path, checks=file_checks())
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         rc = main(["models", "--model-dir", str(tmp_path / "s"), "import", str(path), "--as", "i2v-tag"])

@@ -20,7 +20,7 @@ from conftest import ANIME36, I2V_FIXTURES
 
 from illust2vec.cli.main import main
 from illust2vec.io.atomic import AtomicFile, atomic_write
-from illust2vec.io.writers import FORMULA_PREFIXES
+from illust2vec.io.records import FORMULA_PREFIXES
 
 ORIGINALS = sorted(ANIME36.glob("*.jpg"))
 LATIN1_NAME = os.fsdecode(b"caf\xe9.jpg")  # not UTF-8: str with a surrogate escape
@@ -347,7 +347,7 @@ def test_a_newline_in_a_file_name_stays_one_error_line(tmp_path, model_store):
 
 def test_csv_cells_are_guarded_against_formulas(tmp_path, model_store, monkeypatch):
     _need_shared()
-    from illust2vec.io.writers import csv_cell
+    from illust2vec.io.records import csv_cell
 
     assert [csv_cell(t) for t in ("=_=", "+_+", "-_-", "@home", "smile", "")] == \
         ["'=_=", "'+_+", "'-_-", "'@home", "smile", ""]
@@ -425,7 +425,7 @@ def test_embed_on_a_full_disk_keeps_the_old_matrix_and_paths_pair(small_disk, mo
     rc, _, err = run_cli("embed", *ORIGINALS[:8], *model, "-o", out)
     assert rc == 1 and "ENOSPC" in err and "Traceback" not in err, err
     assert (out.read_bytes(), out.with_suffix(".paths.txt").read_bytes()) == old
-    assert sorted(p.name for p in small_disk.iterdir()) == ["e.npy", "e.paths.txt", "filler"]
+    assert sorted(p.name for p in small_disk.iterdir()) == ["e.meta.json", "e.npy", "e.paths.txt", "filler"]
 
 
 def test_map_on_a_full_disk_keeps_the_old_png(small_disk, odd_collection):

@@ -1,6 +1,7 @@
 """Sinks: tag records as JSON/JSONL/CSV, vectors as NumPy/Parquet (captions: :mod:`illust2vec.datasets.captions`)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -38,16 +39,15 @@ def write_matrix(path: str | os.PathLike, matrix: np.ndarray, paths: Sequence[st
         # non-UTF-8 names as their bytes (surrogateescape); encoded before anything is written
         listing = "".join(p.replace("\n", " ") + "\n" for p in paths).encode("utf-8", "surrogateescape")
         paths_file = path.with_suffix(".paths.txt")
-        # both written in full before either replaces its old file: a failure leaves the old pair
-        with AtomicFile(path) as npy, AtomicFile(paths_file) as txt:
+        meta_file = path.with_suffix(".meta.json")
+        meta = {"model": model, "shape": list(matrix.shape), "dtype": str(matrix.dtype)}
+        # all written in full before any replaces its old file: a failure leaves the old set
+        with AtomicFile(path) as npy, AtomicFile(paths_file) as txt, contextlib.ExitStack() as more:
             np.save(npy.file, matrix)
             txt.write(listing)
-        written.append(paths_file)
-        if model is not None:
-            meta_file = path.with_suffix(".meta.json")
-            meta = {"model": model, "shape": list(matrix.shape), "dtype": str(matrix.dtype)}
-            atomic_write(meta_file, lambda f: f.write(json.dumps(meta) + "\n"), text=True)
-            written.append(meta_file)
+            if model is not None:
+                more.enter_context(AtomicFile(meta_file, text=True)).write(json.dumps(meta) + "\n")
+        written += [paths_file] + ([meta_file] if model is not None else [])
     elif suffix == ".npz":
         extra = {"columns": np.asarray(column_names, dtype=str)} if column_names is not None else {}
         if model is not None:
@@ -65,7 +65,7 @@ def write_matrix(path: str | os.PathLike, matrix: np.ndarray, paths: Sequence[st
             vectors = pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
             table = pa.table({"path": [utf8_safe(p) for p in paths], "vector": vectors})
         if model is not None:
-            table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"illust2vec.models.image_model": model})
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"illust2vec.model": model})
         atomic_write(path, lambda f: pq.write_table(table, f))
     else:
         raise Illust2VecError(f"{path}: unknown output format {suffix!r}; use .npy, .npz or .parquet")

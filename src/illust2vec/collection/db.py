@@ -29,6 +29,9 @@ Tables
     record per item (face crop, or whole picture without a face); ``content``
     is the ``contents.row`` of its picture.  Added in schema version 2;
     a version-1 database is upgraded when opened for writing.
+``user_tags(sha256, tag, value, updated_at)``
+    Tags people added (``value`` 1) or removed (0), by content hash, apart
+    from the model outputs (see :mod:`.user_tags`); kept by ``--rebuild``.
 """
 from __future__ import annotations
 
@@ -85,6 +88,17 @@ CREATE TABLE IF NOT EXISTS faces (
 );
 CREATE INDEX IF NOT EXISTS faces_content ON faces(content);
 """
+#: User tags (see :mod:`.user_tags`); created with the others, and on first use in older collections.
+USER_TAGS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS user_tags (
+    sha256     TEXT NOT NULL,
+    tag        TEXT NOT NULL,
+    value      INTEGER NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (sha256, tag)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS user_tags_tag ON user_tags(tag);
+"""
 
 
 def connect(path: Path, *, create: bool) -> sqlite3.Connection:
@@ -103,7 +117,7 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     if create:
-        conn.executescript(_SCHEMA)
+        conn.executescript(_SCHEMA + USER_TAGS_SCHEMA)
         cur = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if cur is None:
             conn.execute("BEGIN IMMEDIATE")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from illust2vec.collection.errors import CollectionError
+from illust2vec.collection.user_tags import effective_tags, user_tags_of
 
 FORMATS = ("parquet", "csv", "jsonl")
 #: Extra columns of a face collection's records.
@@ -38,6 +39,9 @@ def export(col, path: str | os.PathLike, format: str | None = None, *, vectors: 
     schema metadata; CSV: one column per tag; JSON Lines: a ``tags`` object
     with probabilities ``>= min_prob``, default all); with ``vectors`` the
     float ``feature`` and with ``codes`` the packed ``code`` (hex in CSV/JSON).
+    ``user_tags`` holds the user's decisions (:mod:`.user_tags`) as JSON
+    ``{tag: added?}`` (empty when none); in JSON Lines they are applied to
+    ``tags`` (added tags at 1.0, removed ones dropped) and given as an object.
     """
     path = Path(path)
     fmt = _format_for(path, format)
@@ -61,6 +65,8 @@ def export(col, path: str | os.PathLike, format: str | None = None, *, vectors: 
     C = vfs["codes"].read(rows) if codes and vfs else None
     P = vfs["prob"].read(rows) if probs and "prob" in vfs else None
     names = [n for (n,) in col.conn.execute("SELECT name FROM tags ORDER BY id")] if P is not None else []
+    user = user_tags_of(col.conn, [s for _, s, _ in rows_files])
+    user_col = [json.dumps(user[s], ensure_ascii=False, sort_keys=True) if s in user else "" for _, s, _ in rows_files]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     if fmt == "parquet":
@@ -71,6 +77,7 @@ def export(col, path: str | os.PathLike, format: str | None = None, *, vectors: 
             "path": pa.array([p for p, _, _ in rows_files], pa.string()),
             "sha256": pa.array([s for _, s, _ in rows_files], pa.string()),
             "row": pa.array(rows, pa.int64()),
+            "user_tags": pa.array(user_col, pa.string()),
         }
         for k, values in face_cols.items():
             cols[k] = pa.array(list(values), pa.float64() if k == "face_likelihood" else pa.int64())
@@ -88,12 +95,12 @@ def export(col, path: str | os.PathLike, format: str | None = None, *, vectors: 
     elif fmt == "csv":
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
-            header = ["path", "sha256", "row", *face_cols] + [f"tag:{n}" for n in names]
+            header = ["path", "sha256", "row", "user_tags", *face_cols] + [f"tag:{n}" for n in names]
             header += [f"f{i}" for i in range(F.shape[1])] if F is not None else []
             header += ["code"] if C is not None else []
             w.writerow(header)
             for i, (p, s, r) in enumerate(rows_files):
-                rec: list[object] = [p, s, r] + ["" if v[i] is None else v[i] for v in face_cols.values()]
+                rec: list[object] = [p, s, r, user_col[i]] + ["" if v[i] is None else v[i] for v in face_cols.values()]
                 if P is not None:
                     rec += [repr(float(x)) for x in P[i]]
                 if F is not None:
@@ -109,6 +116,9 @@ def export(col, path: str | os.PathLike, format: str | None = None, *, vectors: 
                 rec.update({k: v[i] for k, v in face_cols.items()})
                 if P is not None:
                     rec["tags"] = {names[t]: float(P[i, t]) for t in np.nonzero(P[i].astype(np.float64) >= thr)[0]}
+                if s in user:  # the user's decisions take precedence over the model's tags
+                    rec["tags"] = effective_tags(rec.get("tags", {}), user[s])
+                    rec["user_tags"] = user[s]
                 if F is not None:
                     rec["feature"] = F[i].tolist()
                 if C is not None:

@@ -26,6 +26,7 @@ COMMANDS: list[str] = [
     "faces",
     "map",
     "demo",
+    "serve",
 ]
 
 

@@ -145,6 +145,10 @@ def create_app(db: str | Path | CollectionService, *, token: str | None = None, 
         data = service.thumbnail(_item_id(item_id), size)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
+    @api.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        return Response(status_code=204)
+
     @api.get("/", include_in_schema=False)
     def index():
         return FileResponse(STATIC / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})

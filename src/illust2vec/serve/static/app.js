@@ -499,7 +499,7 @@
       else if (ev.key === "ArrowUp" && open) { sugg.active = (sugg.active - 1 + sugg.items.length) % sugg.items.length; markActive(); ev.preventDefault(); }
       else if ((ev.key === "Tab" || ev.key === "Enter") && open && sugg.active >= 0) { pick(sugg.active); ev.preventDefault(); }
       else if (ev.key === "Enter") { hideSuggest(); applyFilter(); if (S.view !== "grid") location.hash = "#/"; }
-      else if (ev.key === "Escape") { hideSuggest(); $("grid").focus(); }
+      else if (ev.key === "Escape") { clearTimeout(sugg.timer); hideSuggest(); $("grid").focus(); }
       ev.stopPropagation();
     });
     $("filter").addEventListener("blur", function () { setTimeout(hideSuggest, 150); });

@@ -154,6 +154,7 @@
     S.gen++; S.pages.clear(); S.pending.clear(); S.focus = 0;
     cells.forEach(function (c) { c.remove(); }); cells.clear();
     $("grid").scrollTop = 0;
+    say("", true);
     loadPage(0).then(render).catch(fail);
   }
   function loadPage(p) {
@@ -166,7 +167,6 @@
       S.pages.set(p, r.items);
       S.pending.delete(p);
       $("count").textContent = r.total + (r.total === 1 ? " item" : " items");
-      say("", true);
       return r.items;
     }, function (err) { S.pending.delete(p); if (gen === S.gen) { S.total = 0; $("count").textContent = ""; } throw err; });
     S.pending.set(p, pr);

@@ -29,7 +29,7 @@ def server(tmp_path_factory):
     # a hostile user tag on the hostile file name
     xss_id = next(i["id"] for i in service.items(limit=100)["items"] if Path(i["path"]).name == XSS_NAME)
     service.set_user_tags([xss_id], add=[XSS_TAG])
-    with LiveServer(create_app(service)) as srv:
+    with LiveServer(create_app(service, map_method="pca")) as srv:  # t-SNE is the default; PCA is instant
         srv.db, srv.pics, srv.service = db, pics, service
         yield srv
     service.close()
@@ -250,3 +250,31 @@ def test_review_a_duplicate_group_apply_and_undo(app, server):
     p.click(f"#manifests button[data-manifest='{manifests[0].name}']")
     p.wait_for_function("() => /put back/.test(document.getElementById('message').textContent)")
     assert _tree(server.pics) == before
+
+
+def test_map_links_each_picture_to_its_item_view(browser, server):
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = ctx.new_page()
+        errors: list[str] = []
+        urls: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("request", lambda r: urls.append(r.url))
+        page.goto(server.url + "/map")
+        page.evaluate("() => window.illust2vecViewer.ready")
+        page.evaluate("() => window.illust2vecViewer.settled()")
+        n = page.evaluate("() => window.illust2vecViewer.count")
+        assert n == len(list(server.pics.iterdir()))
+        pt = page.evaluate("() => window.illust2vecViewer.pointToScreen(0)")
+        with ctx.expect_page() as new:
+            page.mouse.click(pt["x"], pt["y"])
+        item = new.value
+        item.wait_for_load_state()
+        assert "/#/item/" in item.url
+        item.evaluate("() => window.illust2vecApp.ready")
+        item.wait_for_selector("#item-view .path")
+        item_id = int(item.url.rsplit("/", 1)[1])
+        assert item.text_content("#item-view .path") == server.service.item(item_id)["path"]
+        assert errors == [] and all(u.startswith(server.url) or u.startswith(("data:", "blob:")) for u in urls)
+    finally:
+        ctx.close()

@@ -32,6 +32,8 @@ def register(sub) -> None:
                                    "random one, printed once)")
     p.add_argument("--move-to", metavar="DIR", type=Path,
                    help="where duplicate review moves the copies it takes out (default DB/duplicates)")
+    p.add_argument("--map-method", choices=("tsne", "umap", "pca"), default="tsne",
+                   help="layout of the map page, built on its first visit (default tsne; pca is instant)")
     p.add_argument("--open", action="store_true", help="open the app in the default browser")
     p.set_defaults(func=run)
 
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     token = args.token
     if token is None and not is_loopback(args.host):
         token = new_token()
-    app = create_app(args.db, token=token, move_to=args.move_to)
+    app = create_app(args.db, token=token, move_to=args.move_to, map_method=args.map_method)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
 

@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from illust2vec.collection.errors import UnknownTagError
 from illust2vec.errors import Illust2VecError
+from illust2vec.serve.mapview import map_page
 from illust2vec.serve.security import Guard
 from illust2vec.serve.service import MAX_LIMIT, CollectionService, NotFound
 
@@ -62,7 +63,7 @@ def _item_id(text: str) -> int:
 
 
 def create_app(db: str | Path | CollectionService, *, token: str | None = None, embedder=None,
-               move_to: str | Path | None = None):
+               move_to: str | Path | None = None, map_method: str = "tsne"):
     """The web app over collection ``db`` (an ASGI application).
 
     Args:
@@ -71,6 +72,7 @@ def create_app(db: str | Path | CollectionService, *, token: str | None = None, 
             a non-loopback address); ``None``: loopback ``Host`` only.
         embedder: model for uploaded query images (default: the collection's, by name).
         move_to: where duplicate review moves copies (default ``DB/duplicates``).
+        map_method: layout of the map page: ``tsne`` (as ``illust2vec map``), ``umap`` or ``pca`` (instant).
     """
     service = db if isinstance(db, CollectionService) else CollectionService(db, embedder=embedder, move_to=move_to)
     api = FastAPI(title="illust2vec", summary="Browse, search and curate an illust2vec collection",
@@ -144,6 +146,12 @@ def create_app(db: str | Path | CollectionService, *, token: str | None = None, 
     def thumb(item_id: str, size: int = 256):
         data = service.thumbnail(_item_id(item_id), size)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+    @api.get("/map", include_in_schema=False)
+    def map_view():
+        # the viewer carries its own CSP (a nonce for its script, no network); the guard keeps this one
+        return FileResponse(map_page(service, method=map_method), media_type="text/html", headers={
+            "Cache-Control": "no-cache", "Content-Security-Policy": "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"})
 
     @api.get("/favicon.ico", include_in_schema=False)
     def favicon():

@@ -14,7 +14,8 @@
   it must not be marked cross-site by ``Sec-Fetch-Site``; otherwise 403.
 * **Headers** on every answer: a strict Content-Security-Policy (everything
   from this origin only, no inline script), ``nosniff``, no referrer, no
-  framing, same-origin resources.
+  framing, same-origin resources.  A route that sets its own header keeps it
+  (the map page: the viewer's meta policy with a script nonce applies there).
 """
 from __future__ import annotations
 
@@ -75,7 +76,8 @@ class Guard:
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
                 message = dict(message)
-                message["headers"] = list(message.get("headers", [])) + self.headers
+                have = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = list(message.get("headers", [])) + [h for h in self.headers if h[0] not in have]
             await send(message)
 
         return await self.app(scope, receive, send_with_headers)

@@ -1,6 +1,7 @@
 """The web app's pages in real headless Chromium (Debian chromium through Playwright) against a live uvicorn server."""
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -160,6 +161,22 @@ def test_upload_a_query_image(app, server, tmp_path):
     p.wait_for_selector("#search-results .card")
     first = p.get_attribute("#search-results .card", "data-id")
     assert first == str(_ids(server)[ORIGINALS[6].name])
+    # dropped and pasted images search the same way
+    buf = io.BytesIO()
+    edit(Image.open(ORIGINALS[7]).convert("RGB"), "recolour").save(buf, "PNG")
+    b64 = base64.b64encode(buf.getvalue()).decode()
+    for event in ("drop", "paste"):
+        p.evaluate("""([b64, event]) => {
+            const bin = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bin], "q.png", {type: "image/png"}));
+            document.getElementById("search-view").replaceChildren();
+            const ev = event === "drop" ? new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true})
+                                        : new ClipboardEvent("paste", {clipboardData: dt, bubbles: true, cancelable: true});
+            document.body.dispatchEvent(ev);
+        }""", [b64, event])
+        p.wait_for_selector("#search-results .card")
+        assert p.get_attribute("#search-results .card", "data-id") == str(_ids(server)[ORIGINALS[7].name]), event
 
 
 def test_keyboard_navigation(app, server):

@@ -144,8 +144,11 @@ def create_app(db: str | Path | CollectionService, *, token: str | None = None, 
 
     @api.get("/thumb/{item_id}", summary="A cached JPEG thumbnail of an item")
     def thumb(item_id: str, size: int = 256):
-        data = service.thumbnail(_item_id(item_id), size)
-        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+        got = service.thumbnail(_item_id(item_id), size)
+        headers = {"Cache-Control": "private, max-age=86400"}
+        if isinstance(got, Path):
+            return FileResponse(got, media_type="image/jpeg", headers=headers)
+        return Response(got, media_type="image/jpeg", headers=headers)
 
     @api.get("/map", include_in_schema=False)
     def map_view():

@@ -51,7 +51,8 @@ def map_page(service: CollectionService, *, method: str = "tsne") -> Path:
 
     def thumb(i: int) -> Image.Image:
         try:
-            return Image.open(io.BytesIO(service.thumbnail(int(ids[i]), 256)))
+            got = service.thumbnail(int(ids[i]), 256)
+            return Image.open(got if isinstance(got, Path) else io.BytesIO(got))
         except Exception:  # noqa: BLE001 - a file gone since indexing gets a grey cell
             return Image.new("RGB", (MAP_THUMB, MAP_THUMB), (60, 60, 60))
 

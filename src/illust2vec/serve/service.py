@@ -86,6 +86,7 @@ class CollectionService:
         self.move_to = Path(move_to).expanduser().resolve() if move_to else self.col.path / "duplicates"
         self.thumb_dir = Path(thumb_dir) if thumb_dir else self.col.path / "thumbs"
         self._files: _Files | None = None
+        self._data_version = -1
         self._queries: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._dims: dict[str, tuple[int, int, int, int]] = {}  # path -> (mtime_ns, size, w, h)
         self._counts: tuple[tuple, dict] | None = None
@@ -103,6 +104,11 @@ class CollectionService:
     # ------------------------------------------------------------------ files
     def _files_now(self) -> _Files:
         c = self.col.conn
+        # PRAGMA data_version changes only when another connection commits: no table scan per request
+        version = c.execute("PRAGMA data_version").fetchone()[0]
+        if self._files is not None and self._data_version == version:
+            return self._files
+        self._data_version = version
         key = c.execute("SELECT COUNT(*), MAX(id), MAX(updated_at) FROM files WHERE row IS NOT NULL").fetchone()
         key = (*key, self.col.meta.get("delete_gen"))
         if self._files is None or self._files.key != key:
@@ -240,10 +246,10 @@ class CollectionService:
     def info(self) -> dict[str, Any]:
         """Counts, models and settings the pages need."""
         with self.lock:
-            i = self.col.info()
-            return {"path": i["path"], "items": len(self._files_now().ids), "embedder": i["embedder"],
-                    "tagger": i["tagger"], "tags": i["tags"], "has_tags": bool(i["tags"]),
-                    "move_to": str(self.move_to)}
+            m = self.col.meta
+            return {"path": str(self.col.path), "items": len(self._files_now().ids), "embedder": m.get("embedder_name"),
+                    "tagger": m.get("tagger_name") or None, "tags": int(m.get("tag_count", 0)),
+                    "has_tags": bool(int(m.get("tag_count", 0))), "move_to": str(self.move_to)}
 
     def items(self, *, tags: str | None = None, not_tags: str | None = None, min_prob: float = 0.5,
               offset: int = 0, limit: int = 100) -> dict[str, Any]:
@@ -434,18 +440,19 @@ class CollectionService:
             return len(ids)
 
     # ------------------------------------------------------------------ thumbnails
-    def thumbnail(self, item_id: int, size: int = 256) -> bytes:
-        """A JPEG thumbnail (longest side ``size``, one of :data:`THUMB_SIZES`), cached by content hash."""
+    def thumbnail(self, item_id: int, size: int = 256) -> Path | bytes:
+        """A JPEG thumbnail (longest side ``size``, one of :data:`THUMB_SIZES`), cached by content hash.
+
+        Returns the cache file, or the JPEG bytes where the cache cannot be written.
+        """
         if size not in THUMB_SIZES:
             raise CollectionError(f"thumbnail size must be one of {', '.join(map(str, THUMB_SIZES))}")
         with self.lock:
             files, k = self._index_of(item_id)
             sha, path = files.shas[k], files.paths[k]
         cache = self.thumb_dir / str(size) / sha[:2] / f"{sha}.jpg"
-        try:
-            return cache.read_bytes()
-        except OSError:
-            pass
+        if cache.is_file():
+            return cache
         mem = self._thumbs_mem.get((sha, size))
         if mem is not None:
             return mem
@@ -459,7 +466,7 @@ class CollectionService:
         im.save(buf, "JPEG", quality=85)
         data = buf.getvalue()
         try:
-            atomic_write(cache, lambda fh: fh.write(data))
+            return atomic_write(cache, lambda fh: fh.write(data))
         except OSError:  # read-only collection: keep a few in memory
             with self.lock:
                 self._thumbs_mem[(sha, size)] = data

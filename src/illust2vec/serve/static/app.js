@@ -3,7 +3,7 @@
  * textContent or attribute setters, never as HTML. */
 "use strict";
 (function () {
-  var PAGE = 200;
+  var PAGE = 120;
   var $ = function (id) { return document.getElementById(id); };
 
   // ---------------------------------------------------------------- helpers
@@ -552,11 +552,12 @@
       }
     });
     window.addEventListener("hashchange", route);
-    var ready = api("/api/info").then(function (info) {
-      S.info = info;
-      document.title = "illust2vec \u2014 " + basename(info.path);
-      return loadPage(0);
-    }).then(function () { route(); render(); }).catch(fail);
+    var ready = Promise.all([api("/api/info"), loadPage(0)]).then(function (r) {
+      S.info = r[0];
+      document.title = "illust2vec \u2014 " + basename(r[0].path);
+      route();
+      render();
+    }).catch(fail);
     // hook for tests and scripts (read-only)
     Object.defineProperty(window, "illust2vecApp", {
       value: Object.freeze({

@@ -157,7 +157,7 @@ def test_cli_json_move_dry_run_and_undo(copies, tmp_path, model_store, capsys):
     model = ["--weights", str(I2V_FIXTURES / "feature_w16_e1024.caffemodel"), "--model-dir", str(model_store)]
     assert main(["index", str(d), "--db", str(db), "--quiet", *model, "--tagger", "none"]) == 0
     capsys.readouterr()
-    rc = main(["dupes", "--db", str(db), "--max-distance", "80", "--quiet"])
+    rc = main(["dupes", "--db", str(db), "--max-distance", "80", "--quiet", "--format", "json"])
     groups = json.loads(capsys.readouterr().out)
     assert rc == 0 and len(groups) == 2
     for g in groups:
@@ -169,6 +169,10 @@ def test_cli_json_move_dry_run_and_undo(copies, tmp_path, model_store, capsys):
         assert [f["path"] for f in g["files"] if f["keep"]] == [g["keeper"]]
     keepers = {Path(g["keeper"]).name for g in groups}
     assert keepers == {"a_big.png", "b_old.jpg"}
+    assert main(["dupes", "--db", str(db), "--max-distance", "80", "--quiet", "--format", "table"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split("\t")[:3] == ["group", "keep", "width"] and len(table) == 1 + 5
+    assert sorted(Path(r.split("\t")[-1]).name for r in table[1:] if r.split("\t")[1] == "*") == ["a_big.png", "b_old.jpg"]
     before = _state(d)
     dest = tmp_path / "review"
     rc = main(["dupes", "--db", str(db), "--max-distance", "80", "--quiet", "--move-to", str(dest), "--dry-run"])

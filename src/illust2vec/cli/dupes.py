@@ -35,7 +35,9 @@ def register(sub) -> None:
                         "the code length for i2v's codes, 82 of 4096 bits; 12.5%% for the generic embedder's "
                         "SimHash codes, 512 of 4096 bits)")
     p.add_argument("--sheets", metavar="DIR", type=Path, help="write a contact sheet PNG per group into DIR")
-    p.add_argument("--output", "-o", metavar="FILE", type=Path, help="write the JSON list here instead of stdout")
+    p.add_argument("--format", choices=("json", "table"), default="json",
+                   help="json (default): the list of groups with per-file facts; table: one line per file")
+    p.add_argument("--output", "-o", metavar="FILE", type=Path, help="write the result here instead of stdout")
     p.add_argument("--move-to", metavar="DIR", type=Path,
                    help="move every copy but the recommended keeper into DIR/group_NNNN/ and write a "
                         "manifest (dupes-manifest-*.jsonl) into DIR; prints the plan first")
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         d = args.max_distance if args.max_distance is not None else default_max_distance(col)
         groups = find_dupes(col, max_distance=d, progress=not args.quiet)
     data = [describe_group(g.paths, g.to_dict()) for g in groups]
-    text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+    text = json.dumps(data, indent=1, ensure_ascii=False) + "\n" if args.format == "json" else _table(data)
     if args.output:
         from illust2vec.fileio import atomic_write
 
@@ -104,6 +106,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"{rep.done} file(s) {'moved' if args.mode == 'move' else 'linked'} into {plan.dest}, "
           f"{len(rep.failed)} failed; undo with: illust2vec dupes --undo {rep.manifest}", file=sys.stderr)
     return 1 if rep.failed else 0
+
+
+def _table(data: list[dict]) -> str:
+    lines = ["group\tkeep\twidth\theight\tbytes\tformat\tpath"]
+    for i, g in enumerate(data, 1):
+        for f in g["files"]:
+            lines.append("\t".join(str(v) for v in (i, "*" if f["keep"] else "", f["width"] or "", f["height"] or "",
+                                                      f["bytes"], f["format"] or "", f["path"])))
+    return "\n".join(lines) + "\n"
 
 
 def _caption(f: dict) -> str:

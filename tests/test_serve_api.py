@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -287,6 +288,14 @@ def test_new_items_show_while_a_writer_indexes(built, tmp_path):
                 return json.load(r)["total"]
 
         assert total() == 1
+        # raw dot segments and encoded ones, sent as they are (no client-side normalisation) to the real server
+        for bad in ("/image/../../../../etc/passwd", "/static/../app.py", "/static/%2e%2e/%2e%2e/serve/app.py",
+                    "/thumb/..%2f..%2fcollection.sqlite", "/image/%00"):
+            with socket.create_connection(("127.0.0.1", srv.port)) as sock:
+                sock.sendall(f"GET {bad} HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\nConnection: close\r\n\r\n".encode())
+                answer = b"".join(iter(lambda: sock.recv(65536), b""))
+            assert answer.split(b" ", 2)[1] in (b"404", b"400"), (bad, answer[:200])
+            assert b"root:" not in answer and b"create_app" not in answer and b"SQLite format" not in answer
         with Collection.open(db) as writer:
             writer.add([pics / "01.jpg", pics / "02.jpg"], embedder=model, workers=0, progress=False)
             assert total() == 3

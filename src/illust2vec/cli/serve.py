@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
+import time
+import webbrowser
 from pathlib import Path
 
 EXAMPLES = """\
@@ -64,12 +67,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"serving {app.app.state.service.col.path} at {url}" + ("" if token is None else
               "  (the token is printed only this once)"), file=sys.stderr)
         if args.open:
-            import webbrowser
-
             webbrowser.open(url)
-
-    import threading
-    import time
 
     def watch() -> None:
         while not server.started and not server.should_exit:

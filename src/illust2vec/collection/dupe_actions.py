@@ -110,9 +110,10 @@ def keeper_index(facts: Sequence[FileFacts]) -> int:
 
 def describe_group(paths: Sequence[str], base: dict[str, Any] | None = None) -> dict[str, Any]:
     """``base`` (e.g. ``DupeGroup.to_dict()``) plus ``files`` (facts per path, ``keep`` marked) and ``keeper``."""
+    paths = list(dict.fromkeys(paths))  # a face collection may list a picture once per face
     facts = [file_facts(p) for p in paths]
     k = keeper_index(facts)
-    out = dict(base or {"paths": list(paths)})
+    out = dict(base or {"paths": paths})
     out["files"] = [dict(f.to_dict(), keep=(i == k)) for i, f in enumerate(facts)]
     out["keeper"] = facts[k].path
     return out
@@ -175,7 +176,7 @@ def plan_moves(groups: Iterable[Sequence[str]], dest: str | os.PathLike, *, keep
         raise CollectionError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     d = Path(dest).expanduser().resolve()
     plan = Plan(str(d), mode)
-    groups = [list(g) for g in groups]
+    groups = [list(dict.fromkeys(g)) for g in groups]  # a face collection may list a picture once per face
     keepers = list(keepers) if keepers is not None else [None] * len(groups)
     if len(keepers) != len(groups):
         raise CollectionError(f"{len(keepers)} keepers given for {len(groups)} groups")

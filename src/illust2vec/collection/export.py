@@ -39,9 +39,10 @@ def export(col, path: str | os.PathLike, format: str | None = None, *, vectors: 
     schema metadata; CSV: one column per tag; JSON Lines: a ``tags`` object
     with probabilities ``>= min_prob``, default all); with ``vectors`` the
     float ``feature`` and with ``codes`` the packed ``code`` (hex in CSV/JSON).
-    ``user_tags`` holds the user's decisions (:mod:`.user_tags`) as JSON
-    ``{tag: added?}`` (empty when none); in JSON Lines they are applied to
-    ``tags`` (added tags at 1.0, removed ones dropped) and given as an object.
+    When the collection has user tags (:mod:`.user_tags`), a column (last in CSV)
+    ``user_tags`` holds each record's decisions as JSON ``{tag: added?}``
+    (empty when none); in JSON Lines they are applied to ``tags`` (added tags
+    at 1.0, removed ones dropped) and given as an object.
     """
     path = Path(path)
     fmt = _format_for(path, format)
@@ -77,8 +78,9 @@ def export(col, path: str | os.PathLike, format: str | None = None, *, vectors: 
             "path": pa.array([p for p, _, _ in rows_files], pa.string()),
             "sha256": pa.array([s for _, s, _ in rows_files], pa.string()),
             "row": pa.array(rows, pa.int64()),
-            "user_tags": pa.array(user_col, pa.string()),
         }
+        if user:
+            cols["user_tags"] = pa.array(user_col, pa.string())
         for k, values in face_cols.items():
             cols[k] = pa.array(list(values), pa.float64() if k == "face_likelihood" else pa.int64())
         if P is not None:
@@ -95,18 +97,21 @@ def export(col, path: str | os.PathLike, format: str | None = None, *, vectors: 
     elif fmt == "csv":
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
-            header = ["path", "sha256", "row", "user_tags", *face_cols] + [f"tag:{n}" for n in names]
+            header = ["path", "sha256", "row", *face_cols] + [f"tag:{n}" for n in names]
             header += [f"f{i}" for i in range(F.shape[1])] if F is not None else []
             header += ["code"] if C is not None else []
+            header += ["user_tags"] if user else []
             w.writerow(header)
             for i, (p, s, r) in enumerate(rows_files):
-                rec: list[object] = [p, s, r, user_col[i]] + ["" if v[i] is None else v[i] for v in face_cols.values()]
+                rec: list[object] = [p, s, r] + ["" if v[i] is None else v[i] for v in face_cols.values()]
                 if P is not None:
                     rec += [repr(float(x)) for x in P[i]]
                 if F is not None:
                     rec += [repr(float(x)) for x in F[i]]
                 if C is not None:
                     rec.append(C[i].tobytes().hex())
+                if user:
+                    rec.append(user_col[i])
                 w.writerow(rec)
     else:
         thr = -1.0 if min_prob is None else float(min_prob)

@@ -480,6 +480,7 @@
   // ---------------------------------------------------------------- routing and events
   function route() {
     var h = location.hash || "#/", m;
+    hideSuggest();
     if ((m = /^#\/item\/(\d+)$/.exec(h))) renderItem(m[1]);
     else if (h === "#/dupes") renderDupes();
     else if (h === "#/search" && S.view === "search") show("search");

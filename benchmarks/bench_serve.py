@@ -15,7 +15,9 @@ measures:
 - similar     ``GET /api/items/{id}/similar?k=20`` round trip, random ids, p50 / p99
               (after one warm-up query that builds the float index)
 - thumbs      thumbnails served per second from the cache (4 client threads)
-- memory      the server process's peak resident memory (VmHWM)
+- memory      the server process's resident memory (VmRSS, peak VmHWM), split into
+              anonymous memory (its heap) and file pages (the memory-mapped vector files
+              that the exact re-rank reads; page cache the kernel can drop)
 
 Targets (issue 15): grid < 1 s, filter p50 < 100 ms, similar p50 < 150 ms,
 thumbnails >= 300/s, memory < 600 MB.
@@ -217,6 +219,8 @@ def main() -> None:
             th.join()
         rows.append(("thumbnails from the cache, per second (4 client threads)", f"{done[0] / (time.perf_counter() - t0):.0f}"))
         rows.append(("server memory: resident now / peak", f"{vm(proc.pid, 'VmRSS'):.0f} / {vm(proc.pid, 'VmHWM'):.0f} MB"))
+        rows.append(("... of which anonymous (heap) / file pages (memory-mapped vectors, reclaimable)",
+                     f"{vm(proc.pid, 'RssAnon'):.0f} / {vm(proc.pid, 'RssFile'):.0f} MB"))
     finally:
         proc.terminate()
         proc.wait(timeout=30)

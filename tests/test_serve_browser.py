@@ -295,3 +295,24 @@ def test_map_links_each_picture_to_its_item_view(browser, server):
         assert errors == [] and all(u.startswith(server.url) or u.startswith(("data:", "blob:")) for u in urls)
     finally:
         ctx.close()
+
+
+def test_csp_blocks_injected_inline_script(browser, server):
+    """Defence in depth: even markup injected into the page cannot run script (no 'unsafe-inline')."""
+    ctx = browser.new_context()
+    try:
+        page = ctx.new_page()
+        refused: list[str] = []
+        page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+        page.goto(server.url + "/")
+        page.evaluate("() => window.illust2vecApp.ready")
+        page.evaluate("""() => {
+            document.body.insertAdjacentHTML('beforeend', '<img id=probe src="/thumb/1" onload="window.__csp=1">');
+            const s = document.createElement('script'); s.textContent = 'window.__csp = 2'; document.body.append(s);
+        }""")
+        page.wait_for_function("() => document.getElementById('probe').complete")
+        page.wait_for_timeout(100)
+        assert page.evaluate("() => window.__csp") is None
+        assert refused, "the browser did not report the blocked inline script"
+    finally:
+        ctx.close()

@@ -17,6 +17,7 @@ from illust2vec.collection.dupe_actions import (
     apply_plan,
     file_facts,
     keeper_index,
+    moved_paths,
     plan_moves,
     read_manifest,
     undo_manifest,
@@ -95,11 +96,12 @@ def test_move_then_undo_restores_byte_identical(copies, tmp_path):
     assert moved == {Path(m.src).name: before[Path(m.src).name][0] for m in plan.moves}
     header, actions, done, undone = read_manifest(rep.manifest)
     assert header["mode"] == "move" and len(actions) == 3 and done == {0, 1, 2} and not undone
+    assert moved_paths(dest) == {m.src for m in plan.moves}
     # undo: everything back, same bytes and times; the group folders go away; a second undo does nothing
     u = undo_manifest(rep.manifest)
     assert (u.restored, u.failed) == (3, [])
     assert _state(d) == before
-    assert [p.name for p in dest.iterdir()] == [rep.manifest.name]
+    assert [p.name for p in dest.iterdir()] == [rep.manifest.name] and moved_paths(dest) == set()
     u2 = undo_manifest(rep.manifest)
     assert (u2.restored, u2.already, u2.failed) == (0, 3, [])
 

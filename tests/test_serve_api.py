@@ -226,6 +226,8 @@ def test_dupes_review_apply_and_undo(client, built):
     assert r.status_code == 200 and r.json()["done"] == 1
     manifest = r.json()["manifest"]
     assert "c1_half.jpg" not in _tree(pics) and (db / "duplicates" / manifest).is_file()
+    # the moved copy leaves the items (the database is not changed), and comes back with the undo
+    assert "c1_half.jpg" not in _ids(client) and len(_ids(client)) == len(before) - 1
     after = client.get("/api/dupes").json()
     assert manifest in after["manifests"] and not any(
         Path(f["path"]).name == "c1_half.jpg" for g in after["groups"] for f in g["items"])
@@ -234,7 +236,7 @@ def test_dupes_review_apply_and_undo(client, built):
         assert client.post("/api/dupes/undo", json={"manifest": name}).status_code == 404
     u = client.post("/api/dupes/undo", json={"manifest": manifest})
     assert u.status_code == 200 and u.json()["restored"] == 1
-    assert _tree(pics) == before
+    assert _tree(pics) == before and "c1_half.jpg" in _ids(client)
 
 
 def test_guard_token_origin_host_and_headers(built):

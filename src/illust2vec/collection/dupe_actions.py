@@ -462,3 +462,15 @@ def list_manifests(dest: str | os.PathLike) -> list[Path]:
     if not d.is_dir():
         return []
     return sorted(d.glob(f"{MANIFEST_PREFIX}*.jsonl"), key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
+
+
+def moved_paths(dest: str | os.PathLike) -> set[str]:
+    """Original paths of the files that the manifests in ``dest`` moved away and that were not put back."""
+    out: set[str] = set()
+    for m in list_manifests(dest):
+        try:
+            header, actions, done, undone = read_manifest(m)
+        except CollectionError:
+            continue
+        out.update(a["src"] for a in actions if a["op"] == "move" and a["n"] in done and a["n"] not in undone)
+    return out

@@ -3,7 +3,9 @@
 :class:`CollectionService` wraps one :class:`~illust2vec.collection.Collection`
 opened for reading.  Items are the collection's indexed files, identified by
 their ``files.id`` (stable across re-indexing; byte-identical copies are
-separate items sharing one vector row).  Every call reads the database as it
+separate items sharing one vector row), less the files that a duplicate
+review moved into :attr:`CollectionService.move_to` and did not put back
+(read from its manifests: the database is not changed).  Every call reads the database as it
 is now, so items that a running ``illust2vec index`` commits show up on the
 next call (SQLite WAL readers).  Calls are serialised by one lock: the
 SQLite connection and the search indexes are shared.
@@ -28,6 +30,7 @@ from illust2vec.collection.dupe_actions import (
     apply_plan,
     describe_group,
     list_manifests,
+    moved_paths,
     plan_moves,
     undo_manifest,
 )
@@ -105,14 +108,17 @@ class CollectionService:
     def _files_now(self) -> _Files:
         c = self.col.conn
         # PRAGMA data_version changes only when another connection commits: no table scan per request
-        version = c.execute("PRAGMA data_version").fetchone()[0]
+        version = (c.execute("PRAGMA data_version").fetchone()[0], self._manifests_key())
         if self._files is not None and self._data_version == version:
             return self._files
         self._data_version = version
         key = c.execute("SELECT COUNT(*), MAX(id), MAX(updated_at) FROM files WHERE row IS NOT NULL").fetchone()
-        key = (*key, self.col.meta.get("delete_gen"))
+        key = (*key, self.col.meta.get("delete_gen"), version[1])
         if self._files is None or self._files.key != key:
             recs = c.execute("SELECT id, row, path, sha256 FROM files WHERE row IS NOT NULL ORDER BY path").fetchall()
+            gone = moved_paths(self.move_to)  # moved aside by a duplicate review and not put back
+            if gone:
+                recs = [r for r in recs if r[2] not in gone]
             ids = np.fromiter((r[0] for r in recs), dtype=np.int64, count=len(recs))
             self._files = _Files(
                 key, ids, np.fromiter((r[1] for r in recs), dtype=np.int64, count=len(recs)),
@@ -121,6 +127,12 @@ class CollectionService:
             )
             self._queries.clear()
         return self._files
+
+    def _manifests_key(self) -> tuple:
+        try:
+            return tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in list_manifests(self.move_to))
+        except OSError:
+            return ()
 
     def _index_of(self, item_id: int) -> tuple[_Files, int]:
         f = self._files_now()

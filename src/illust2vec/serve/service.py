@@ -274,6 +274,8 @@ class CollectionService:
         """
         if offset < 0 or not 0 < limit <= MAX_LIMIT:
             raise CollectionError(f"offset must be >= 0 and limit between 1 and {MAX_LIMIT}")
+        if not 0.0 <= min_prob <= 1.0:
+            raise CollectionError(f"min must be between 0 and 1, not {min_prob}")
         with self.lock:
             sel = self._matching(tags, not_tags, min_prob)
             files = self._files_now()
@@ -344,7 +346,7 @@ class CollectionService:
         """
         with self.lock:
             ti = self._tag_index()
-            cats = set(ti.categories if ti else ()) | {"user"}
+            cats = {c.lower() for c in (ti.categories if ti else ())} | {"user"}
             cat = None
             p = prefix.lstrip("-").strip()
             if ":" in p and p.split(":", 1)[0].strip().lower() in cats:

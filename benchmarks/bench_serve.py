@@ -41,11 +41,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_search as bs  # noqa: E402  (synthetic collections with the real vector sizes)
-from _common import make_folder  # noqa: E402
+import bench_search as bs
+from _common import make_folder
 
-from illust2vec.collection import Collection  # noqa: E402
-from illust2vec.collection import db as _db  # noqa: E402
+from illust2vec.collection import Collection
+from illust2vec.collection import db as _db
 
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]

@@ -8,9 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageEnhance, ImageOps
-
 from conftest import ANIME36
+from PIL import Image, ImageEnhance, ImageOps
 
 ORIGINALS = sorted(ANIME36.glob("*.jpg"))
 XSS_NAME = "<img src=x onerror=window.__xss=1>.jpg"
@@ -80,7 +79,7 @@ class LiveServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self) -> LiveServer:
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:

@@ -8,9 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from conftest import ANIME36, I2V_FIXTURES
+from PIL import Image
 
 from illust2vec.cli.main import main
 from illust2vec.collection.dupe_actions import (

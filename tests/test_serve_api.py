@@ -21,14 +21,21 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-
-from serve_support import COPIES, ORIGINALS, XSS_NAME, LiveServer, build_collection, edit, free_port
+from serve_support import (
+    COPIES,
+    ORIGINALS,
+    XSS_NAME,
+    LiveServer,
+    build_collection,
+    edit,
+    free_port,
+)
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from illust2vec.collection import Collection  # noqa: E402
-from illust2vec.serve import CollectionService, create_app  # noqa: E402
+from illust2vec.collection import Collection
+from illust2vec.serve import CollectionService, create_app
 
 BASE = "http://127.0.0.1:8765"
 

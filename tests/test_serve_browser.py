@@ -9,13 +9,19 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-
-from serve_support import COPIES, ORIGINALS, XSS_NAME, XSS_TAG, LiveServer, build_collection, edit
+from serve_support import (
+    ORIGINALS,
+    XSS_NAME,
+    XSS_TAG,
+    LiveServer,
+    build_collection,
+    edit,
+)
 
 pytest.importorskip("fastapi")
-from illust2vec.collection import Collection  # noqa: E402
-from illust2vec.collection.query import normalize_tag  # noqa: E402
-from illust2vec.serve import CollectionService, create_app  # noqa: E402
+from illust2vec.collection import Collection
+from illust2vec.collection.query import normalize_tag
+from illust2vec.serve import CollectionService, create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -93,7 +99,7 @@ def test_grid_draws_thumbnails_and_stays_on_this_host(app, server):
     assert p.locator(".cell").count() == n
     caps = p.eval_on_selector_all(".cell .cap", "els => els.map(e => e.textContent)")
     assert sorted(caps) == sorted(x.name for x in server.pics.iterdir())
-    assert all(u.startswith(server.url + "/") or u.startswith(("blob:", "data:")) for u in app.requests), app.requests
+    assert all(u.startswith((server.url + "/", "blob:", "data:")) for u in app.requests), app.requests
 
 
 def test_xss_file_name_and_tag_stay_text(app, server):
@@ -292,7 +298,7 @@ def test_map_links_each_picture_to_its_item_view(browser, server):
         item.wait_for_selector("#item-view .path")
         item_id = int(item.url.rsplit("/", 1)[1])
         assert item.text_content("#item-view .path") == server.service.item(item_id)["path"]
-        assert errors == [] and all(u.startswith(server.url) or u.startswith(("data:", "blob:")) for u in urls)
+        assert errors == [] and all(u.startswith((server.url, "data:", "blob:")) for u in urls)
     finally:
         ctx.close()
 

@@ -23,9 +23,10 @@ import errno
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from PIL import Image
 
@@ -386,7 +387,7 @@ def undo_manifest(path: str | os.PathLike, *, on_error: Callable[[str, str], Non
     undo again does nothing more.  Failures are ``(path, reason)`` (also
     passed to ``on_error``); the rest goes on.
     """
-    header, actions, done, undone = read_manifest(path)
+    _, actions, done, undone = read_manifest(path)
     report = UndoReport()
 
     def fail(p: str, why: str) -> None:
@@ -469,7 +470,7 @@ def moved_paths(dest: str | os.PathLike) -> set[str]:
     out: set[str] = set()
     for m in list_manifests(dest):
         try:
-            header, actions, done, undone = read_manifest(m)
+            _, actions, done, undone = read_manifest(m)
         except CollectionError:
             continue
         out.update(a["src"] for a in actions if a["op"] == "move" and a["n"] in done and a["n"] not in undone)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from illust2vec.collection import db as _db
 from illust2vec.collection.errors import CollectionError

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import mimetypes
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -105,7 +105,7 @@ def create_app(db: str | Path | CollectionService, *, token: str | None = None, 
         return {"items": service.similar(_item_id(item_id), k=k, binary=bool(binary))}
 
     @api.post("/api/search", summary="Items most similar to an uploaded image")
-    async def search(image: UploadFile = File(...), k: int = Form(20)) -> dict[str, Any]:
+    async def search(image: Annotated[UploadFile, File()], k: Annotated[int, Form()] = 20) -> dict[str, Any]:
         data = await image.read(MAX_UPLOAD + 1)
         if len(data) > MAX_UPLOAD:
             return JSONResponse({"detail": f"image larger than {MAX_UPLOAD // (1024 * 1024)} MiB"}, status_code=413)

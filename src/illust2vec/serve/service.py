@@ -17,9 +17,10 @@ import re
 import sqlite3
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -35,7 +36,13 @@ from illust2vec.collection.dupe_actions import (
     undo_manifest,
 )
 from illust2vec.collection.errors import CollectionError, UnknownTagError
-from illust2vec.collection.query import TagIndex, TagTerm, matching_rows, normalize_tag, parse_terms
+from illust2vec.collection.query import (
+    TagIndex,
+    TagTerm,
+    matching_rows,
+    normalize_tag,
+    parse_terms,
+)
 from illust2vec.errors import Illust2VecError
 from illust2vec.fileio import atomic_write
 from illust2vec.images import load_image
@@ -280,7 +287,7 @@ class CollectionService:
             sel = self._matching(tags, not_tags, min_prob)
             files = self._files_now()
             page = sel[offset : offset + limit]
-            return {"total": int(len(sel)), "offset": int(offset),
+            return {"total": len(sel), "offset": int(offset),
                     "items": self._item_dicts(files, page, min_prob, PAGE_TAGS)}
 
     def item(self, item_id: int) -> dict[str, Any]:

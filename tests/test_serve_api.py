@@ -47,7 +47,7 @@ def built(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(built):
-    db, pics, model = built
+    db, _, model = built
     service = CollectionService(db, embedder=model)
     with TestClient(create_app(service), base_url=BASE) as c:
         yield c
@@ -72,7 +72,7 @@ def _ids(client) -> dict[str, int]:
 
 
 def test_items_lists_every_file_with_sizes(client, built):
-    db, pics, _ = built
+    _, pics, _ = built
     items = _all_items(client)
     files = sorted(str(p) for p in pics.iterdir())
     assert [i["path"] for i in items] == files  # every file once, sorted by path, across pages
@@ -211,10 +211,21 @@ def _tree(d: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in d.iterdir() if p.is_file()}
 
 
+def _dupes(client) -> dict:
+    """``GET /api/dupes``, asked again while the groups are being found (a background thread)."""
+    deadline = time.monotonic() + 120
+    while True:
+        body = client.get("/api/dupes").json()
+        if not body["computing"]:
+            return body
+        assert time.monotonic() < deadline, "duplicates never finished"
+        time.sleep(0.1)
+
+
 def test_dupes_review_apply_and_undo(client, built):
     db, pics, _ = built
     before = _tree(pics)
-    body = client.get("/api/dupes").json()
+    body = _dupes(client)
     groups = body["groups"]
     names = sorted(sorted(Path(f["path"]).name for f in g["items"]) for g in groups)
     assert ["00.jpg", "c0_jpeg.jpg"] in names and ["01.jpg", "c1_half.jpg"] in names
@@ -235,7 +246,7 @@ def test_dupes_review_apply_and_undo(client, built):
     assert "c1_half.jpg" not in _tree(pics) and (db / "duplicates" / manifest).is_file()
     # the moved copy leaves the items (the database is not changed), and comes back with the undo
     assert "c1_half.jpg" not in _ids(client) and len(_ids(client)) == len(before) - 1
-    after = client.get("/api/dupes").json()
+    after = _dupes(client)
     assert manifest in after["manifests"] and not any(
         Path(f["path"]).name == "c1_half.jpg" for g in after["groups"] for f in g["items"])
     # undo by manifest name only; other names are refused

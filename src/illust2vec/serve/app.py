@@ -117,9 +117,11 @@ def create_app(db: str | Path | CollectionService, *, token: str | None = None, 
     def tags(prefix: str = "", limit: int = 20, min_prob: float = Query(0.5, alias="min")) -> list[dict[str, Any]]:
         return service.tags(prefix, limit=max(1, min(limit, MAX_LIMIT)), min_prob=min_prob)
 
-    @api.get("/api/dupes", summary="Near-duplicate groups with per-file facts and the recommended keeper")
+    @api.get("/api/dupes", summary="Near-duplicate groups with per-file facts and the recommended keeper ('computing': ask again)")
     def dupes() -> dict[str, Any]:
-        return {"groups": service.dupes(), "manifests": service.manifests(), "move_to": str(service.move_to)}
+        groups = service.dupes(wait=False)
+        return {"computing": groups is None, "groups": groups or [], "manifests": service.manifests(),
+                "move_to": str(service.move_to)}
 
     @api.post("/api/dupes/apply", summary="Move every copy but the keeper of each group (manifest written)")
     def dupes_apply(req: ApplyRequest) -> dict[str, Any]:

@@ -100,7 +100,8 @@ class CollectionService:
         self._queries: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._dims: dict[str, tuple[int, int, int, int]] = {}  # path -> (mtime_ns, size, w, h)
         self._counts: tuple[tuple, dict] | None = None
-        self._dupes: tuple[tuple, list] | None = None
+        self._dupes: tuple[tuple, list, str | None] | None = None
+        self._dupes_thread: threading.Thread | None = None
         self._thumbs_mem: OrderedDict[tuple, bytes] = OrderedDict()
         try:
             _ut.ensure_table(self.col.conn)
@@ -389,27 +390,60 @@ class CollectionService:
         return counts
 
     # ------------------------------------------------------------------ duplicates
-    def dupes(self) -> list[dict]:
+    def _dupes_key(self) -> tuple:
+        m = self.col.meta
+        return (m.get("rows"), m.get("delete_gen"), m.get("embedder_identity"))
+
+    def _compute_dupes(self, key: tuple) -> None:
+        """Find the groups on a connection of its own (minutes for 100k+ items), so requests go on meanwhile."""
+        try:
+            with Collection.open(self.col.path, create=False) as col:
+                groups, error = col.dupes(), None
+        except Exception as exc:  # noqa: BLE001 - reported to the page, the server goes on
+            groups, error = [], f"cannot find duplicates: {exc}"
+        with self.lock:
+            self._dupes = (key, groups, error)
+            self._dupes_thread = None
+
+    def dupes(self, *, wait: bool = True) -> list[dict] | None:
         """Near-duplicate groups (the ``dupes`` command's default distance) whose files are still there.
 
         Each: ``{"items": [{"id", "path", "width", "height", "bytes", "format", "lossless", "keep"}],
         "keeper": id, "max_distance"}``; the keeper by
-        :data:`~illust2vec.collection.dupe_actions.KEEPER_RULE`.
+        :data:`~illust2vec.collection.dupe_actions.KEEPER_RULE`.  Groups are found
+        in a background thread once per state of the collection; with ``wait``
+        false, ``None`` means they are still being found (ask again).
         """
         with self.lock:
+            key = self._dupes_key()
+            if self._dupes is None or self._dupes[0] != key:
+                if self._dupes_thread is None:
+                    self._dupes_thread = threading.Thread(target=self._compute_dupes, args=(key,), daemon=True,
+                                                          name="illust2vec-dupes")
+                    self._dupes_thread.start()
+                thread = self._dupes_thread
+            else:
+                thread = None
+        if thread is not None:
+            if not wait:
+                return None
+            thread.join()
+            return self.dupes(wait=wait)
+        with self.lock:
+            _, groups, error = self._dupes
+            if error:
+                raise CollectionError(error)
             files = self._files_now()
-            if self._dupes is None or self._dupes[0] != files.key:
-                self._dupes = (files.key, self.col.dupes())
-            groups = self._dupes[1]
-            by_path = {p: int(i) for p, i in zip(files.paths, files.ids)}
+            by_path = files.by_path
+            ids = files.ids
         out = []
         for g in groups:
             paths = [p for p in g.paths if p in by_path and Path(p).exists()]
             if len(paths) < 2:
                 continue
             d = describe_group(paths)
-            items = [dict(f, id=by_path[f["path"]]) for f in d["files"]]
-            out.append({"items": items, "keeper": by_path[d["keeper"]], "max_distance": g.max_distance})
+            items = [dict(f, id=int(ids[by_path[f["path"]]])) for f in d["files"]]
+            out.append({"items": items, "keeper": int(ids[by_path[d["keeper"]]]), "max_distance": g.max_distance})
         return out
 
     def apply_dupes(self, decisions: Sequence[dict]) -> dict[str, Any]:
@@ -430,7 +464,6 @@ class CollectionService:
                 keepers.append(files.paths[self._index_of(keeper)[1]])
             plan = plan_moves(groups, self.move_to, keepers=keepers)
             rep = apply_plan(plan)
-            self._dupes = None
             return {"manifest": rep.manifest.name if rep.manifest else None, "done": rep.done,
                     "failed": [list(f) for f in rep.failed], "plan": plan.lines()}
 
@@ -444,7 +477,6 @@ class CollectionService:
             raise NotFound(f"no manifest {name!r} in {self.move_to}")
         with self.lock:
             rep = undo_manifest(self.move_to / name)
-            self._dupes = None
         return {"restored": rep.restored, "already": rep.already, "failed": [list(f) for f in rep.failed]}
 
     # ------------------------------------------------------------------ user tags

@@ -339,7 +339,7 @@
                               (item.bytes === null ? "?" : Math.round(item.bytes / 1024) + " KiB") }),
                     tagTable(item), el("p", null, addIn, " ", addBtn));
       v.append(el("div", { class: "item-top" }, el("img", { class: "big", alt: "", src: "/image/" + item.id }), info));
-      var near = (S.dupes || []).filter(function (g) { return g.items.some(function (x) { return x.id === item.id; }); });
+      var near = (r[3] || []).filter(function (g) { return g.items.some(function (x) { return x.id === item.id; }); });
       var nearItems = [];
       near.forEach(function (g) { g.items.forEach(function (x) { if (x.id !== item.id) nearItems.push(x); }); });
       (item.copies || []).forEach(function (cid) { if (!nearItems.some(function (x) { return x.id === cid; })) nearItems.push({ id: cid, path: "identical copy #" + cid }); });
@@ -383,12 +383,25 @@
   // ---------------------------------------------------------------- duplicate review
   function dupesOnce() {
     if (S.dupes) return Promise.resolve(S.dupes);
-    return api("/api/dupes").then(function (r) { S.dupes = r.groups; S.manifests = r.manifests; S.moveTo = r.move_to; return S.dupes; });
+    return api("/api/dupes").then(function (r) {
+      S.manifests = r.manifests; S.moveTo = r.move_to; S.dupesComputing = r.computing;
+      if (!r.computing) S.dupes = r.groups;
+      return r.groups;
+    });
   }
   function renderDupes() {
     show("dupes");
     S.dupes = null;
-    dupesOnce().then(drawDupes).catch(fail);
+    dupesOnce().then(function () {
+      if (S.dupesComputing) {
+        var v = $("dupes-view");
+        clear(v);
+        v.append(el("p", { id: "dupes-wait", text: "finding near-duplicates\u2026 (this page updates when they are found)" }));
+        setTimeout(function () { if (S.view === "dupes" && !S.dupes) renderDupes(); }, 1500);
+        return;
+      }
+      drawDupes();
+    }).catch(fail);
   }
   function drawDupes() {
     var v = $("dupes-view");
@@ -449,15 +462,14 @@
     post("/api/dupes/apply", { groups: body }).then(function (r) {
       say(r.done + " file(s) moved" + (r.failed.length ? ", " + r.failed.length + " failed" : "") +
           (r.manifest ? "; manifest " + r.manifest : ""), !r.failed.length);
-      S.decisions.clear(); S.dupeIdx = 0; S.dupes = null;
-      return dupesOnce().then(drawDupes);
+      S.decisions.clear(); S.dupeIdx = 0;
+      renderDupes();
     }).catch(fail);
   }
   function undoDupes(name) {
     post("/api/dupes/undo", { manifest: name }).then(function (r) {
       say(r.restored + " file(s) put back" + (r.failed.length ? ", " + r.failed.length + " failed" : ""), !r.failed.length);
-      S.dupes = null;
-      return dupesOnce().then(drawDupes);
+      renderDupes();
     }).catch(fail);
   }
   function dupesKey(ev) {

@@ -32,6 +32,7 @@ COMMANDS: list[str] = [
     "map",
     "check",
     "demo",
+    "serve",
 ]
 
 

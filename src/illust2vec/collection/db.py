@@ -35,6 +35,9 @@ their raw bytes in TEXT columns: Python sees them as ``str`` with surrogate
 escapes (:func:`os.fsdecode`), binds them with :func:`text_param` inside
 ``CAST(? AS TEXT)``, and every connection decodes text with
 ``surrogateescape`` so they come back unchanged.
+``user_tags(sha256, tag, value, updated_at)``
+    Tags people added (``value`` 1) or removed (0), by content hash, apart
+    from the model outputs (see :mod:`.user_tags`); kept by ``--rebuild``.
 """
 from __future__ import annotations
 
@@ -93,6 +96,17 @@ CREATE TABLE IF NOT EXISTS faces (
     likelihood REAL
 );
 CREATE INDEX IF NOT EXISTS faces_content ON faces(content);
+"""
+#: User tags (see :mod:`.user_tags`); created with the others, and on first use in older collections.
+USER_TAGS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS user_tags (
+    sha256     TEXT NOT NULL,
+    tag        TEXT NOT NULL,
+    value      INTEGER NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (sha256, tag)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS user_tags_tag ON user_tags(tag);
 """
 
 
@@ -233,7 +247,7 @@ def _connect(path: Path, *, create: bool) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     if create:
-        conn.executescript(_SCHEMA)
+        conn.executescript(_SCHEMA + USER_TAGS_SCHEMA)
         cur = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if cur is None:
             conn.execute("BEGIN IMMEDIATE")

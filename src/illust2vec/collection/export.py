@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from illust2vec.collection.errors import CollectionError
+from illust2vec.collection.user_tags import effective_tags, user_tags_of
 from illust2vec.errors import Illust2VecError
 from illust2vec.io.atomic import atomic_write, utf8_safe
 from illust2vec.io.records import infer_format, write_records
@@ -33,6 +34,10 @@ def export(col, path: str | os.PathLike | None, format: str | None = None, *, ve
     against spreadsheet formulas (:func:`illust2vec.io.records.csv_cell`) unless ``raw_csv``.
     File names that are not UTF-8 are written as their bytes in CSV, as ``\\udcXX`` escapes in
     JSON and with ``\\xNN`` escapes in Parquet (which holds UTF-8 only).
+    When the collection has user tags (:mod:`.user_tags`), a column (last in CSV)
+    ``user_tags`` holds each record's decisions as JSON ``{tag: added?}``
+    (empty when none); in JSON Lines they are applied to ``tags`` (added tags
+    at 1.0, removed ones dropped) and given as an object.
     """
     try:
         fmt = infer_format(path, format, FORMATS, default="jsonl")
@@ -59,6 +64,8 @@ def export(col, path: str | os.PathLike | None, format: str | None = None, *, ve
     P = vfs["prob"].read(rows) if probs and "prob" in vfs else None
     names = [n for (n,) in col.conn.execute("SELECT name FROM tags ORDER BY id")] if P is not None else []
     models = {k: meta.get(k) for k in ("embedder_name", "embedder_identity", "tagger_name", "tagger_identity")}
+    user = user_tags_of(col.conn, [s for _, s, _ in rows_files])
+    user_col = [json.dumps(user[s], ensure_ascii=False, sort_keys=True) if s in user else "" for _, s, _ in rows_files]
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -68,6 +75,8 @@ def export(col, path: str | os.PathLike | None, format: str | None = None, *, ve
             "sha256": pa.array([s for _, s, _ in rows_files], pa.string()),
             "row": pa.array(rows, pa.int64()),
         }
+        if user:
+            cols["user_tags"] = pa.array(user_col, pa.string())
         for k, values in face_cols.items():
             cols[k] = pa.array(list(values), pa.float64() if k == "face_likelihood" else pa.int64())
         if P is not None:
@@ -91,6 +100,8 @@ def export(col, path: str | os.PathLike | None, format: str | None = None, *, ve
                 rec.update({f"f{j}": repr(float(x)) for j, x in enumerate(F[i])})
             if C is not None:
                 rec["code"] = C[i].tobytes().hex()
+            if user:
+                rec["user_tags"] = user_col[i]
             yield rec
 
     def json_records():
@@ -100,6 +111,9 @@ def export(col, path: str | os.PathLike | None, format: str | None = None, *, ve
             rec.update({k: v[i] for k, v in face_cols.items()})
             if P is not None:
                 rec["tags"] = {names[t]: float(P[i, t]) for t in np.nonzero(P[i].astype(np.float64) >= thr)[0]}
+            if s in user:  # the user's decisions take precedence over the model's tags
+                rec["tags"] = effective_tags(rec.get("tags", {}), user[s])
+                rec["user_tags"] = user[s]
             if F is not None:
                 rec["feature"] = F[i].tolist()
             if C is not None:

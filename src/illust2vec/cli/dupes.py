@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     fmt = output_format(args, FORMATS)
     if args.sheet is not None and args.sheet.exists() and not args.sheet.is_dir():
         raise Illust2VecError(f"{args.sheet}: --sheet takes a directory for dupes (one PNG per group)")
-    prepare_outputs(dirs=(args.sheet, args.move_to))  # before the work, not after it
+    prepare_outputs(dirs=(args.sheet, None if args.dry_run else args.move_to))  # before the work, not after it
     with Collection.open(args.db, create=False) as col:
         d = args.max_distance if args.max_distance is not None else default_max_distance(col)
         groups = find_dupes(col, max_distance=d, progress=not args.quiet)

@@ -181,7 +181,7 @@ def _query_vectors(col, meta, image, vector, embedder, binary: bool):
             f"the query model {getattr(model, 'name', '?')!r} is not the model this collection was indexed with "
             f"({meta.get('embedder_name')!r}, identity {meta['embedder_identity'][:16]}); its vectors are not comparable"
         )
-    feats = np.asarray(model.extract_feature([image]), dtype=np.float32).reshape(1, -1)
+    feats = np.asarray(model.extract_feature(image), dtype=np.float32).reshape(1, -1)
     return feats, (binarize(model, feats) if binary else None), None
 
 

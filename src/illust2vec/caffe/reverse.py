@@ -479,14 +479,13 @@ def spatial_map_tensor(model: onnx.ModelProto, output: str = "prob") -> str | No
     inits = {i.name: i for i in model.graph.initializer}
     shapes = _infer_shapes(model)
     tensor = output
-    seen_pool = False
     while tensor in producers:
         n = producers[tensor]
         a = _attrs(n)
-        if n.op_type in ("Identity", "Flatten", "Reshape", "Sigmoid") and not seen_pool:
+        if n.op_type in ("Identity", "Flatten", "Reshape", "Sigmoid"):
             tensor = n.input[0]
             continue
-        if n.op_type == "Mul" and not seen_pool and n.input[1] in inits:
+        if n.op_type == "Mul" and n.input[1] in inits:
             if not np.allclose(numpy_helper.to_array(inits[n.input[1]]), 1.0):
                 return None
             tensor = n.input[0]

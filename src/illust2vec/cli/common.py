@@ -18,8 +18,13 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image files, directories (searched recursively) or glob patterns")
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, task: str) -> None:
-    """``--model``/``--weights``/``--tags`` and the engine options (flags map onto library keywords)."""
+def add_model_arguments(parser: argparse.ArgumentParser, task: str,
+                        tag_file_flags: tuple[str, ...] = ("--tags", "--tag-list")) -> None:
+    """``--model``/``--weights``/``--tags`` and the engine options (flags map onto library keywords).
+
+    ``tag_file_flags``: the spellings of the tag-list option; commands whose
+    ``--tags`` names tags (explain, edit, generate) keep only ``--tag-list``.
+    """
     g = parser.add_argument_group("model")
     default = "i2v-tag" if task == "tag" else "the best available (i2v-feature, else generic-effnet-lite0)"
     g.add_argument("--model", "-m", metavar="NAME",
@@ -27,7 +32,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, task: str) -> None:
     g.add_argument("--weights", metavar="FILE", type=Path,
                    help="use this model file directly (.caffemodel or .onnx) instead of the zoo")
     if task == "tag":
-        g.add_argument("--tags", dest="tag_file", metavar="FILE", type=Path,
+        g.add_argument(*tag_file_flags, dest="tag_file", metavar="FILE", type=Path,
                        help="tag list for --weights (i2v tag_list.json[.gz] or WD selected_tags.csv)")
         g.add_argument("--thresholds", dest="threshold_file", metavar="FILE", type=Path,
                        help="i2v calibrated threshold file (for --threshold-rule f0.5/f1/f2)")
@@ -143,3 +148,8 @@ def progress_bar(args: argparse.Namespace, total: int, unit: str = "img"):
 
     return tqdm(total=total, unit=unit, file=sys.stderr, disable=bool(getattr(args, "quiet", False)),
                 dynamic_ncols=True, smoothing=0.1)
+
+
+def split_tags(values: list[str] | None) -> list[str]:
+    """Tag names from repeatable comma-separated options (``--tags "blue hair, cat ears"``)."""
+    return [t.strip() for value in values or [] for t in value.split(",") if t.strip()]

@@ -26,6 +26,9 @@ COMMANDS: list[str] = [
     "faces",
     "map",
     "demo",
+    "explain",
+    "edit",
+    "generate",
 ]
 
 

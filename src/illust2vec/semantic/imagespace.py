@@ -7,12 +7,16 @@ picture; these helpers carry arrays across, following the model's
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
+from illust2vec.fileio import atomic_write
 from illust2vec.preprocess import InputRecipe
 
-__all__ = ["content_box", "input_to_rgb", "input_grad_to_pixels", "resize_plane", "resize_planes"]
+__all__ = ["content_box", "input_to_rgb", "input_grad_to_pixels", "resize_plane", "resize_planes", "save_png"]
 
 
 def input_to_rgb(batch: np.ndarray, recipe: InputRecipe) -> np.ndarray:
@@ -66,3 +70,11 @@ def resize_plane(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def resize_planes(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of an (H, W, C) float array to ``(height, width, C)``."""
     return np.stack([resize_plane(x[..., c], size) for c in range(x.shape[-1])], axis=-1)
+
+
+def save_png(path: str | os.PathLike, image: np.ndarray | Image.Image) -> Path:
+    """Write a picture as PNG atomically (an existing file is replaced only by a complete one)."""
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, np.uint8))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda fh: picture.save(fh, format="PNG"))

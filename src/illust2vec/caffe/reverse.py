@@ -417,6 +417,14 @@ def _maxpool_backward(g: _Graph, n: onnx.NodeProto, dy: str, indices: str) -> st
     x = n.input[0]
     base = n.name or n.output[0]
     shape_x = g.node("Shape", [x], base)
+    a = _attrs(n)
+    kernel = list(a.get("kernel_shape", []))
+    non_overlapping = (list(a.get("strides", [1] * len(kernel))) == kernel and not any(a.get("pads", [0]))
+                       and not int(a.get("ceil_mode", 0)) and all(d == 1 for d in a.get("dilations", [1])))
+    if non_overlapping:
+        # Windows that do not overlap: every input is picked at most once, so placing
+        # the gradient at the argmax (MaxUnpool) equals adding it there, and is faster.
+        return g.node("MaxUnpool", [dy, indices, shape_x], base, kernel_shape=kernel, strides=kernel)
     flat_shape = g.const("flat", np.array([-1], np.int64))
     zeros = g.node("Reshape", [g.node("ConstantOfShape", [shape_x], base,
                                       value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])),

@@ -29,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--add", action="append", metavar="TAGS", help="comma-separated tags to raise (repeatable)")
     p.add_argument("--remove", action="append", metavar="TAGS", help="comma-separated tags to lower (repeatable)")
     p.add_argument("--output", "-o", metavar="OUT.png", required=True, help="where to write the edited picture")
-    p.add_argument("--steps", type=int, default=30, metavar="N", help="most gradient steps (default 30)")
+    p.add_argument("--steps", type=int, default=25, metavar="N", help="most gradient steps (default 25)")
     p.add_argument("--strength", type=float, default=13.0, metavar="S",
                    help="largest RMS change in 0-255 levels (default 13: PSNR >= 25.8 dB)")
     p.add_argument("--smooth", type=float, default=0.5, metavar="SIGMA",

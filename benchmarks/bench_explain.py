@@ -54,7 +54,7 @@ def main() -> None:
     t = time.perf_counter()
     prob = model.predict_proba(picture)[0]
     add = model.tags.names[int(np.argmin(np.abs(prob[:512] - 0.3)))]  # a general tag near 0.3
-    result = edit_image(model, picture, add=[add])
+    result = edit_image(model, picture, add=[add], goal=2.0)  # default settings, but no early stop: all 25 steps
     edit_s = time.perf_counter() - t
     out = {
         "picture": str(picture), "size": list(model.load(picture).shape[:2]),

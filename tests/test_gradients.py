@@ -184,3 +184,34 @@ def test_unsupported_op_is_named():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(ModelFormatError, match="'Exp'"):
         gradient_model(model, "prob")
+
+
+def test_effnet_gradient_matches_finite_differences(model_store):
+    """The reverse rules for the EfficientNet-Lite0 graph (Clip, Add, GlobalAveragePool, Softmax)."""
+    from illust2vec.model import load_model
+
+    try:
+        model = load_model("generic-effnet-lite0", model_dir=model_store, offline=True, progress=False)
+    except Illust2VecError as exc:
+        pytest.skip(f"generic-effnet-lite0 is not available: {exc}")
+    from conftest import ANIME36
+
+    rng = np.random.default_rng(5)
+    x = model.preprocess([sorted(ANIME36.glob("*.jpg"))[0]])
+    target = model.run(x, "feature") + rng.normal(0, 0.5, (1, model.feature_dim)).astype(np.float32)
+    grad = model.input_gradient(x, feature_target=target)
+
+    def loss(inp):
+        return 0.5 * float(((model.run(inp.astype(np.float32), "feature").astype(np.float64) - target) ** 2).sum())
+
+    # 49 convolutions and 33 ReLU6 kinks make random directions too rough for float32
+    # differences; along the gradient itself the slope must approach |grad|.
+    norm = float(np.sqrt((grad.astype(np.float64) ** 2).sum()))
+    v = grad / norm
+    slopes = [(loss(x + eps * v) - loss(x - eps * v)) / (2 * eps) for eps in (1e-2, 1e-3)]
+    assert abs(slopes[1] - norm) <= 0.05 * norm, (slopes, norm)
+    assert abs(slopes[1] - norm) < abs(slopes[0] - norm)
+    w = np.zeros(len(model.tags), np.float32)
+    w[917] = 1.0  # "comic book"
+    tag_grad, outputs = model.forward_backward(x, tag_weights=w)
+    assert tag_grad.shape == x.shape and outputs["prob"].shape == (1, 1000)

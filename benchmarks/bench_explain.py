@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import make_model
 
 
@@ -42,7 +41,7 @@ def main() -> None:
     weights = make_model(args.cache / "i2v_tag_full.caffemodel")
     tag_list = Path(__file__).resolve().parents[2] / "shared/fixtures/i2v/tag_list.json"
     model = Illustration2Vec.from_caffemodel(weights, tags=tag_list, model_dir=args.cache / "store")
-    picture = sorted(args.picture.glob("*.jpg"))[0] if args.picture.is_dir() else args.picture
+    picture = min(args.picture.glob("*.jpg")) if args.picture.is_dir() else args.picture
     batch = model.preprocess([picture])
     model.run(batch)
     model.input_gradient(batch, tags=[0])  # builds the gradient graph once

@@ -6,9 +6,9 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import ANIME36, I2V_FIXTURES
 from PIL import Image
 
-from conftest import ANIME36, I2V_FIXTURES
 from illust2vec.cli.main import main
 
 pytestmark = pytest.mark.skipif(
@@ -30,7 +30,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _picture() -> str:
-    return str(sorted(ANIME36.glob("*.jpg"))[0])
+    return str(min(ANIME36.glob("*.jpg")))
 
 
 def test_explain_json_maps_are_the_logit_maps(tmp_path, model_store, i2v_tagger, capsys):

@@ -8,7 +8,13 @@ import sys
 from pathlib import Path
 
 from illust2vec.cli.common import (
-    ErrorReport, add_input_arguments, add_model_arguments, expand_inputs, model_from_args, progress_bar, split_tags,
+    ErrorReport,
+    add_input_arguments,
+    add_model_arguments,
+    expand_inputs,
+    model_from_args,
+    progress_bar,
+    split_tags,
 )
 from illust2vec.errors import Illust2VecError
 

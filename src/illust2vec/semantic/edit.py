@@ -36,7 +36,11 @@ from scipy.ndimage import gaussian_filter
 from illust2vec.errors import Illust2VecError
 from illust2vec.model import ImageModel
 from illust2vec.preprocess import preprocess
-from illust2vec.semantic.imagespace import content_box, input_grad_to_pixels, resize_planes
+from illust2vec.semantic.imagespace import (
+    content_box,
+    input_grad_to_pixels,
+    resize_planes,
+)
 
 __all__ = ["EditResult", "edit_image", "psnr", "tag_objective_weights"]
 

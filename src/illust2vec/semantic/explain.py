@@ -43,7 +43,11 @@ from scipy.ndimage import gaussian_filter
 from illust2vec.caffe.reverse import spatial_map_tensor, with_outputs
 from illust2vec.errors import Illust2VecError
 from illust2vec.model import ImageModel
-from illust2vec.semantic.imagespace import content_box, input_grad_to_pixels, resize_plane
+from illust2vec.semantic.imagespace import (
+    content_box,
+    input_grad_to_pixels,
+    resize_plane,
+)
 
 __all__ = [
     "Explanation", "Method", "TagMap", "cam_maps", "default_tags", "explain", "gradient_saliency",

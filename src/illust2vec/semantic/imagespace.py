@@ -16,7 +16,7 @@ from PIL import Image
 from illust2vec.fileio import atomic_write
 from illust2vec.preprocess import InputRecipe
 
-__all__ = ["content_box", "input_to_rgb", "input_grad_to_pixels", "resize_plane", "resize_planes", "save_png"]
+__all__ = ["content_box", "input_grad_to_pixels", "input_to_rgb", "resize_plane", "resize_planes", "save_png"]
 
 
 def input_to_rgb(batch: np.ndarray, recipe: InputRecipe) -> np.ndarray:
@@ -54,8 +54,8 @@ def content_box(recipe: InputRecipe, height: int, width: int) -> tuple[int, int,
     side = max(height, width)
     top, left = (side - height) // 2, (side - width) // 2
     sy, sx = in_h / side, in_w / side
-    return (int(round(top * sy)), int(round(left * sx)),
-            int(round((top + height) * sy)), int(round((left + width) * sx)))
+    return (round(top * sy), round(left * sx),
+            round((top + height) * sy), round((left + width) * sx))
 
 
 def resize_plane(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -200,7 +200,6 @@ def test_effnet_gradient_matches_finite_differences(model_store):
         model = load_model("generic-effnet-lite0", model_dir=model_store, offline=True, progress=False)
     except Illust2VecError as exc:
         pytest.skip(f"generic-effnet-lite0 is not available: {exc}")
-
     if not ANIME36.is_dir():
         pytest.skip("../shared/data/anime36 is missing")
     rng = np.random.default_rng(5)

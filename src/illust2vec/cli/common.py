@@ -47,8 +47,12 @@ def add_quiet_argument(parser: argparse.ArgumentParser, *, default: Any = False)
     parser.add_argument("--quiet", "-q", action="store_true", default=default, help="no progress bars")
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, task: str) -> None:
-    """``--model``/``--weights``/``--tag-list`` and the engine options (flags map onto :func:`load_model`)."""
+def add_model_arguments(parser: argparse.ArgumentParser, task: str, *, tags_alias: bool = True) -> None:
+    """``--model``/``--weights``/``--tag-list`` and the engine options (flags map onto :func:`load_model`).
+
+    ``tags_alias``: also accept the deprecated ``--tags FILE``; commands whose ``--tags``
+    names tags (search, explain, edit, generate) pass ``False``.
+    """
     g = parser.add_argument_group("model")
     default = ("the best tagger present (i2v-tag, else a WD v3 tagger)" if task == "tag"
                else "the best embedder present (i2v-feature, else generic-effnet-lite0)")
@@ -61,8 +65,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, task: str) -> None:
     if task == "tag":
         g.add_argument("--tag-list", dest="tag_file", metavar="FILE", type=Path,
                        help="tag list for --weights (i2v tag_list.json[.gz] or WD selected_tags.csv)")
-        g.add_argument("--tags", dest="tag_file", metavar="FILE", type=Path, action=DeprecatedAlias,
-                       new_option="--tag-list", help=argparse.SUPPRESS)
+        if tags_alias:
+            g.add_argument("--tags", dest="tag_file", metavar="FILE", type=Path, action=DeprecatedAlias,
+                           new_option="--tag-list", help=argparse.SUPPRESS)
         g.add_argument("--thresholds", dest="threshold_file", metavar="FILE", type=Path,
                        help="i2v calibrated threshold file (for --threshold-rule f0.5/f1/f2)")
     g.add_argument("--model-dir", metavar="DIR", type=Path,
@@ -306,3 +311,10 @@ def progress_bar(args: argparse.Namespace, total: int | None, unit: str = "img",
     from illust2vec.runtime.progress import progress_bar as bar
 
     return bar(total, desc=desc, unit=unit, enabled=not getattr(args, "quiet", False))
+
+
+def split_tags(values: str | list[str] | None) -> list[str]:
+    """Tag names from repeatable comma-separated options (``--tags "blue hair, cat ears"``)."""
+    from illust2vec.datasets.captions import split_tags as split
+
+    return split(values or [])

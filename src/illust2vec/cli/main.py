@@ -32,6 +32,9 @@ COMMANDS: list[str] = [
     "map",
     "check",
     "demo",
+    "explain",
+    "edit",
+    "generate",
     "serve",
 ]
 

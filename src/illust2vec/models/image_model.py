@@ -23,6 +23,7 @@ from illust2vec.errors import Illust2VecError, ImageDecodeError
 from illust2vec.io.images import load_image
 from illust2vec.prep.preprocess import InputRecipe, preprocess
 from illust2vec.runtime.batches import BatchResult, ItemError, iter_batches
+from illust2vec.runtime.session import open_session
 from illust2vec.models.tags import (
     TagTable,
     plausible_tags,
@@ -103,8 +104,6 @@ class ImageModel:
         optimized_cache: str | os.PathLike | None = None,
         precision: str = "fp32",
     ) -> None:
-        from illust2vec.runtime.session import open_session
-
         self.name = name
         self.recipe = recipe
         self.tags = tags
@@ -115,6 +114,10 @@ class ImageModel:
         self.device = device
         self.batch_size = max(1, int(batch_size))
         self.alpha: Alpha = alpha
+        #: The fp32 graph the session was opened on (derived graphs, e.g. gradients, are built from it).
+        self.onnx_source = onnx_model
+        self._threads = threads
+        self._derived: dict[str, Any] = {}
         self.session = open_session(onnx_model, device=device, threads=threads, allow_fallback=allow_fallback,
                                     optimized_cache=optimized_cache, precision=precision)
         self.precision = precision if "CUDAExecutionProvider" in self.session.get_providers() else "fp32"
@@ -224,6 +227,93 @@ class ImageModel:
         for index, row in rows.items():
             out[index] = row
         return out
+
+    # -- derived graphs: inner tensors, gradients -----------------------------
+    def derived_session(self, key: str, transform: Callable[[Any], Any]):
+        """A session on ``transform(forward onnx.ModelProto)``, built once per ``key`` and kept.
+
+        Used for graphs derived from this model's: extra outputs
+        (:func:`illust2vec.runtime.reverse.with_outputs`) and gradient graphs.
+        """
+        if key not in self._derived:
+            import onnx
+
+            src = self.onnx_source
+            proto = onnx.load_from_string(src) if isinstance(src, bytes) else onnx.load(os.fspath(src))
+            self._derived[key] = open_session(transform(proto).SerializeToString(), device=self.device,
+                                              threads=self._threads, allow_fallback=True)
+        return self._derived[key]
+
+    def tag_columns(self, tags: Sequence[str | int]) -> np.ndarray:
+        """Column indices of tags given by name (``"blue hair"`` or ``"blue_hair"``) or index."""
+        table = self._require_tags()
+        cols = []
+        for t in tags:
+            if isinstance(t, (int, np.integer)):
+                if not 0 <= int(t) < len(table):
+                    raise Illust2VecError(f"tag index {t} is out of range: this model has {len(table)} tags")
+                cols.append(int(t))
+            else:
+                cols.append(table.index(str(t)))
+        return np.asarray(cols, dtype=np.int64)
+
+    def forward_backward(
+        self, batch: np.ndarray, *, tag_weights: np.ndarray | None = None, feature_target: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """One forward and backward run: ``(d objective / d batch, forward outputs)``.
+
+        The objective is ``sum(tag_weights * prob)`` (``tag_weights`` (N, T) or
+        (T,)) or ``0.5 * ||feature - feature_target||^2`` (``feature_target``
+        (N, D)); exactly one must be given.  The backward graph is generated
+        from this model's ONNX graph (:func:`illust2vec.runtime.reverse.gradient_model`)
+        once and run on ONNX Runtime.
+        """
+        from illust2vec.runtime.reverse import GRAD_OUTPUT, gradient_model  # onnx: loaded when first needed
+
+        if (tag_weights is None) == (feature_target is None):
+            raise Illust2VecError("give exactly one objective: tag_weights or feature_target")
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if tag_weights is not None:
+            self._require_tags()
+            output, objective = "prob", "weight"
+            seed = np.broadcast_to(np.asarray(tag_weights, np.float32), (batch.shape[0], len(self.tags)))
+        else:
+            if "feature" not in self.outputs:
+                raise Illust2VecError(f"{self.name} has no feature output; feature_target needs an embedder")
+            output, objective = "feature", "target"
+            seed = np.asarray(feature_target, np.float32)
+            if seed.shape != (batch.shape[0], self.feature_dim):
+                raise Illust2VecError(
+                    f"feature_target must have shape (N, {self.feature_dim}) = ({batch.shape[0]}, "
+                    f"{self.feature_dim}), not {seed.shape}"
+                )
+        session = self.derived_session(f"grad-{output}-{objective}",
+                                       lambda proto: gradient_model(proto, output, objective))
+        names = [GRAD_OUTPUT, *self.outputs]
+        values = session.run(names, {self._input_name: batch, f"{output}_{objective}": np.ascontiguousarray(seed)})
+        outputs = {n: np.asarray(v, np.float32).reshape(v.shape[0], -1) for n, v in zip(names[1:], values[1:])}
+        return np.asarray(values[0], np.float32), outputs
+
+    def input_gradient(
+        self, batch: np.ndarray, tags: Sequence[str | int] | None = None, feature_target: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The gradient of an objective with respect to a prepared batch (same shape as ``batch``).
+
+        With ``tags`` (names or column indices): of the sum of those tags'
+        probabilities.  With ``feature_target`` (N, D): of
+        ``0.5 * ||feature - feature_target||^2``.
+
+        >>> batch = model.preprocess(["miku.jpg"])                  # doctest: +SKIP
+        >>> model.input_gradient(batch, tags=["blue hair"]).shape
+        (1, 3, 224, 224)
+        """
+        if (tags is None) == (feature_target is None):
+            raise Illust2VecError("input_gradient needs exactly one of tags= or feature_target=")
+        weights = None
+        if tags is not None:
+            weights = np.zeros(len(self._require_tags()), np.float32)
+            weights[self.tag_columns(tags)] = 1.0
+        return self.forward_backward(batch, tag_weights=weights, feature_target=feature_target)[0]
 
     # -- heads --------------------------------------------------------------
     def predict_proba(self, images: Any, *, alpha: Alpha | None = None, on_error: OnError | None = None

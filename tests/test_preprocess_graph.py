@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import ANIME36, I2V_FIXTURES
 
 from illust2vec import effnet, wd
 from illust2vec.errors import Illust2VecError
 from illust2vec.images import load_image
 from illust2vec.preprocess import I2V_MEAN_BGR, I2V_RECIPE, InputRecipe, preprocess
-from illust2vec.preprocess_graph import GraphPreprocessor, pillow_coefficients, preprocess_in_graph
-
-from conftest import ANIME36, I2V_FIXTURES  # noqa: E402
+from illust2vec.preprocess_graph import (
+    GraphPreprocessor,
+    pillow_coefficients,
+    preprocess_in_graph,
+)
 
 RECIPES = {
     "i2v": I2V_RECIPE,

@@ -499,6 +499,6 @@ def preprocess_in_graph(images: Sequence[np.ndarray], recipe: InputRecipe, *,
     """
     prep = preprocessor or GraphPreprocessor(recipe)
     out = np.empty((len(images), *recipe.input_shape), dtype=prep.output_dtype)
-    for (_h, _w), positions in size_buckets(images).items():
+    for positions in size_buckets(images).values():
         out[positions] = prep.run(np.stack([np.asarray(images[i]) for i in positions]))
     return out

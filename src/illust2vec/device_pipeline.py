@@ -1,0 +1,212 @@
+"""Feeding a GPU with uint8 pixels: the CPU (or nvImageCodec) only decodes, the device preprocesses.
+
+:func:`iter_batches_in_graph` is :func:`illust2vec.pipeline.iter_batches`
+with the preprocessing moved into ONNX Runtime: each batch is decoded to
+uint8 RGB arrays, split into buckets of one image size, and each bucket runs
+through the recipe's preprocessing graph
+(:class:`~illust2vec.preprocess_graph.GraphPreprocessor`) and the network,
+chained with I/O binding so that the preprocessed tensor stays on the device
+(on the CPU provider the same code runs with host memory).  The results equal
+``iter_batches``'s bit for bit on the CPU provider (the preprocessing is exact
+and the network sees the same tensor); on CUDA only the network's own
+arithmetic differs, as it does for ``iter_batches``.
+
+Decoding: ``decode="auto"`` uses :class:`~illust2vec.gpu_decode.BatchDecoder`
+(nvImageCodec for JPEG files when the model runs on CUDA and it is installed,
+with a warning naming the missing piece otherwise); with ``workers >= 2`` and
+no GPU decoder, that many processes decode on the CPU and send the uint8
+arrays back (a quarter of the bytes of the float32 batches ``iter_batches``
+moves through shared memory).
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from illust2vec.background import iterate_in_thread
+from illust2vec.gpu_decode import BatchDecoder
+from illust2vec.images import source_name
+from illust2vec.pipeline import BatchResult, ItemError, _progress_bar
+from illust2vec.preprocess_graph import GraphPreprocessor, size_buckets
+
+__all__ = ["InGraphRunner", "iter_batches_in_graph"]
+
+Decoded = list[tuple[np.ndarray | None, str | None]]
+
+
+class InGraphRunner:
+    """A model run on same-size uint8 images: preprocessing graph, then the network, on one device.
+
+    Parameters
+    ----------
+    model:
+        An :class:`~illust2vec.model.ImageModel`; its session's execution
+        providers and input dtype (float16 for ``precision="fp16"``) are used.
+    io_binding:
+        Chain the two sessions with ONNX Runtime I/O binding (default), so the
+        preprocessed batch never leaves the device; ``False`` passes it
+        through host memory (for comparisons).
+    """
+
+    def __init__(self, model: Any, *, io_binding: bool = True) -> None:
+        session = model.session
+        names = session.get_providers()
+        options = session.get_provider_options()
+        self.model = model
+        self.device_type = "cuda" if "CUDAExecutionProvider" in names else "cpu"
+        self.device_id = int(options.get("CUDAExecutionProvider", {}).get("device_id", 0) or 0)
+        self.io_binding = io_binding
+        self.preprocessor = GraphPreprocessor(
+            model.recipe, providers=[(n, options.get(n, {})) for n in names], output_dtype=model.input_dtype)
+        self._input_name = session.get_inputs()[0].name
+
+    def __repr__(self) -> str:
+        return f"InGraphRunner({self.model.name!r}, device={self.device_type!r}, io_binding={self.io_binding})"
+
+    def run(self, pixels: np.ndarray, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Outputs by name (float32, ``(N, -1)``) for ``(N, H, W, 3)`` uint8 images of one size."""
+        names = list(outputs or self.model.outputs)
+        prep, feeds = self.preprocessor.feeds(pixels)
+        net = self.model.session
+        if not self.io_binding:
+            batch = prep.run(["input"], feeds)[0]
+            values = net.run(names, {self._input_name: batch})
+        else:
+            bind = prep.io_binding()
+            for name, value in feeds.items():
+                bind.bind_cpu_input(name, value)
+            bind.bind_output("input", self.device_type, self.device_id)
+            prep.run_with_iobinding(bind)
+            tensor = bind.get_outputs()[0]
+            run = net.io_binding()
+            run.bind_ortvalue_input(self._input_name, tensor)
+            for name in names:
+                run.bind_output(name, "cpu")
+            net.run_with_iobinding(run)
+            values = run.copy_outputs_to_cpu()
+        return {n: np.asarray(v, dtype=np.float32).reshape(v.shape[0], -1) for n, v in zip(names, values)}
+
+    def run_images(self, images: Sequence[np.ndarray], outputs: Sequence[str] | None = None
+                   ) -> dict[str, np.ndarray]:
+        """Outputs for uint8 ``(H, W, 3)`` images of any sizes, in order (one run per size)."""
+        names = list(outputs or self.model.outputs)
+        result: dict[str, np.ndarray] = {}
+        for positions in size_buckets(images).values():
+            part = self.run(np.stack([images[i] for i in positions]), names)
+            for name, value in part.items():
+                if name not in result:
+                    result[name] = np.empty((len(images), value.shape[1]), dtype=np.float32)
+                result[name][positions] = value
+        return result
+
+
+def _decode_chunk(sources: list[Any], alpha: str) -> Decoded:
+    """Worker: decode ``sources`` on the CPU."""
+    return BatchDecoder("cpu", alpha=alpha).decode(sources)
+
+
+def _decoded_batches(inputs: Iterable[Any], batch_size: int, decoder: BatchDecoder,
+                     pool: cf.ProcessPoolExecutor | None, workers: int, alpha: str
+                     ) -> Iterator[tuple[list[tuple[int, Any]], Decoded]]:
+    """``(items, decoded)`` per batch: items are ``(input index, source)``."""
+    source_iter = enumerate(inputs)
+    if pool is None:
+        while items := list(itertools.islice(source_iter, batch_size)):
+            yield items, decoder.decode([src for _, src in items])
+        return
+    chunk = max(1, -(-batch_size // workers))
+    ahead: deque[tuple[list[tuple[int, Any]], list[cf.Future]]] = deque()
+
+    def submit() -> bool:
+        items = list(itertools.islice(source_iter, batch_size))
+        if items:
+            srcs = [src for _, src in items]
+            ahead.append((items, [pool.submit(_decode_chunk, srcs[s : s + chunk], alpha)
+                                  for s in range(0, len(srcs), chunk)]))
+        return bool(items)
+
+    try:
+        for _ in range(3):  # up to three batches decoded ahead
+            submit()
+        while ahead:
+            items, futures = ahead.popleft()
+            decoded: Decoded = [d for fut in futures for d in fut.result()]
+            submit()
+            yield items, decoded
+    finally:
+        for _, futures in ahead:
+            for fut in futures:
+                fut.cancel()
+
+
+def iter_batches_in_graph(
+    model: Any,
+    inputs: Iterable[Any],
+    *,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    decode: str = "auto",
+    alpha: str | None = None,
+    outputs: Sequence[str] | None = None,
+    progress: Any = None,
+    desc: str = "images",
+    on_error: Callable[[ItemError], None] | None = None,
+    runner: InGraphRunner | None = None,
+) -> Iterator[BatchResult]:
+    """Run ``model`` over ``inputs`` with preprocessing on the model's device.
+
+    Parameters are those of :func:`illust2vec.pipeline.iter_batches`, plus:
+
+    decode:
+        ``"auto"``, ``"cpu"`` or ``"nvimgcodec"`` (see
+        :class:`~illust2vec.gpu_decode.BatchDecoder`); ``"auto"`` uses the
+        GPU decoder only when the model runs on CUDA.
+    runner:
+        An :class:`InGraphRunner` to reuse (it keeps the preprocessing sessions).
+
+    With the GPU decoder, decoding happens in one background thread of this
+    process (nvImageCodec works on whole batches); without it, ``workers >= 2``
+    processes decode while the device runs.
+    """
+    batch_size = batch_size or model.batch_size
+    alpha = alpha or model.alpha
+    names = tuple(outputs or model.outputs)
+    runner = runner or InGraphRunner(model)
+    device = "cpu" if runner.device_type == "cpu" else f"cuda:{runner.device_id}"
+    decoder = BatchDecoder(decode, device=device, alpha=alpha)  # type: ignore[arg-type]
+    total = len(inputs) if hasattr(inputs, "__len__") else None
+    bar = _progress_bar(progress, total, desc)
+    pool = None
+    if decoder.backend == "cpu" and workers and workers >= 2:
+        pool = cf.ProcessPoolExecutor(max_workers=workers)
+        list(pool.map(int, range(workers)))  # fork the workers now, before any thread exists
+    try:
+        batches = _decoded_batches(inputs, batch_size, decoder, pool, workers or 1, alpha)
+        for items, decoded in iterate_in_thread(batches, maxsize=2, name="illust2vec-decode"):
+            good: list[int] = []
+            errors: list[ItemError] = []
+            for j, ((i, src), (array, message)) in enumerate(zip(items, decoded)):
+                if array is None:
+                    err = ItemError(i, source_name(src), message or "unknown error")
+                    errors.append(err)
+                    if on_error:
+                        on_error(err)
+                else:
+                    good.append(j)
+            if good:
+                result = runner.run_images([decoded[j][0] for j in good], names)  # type: ignore[misc]
+            else:
+                result = {n: np.zeros((0, 0), np.float32) for n in names}
+            if bar is not None:
+                bar.update(len(items))
+            yield BatchResult([items[j][0] for j in good], [source_name(items[j][1]) for j in good], result, errors)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if bar is not None and progress is True:
+            bar.close()

@@ -1,0 +1,102 @@
+"""Preprocessing on the device: the in-graph pipeline and its decoder fallback, on the CPU provider."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ANIME36
+
+from illust2vec.device_pipeline import InGraphRunner, iter_batches_in_graph
+from illust2vec.errors import Illust2VecError
+from illust2vec.gpu_decode import BatchDecoder
+from illust2vec.images import load_image
+from illust2vec.pipeline import iter_batches
+from illust2vec.preprocess import preprocess
+
+
+def _nvimgcodec_installed() -> bool:
+    try:
+        return importlib.util.find_spec("nvidia.nvimgcodec") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _anime(n: int) -> list[Path]:
+    files = sorted(ANIME36.glob("*.jpg"))[:n]
+    if not files:
+        pytest.skip(f"{ANIME36} is missing (the shared data set)")
+    return files
+
+
+def _inputs(tmp_path: Path) -> list:
+    """anime36 files with bad entries mixed in: missing, empty, truncated, not an image."""
+    files = _anime(9)
+    empty = tmp_path / "empty file.jpg"
+    empty.write_bytes(b"")
+    truncated = tmp_path / "truncated ü.jpg"
+    truncated.write_bytes(files[0].read_bytes()[:300])
+    text = tmp_path / "notes.png"
+    text.write_text("not a picture")
+    return [files[0], tmp_path / "missing.jpg", *files[1:4], empty, *files[4:7], truncated, text, *files[7:]]
+
+
+def _collect(batches):
+    indices, sources, probs, errors = [], [], [], []
+    for b in batches:
+        indices += b.indices
+        sources += b.sources
+        if len(b):
+            probs.append(b.outputs["prob"])
+        errors += [(e.index, e.source, e.message) for e in b.errors]
+    return indices, sources, np.concatenate(probs), errors
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["thread", "processes"])
+def test_in_graph_pipeline_equals_the_cpu_pipeline(i2v_tagger, tmp_path, workers):
+    inputs = _inputs(tmp_path)
+    want = _collect(iter_batches(i2v_tagger, inputs, batch_size=4, workers=0, outputs=("prob",)))
+    seen = []
+    got = _collect(iter_batches_in_graph(i2v_tagger, inputs, batch_size=4, workers=workers, outputs=("prob",),
+                                         on_error=seen.append))
+    assert got[0] == want[0] and got[1] == want[1]
+    assert got[3] == want[3] and len(seen) == 4  # the same error lines for the same inputs
+    assert "missing.jpg" in got[3][0][1] and "truncated ü.jpg" in got[3][2][1]
+    np.testing.assert_array_equal(got[2], want[2])  # same input tensor, same network, same batches: identical
+
+
+@pytest.mark.parametrize("io_binding", [True, False], ids=["io-binding", "host"])
+def test_runner_on_mixed_sizes_matches_the_model(i2v_features, io_binding):
+    images = [load_image(p, alpha="drop") for p in _anime(4)]
+    images += [images[0][:300, :200], images[1][50:, :333], images[2][:300, :200]]
+    runner = InGraphRunner(i2v_features, io_binding=io_binding)
+    assert runner.device_type == "cpu"
+    got = runner.run_images(images)["feature"]
+    want = i2v_features.run_all(preprocess(images, i2v_features.recipe))["feature"]
+    # the same input tensors (bit-equal), run in buckets of one size instead of one batch
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+
+
+@pytest.mark.skipif(_nvimgcodec_installed(), reason="nvImageCodec is installed here: no fallback to check")
+def test_gpu_decoder_falls_back_to_the_cpu_with_the_reason(tmp_path):
+    files = _anime(3)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff" + b"\0" * 50)  # a JPEG signature and nothing else
+    with pytest.warns(RuntimeWarning, match="nvImageCodec is not installed.*pip install.*decoding images on the CPU"):
+        decoder = BatchDecoder("auto", device="cuda")
+    assert decoder.backend == "cpu" and "nvidia-nvimgcodec" in decoder.fallback_reason
+    results = decoder.decode([*files, bad, tmp_path / "missing.jpg"])
+    for path, (array, message) in zip(files, results):
+        assert message is None
+        np.testing.assert_array_equal(array, load_image(path))
+    assert results[3][0] is None and results[3][1] and "bad.jpg" not in results[3][1]
+    assert results[4][0] is None and results[4][1]
+    with pytest.raises(Illust2VecError, match="GPU JPEG decoding is not available.*pip install"):
+        BatchDecoder("nvimgcodec", device="cuda")
+
+
+def test_decoder_on_the_cpu_asks_nothing_and_rejects_unknown_backends():
+    assert BatchDecoder("auto", device="cpu").fallback_reason is None
+    with pytest.raises(Illust2VecError, match="auto, cpu, nvimgcodec"):
+        BatchDecoder("dali")

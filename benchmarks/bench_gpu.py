@@ -21,7 +21,7 @@ in the same run so the rows above are the baseline:
 * ``in-graph network``: pre-decoded uint8 batches through the preprocessing
   graph + the network (:class:`illust2vec.device_pipeline.InGraphRunner`), with
   and without I/O binding, fp32 and fp16, and (on CUDA) CUDA provider variants
-  (``prefer_nhwc``, exhaustive cuDNN search, TensorRT when its provider loads);
+  (``prefer_nhwc``, exhaustive cuDNN search, and with ``--trt`` TensorRT when its provider loads);
 * the largest difference of the device's preprocessing from the CPU's, and of
   the resulting probabilities;
 * ``end-to-end in-graph``: files in, probabilities out through
@@ -195,8 +195,10 @@ def in_graph(args, model, m16, files, bs, results) -> None:
         tries = [("prefer_nhwc", [("CUDAExecutionProvider", {**cuda, "prefer_nhwc": "1"})]),
                  ("exhaustive cuDNN search", [("CUDAExecutionProvider", {**cuda, "cudnn_conv_algo_search": "EXHAUSTIVE",
                                                                          "cudnn_conv_use_max_workspace": "1"})]),
-                 ("TensorRT", [("TensorrtExecutionProvider", {**cuda, "trt_fp16_enable": "1"}),
-                               ("CUDAExecutionProvider", cuda)])]
+                 ]
+        if args.trt:  # opt-in: building TensorRT engines can take minutes
+            tries.append(("TensorRT", [("TensorrtExecutionProvider", {**cuda, "trt_fp16_enable": "1"}),
+                                       ("CUDAExecutionProvider", cuda)]))
         for base, tag in ((model, "fp32"), (m16, "fp16")):
             for label, providers in tries:
                 if base is None or (label == "TensorRT" and tag == "fp16"):
@@ -271,6 +273,8 @@ def main() -> int:
                     help="also measure preprocessing on the device (uint8 in) against the rows above")
     ap.add_argument("--gpu-decode", action="store_true",
                     help="with --in-graph: also end-to-end with nvImageCodec JPEG decoding (CPU when missing)")
+    ap.add_argument("--trt", action="store_true",
+                    help="with --in-graph on CUDA: also try the TensorRT provider (engine builds take minutes)")
     ap.add_argument("--allow-cpu-fallback", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("bench-out"))
     args = ap.parse_args()

@@ -40,7 +40,8 @@ Backend = Literal["auto", "cpu", "nvimgcodec"]
 #: Every value :class:`BatchDecoder` accepts for ``backend``.
 BACKENDS: tuple[str, ...] = ("auto", "cpu", "nvimgcodec")
 
-FIX_NVIMGCODEC = "pip install 'illust2vec[gpu]'  (nvidia-nvimgcodec-cu12, or -cu13 for CUDA 13)"
+FIX_NVIMGCODEC = ("pip install 'illust2vec[gpu]'  (nvidia-nvimgcodec-cu13; for CUDA 12: "
+                  "pip install 'nvidia-nvimgcodec-cu12[nvjpeg]')")
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
 

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import ANIME36
 
+from illust2vec import device_pipeline, pipeline
 from illust2vec.device_pipeline import InGraphRunner, iter_batches_in_graph
 from illust2vec.errors import Illust2VecError
 from illust2vec.gpu_decode import BatchDecoder
@@ -53,13 +55,23 @@ def _collect(batches):
     return indices, sources, np.concatenate(probs), errors
 
 
-@pytest.mark.parametrize("workers", [0, 2], ids=["thread", "processes"])
-def test_in_graph_pipeline_equals_the_cpu_pipeline(i2v_tagger, tmp_path, workers):
+def _shm_names() -> set[str]:
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
+@pytest.mark.parametrize("mode", ["thread", "shared-memory", "overflow", "pipe"])
+def test_in_graph_pipeline_equals_the_cpu_pipeline(i2v_tagger, tmp_path, monkeypatch, mode):
     inputs = _inputs(tmp_path)
     want = _collect(iter_batches(i2v_tagger, inputs, batch_size=4, workers=0, outputs=("prob",)))
+    if mode == "overflow":  # room for one 512x512 picture per two: the rest comes back through the pipe
+        monkeypatch.setattr(device_pipeline, "ARENA_IMAGE_BYTES", 512 * 512 * 3 // 2 + 1)
+    if mode == "pipe":  # no room in /dev/shm
+        monkeypatch.setattr(pipeline, "_shared_buffer", lambda nbytes: None)
+    before = _shm_names()
     seen = []
-    got = _collect(iter_batches_in_graph(i2v_tagger, inputs, batch_size=4, workers=workers, outputs=("prob",),
-                                         on_error=seen.append))
+    got = _collect(iter_batches_in_graph(i2v_tagger, inputs, batch_size=4, workers=0 if mode == "thread" else 2,
+                                         outputs=("prob",), on_error=seen.append))
+    assert _shm_names() <= before  # the ring is gone
     assert got[0] == want[0] and got[1] == want[1]
     assert got[3] == want[3] and len(seen) == 4  # the same error lines for the same inputs
     assert "missing.jpg" in got[3][0][1] and "truncated ü.jpg" in got[3][2][1]

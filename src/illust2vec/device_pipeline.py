@@ -14,9 +14,11 @@ arithmetic differs, as it does for ``iter_batches``.
 Decoding: ``decode="auto"`` uses :class:`~illust2vec.gpu_decode.BatchDecoder`
 (nvImageCodec for JPEG files when the model runs on CUDA and it is installed,
 with a warning naming the missing piece otherwise); with ``workers >= 2`` and
-no GPU decoder, that many processes decode on the CPU and send the uint8
-arrays back (a quarter of the bytes of the float32 batches ``iter_batches``
-moves through shared memory).
+no GPU decoder, that many processes decode on the CPU into a ring of shared
+memory arenas (``ARENA_IMAGE_BYTES`` per image of a batch; a picture that
+does not fit comes back through the pipe, as everything does where
+``/dev/shm`` has no room).  uint8 pixels are a quarter of the bytes of the
+float32 batches ``iter_batches`` moves.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from illust2vec import pipeline
 from illust2vec.background import iterate_in_thread
 from illust2vec.gpu_decode import BatchDecoder
 from illust2vec.images import source_name
@@ -105,43 +108,92 @@ class InGraphRunner:
         return result
 
 
-def _decode_chunk(sources: list[Any], alpha: str) -> Decoded:
-    """Worker: decode ``sources`` on the CPU."""
-    return BatchDecoder("cpu", alpha=alpha).decode(sources)
+#: Batch arenas in the shared ring: one being run, the others being filled.
+_SLOTS = 4
+#: Shared-memory bytes per image of a batch (a 512x512 RGB image); the images of one
+#: worker's chunk share their room, and what does not fit comes back through the pipe.
+ARENA_IMAGE_BYTES = 512 * 512 * 3
 
 
-def _decoded_batches(inputs: Iterable[Any], batch_size: int, decoder: BatchDecoder,
-                     pool: cf.ProcessPoolExecutor | None, workers: int, alpha: str
-                     ) -> Iterator[tuple[list[tuple[int, Any]], Decoded]]:
-    """``(items, decoded)`` per batch: items are ``(input index, source)``."""
+def _decode_into(slot: int, start: int, sources: list[Any], alpha: str, budget: int
+                 ) -> list[tuple[Any, str | None]]:
+    """Worker: decode ``sources`` (batch positions ``start...``) on the CPU.
+
+    Each decoded image is written into this chunk's room of arena ``slot`` of the
+    shared ring and described as ``((offset, shape), None)``; without a ring, or
+    when the room is full, the array itself is returned.
+    """
+    ring = pipeline._worker_ring  # mapped by pipeline._attach_ring in this worker
+    pos, end = start * budget, (start + len(sources)) * budget
+    out: list[tuple[Any, str | None]] = []
+    for array, message in BatchDecoder("cpu", alpha=alpha).decode(sources):
+        if array is not None and ring is not None and pos + array.nbytes <= end:
+            ring[slot, pos : pos + array.nbytes] = array.reshape(-1)
+            out.append(((pos, array.shape), None))
+            pos += array.nbytes
+        else:
+            out.append((array, message))
+    return out
+
+
+def _batches_from_pool(inputs: Iterable[Any], batch_size: int, workers: int, alpha: str, budget: int
+                       ) -> Iterator[tuple[list[tuple[int, Any]], Decoded]]:
+    """``(items, decoded)`` per batch, decoded by ``workers`` processes into a shared ring.
+
+    Up to ``_SLOTS - 1`` batches are decoded while the caller runs one; a slot is
+    refilled when the caller asks for the next batch (it is done with the views).
+    """
+    slot_bytes = batch_size * budget
+    shm = pipeline._shared_buffer(_SLOTS * slot_bytes)
+    ring = np.ndarray((_SLOTS, slot_bytes), dtype=np.uint8, buffer=shm.buf) if shm is not None else None
+    pool = cf.ProcessPoolExecutor(max_workers=workers, initializer=pipeline._attach_ring,
+                                  initargs=(shm.name if shm is not None else None, (_SLOTS, slot_bytes), "|u1"))
+    chunk = max(1, min(32, -(-batch_size // workers)))
     source_iter = enumerate(inputs)
-    if pool is None:
-        while items := list(itertools.islice(source_iter, batch_size)):
-            yield items, decoder.decode([src for _, src in items])
-        return
-    chunk = max(1, -(-batch_size // workers))
-    ahead: deque[tuple[list[tuple[int, Any]], list[cf.Future]]] = deque()
+    inflight: deque[tuple[int, list[tuple[int, Any]], list[tuple[int, cf.Future]]]] = deque()
 
-    def submit() -> bool:
+    def submit(slot: int) -> None:
         items = list(itertools.islice(source_iter, batch_size))
         if items:
             srcs = [src for _, src in items]
-            ahead.append((items, [pool.submit(_decode_chunk, srcs[s : s + chunk], alpha)
-                                  for s in range(0, len(srcs), chunk)]))
-        return bool(items)
+            inflight.append((slot, items, [(s, pool.submit(_decode_into, slot, s, srcs[s : s + chunk], alpha, budget))
+                                           for s in range(0, len(srcs), chunk)]))
 
     try:
-        for _ in range(3):  # up to three batches decoded ahead
-            submit()
-        while ahead:
-            items, futures = ahead.popleft()
-            decoded: Decoded = [d for fut in futures for d in fut.result()]
-            submit()
+        for slot in range(_SLOTS):
+            submit(slot)
+        while inflight:
+            slot, items, futures = inflight.popleft()
+            decoded: Decoded = []
+            for _, fut in futures:
+                for entry, message in fut.result():
+                    if isinstance(entry, tuple):
+                        (pos, shape), size = entry, int(np.prod(entry[1]))
+                        entry = ring[slot, pos : pos + size].reshape(shape)  # type: ignore[index]
+                    decoded.append((entry, message))
             yield items, decoded
+            decoded = []
+            submit(slot)
     finally:
-        for _, futures in ahead:
-            for fut in futures:
+        for _, _, futures in inflight:
+            for _, fut in futures:
                 fut.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+        ring = None
+        if shm is not None:
+            try:
+                shm.close()
+            except BufferError:  # pragma: no cover - a view escaped; the mapping goes with the process
+                pass
+            shm.unlink()
+
+
+def _batches_from_decoder(inputs: Iterable[Any], batch_size: int, decoder: BatchDecoder
+                          ) -> Iterator[tuple[list[tuple[int, Any]], Decoded]]:
+    """``(items, decoded)`` per batch, decoded by ``decoder`` in this process."""
+    source_iter = enumerate(inputs)
+    while items := list(itertools.islice(source_iter, batch_size)):
+        yield items, decoder.decode([src for _, src in items])
 
 
 def iter_batches_in_graph(
@@ -181,13 +233,14 @@ def iter_batches_in_graph(
     decoder = BatchDecoder(decode, device=device, alpha=alpha)  # type: ignore[arg-type]
     total = len(inputs) if hasattr(inputs, "__len__") else None
     bar = _progress_bar(progress, total, desc)
-    pool = None
     if decoder.backend == "cpu" and workers and workers >= 2:
-        pool = cf.ProcessPoolExecutor(max_workers=workers)
-        list(pool.map(int, range(workers)))  # fork the workers now, before any thread exists
+        # the workers fork here, before any thread of this run exists
+        batches = _batches_from_pool(inputs, batch_size, workers, alpha, ARENA_IMAGE_BYTES)
+    else:
+        batches = iterate_in_thread(_batches_from_decoder(inputs, batch_size, decoder), maxsize=2,
+                                    name="illust2vec-decode")
     try:
-        batches = _decoded_batches(inputs, batch_size, decoder, pool, workers or 1, alpha)
-        for items, decoded in iterate_in_thread(batches, maxsize=2, name="illust2vec-decode"):
+        for items, decoded in batches:
             good: list[int] = []
             errors: list[ItemError] = []
             for j, ((i, src), (array, message)) in enumerate(zip(items, decoded)):
@@ -206,7 +259,6 @@ def iter_batches_in_graph(
                 bar.update(len(items))
             yield BatchResult([items[j][0] for j in good], [source_name(items[j][1]) for j in good], result, errors)
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        batches.close()
         if bar is not None and progress is True:
             bar.close()

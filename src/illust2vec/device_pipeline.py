@@ -64,8 +64,12 @@ class InGraphRunner:
         self.device_type = "cuda" if "CUDAExecutionProvider" in names else "cpu"
         self.device_id = int(options.get("CUDAExecutionProvider", {}).get("device_id", 0) or 0)
         self.io_binding = io_binding
-        self.preprocessor = GraphPreprocessor(
-            model.recipe, providers=[(n, options.get(n, {})) for n in names], output_dtype=model.input_dtype)
+        # CUDA (on the network's card) or the CPU; never TensorRT and the like, which
+        # would build engines for this small graph and have no float64 kernels anyway
+        providers: list = ["CPUExecutionProvider"]
+        if self.device_type == "cuda":
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": self.device_id}))
+        self.preprocessor = GraphPreprocessor(model.recipe, providers=providers, output_dtype=model.input_dtype)
         self._input_name = session.get_inputs()[0].name
 
     def __repr__(self) -> str:

@@ -35,7 +35,7 @@ from illust2vec.background import iterate_in_thread
 from illust2vec.gpu_decode import BatchDecoder
 from illust2vec.images import source_name
 from illust2vec.pipeline import BatchResult, ItemError, _progress_bar
-from illust2vec.preprocess_graph import GraphPreprocessor, size_buckets
+from illust2vec.preprocess_graph import GRAPH_OUTPUT, GraphPreprocessor, size_buckets
 
 __all__ = ["InGraphRunner", "iter_batches_in_graph"]
 
@@ -81,13 +81,13 @@ class InGraphRunner:
         prep, feeds = self.preprocessor.feeds(pixels)
         net = self.model.session
         if not self.io_binding:
-            batch = prep.run(["input"], feeds)[0]
+            batch = prep.run([GRAPH_OUTPUT], feeds)[0]
             values = net.run(names, {self._input_name: batch})
         else:
             bind = prep.io_binding()
             for name, value in feeds.items():
                 bind.bind_cpu_input(name, value)
-            bind.bind_output("input", self.device_type, self.device_id)
+            bind.bind_output(GRAPH_OUTPUT, self.device_type, self.device_id)
             prep.run_with_iobinding(bind)
             tensor = bind.get_outputs()[0]
             run = net.io_binding()

@@ -27,8 +27,12 @@ Exactness (tested on the CPU execution provider, ``tests/test_preprocess_graph.p
   in fixed point (22 fractional bits, rounded to 8 bits after each pass).  The
   graph builds Pillow's integer coefficients and evaluates each pass as a
   float64 matrix product; every partial sum is an integer below 2**53, so it
-  is exact in any summation order, and the rounding is Pillow's.  Equal to
-  Pillow bit for bit.
+  is exact in any summation order, and the rounding is Pillow's.  Pillow 13
+  does not always start with the horizontal pass; the order for each size is
+  read off the installed Pillow once (see :func:`_pil_vertical_first`).
+  Equal to Pillow bit for bit.
+* ``pad_to_square``: ``Pad`` with the recipe's colour before the resize, as
+  the CPU pads before it.
 
 Not handled here (use the CPU path): images that are not 8-bit RGB arrays;
 the graph needs all images of a call to share one size (see :func:`size_buckets`).
@@ -54,6 +58,7 @@ from illust2vec.preprocess import InputRecipe, _axis_taps
 
 __all__ = [
     "GRAPH_INPUT",
+    "GRAPH_OUTPUT",
     "GraphPreprocessor",
     "SizePlan",
     "graph_unsupported_reason",
@@ -94,10 +99,22 @@ class SizePlan:
     feeds: dict[str, np.ndarray]
 
 
+def _square_pads(h_in: int, w_in: int, recipe: InputRecipe) -> tuple[dict[str, np.ndarray], int, int]:
+    """The ``pads`` feed (ONNX ``Pad`` order) that centres the image on a square, and the padded size."""
+    if not recipe.pad_to_square or h_in == w_in:
+        return {}, h_in, w_in
+    side = max(h_in, w_in)
+    top, left = (side - h_in) // 2, (side - w_in) // 2  # as preprocess._pad_square
+    pads = np.array([0, 0, top, left, 0, 0, side - h_in - top, side - w_in - left], dtype=np.int64)
+    return {"pads": pads}, side, side
+
+
 def _skimage_plan(h_in: int, w_in: int, recipe: InputRecipe) -> SizePlan:
+    feeds, h_in, w_in = _square_pads(h_in, w_in, recipe)
+    pad = bool(feeds)
     h, w = recipe.size
     if (h_in, w_in) == (h, w):  # preprocess copies such an image unchanged (no resize, no clip)
-        return SizePlan(("skimage", "same"), {})
+        return SizePlan(("skimage", pad, "same", 0, 0), feeds)
     aa = recipe.resize == "skimage-bilinear-aa"
     idx_r, w_r, s_r = _axis_taps(h_in, h, aa)
     idx_c, w_c, s_c = _axis_taps(w_in, w, aa)
@@ -109,14 +126,14 @@ def _skimage_plan(h_in: int, w_in: int, recipe: InputRecipe) -> SizePlan:
     # Variants are keyed by tap count; one-tap axes (integer zoom) get a second tap of
     # weight 0, which adds an exact 0, so most sizes share the two-tap graphs.
     kr2, kc2 = max(kr, 2), max(kc, 2)
-    feeds = {
+    feeds.update({
         "row_idx": _pad_taps(idx_r.astype(np.int64), kr2),
         "row_w": _pad_taps(w_r, kr2),
         "col_idx": _pad_taps(idx_c.astype(np.int64), kc2),
         "col_w": _pad_taps(w_c, kc2),
         "coverage": coverage,
-    }
-    return SizePlan(("skimage", "rows" if rows_first else "cols", kr2, kc2), feeds)
+    })
+    return SizePlan(("skimage", pad, "rows" if rows_first else "cols", kr2, kc2), feeds)
 
 
 def _pad_taps(a: np.ndarray, k: int) -> np.ndarray:
@@ -202,12 +219,7 @@ def pillow_coefficients(n_in: int, n_out: int, resize: str) -> np.ndarray:
 
 
 def _pil_plan(h_in: int, w_in: int, recipe: InputRecipe) -> SizePlan:
-    feeds: dict[str, np.ndarray] = {}
-    if recipe.pad_to_square and h_in != w_in:
-        side = max(h_in, w_in)
-        top, left = (side - h_in) // 2, (side - w_in) // 2
-        feeds["pads"] = np.array([0, 0, top, left, 0, 0, side - h_in - top, side - w_in - left], dtype=np.int64)
-        h_in = w_in = side
+    feeds, h_in, w_in = _square_pads(h_in, w_in, recipe)
     h, w = recipe.size
     need_h, need_v = w_in != w, h_in != h
     if need_h:
@@ -337,10 +349,15 @@ def _build_graph(recipe: InputRecipe, key: tuple, out_dtype: np.dtype) -> bytes:
     x = b.op("Transpose", [b.op("Cast", [pixels], to=work)], perm=[0, 3, 1, 2])  # (N, 3, H, W)
     if recipe.channel_order == "BGR":
         x = b.op("Gather", [x, b.const(np.array([2, 1, 0], dtype=np.int64), "bgr")], axis=1)
+    if key[1]:  # pad to a square with the recipe's colour: Pad(x - colour, 0) + colour, exact
+        color = np.asarray(recipe.pad_color, dtype=np.float32 if family == "skimage" else np.float64)
+        c = b.const((color[::-1] if recipe.channel_order == "BGR" else color).reshape(1, 3, 1, 1), "pad_color")
+        pads = b.input("pads", TensorProto.INT64, [8])
+        x = b.op("Add", [b.op("Pad", [b.op("Sub", [x, c]), pads], mode="constant"), c])
     if family == "skimage":
         x = _skimage_body(b, x, key)
     else:
-        x = _pil_body(b, x, key, recipe)
+        x = _pil_body(b, x, key)
     x = _finish(b, x, recipe)
     h, w = recipe.size
     if recipe.layout == "NHWC":
@@ -357,9 +374,9 @@ def _build_graph(recipe: InputRecipe, key: tuple, out_dtype: np.dtype) -> bytes:
 def _skimage_body(b: _Builder, x: str, key: tuple) -> str:
     from onnx import TensorProto
 
-    if key[1] == "same":
+    _, _, order, kr, kc = key
+    if order == "same":
         return x
-    _, order, kr, kc = key
     row_idx = b.input("row_idx", TensorProto.INT64, ["h", kr])
     row_w = b.input("row_w", TensorProto.FLOAT, ["h", kr])
     col_idx = b.input("col_idx", TensorProto.INT64, ["w", kc])
@@ -377,17 +394,10 @@ def _skimage_body(b: _Builder, x: str, key: tuple) -> str:
     return b.op("Min", [b.op("Max", [y, lo]), hi])
 
 
-def _pil_body(b: _Builder, x: str, key: tuple, recipe: InputRecipe) -> str:
+def _pil_body(b: _Builder, x: str, key: tuple) -> str:
     from onnx import TensorProto
 
-    _, pad, need_h, need_v, vertical_first = key
-    if pad:
-        pads = b.input("pads", TensorProto.INT64, [8])
-        color = np.asarray(recipe.pad_color, dtype=np.float64)
-        if recipe.channel_order == "BGR":
-            color = color[::-1]
-        c = b.const(color.reshape(1, 3, 1, 1), "pad_color")
-        x = b.op("Add", [b.op("Pad", [b.op("Sub", [x, c]), pads], mode="constant"), c])
+    _, _, need_h, need_v, vertical_first = key
     half = b.const(np.array(float(1 << (_PIL_PRECISION_BITS - 1))), "half")
     inv = b.const(np.array(1.0 / (1 << _PIL_PRECISION_BITS)), "inv_one")
     lo, hi = b.const(np.array(0.0), "zero"), b.const(np.array(255.0), "u8max")

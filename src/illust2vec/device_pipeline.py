@@ -56,6 +56,9 @@ class InGraphRunner:
         through host memory (for comparisons).
     """
 
+    #: Rough device memory one preprocessing run may use (its float64 working copies).
+    max_bucket_bytes: int = 2 << 30
+
     def __init__(self, model: Any, *, io_binding: bool = True) -> None:
         session = model.session
         names = session.get_providers()
@@ -103,12 +106,18 @@ class InGraphRunner:
         """Outputs for uint8 ``(H, W, 3)`` images of any sizes, in order (one run per size)."""
         names = list(outputs or self.model.outputs)
         result: dict[str, np.ndarray] = {}
-        for positions in size_buckets(images).values():
-            part = self.run(np.stack([images[i] for i in positions]), names)
-            for name, value in part.items():
-                if name not in result:
-                    result[name] = np.empty((len(images), value.shape[1]), dtype=np.float32)
-                result[name][positions] = value
+        for bucket in size_buckets(images).values():
+            h, w = images[bucket[0]].shape[:2]
+            # float64 working copies (Pillow recipes, padding) of many large pictures would not
+            # fit in device memory: such buckets run a few pictures at a time
+            step = max(1, self.max_bucket_bytes // (3 * 8 * 3 * h * w))
+            for s in range(0, len(bucket), step):
+                positions = bucket[s : s + step]
+                part = self.run(np.stack([images[i] for i in positions]), names)
+                for name, value in part.items():
+                    if name not in result:
+                        result[name] = np.empty((len(images), value.shape[1]), dtype=np.float32)
+                    result[name][positions] = value
         return result
 
 

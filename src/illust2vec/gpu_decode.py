@@ -61,7 +61,8 @@ def nvimgcodec_problem(device_id: int = 0) -> tuple[str | None, Any]:
     except Exception as exc:  # noqa: BLE001 - a broken install (missing CUDA libraries) says so here
         return f"nvImageCodec cannot be loaded ({type(exc).__name__}: {exc})", None
     try:
-        decoder = nvimgcodec.Decoder(device_id=device_id)
+        # libjpeg-turbo (Pillow) upsamples chroma with its "fancy" filter; ask nvJPEG for the same
+        decoder = nvimgcodec.Decoder(device_id=device_id, options=":fancy_upsampling=1")
     except Exception as exc:  # noqa: BLE001 - no GPU, no driver
         return f"nvImageCodec cannot open a GPU decoder ({type(exc).__name__}: {exc})", None
     return None, decoder
@@ -111,7 +112,8 @@ class BatchDecoder:
             return
         nvimgcodec = _import_nvimgcodec()
         self.backend, self._decoder = "nvimgcodec", decoder
-        self._params = nvimgcodec.DecodeParams(apply_exif_orientation=True, color_spec=nvimgcodec.ColorSpec.RGB,
+        # EXIF orientation as load_image applies it; 8-bit sRGB (grey pictures come out as RGB)
+        self._params = nvimgcodec.DecodeParams(apply_exif_orientation=True, color_spec=nvimgcodec.ColorSpec.SRGB,
                                                allow_any_depth=False)
 
     def __repr__(self) -> str:

@@ -1,7 +1,6 @@
 """Preprocessing on the device: the in-graph pipeline and its decoder fallback, on the CPU provider."""
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -12,17 +11,10 @@ from conftest import ANIME36
 from illust2vec import device_pipeline, pipeline
 from illust2vec.device_pipeline import InGraphRunner, iter_batches_in_graph
 from illust2vec.errors import Illust2VecError
-from illust2vec.gpu_decode import BatchDecoder
+from illust2vec.gpu_decode import BatchDecoder, nvimgcodec_problem
 from illust2vec.images import load_image
 from illust2vec.pipeline import iter_batches
 from illust2vec.preprocess import preprocess
-
-
-def _nvimgcodec_installed() -> bool:
-    try:
-        return importlib.util.find_spec("nvidia.nvimgcodec") is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def _anime(n: int) -> list[Path]:
@@ -92,21 +84,23 @@ def test_runner_on_mixed_sizes_matches_the_model(i2v_features, io_binding):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
 
 
-@pytest.mark.skipif(_nvimgcodec_installed(), reason="nvImageCodec is installed here: no fallback to check")
+@pytest.mark.skipif(nvimgcodec_problem()[0] is None, reason="nvImageCodec decodes on a GPU here: no fallback")
 def test_gpu_decoder_falls_back_to_the_cpu_with_the_reason(tmp_path):
     files = _anime(3)
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff" + b"\0" * 50)  # a JPEG signature and nothing else
-    with pytest.warns(RuntimeWarning, match="nvImageCodec is not installed.*pip install.*decoding images on the CPU"):
+    # without the package: what to install; with it but without a GPU: the decoder's own error
+    reasons = "nvImageCodec (is not installed.*pip install|cannot open a GPU decoder|cannot be loaded)"
+    with pytest.warns(RuntimeWarning, match=reasons + ".*; decoding images on the CPU"):
         decoder = BatchDecoder("auto", device="cuda")
-    assert decoder.backend == "cpu" and "nvidia-nvimgcodec" in decoder.fallback_reason
+    assert decoder.backend == "cpu" and decoder.fallback_reason.startswith("nvImageCodec")
     results = decoder.decode([*files, bad, tmp_path / "missing.jpg"])
     for path, (array, message) in zip(files, results):
         assert message is None
         np.testing.assert_array_equal(array, load_image(path))
     assert results[3][0] is None and results[3][1] and "bad.jpg" not in results[3][1]
     assert results[4][0] is None and results[4][1]
-    with pytest.raises(Illust2VecError, match="GPU JPEG decoding is not available.*pip install"):
+    with pytest.raises(Illust2VecError, match="GPU JPEG decoding is not available: " + reasons):
         BatchDecoder("nvimgcodec", device="cuda")
 
 
@@ -114,3 +108,54 @@ def test_decoder_on_the_cpu_asks_nothing_and_rejects_unknown_backends():
     assert BatchDecoder("auto", device="cpu").fallback_reason is None
     with pytest.raises(Illust2VecError, match="auto, cpu, nvimgcodec"):
         BatchDecoder("dali")
+
+
+class _StandInGpuDecoder:
+    """Stands in for nvImageCodec's decoder (no GPU here): decodes JPEG bytes with Pillow and,
+    like nvImageCodec, answers None for what it cannot decode; records what it was given."""
+
+    def __init__(self):
+        self.seen = 0
+
+    def decode(self, datas, params=None):
+        import io
+
+        from PIL import Image
+
+        class Host:
+            def __init__(self, array):
+                self.array = array
+
+            def cpu(self):
+                return self.array
+
+        out = []
+        for data in datas:
+            self.seen += 1
+            try:
+                with Image.open(io.BytesIO(data)) as img:
+                    out.append(Host(np.asarray(img.convert("RGB"))))
+            except Exception:  # noqa: BLE001 - as nvImageCodec: None for a picture it cannot decode
+                out.append(None)
+        return out
+
+
+def test_decoder_sends_jpegs_to_the_gpu_and_the_rest_and_its_refusals_to_the_cpu(tmp_path):
+    from PIL import Image
+
+    files = _anime(2)
+    png = tmp_path / "picture.png"
+    Image.open(files[0]).save(png)
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(files[1].read_bytes()[:300])
+    array = np.zeros((5, 7, 3), np.uint8)
+    decoder = BatchDecoder("cpu")
+    decoder._decoder = stand_in = _StandInGpuDecoder()  # what __init__ sets when nvImageCodec works
+    results = decoder.decode([files[0], png, truncated, array, tmp_path / "missing.jpg", files[1]])
+    assert stand_in.seen == 3  # the two JPEG files and the truncated one, in one batch
+    for k, source in ((0, files[0]), (1, png), (3, array), (5, files[1])):
+        assert results[k][1] is None
+        np.testing.assert_array_equal(results[k][0], load_image(source))
+    # refused by the GPU decoder, then by load_image: one error line each, as on the CPU path
+    assert results[2] == (None, BatchDecoder("cpu").decode([truncated])[0][1]) and results[2][1]
+    assert results[4][0] is None and results[4][1]

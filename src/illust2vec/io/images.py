@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
     "ImageSource",
+    "failure_reason",
     "iter_image_files",
     "load_image",
     "source_name",
@@ -185,6 +186,21 @@ def _load(source: ImageSource, *, alpha: str, max_pixels: int | None) -> np.ndar
         "load_image() takes a path, bytes, a PIL.Image.Image or a numpy array, "
         f"not {type(source).__name__}"
     )
+
+
+def failure_reason(source: object, exc: BaseException) -> str:
+    """The ``reason`` of an ``error: NAME: reason`` line for an input that failed with ``exc``.
+
+    Expected faults (:class:`~illust2vec.errors.Illust2VecError`) give their
+    message without the repeated name; anything else names its type, so that
+    a decoder bug on one file reads as such and the run goes on.
+    """
+    if isinstance(exc, Illust2VecError):
+        msg, name = str(exc), source_name(source)
+        return msg[len(name) + 2 :] if msg.startswith(name + ": ") else msg
+    if isinstance(exc, MemoryError):
+        return "out of memory while decoding (image too large?)"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _error(name: str, reason: str) -> ImageDecodeError:

@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from illust2vec.errors import Illust2VecError
+from illust2vec.io.images import failure_reason, load_image, source_name
+from illust2vec.prep.preprocess import InputRecipe, preprocess_one, warm_up
 from illust2vec.runtime.background import iterate_in_thread
 from illust2vec.runtime.progress import progress_bar
-from illust2vec.errors import Illust2VecError
-from illust2vec.io.images import load_image, source_name
-from illust2vec.prep.preprocess import InputRecipe, preprocess_one, warm_up
 
 
 @dataclass(frozen=True)
@@ -104,16 +104,8 @@ def _prepare(source: Any, alpha: str, recipe: InputRecipe,
     """Decode and preprocess one item (into ``out`` if given); errors are returned, never raised."""
     try:
         return preprocess_one(load_image(source, alpha=alpha), recipe, out=out), None
-    except Illust2VecError as exc:
-        msg = str(exc)
-        name = source_name(source)
-        if msg.startswith(name + ": "):
-            msg = msg[len(name) + 2 :]
-        return None, msg
-    except MemoryError:
-        return None, "out of memory while decoding (image too large?)"
-    except Exception as exc:  # a decoder bug must not stop the whole run
-        return None, f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - a decoder bug must not stop the whole run
+        return None, failure_reason(source, exc)
 
 
 def _progress_bar(progress: Any, total: int | None, desc: str):

@@ -108,8 +108,6 @@ class ImageModel:
         optimized_cache: str | os.PathLike | None = None,
         precision: str = "fp32",
     ) -> None:
-        from illust2vec.engine import open_session
-
         self.name = name
         self.recipe = recipe
         self.tags = tags
@@ -120,8 +118,21 @@ class ImageModel:
         self.device = device
         self.batch_size = max(1, int(batch_size))
         self.alpha: Alpha = alpha
-        self.session = open_session(onnx_model, device=device, threads=threads, allow_fallback=allow_fallback,
-                                    optimized_cache=optimized_cache, precision=precision)
+        #: The graph (path or bytes) and engine options, kept so that a pickled copy (sent to a Ray actor
+        #: or a worker process) can open its own session: see :meth:`__getstate__`.
+        self.onnx_source: str | os.PathLike | bytes = onnx_model
+        self.engine_options: dict[str, Any] = dict(device=device, threads=threads, allow_fallback=allow_fallback,
+                                                   optimized_cache=optimized_cache, precision=precision)
+        self._open_session()
+        self._simhash: np.ndarray | None = None
+
+    def _open_session(self) -> None:
+        from illust2vec.engine import open_session
+
+        name, tags = self.name, self.tags
+        precision = self.engine_options["precision"]
+        self.device = self.engine_options["device"]
+        self.session = open_session(self.onnx_source, **self.engine_options)
         self.precision = precision if "CUDAExecutionProvider" in self.session.get_providers() else "fp32"
         self._input_name = self.session.get_inputs()[0].name
         #: What :meth:`run_all` feeds the graph (float16 for a half-precision GPU graph).
@@ -141,7 +152,22 @@ class ImageModel:
                     f"{name}: the model outputs {width} probabilities but the tag list has {len(tags)} tags; "
                     "use the tag list that belongs to these weights"
                 )
-        self._simhash: np.ndarray | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the session; the graph travels as bytes, so the copy needs no shared files.
+
+        Unpickling opens a new session with :attr:`engine_options` (without
+        the optimised-graph cache, a directory of this machine).
+        """
+        state = {k: v for k, v in self.__dict__.items() if k != "session"}
+        if not isinstance(self.onnx_source, (bytes, bytearray)):
+            state["onnx_source"] = Path(self.onnx_source).read_bytes()
+        state["engine_options"] = {**self.engine_options, "optimized_cache": None}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._open_session()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, outputs={self.outputs}, device={self.device!r})"

@@ -13,6 +13,7 @@ Needs the ``ray`` extra: ``pip install 'illust2vec[ray]'``.
 from __future__ import annotations
 
 from illust2vec.distributed.runner import DEFAULT_SHARD_SIZE, RunReport, ray_runtime, require_ray, run_shards
+from illust2vec.distributed.merge import index_shards, shard_models
 from illust2vec.distributed.shards import ShardRows, iter_shards, read_manifest
 from illust2vec.distributed.sources import expand_sources
 
@@ -21,9 +22,11 @@ __all__ = [
     "RunReport",
     "ShardRows",
     "expand_sources",
+    "index_shards",
     "iter_shards",
     "ray_runtime",
     "read_manifest",
     "require_ray",
     "run_shards",
+    "shard_models",
 ]

@@ -62,6 +62,9 @@ def register(sub) -> None:
     from illust2vec.faces.cli_support import add_face_arguments
 
     add_face_arguments(p)  # --faces: one record per face with face_index, box, likelihood
+    from illust2vec.cli.ray_support import add_ray_arguments
+
+    add_ray_arguments(p, shard_dir_default="a temporary directory, removed at the end")
     p.set_defaults(func=run)
 
 
@@ -94,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.format == "npy" and not args.output:
         raise Illust2VecError("--format npy needs --output FILE.npy")
+    if getattr(args, "ray", None) is not None:
+        return run_ray(args)
     if args.captions and faces_requested(args):
         raise Illust2VecError("--captions writes one caption per picture; it cannot be combined with --faces")
     files = expand_inputs(args.paths)
@@ -157,4 +162,49 @@ def run(args: argparse.Namespace) -> int:
         side = write_face_sidecar(args.output, face_rows)
         print(f"wrote {args.output} ({len(face_probs)}x{len(model.tags)}, one row per face) and {side}",
               file=sys.stderr)
+    return report.summary(done, "tagged")
+
+
+def run_ray(args: argparse.Namespace) -> int:
+    """``tag --ray``: the tagger runs on a Ray cluster into shards, read back here in input order."""
+    from illust2vec.cli.ray_support import report_reused_errors, reject_with_ray, run_on_ray, shard_directory
+    from illust2vec.distributed import expand_sources, iter_shards
+    from illust2vec.outputs import TagWriter, open_text_output, tag_record, write_matrix
+    from illust2vec.tags import plausible_tags, plausible_tags_mcut
+
+    reject_with_ray(args, "--captions", "--faces")
+    sources = expand_sources(args.paths)
+    if not sources:
+        raise Illust2VecError(f"no images found in: {', '.join(args.paths)}")
+    model = model_from_args(args, task="tag")
+    thresholds = None if args.threshold_rule == "mcut" else _thresholds(args, model)
+    report = ErrorReport()
+    done = 0
+    with shard_directory(args) as directory:
+        run = run_on_ray(args, sources, directory, tagger=model, report=report)
+        report_reused_errors(run, report)
+        if args.format == "npy":
+            matrix = np.full((len(sources), len(model.tags)), np.nan, np.float32)
+            for shard in iter_shards(directory):
+                matrix[shard.index[shard.ok]] = shard.vectors["prob"]
+                done += int(shard.ok.sum())
+            write_matrix(args.output, matrix, sources)
+            print(f"wrote {args.output} ({matrix.shape[0]}x{matrix.shape[1]}; failed rows are NaN)", file=sys.stderr)
+            return report.summary(done, "tagged")
+        fh, close = open_text_output(args.output)
+        writer = TagWriter(fh, args.format)
+        try:
+            for shard in iter_shards(directory):
+                prob = shard.vectors["prob"]
+                if not len(prob):
+                    continue
+                tags = (plausible_tags_mcut(prob, model.tags) if args.threshold_rule == "mcut"
+                        else plausible_tags(prob, model.tags, thresholds))
+                for j, q in enumerate(np.flatnonzero(shard.ok)):
+                    writer.write(tag_record(shard.path[q], tags[j]))
+                    done += 1
+        finally:
+            writer.close()
+            if close:
+                fh.close()
     return report.summary(done, "tagged")

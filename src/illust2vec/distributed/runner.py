@@ -78,7 +78,7 @@ class RunReport:
 
     directory: str
     shards: list[str] = field(default_factory=list)  # every shard of the run, in input order
-    skipped: int = 0  # shards finished by an earlier run (not recomputed)
+    reused: list[str] = field(default_factory=list)  # shards finished by an earlier run (not recomputed)
     done: int = 0  # inputs processed in this run (good and failed)
     failed: list[ItemError] = field(default_factory=list)  # this run's failed inputs
 
@@ -182,8 +182,8 @@ def run_shards(
     report = RunReport(directory, shards=manifest["shards"])
     finished = existing_shards(directory)
     todo = [s for s in slices if s.name not in finished]
-    report.skipped = len(slices) - len(todo)
-    if progress is not None and report.skipped:
+    report.reused = [s.name for s in slices if s.name in finished]
+    if progress is not None and report.reused:
         progress.update(sum(len(s.sources) for s in slices if s.name in finished))
     if not todo:
         return report

@@ -58,7 +58,7 @@ class ModelRecord:
 
 def _key(path: str) -> str:
     """The collection's name for a path: absolute for local files, URIs as they are."""
-    return path if "://" in path else str(os.path.abspath(path))
+    return path if "://" in path else os.path.realpath(path)
 
 
 def add_precomputed(col, batches: Iterable[PrecomputedBatch], *, embedder: ModelRecord,

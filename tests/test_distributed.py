@@ -78,6 +78,7 @@ def test_shards_equal_local_pipeline_rerun_skips_and_merge(cluster, images, i2v_
     shards = str(tmp_path / "shards")
     run = run_shards(sources, shards, tagger=i2v_tagger, embedder=i2v_features, shard_size=5, actors=2)
     assert run.reused == [] and run.done == len(sources)
+    assert sum(run.per_node.values()) == len(sources) and set(run.per_node) <= {n["NodeID"] for n in ray.nodes()}
     assert [e.source for e in run.failed] == [str(images / "broken.jpg")]
 
     probs, perr = _local_outputs(i2v_tagger, sources, "prob")

@@ -81,6 +81,7 @@ class RunReport:
     reused: list[str] = field(default_factory=list)  # shards finished by an earlier run (not recomputed)
     done: int = 0  # inputs processed in this run (good and failed)
     failed: list[ItemError] = field(default_factory=list)  # this run's failed inputs
+    per_node: dict[str, int] = field(default_factory=dict)  # Ray node id -> inputs its model actors ran
 
 
 def _model_entry(model) -> dict[str, Any] | None:
@@ -217,6 +218,7 @@ def run_shards(
             if on_error is not None:
                 on_error(err)
         report.done += int(row["items"])
+        report.per_node[row["node"]] = report.per_node.get(row["node"], 0) + int(row["items"])
         if progress is not None:
             progress.update(int(row["items"]))
     return report

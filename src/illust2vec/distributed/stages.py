@@ -107,15 +107,18 @@ class ModelStage:
     """
 
     def __init__(self, payload: Any) -> None:
+        self.node = ""  # the Ray node this actor runs on (reported per shard)
         if isinstance(payload, list):
             import ray
 
             payload = ray.get(payload[0])
+            self.node = ray.get_runtime_context().get_node_id()
         self.models: ModelSet = payload
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         ms = self.models
         out = {k: v for k, v in row.items() if not k.startswith("pixels_")}
+        out["node"] = self.node
         for role, name in (("tagger", "prob"), ("embedder", "feature")):
             model = getattr(ms, role)
             if model is None:
@@ -143,7 +146,7 @@ def write_shard_row(row: dict[str, Any], *, directory: str, widths: dict[str, in
     )
     write_shard(directory, row["name"], rows, widths)
     bad = [j for j in range(n) if error[j] is not None]
-    return {"k": row["k"], "name": row["name"], "items": n,
+    return {"k": row["k"], "name": row["name"], "items": n, "node": row.get("node", ""),
             "error_index": [row["first"] + j for j in bad],
             "error_source": [row["sources"][j] for j in bad],
             "error_message": [error[j] for j in bad]}

@@ -132,6 +132,7 @@ def run_shards(
     embedder=None,
     shard_size: int = DEFAULT_SHARD_SIZE,
     actors: int | None = None,
+    min_actors: int = 1,
     actor_cpus: float = 1,
     device: str | None = None,
     progress: Any = None,
@@ -154,6 +155,9 @@ def run_shards(
     actors:
         Most model actors (default: one per GPU with ``device="cuda"``, else
         three quarters of the cluster's CPUs divided by ``actor_cpus``).
+    min_actors:
+        Actors started at once; Ray Data adds more up to ``actors`` while
+        they are busy (and runs on with fewer when a node is lost).
     actor_cpus:
         CPUs (and ONNX Runtime threads) per CPU model actor.
     device:
@@ -207,9 +211,11 @@ def run_shards(
     pixels = sum(int(np.prod(r.input_shape)) * 4 for r in models.recipes) * shard_size
     ds = ds.map(prepare_shard, fn_kwargs={"recipes": models.recipes, "alpha": models.alpha}, num_cpus=1,
                 memory=pixels + (160 << 20))  # + a worker process with numpy, PIL, pyarrow
+    # SPREAD: model actors go to different nodes first, so that every node's cores (or GPU) take part
     stage_args: dict[str, Any] = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": actor_cpus}
+    stage_args["scheduling_strategy"] = "SPREAD"
     ds = ds.map(ModelStage, fn_constructor_kwargs={"payload": [ref]},
-                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors), **stage_args)
+                compute=ray.data.ActorPoolStrategy(min_size=min(min_actors, actors), max_size=actors), **stage_args)
     ds = ds.map(write_shard_row, fn_kwargs={"directory": directory, "widths": models.widths()}, num_cpus=0.25)
     for row in ds.iter_rows():
         for i, src, msg in zip(row["error_index"], row["error_source"], row["error_message"]):

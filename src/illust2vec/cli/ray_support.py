@@ -11,19 +11,12 @@ from typing import Any
 from illust2vec.cli.common import ErrorReport, progress_bar
 from illust2vec.errors import Illust2VecError
 
-RAY_HELP = """\
-on a Ray cluster (pip install 'illust2vec[ray]'):
-  --ray                 start a local Ray runtime; --ray auto / --ray HOST:PORT joins a running cluster.
-                        Put --ray after the inputs (or write --ray=auto) so an input is not taken for an address.
-  inputs may also be .txt/.csv/.parquet lists of paths or URIs, and s3:// gs:// file:// URIs;
-  local paths must be on storage every node mounts at the same place.
-"""
-
 
 def add_ray_arguments(parser: argparse.ArgumentParser, *, shard_dir_default: str) -> None:
     g = parser.add_argument_group("Ray cluster (needs illust2vec[ray])")
     g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                   help="run on Ray: no ADDRESS starts a local Ray runtime, 'auto' or HOST:PORT joins a cluster")
+                   help="run on Ray: no ADDRESS starts a local Ray runtime, 'auto' or HOST:PORT joins a cluster "
+                        "(put --ray after the inputs, or write --ray=auto)")
     g.add_argument("--shards", metavar="DIR",
                    help=f"where the Parquet shards go (a path every node shares, or s3://...); a rerun into the "
                         f"same DIR skips finished shards (default: {shard_dir_default})")

@@ -157,15 +157,23 @@ def test_killed_node_every_input_exactly_once(cluster, images, i2v_tagger, tmp_p
 
     def work():
         try:
-            result["run"] = run_shards(sources, str(shards), tagger=i2v_tagger, shard_size=2, actors=3)
+            result["run"] = run_shards(sources, str(shards), tagger=i2v_tagger, shard_size=2, actors=3,
+                                       min_actors=3)
         except BaseException as exc:  # surfaced below
             result["error"] = exc
 
     t = threading.Thread(target=work)
     t.start()
+    from ray._private.state import available_resources_per_node
+
+    def doomed_busy() -> bool:  # a model actor or a decode task holds a CPU of the node to be killed
+        return available_resources_per_node().get(doomed.node_id, {}).get("CPU", 2.0) < 2.0
+
     deadline = time.monotonic() + 120
-    while len(list(shards.glob("part-*.parquet"))) < 2 and t.is_alive() and time.monotonic() < deadline:
+    while t.is_alive() and time.monotonic() < deadline and not (
+            doomed_busy() and list(shards.glob("part-*.parquet"))):
         time.sleep(0.05)
+    busy_at_kill = doomed_busy()
     written_at_kill = len(list(shards.glob("part-*.parquet")))
     cluster.remove_node(doomed, allow_graceful=False)
     t.join(300)
@@ -173,6 +181,7 @@ def test_killed_node_every_input_exactly_once(cluster, images, i2v_tagger, tmp_p
     assert "error" not in result, result.get("error")
     total = len(read_manifest(str(shards))["shards"])
     assert written_at_kill < total  # the node died in the middle of the run
+    assert busy_at_kill  # ... while it was running part of it
     run = result["run"]
     assert run.done == len(sources) and len(run.failed) == 2
     probs, _ = _local_outputs(i2v_tagger, sources[:17], "prob")

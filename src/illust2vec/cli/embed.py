@@ -37,6 +37,9 @@ def register(sub) -> None:
     from illust2vec.cli.face_options import add_face_arguments
 
     add_face_arguments(p)  # --faces: one row per face, boxes in FILE.faces.jsonl
+    from illust2vec.cli.ray_support import add_ray_arguments
+
+    add_ray_arguments(p, shard_dir_default="a temporary directory, removed at the end")
     p.set_defaults(func=run)
 
 
@@ -47,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from illust2vec.io.writers import write_matrix
     from illust2vec.runtime.batches import iter_batches
 
+    if getattr(args, "ray", None) is not None:
+        return run_ray(args)
     fmt = output_format(args, FORMATS)
     output = args.output if Path(args.output).suffix.lower() == f".{fmt}" else f"{args.output}.{fmt}"
     files = expand_inputs(args.paths)
@@ -77,6 +82,38 @@ def run(args: argparse.Namespace) -> int:
         written = write_matrix(output, matrix, paths, model=model.name)
         if faces is not None:
             written.append(write_face_sidecar(output, face_rows))
+        print(f"wrote {', '.join(map(str, written))} ({matrix.shape[0]}x{matrix.shape[1]} {matrix.dtype}, "
+              f"model {model.name})", file=sys.stderr)
+    return report.summary(len(paths), "embedded")
+
+
+def run_ray(args: argparse.Namespace) -> int:
+    """``embed --ray``: the embedder runs on a Ray cluster into shards, gathered here in input order."""
+    from illust2vec.cli.ray_support import report_reused_errors, reject_with_ray, run_on_ray, shard_directory
+    from illust2vec.distributed import expand_sources, iter_shards
+    import numpy as np
+
+    from illust2vec.errors import Illust2VecError
+    from illust2vec.io.writers import write_matrix
+
+    reject_with_ray(args, "--faces")
+    sources = expand_sources(args.paths)
+    if not sources:
+        raise Illust2VecError(f"no images found in: {', '.join(args.paths)}")
+    model = model_from_args(args, task="feature")
+    report = ErrorReport()
+    rows: list[np.ndarray] = []
+    paths: list[str] = []
+    column = "codes" if args.binary else "feature"
+    with shard_directory(args) as directory:
+        run = run_on_ray(args, sources, directory, embedder=model, report=report)
+        report_reused_errors(run, report)
+        for shard in iter_shards(directory):
+            rows.append(shard.vectors[column])
+            paths.extend(shard.path[q] for q in np.flatnonzero(shard.ok))
+    if paths:
+        matrix = np.concatenate(rows)
+        written = write_matrix(args.output, matrix, paths, model=model.name)
         print(f"wrote {', '.join(map(str, written))} ({matrix.shape[0]}x{matrix.shape[1]} {matrix.dtype}, "
               f"model {model.name})", file=sys.stderr)
     return report.summary(len(paths), "embedded")

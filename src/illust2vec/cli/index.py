@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from illust2vec.errors import Illust2VecError, one_line
@@ -27,8 +28,11 @@ def register(sub) -> None:
                     "retried only when they change. Safe to interrupt; the next run resumes.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("paths", nargs="+", metavar="DIR", help="image files, directories (recursive) or globs")
+    p.add_argument("paths", nargs="*", metavar="DIR", help="image files, directories (recursive) or globs")
     add_db_argument(p)
+    p.add_argument("--from-shards", metavar="DIR",
+                   help="add the Parquet shards of a --ray run (tag/embed/index --shards DIR) instead of images; "
+                        "streaming, one shard in memory at a time")
     p.add_argument("--prune", action="store_true",
                    help="drop files that no longer exist from the collection (each one is listed); entries "
                         "under a folder argument (or, outside them, a file's folder) that is missing or empty "
@@ -45,6 +49,9 @@ def register(sub) -> None:
 
     # a collection is made with or without --faces (and one set of face options): keep them apart with --db
     add_face_arguments(p)
+    from illust2vec.cli.ray_support import add_ray_arguments
+
+    add_ray_arguments(p, shard_dir_default="DB/ray-shards, removed once merged")
     p.set_defaults(func=run)
 
 
@@ -61,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
     from illust2vec.cli.face_options import face_options_from_args, faces_requested
     from illust2vec.collection import Collection
 
+    if args.from_shards:
+        return run_from_shards(args)
+    if not args.paths:
+        raise Illust2VecError("give image folders to index (or --from-shards DIR)")
+    if getattr(args, "ray", None) is not None:
+        return run_ray(args)
     faces = face_options_from_args(args) if faces_requested(args) else None
     if args.dry_run:
         if not args.prune:
@@ -82,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
         info = col.info()
     if report.seen == 0 and not args.prune:
         raise Illust2VecError(f"no images found in: {', '.join(args.paths)}")
+    return _summary(args, report, info)
+
+
+def _summary(args: argparse.Namespace, report, info: dict) -> int:
     parts = [f"{report.added} added", f"{report.linked} already known (moved or copied)",
              f"{report.unchanged} unchanged"]
     if report.still_bad:
@@ -94,3 +111,68 @@ def run(args: argparse.Namespace) -> int:
           f"(model {info['embedder']}" + (f", tags from {info['tagger']}" if info["tagger"] else "") + ")",
           file=sys.stderr)
     return 1 if report.failed else 0
+
+
+def run_from_shards(args: argparse.Namespace) -> int:
+    """``index --from-shards DIR``: a --ray run's shards into the collection."""
+    from illust2vec.collection import Collection
+    from illust2vec.distributed import index_shards
+
+    if args.paths:
+        raise Illust2VecError("--from-shards takes no image paths (the shards name their files)")
+    with Collection.open(args.db) as col:
+        report = index_shards(col, args.from_shards, progress=not args.quiet)
+        for path, msg in report.failed:
+            print(f"error: {path}: {msg}", file=sys.stderr)
+        if args.prune:
+            report.pruned = col.prune()
+        info = col.info()
+    return _summary(args, report, info)
+
+
+def run_ray(args: argparse.Namespace) -> int:
+    """``index --ray``: new and changed files run on a Ray cluster into shards, then merged here."""
+    import shutil
+
+    from illust2vec.cli.common import ErrorReport, collection_models_from_args
+    from illust2vec.cli.ray_support import report_reused_errors, reject_with_ray, run_on_ray
+    from illust2vec.collection import Collection
+    from illust2vec.distributed import expand_sources, index_shards
+
+    reject_with_ray(args, "--faces", "--rebuild")
+    with Collection.open(args.db) as col:
+        embedder, tagger = collection_models_from_args(args, col.meta)
+        sources = expand_sources(args.paths)
+        if not sources:
+            raise Illust2VecError(f"no images found in: {', '.join(args.paths)}")
+        known = {p: (size, mtime) for p, size, mtime in
+                 col.conn.execute("SELECT path, size, mtime_ns FROM files WHERE row IS NOT NULL")}
+        todo = [s for s in sources if not _unchanged(s, known)]
+        directory = args.shards or str(col.path / "ray-shards")
+        errors = ErrorReport()
+        if todo:
+            run = run_on_ray(args, todo, directory, tagger=tagger, embedder=embedder, report=errors)
+            report_reused_errors(run, errors)
+            report = index_shards(col, directory, progress=not args.quiet)
+            if not args.shards:
+                shutil.rmtree(directory, ignore_errors=True)
+        else:
+            from illust2vec.collection import AddReport
+
+            report = AddReport()
+        report.unchanged += len(sources) - len(todo)
+        if args.prune:
+            report.pruned = col.prune()
+        info = col.info()
+    return _summary(args, report, info)
+
+
+def _unchanged(source: str, known: dict) -> bool:
+    """Whether a local file is indexed with its current size and mtime (URIs are always sent)."""
+    if "://" in source:
+        return False
+    try:
+        st = os.stat(source)
+    except OSError:
+        return False
+    return known.get(os.path.realpath(source)) == (st.st_size, st.st_mtime_ns)

@@ -61,6 +61,9 @@ def register(sub) -> None:
     from illust2vec.cli.face_options import add_face_arguments
 
     add_face_arguments(p)  # --faces: one record per face with face_index, box, likelihood
+    from illust2vec.cli.ray_support import add_ray_arguments
+
+    add_ray_arguments(p, shard_dir_default="a temporary directory, removed at the end")
     p.set_defaults(func=run)
 
 
@@ -146,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
     from illust2vec.runtime.batches import iter_batches
 
     fmt = output_format(args, RECORD_FORMATS + MATRIX_FORMATS)
+    if getattr(args, "ray", None) is not None:
+        return run_ray(args, fmt)
     records = not (args.captions and args.output is None and args.format is None)  # captions alone: quiet stdout
     if args.captions and faces_requested(args):
         raise Illust2VecError("--captions writes one caption per picture; it cannot be combined with --faces")
@@ -236,3 +241,46 @@ def write_stats_outputs(args: argparse.Namespace, stats) -> None:
     if args.stats_chart is not None:
         stats.chart(args.stats_chart, top=args.stats_top)
         print(f"wrote {args.stats_chart}", file=sys.stderr)
+
+
+def run_ray(args: argparse.Namespace, fmt: str) -> int:
+    """``tag --ray``: the tagger runs on a Ray cluster into shards, read back here in input order."""
+    import numpy as np
+
+    from illust2vec.cli.ray_support import report_reused_errors, reject_with_ray, run_on_ray, shard_directory
+    from illust2vec.distributed import expand_sources, iter_shards
+    from illust2vec.io.records import RecordSink
+    from illust2vec.io.writers import tag_record, write_matrix
+    from illust2vec.models.tags import plausible_tags, plausible_tags_mcut
+
+    reject_with_ray(args, "--captions", "--faces")
+    sources = expand_sources(args.paths)
+    if not sources:
+        raise Illust2VecError(f"no images found in: {', '.join(args.paths)}")
+    model = model_from_args(args, task="tag")
+    thresholds = None if args.threshold_rule == "mcut" else _thresholds(args, model)
+    report = ErrorReport()
+    done = 0
+    with shard_directory(args) as directory:
+        run = run_on_ray(args, sources, directory, tagger=model, report=report)
+        report_reused_errors(run, report)
+        if fmt in MATRIX_FORMATS:
+            matrix = np.full((len(sources), len(model.tags)), np.nan, np.float32)
+            for shard in iter_shards(directory):
+                matrix[shard.index[shard.ok]] = shard.vectors["prob"]
+                done += int(shard.ok.sum())
+            write_matrix(args.output, matrix, sources, model=model.name,
+                         column_names=list(model.tags.names) if fmt == "npz" else None)
+            print(f"wrote {args.output} ({matrix.shape[0]}x{matrix.shape[1]}; failed rows are NaN)", file=sys.stderr)
+            return report.summary(done, "tagged")
+        with RecordSink(args.output, fmt, rows=tag_rows, raw_csv=args.csv_raw) as writer:
+            for shard in iter_shards(directory):
+                prob = shard.vectors["prob"]
+                if not len(prob):
+                    continue
+                tags = (plausible_tags_mcut(prob, model.tags) if args.threshold_rule == "mcut"
+                        else plausible_tags(prob, model.tags, thresholds))
+                for j, q in enumerate(np.flatnonzero(shard.ok)):
+                    writer.write(tag_record(shard.path[q], tags[j], model=model.name))
+                    done += 1
+    return report.summary(done, "tagged")

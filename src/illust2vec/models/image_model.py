@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -114,12 +115,20 @@ class ImageModel:
         self.device = device
         self.batch_size = max(1, int(batch_size))
         self.alpha: Alpha = alpha
-        #: The fp32 graph the session was opened on (derived graphs, e.g. gradients, are built from it).
-        self.onnx_source = onnx_model
-        self._threads = threads
+        #: The graph (path or bytes) and engine options: derived graphs (gradients) are built from them,
+        #: and a pickled copy (sent to a Ray actor or a worker process) opens its own session (:meth:`__getstate__`).
+        self.onnx_source: str | os.PathLike | bytes = onnx_model
+        self.engine_options: dict[str, Any] = dict(device=device, threads=threads, allow_fallback=allow_fallback,
+                                                   optimized_cache=optimized_cache, precision=precision)
         self._derived: dict[str, Any] = {}
-        self.session = open_session(onnx_model, device=device, threads=threads, allow_fallback=allow_fallback,
-                                    optimized_cache=optimized_cache, precision=precision)
+        self._simhash: np.ndarray | None = None
+        self._open_session()
+
+    def _open_session(self) -> None:
+        name, tags = self.name, self.tags
+        precision = self.engine_options["precision"]
+        self.device = self.engine_options["device"]
+        self.session = open_session(self.onnx_source, **self.engine_options)
         self.precision = precision if "CUDAExecutionProvider" in self.session.get_providers() else "fp32"
         self._input_name = self.session.get_inputs()[0].name
         #: What :meth:`run_all` feeds the graph (float16 for a half-precision GPU graph).
@@ -139,7 +148,23 @@ class ImageModel:
                     f"{name}: the model outputs {width} probabilities but the tag list has {len(tags)} tags; "
                     "use the tag list that belongs to these weights"
                 )
-        self._simhash: np.ndarray | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the sessions; the graph travels as bytes, so the copy needs no shared files.
+
+        Unpickling opens a new session with :attr:`engine_options` (without
+        the optimised-graph cache, a directory of this machine).
+        """
+        state = {k: v for k, v in self.__dict__.items() if k not in ("session", "_derived")}
+        if not isinstance(self.onnx_source, (bytes, bytearray)):
+            state["onnx_source"] = Path(self.onnx_source).read_bytes()
+        state["engine_options"] = {**self.engine_options, "optimized_cache": None}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._derived = {}
+        self._open_session()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, outputs={self.outputs}, device={self.device!r})"
@@ -241,7 +266,7 @@ class ImageModel:
             src = self.onnx_source
             proto = onnx.load_from_string(src) if isinstance(src, bytes) else onnx.load(os.fspath(src))
             self._derived[key] = open_session(transform(proto).SerializeToString(), device=self.device,
-                                              threads=self._threads, allow_fallback=True)
+                                              threads=self.engine_options["threads"], allow_fallback=True)
         return self._derived[key]
 
     def tag_columns(self, tags: Sequence[str | int]) -> np.ndarray:

@@ -99,9 +99,13 @@ class ModelSet:
         return result
 
 
-def _prepare(source: Any, alpha: str, recipe: InputRecipe,
-             out: np.ndarray | None = None) -> tuple[np.ndarray | None, str | None]:
-    """Decode and preprocess one item (into ``out`` if given); errors are returned, never raised."""
+def prepare_item(source: Any, alpha: str, recipe: InputRecipe,
+                 out: np.ndarray | None = None) -> tuple[np.ndarray | None, str | None]:
+    """Decode and preprocess one item (into ``out`` if given): ``(array, None)`` or ``(None, message)``.
+
+    Errors are returned, never raised; the message leaves out the source name.
+    The one per-item step of every runner (threads, processes, Ray tasks).
+    """
     try:
         return preprocess_one(load_image(source, alpha=alpha), recipe, out=out), None
     except Exception as exc:  # noqa: BLE001 - a decoder bug must not stop the whole run
@@ -178,7 +182,7 @@ def _batches_from_thread(model, inputs, batch_size, alpha, names, bar, on_error)
                 i, src = next(source_iter)
             except StopIteration:
                 return
-            pending.append((i, src, executor.submit(_prepare, src, alpha, model.recipe)))
+            pending.append((i, src, executor.submit(prepare_item, src, alpha, model.recipe)))
 
     try:
         fill()
@@ -270,7 +274,7 @@ def _prepare_chunk(slot: int, start: int, sources: list[Any], alpha: str, recipe
     # a float32 ring row is written in place by preprocess_one; float16 rows (fp16 graph) convert on assignment
     direct = _worker_ring is not None and _worker_ring.dtype == np.float32
     for j, src in enumerate(sources):
-        array, message = _prepare(src, alpha, recipe, _worker_ring[slot, start + j] if direct else None)
+        array, message = prepare_item(src, alpha, recipe, _worker_ring[slot, start + j] if direct else None)
         messages.append(message)
         if array is not None and not direct:
             if arrays is None:

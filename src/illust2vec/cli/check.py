@@ -7,8 +7,15 @@ import sys
 from illust2vec.errors import one_line
 
 
+EXAMPLES = """\
+examples:
+  illust2vec check --db pics.i2v             integrity of the database and the vector files
+  illust2vec check --db pics.i2v --repair    rebuild a damaged database, then: illust2vec index pics/ --db pics.i2v
+"""
+
+
 def register(sub) -> None:
-    from illust2vec.cli.common import add_db_argument
+    from illust2vec.cli.common import add_db_argument, add_quiet_argument
 
     p = sub.add_parser(
         "check", help="examine a collection; --repair rebuilds a damaged database",
@@ -17,9 +24,11 @@ def register(sub) -> None:
                     "every row that can still be read is copied into a new one, and the vectors those rows "
                     "describe are kept. Then run 'illust2vec index FOLDER --db DIR' to rescan: files whose "
                     "content survived are linked again, the rest is embedded anew. Images are only read.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_db_argument(p)
     p.add_argument("--repair", action="store_true", help="rebuild the database from what can be read")
+    add_quiet_argument(p)
     p.set_defaults(func=run)
 
 

@@ -17,7 +17,7 @@ examples:
 
 
 def register(sub) -> None:
-    from illust2vec.cli.common import add_db_argument
+    from illust2vec.cli.common import add_db_argument, add_quiet_argument
 
     p = sub.add_parser(
         "serve", help="browse, filter, search and curate a collection in the browser (local web app)",
@@ -38,6 +38,7 @@ def register(sub) -> None:
     p.add_argument("--map-method", choices=("tsne", "umap", "pca"), default="tsne",
                    help="layout of the map page, built on its first visit (default tsne; pca is instant)")
     p.add_argument("--open", action="store_true", help="open the app in the default browser")
+    add_quiet_argument(p)
     p.set_defaults(func=run)
 
 

@@ -89,14 +89,17 @@ class ShardRows:
 
 
 def _fixed_list(values: np.ndarray | None, ok: np.ndarray, width: int, dtype) -> Any:
-    """A fixed-size-list column: rows of ``values`` where ``ok``, null elsewhere."""
+    """A fixed-size-list column: rows of ``values`` where ``ok``, zeros elsewhere (the ``error`` column says which).
+
+    No null lists: pyarrow < 26 writes a null fixed-size list in a way it cannot read back.
+    """
     import pyarrow as pa
 
     full = np.zeros((len(ok), width), dtype)
     if values is not None and len(values):
         full[ok] = values
     flat = pa.array(full.reshape(-1), type=pa.from_numpy_dtype(np.dtype(dtype)))
-    return pa.FixedSizeListArray.from_arrays(flat, width, mask=pa.array(~ok))
+    return pa.FixedSizeListArray.from_arrays(flat, width)
 
 
 def shard_table(rows: ShardRows, widths: dict[str, int]):

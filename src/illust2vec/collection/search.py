@@ -184,6 +184,20 @@ def _query_vectors(col, meta, image, vector, embedder, binary: bool):
     return feats, (binarize(model, feats) if binary else None), None
 
 
+def query_vector(col, image=None, vector=None, *, embedder=None, binary: bool = False):
+    """The query as :meth:`Collection.search` sees it: ``(feature or None, code or None, row or None)``.
+
+    ``image`` inside the collection gives its stored vector (or code with
+    ``binary``) and its row; any other image is embedded with ``embedder``
+    (default: the collection's model, checked by identity).  Used by the
+    domain packages that build on search (:mod:`illust2vec.semantic`).
+    """
+    meta, _ = col._snapshot()
+    if "feature_dim" not in meta:
+        raise CollectionError(f"{col.path}: the collection is empty; add images with 'illust2vec index DIR --db {col.path}'")
+    return _query_vectors(col, meta, image, vector, embedder, binary)
+
+
 class _LazyModel:
     """Stands in for the embedder where only its ``binarize`` rule is needed."""
 

@@ -1,0 +1,1 @@
+"""Semantic tools over collections: morphing between illustrations, attribute (tag-direction) queries."""

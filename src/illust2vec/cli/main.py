@@ -21,6 +21,7 @@ COMMANDS: list[str] = [
     "video",
     "index",
     "search",
+    "morph",
     "dupes",
     "export",
     "faces",

@@ -15,6 +15,9 @@ examples:
   illust2vec search --db pics.i2v --tags "blue hair, cat ears" --not hat --min 0.5
   illust2vec search --db pics.i2v --tags "character:hatsune miku" --json
   illust2vec search query.jpg --db pics.i2v --tags smile --sheet hits.png
+  illust2vec search query.jpg --db pics.i2v --plus "blonde hair" --minus "black hair"   move the query
+  illust2vec search --db pics.i2v --like "cat ears, smile"                 tags only, no query image
+  illust2vec search query.jpg --db gallery.i2v --plus glasses --labels gallery/tags.json
 """
 
 
@@ -39,6 +42,18 @@ def register(sub) -> None:
     p.add_argument("--min", dest="min_prob", type=float, default=0.5, metavar="P",
                    help="probability threshold for --tags/--not (default 0.5)")
     p.add_argument("--nprobe", type=int, metavar="N", help="IVF lists to visit (large collections only)")
+    a = p.add_argument_group("attribute query (tag directions learned from the collection)")
+    a.add_argument("--plus", metavar="TAGS", help='move the query toward these tags: "blonde hair, cat ears"')
+    a.add_argument("--minus", metavar="TAGS", help="move the query away from these tags")
+    a.add_argument("--like", metavar="TAGS", help="no query image: start from the collection's mean, moved "
+                                                  "toward these tags")
+    a.add_argument("--strength", type=float, default=1.0, metavar="S",
+                   help="how far to move (default 1: one with/without gap past the typical level of the items "
+                        "that carry the tag)")
+    a.add_argument("--labels", metavar="FILE",
+                   help="learn the directions from this labels file ({path: [tags]} JSON such as the demo "
+                        "gallery's tags.json, or the JSON/JSONL 'illust2vec tag' writes) or from 'captions' "
+                        "(NAME.txt beside each image); default: the collection's tagger")
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="JSON list on stdout instead of a table")
     out.add_argument("--sheet", metavar="PNG", type=Path, help="also write a contact sheet of the hits")
@@ -68,8 +83,13 @@ def _table(hits, binary: bool) -> str:
 def run(args: argparse.Namespace) -> int:
     from illust2vec.collection import Collection
 
-    if args.query is None and not args.tags and not args.not_tags:
-        raise Illust2VecError("give a QUERY image, --tags or --not (see 'illust2vec search --help')")
+    attribute = bool(args.plus or args.minus or args.like)
+    if args.query is None and not args.tags and not args.not_tags and not args.like:
+        raise Illust2VecError("give a QUERY image, --tags, --not or --like (see 'illust2vec search --help')")
+    if args.like and args.query is not None:
+        raise Illust2VecError("--like searches by tags alone; with a QUERY image use --plus/--minus")
+    if (args.plus or args.minus) and args.query is None:
+        raise Illust2VecError("--plus/--minus move a QUERY image; without one use --like")
     embedder = None
     with Collection.open(args.db, create=False) as col:
         if args.query is not None:
@@ -80,8 +100,16 @@ def run(args: argparse.Namespace) -> int:
                 from illust2vec.cli.index import models_from_args
 
                 embedder, _ = models_from_args(args, col.meta, need_tagger=False)
-        hits = col.search(image=args.query, k=args.k, binary=args.binary, tags=args.tags, not_tags=args.not_tags,
-                          min_prob=args.min_prob, embedder=embedder, nprobe=args.nprobe)
+        if attribute:
+            from illust2vec.semantic.attributes import attribute_search
+
+            hits = attribute_search(col, args.query, plus=args.plus, minus=args.minus, like=args.like,
+                                    strength=args.strength, labels=args.labels, k=args.k, binary=args.binary,
+                                    tags=args.tags, not_tags=args.not_tags, min_prob=args.min_prob,
+                                    embedder=embedder, nprobe=args.nprobe)
+        else:
+            hits = col.search(image=args.query, k=args.k, binary=args.binary, tags=args.tags,
+                              not_tags=args.not_tags, min_prob=args.min_prob, embedder=embedder, nprobe=args.nprobe)
     if args.json:
         json.dump([h.to_dict() for h in hits], sys.stdout, indent=1, ensure_ascii=False)
         sys.stdout.write("\n")
@@ -93,7 +121,9 @@ def run(args: argparse.Namespace) -> int:
         items = [(h.path, f"{i}. {Path(h.path).name} "
                   + (f"d={h.distance}" if h.distance is not None else (f"{h.score:.3f}" if h.score is not None else "")))
                  for i, h in enumerate(hits, 1)]
-        title = f"query: {args.query or ''} {('tags: ' + args.tags) if args.tags else ''}"
+        moves = " ".join(f"{flag} {v}" for flag, v in (("plus:", args.plus), ("minus:", args.minus),
+                                                       ("like:", args.like)) if v)
+        title = f"query: {args.query or ''} {('tags: ' + args.tags) if args.tags else ''} {moves}"
         contact_sheet(([(args.query, "query")] if args.query else []) + items, args.sheet, title=title.strip())
         print(f"wrote {args.sheet}", file=sys.stderr)
     return 0

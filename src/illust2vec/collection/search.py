@@ -204,7 +204,7 @@ class _LazyModel:
     def __init__(self, col, meta):
         self.col, self.meta = col, meta
 
-    def binarize(self, feats):
+    def binarize_features(self, feats):  # the name binarize() looks for
         from illust2vec.collection.infer import binarize
 
         return binarize(_load_embedder(self.col, self.meta), feats)

@@ -379,6 +379,6 @@ def morph_sheet(result: MorphResult, out: str | os.PathLike, *, thumb: int = 160
     items = []
     for i, s in enumerate(result.steps):
         label = "A" if i == 0 else "B" if i == n - 1 else str(i)
-        cap = f"{label} {Path(s.path).name if s.path else '(vector)'}" + (f" d={s.distance:.3f}" if i else "")
+        cap = f"{label}: {Path(s.path).name if s.path else '(vector)'}" + (f" d={s.distance:.3f}" if i else "")
         items.append((s.path or "", cap))
     return contact_sheet(items, out, thumb=thumb, columns=n, title=title)

@@ -84,12 +84,12 @@ def run(args: argparse.Namespace) -> int:
     from illust2vec.collection import Collection
 
     attribute = bool(args.plus or args.minus or args.like)
-    if args.query is None and not args.tags and not args.not_tags and not args.like:
-        raise Illust2VecError("give a QUERY image, --tags, --not or --like (see 'illust2vec search --help')")
     if args.like and args.query is not None:
         raise Illust2VecError("--like searches by tags alone; with a QUERY image use --plus/--minus")
-    if (args.plus or args.minus) and args.query is None:
+    if (args.plus or args.minus) and args.query is None and not args.like:
         raise Illust2VecError("--plus/--minus move a QUERY image; without one use --like")
+    if args.query is None and not args.tags and not args.not_tags and not args.like:
+        raise Illust2VecError("give a QUERY image, --tags, --not or --like (see 'illust2vec search --help')")
     embedder = None
     with Collection.open(args.db, create=False) as col:
         if args.query is not None:

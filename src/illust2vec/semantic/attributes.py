@@ -236,14 +236,25 @@ def _state_key(meta: dict[str, str], source_key: str, threshold: float) -> str:
                        source_key, float(threshold)])
 
 
-def _load_cache(path: Path, state: str) -> dict[str, Any]:
+def _load_cache(col, path: Path, state: str) -> dict[str, Any]:
+    """The cached directions for ``state`` (kept in memory while the file does not change), or ``{}``."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return {}
+    key = ("directions", str(path), st.st_mtime_ns, st.st_size, state)
+    hit = col._cache.get(key)
+    if hit is not None:
+        return hit
     try:
         with np.load(path, allow_pickle=False) as z:
             if str(z["state"]) != state:
                 return {}
-            return {k: z[k] for k in z.files}
-    except Exception:  # missing, corrupt or from another version: it is only a cache
+            out = {k: z[k] for k in z.files}
+    except Exception:  # corrupt or from another version: it is only a cache
         return {}
+    col._cache[key] = out
+    return out
 
 
 def tag_directions(col, tags: str | Iterable[str], *, labels: Labels = None,
@@ -272,7 +283,7 @@ def tag_directions(col, tags: str | Iterable[str], *, labels: Labels = None,
     wanted = {t: src.canonical(t) for t in terms}
     path = _cache_path(col, src.key)
     state = _state_key(meta, src.key, threshold)
-    cache = _load_cache(path, state)
+    cache = _load_cache(col, path, state)
     names = [str(n) for n in cache.get("names", [])]
     have = {n: i for i, n in enumerate(names)}
     missing = sorted({c for c in wanted.values() if c not in have})

@@ -222,6 +222,19 @@ def test_directions_are_the_difference_of_means_and_are_cached(gallery):
     assert np.array_equal(again["glasses"].direction, dirs["glasses"].direction)
 
 
+def test_items_left_out_of_the_labels_count_on_neither_side(gallery):
+    col, labels, truth, _ = gallery
+    half = dict(sorted(truth.items())[::2])
+    dirs, _ = tag_directions(col, ["cat ears"], labels={p: sorted(t) for p, t in half.items()})
+    rows = [col.row_of_path(p) for p in half]
+    x = col.vectors("feature", rows).astype(np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    has = np.array(["cat ears" in t for t in half.values()])
+    d = x[has].mean(0) - x[~has].mean(0)
+    assert float(dirs["cat ears"].direction @ d / np.linalg.norm(d)) == pytest.approx(1.0, abs=1e-5)
+    assert dirs["cat ears"].count == has.sum()
+
+
 def test_captions_give_the_same_directions_as_the_labels_file(gallery, tmp_path):
     col, labels, truth, _ = gallery
     for p, tags in truth.items():

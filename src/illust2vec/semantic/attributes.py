@@ -8,12 +8,14 @@ with the two *levels* ``hi = mu+ . u`` and ``lo = mu- . u``.
 
 A query ``q`` (normalised) is moved along each direction only:
 
-* ``plus`` tag: ``q += strength * (hi + margin - q . u) * u`` when
-  ``q . u < hi + margin``, where ``margin = hi - lo``: the query's component
-  along the tag goes one whole with/without gap above the typical level of
-  the items that carry the tag (``strength`` 1); its other components, which
-  hold its other attributes, are untouched.
-* ``minus`` tag: the same, down to ``lo - margin``.
+* ``plus`` tag: the query's component along ``u`` is raised to
+  ``hi + margin`` (``margin = hi - lo``) when it is lower: one whole
+  with/without gap above the typical level of the items that carry the tag
+  (``strength`` 1 goes all the way, 0.5 half of it); the components outside
+  the tags' directions, which hold its other attributes, are untouched.
+* ``minus`` tag: the same, down to ``lo - margin``.  Several tags are moved
+  together (:func:`move_query`), so that correlated tags do not undo each
+  other's moves.
 * ``like`` tags (no query image): the start is the normalised mean of the
   collection, moved as for ``plus``.
 
@@ -28,7 +30,8 @@ collection indexed without a tagger, from ``labels``: a JSON file (``{path:
 [tags]}``, ``{path: {tag: probability}}``, or the records ``illust2vec tag``
 writes, JSON or JSONL; relative paths are relative to the file), a mapping of
 the same shape, or ``"captions"`` (comma-separated ``NAME.txt`` files beside
-the images, as ``illust2vec tag --captions`` writes them).
+the images, as ``illust2vec tag --captions`` writes them).  Items a labels
+file leaves out (or without a caption file) count on neither side.
 """
 from __future__ import annotations
 
@@ -190,7 +193,7 @@ class _Source:
         return name
 
     def weights(self, tags: list[str], rows: np.ndarray) -> np.ndarray:
-        """(len(rows), len(tags)) weights (probabilities or label weights) of ``tags``."""
+        """(len(rows), len(tags)) weights (probabilities or label weights) of ``tags``; NaN rows: not labelled."""
         out = np.zeros((len(rows), len(tags)), dtype=np.float32)
         if self.by_row is None:
             probs = self.col.vectors("prob", rows)
@@ -201,7 +204,9 @@ class _Source:
             return out
         for i, r in enumerate(rows):
             w = self.by_row.get(int(r))
-            if w:
+            if w is None:
+                out[i] = np.nan
+            else:
                 for j, t in enumerate(tags):
                     out[i, j] = w.get(t, 0.0)
         return out
@@ -296,6 +301,8 @@ def tag_directions(col, tags: str | Iterable[str], *, labels: Labels = None,
         s_with = np.zeros((len(missing), dim), np.float64)
         n_with = np.zeros(len(missing), np.float64)
         s_all = np.zeros(dim, np.float64)
+        s_known = np.zeros(dim, np.float64)
+        n_known = 0
         for i in range(0, len(live), _CHUNK):
             rows = live[i : i + _CHUNK]
             x = col.vectors("feature", rows).astype(np.float32)
@@ -303,18 +310,22 @@ def tag_directions(col, tags: str | Iterable[str], *, labels: Labels = None,
             x /= np.where(nx > 0, nx, 1)
             s_all += x.sum(axis=0, dtype=np.float64)
             if missing:
-                w = (src.weights(missing, rows) >= threshold).astype(np.float32)
-                s_with += (w.T @ x).astype(np.float64)
+                w = src.weights(missing, rows)
+                known = ~np.isnan(w[:, 0])  # labels files may leave items out: they count on neither side
+                w = (w[known] >= threshold).astype(np.float32)
+                s_known += x[known].sum(axis=0, dtype=np.float64)
+                n_known += int(known.sum())
+                s_with += (w.T @ x[known]).astype(np.float64)
                 n_with += w.sum(axis=0)
-        n = float(len(live))
-        mean = _unit(s_all / n).astype(np.float32)
+        n = float(n_known)
+        mean = _unit(s_all / len(live)).astype(np.float32)
         new_dirs, new_hi, new_lo = [], [], []
         for j, t in enumerate(missing):
             if n_with[j] < MIN_ITEMS or n - n_with[j] < MIN_ITEMS:
                 which = "no item carries" if n_with[j] < MIN_ITEMS else "every item carries"
                 raise CollectionError(f"cannot learn a direction for {t!r}: {which} it (weight >= {threshold})")
             mu_p = s_with[j] / n_with[j]
-            mu_m = (s_all - s_with[j]) / (n - n_with[j])
+            mu_m = (s_known - s_with[j]) / (n - n_with[j])
             u = _unit(mu_p - mu_m)
             new_dirs.append(u)
             new_hi.append(float(mu_p @ u))
@@ -346,18 +357,25 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 def move_query(q: np.ndarray, plus: Iterable[TagDirection] = (), minus: Iterable[TagDirection] = (), *,
                strength: float = 1.0) -> np.ndarray:
-    """``q`` (normalised first) moved along the directions of ``plus`` and ``minus`` (see the module docstring)."""
+    """``q`` (normalised first) moved toward ``plus`` and away from ``minus`` (see the module docstring).
+
+    All tags are moved at once: with ``U`` the directions and ``p = U^T q``
+    the query's projections, the wanted projections are ``p*`` (a plus tag
+    raised to ``hi + margin``, a minus tag lowered to ``lo - margin``, others
+    kept) and ``q + strength * U (U^T U)^-1 (p* - p)`` reaches them together,
+    changing ``q`` only inside the span of the directions.  (Tags are often
+    correlated: moving along one after the other would undo the first move.)
+    """
     v = _unit(np.asarray(q, np.float64).reshape(-1))
-    for d in plus:
-        target = d.hi + d.margin
-        gap = target - float(v @ d.direction)
-        if gap > 0:
-            v = v + strength * gap * d.direction
-    for d in minus:
-        target = d.lo - d.margin
-        gap = float(v @ d.direction) - target
-        if gap > 0:
-            v = v - strength * gap * d.direction
+    dirs = [(d, +1) for d in plus] + [(d, -1) for d in minus]
+    if not dirs:
+        return v.astype(np.float32)
+    u = np.stack([np.asarray(d.direction, np.float64) for d, _ in dirs], axis=1)
+    p = u.T @ v
+    want = np.array([max(pi, d.hi + d.margin) if sign > 0 else min(pi, d.lo - d.margin)
+                     for pi, (d, sign) in zip(p, dirs)])
+    gram = u.T @ u + 1e-6 * np.eye(len(dirs))  # a tag given twice, or as plus and minus: no blow-up
+    v = v + strength * (u @ np.linalg.solve(gram, want - p))
     return v.astype(np.float32)
 
 

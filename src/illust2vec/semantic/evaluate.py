@@ -46,7 +46,7 @@ class AttributeScore:
 
 def attribute_precision(col, truth: Mapping[str, Iterable[str]], tag: str, *, k: int = 10, strength: float = 1.0,
                         labels: Labels = None, exclusive: Sequence[Iterable[str]] = (), binary: bool = False,
-                        max_queries: int | None = None) -> AttributeScore:
+                        max_queries: int | None = None, queries: Iterable[str] | None = None) -> AttributeScore:
     """Precision@``k`` of ``tag`` for plain search and for ``plus=tag``; see the module docstring.
 
     Args:
@@ -57,10 +57,13 @@ def attribute_precision(col, truth: Mapping[str, Iterable[str]], tag: str, *, k:
         exclusive: groups of mutually exclusive tags (hair colours...): the
             query's tags in ``tag``'s group are not expected to be kept.
         max_queries: use only the first ``max_queries`` queries (file order).
+        queries: query only these files (default: every file of ``truth``);
+            files carrying ``tag`` are always left out.
     """
     truth = {str(Path(p).resolve()): set(t) for p, t in truth.items()}
     group = next((set(g) for g in exclusive if tag in set(g)), {tag})
-    queries = sorted(p for p, t in truth.items() if tag not in t)[:max_queries]
+    pool = truth if queries is None else {str(Path(q).resolve()) for q in queries}
+    queries = sorted(p for p, t in truth.items() if tag not in t and p in pool)[:max_queries]
     acc = np.zeros(4)
     used = 0
     for q in queries:

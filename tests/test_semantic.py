@@ -129,8 +129,8 @@ def test_best_path_equals_brute_force_also_when_the_programme_repeats_items():
         np.fill_diagonal(cc, np.inf)
         first, _ = _dp(ca, cc, cb, k, None)
         repeated_cases += len(set(first)) < k
-        items, cost, optimal = best_path(ca, c, cb, k)
-        assert optimal and len(set(items)) == k
+        items, cost, optimal, bound = best_path(ca, c, cb, k)
+        assert optimal and len(set(items)) == k and bound <= cost + 1e-6
         assert cost == pytest.approx(float(want), abs=1e-5)
     assert repeated_cases >= 5  # the branch and bound was really exercised
 

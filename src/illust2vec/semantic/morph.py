@@ -50,7 +50,7 @@ BRANCH_NODES = 64
 #: Neighbours fetched per waypoint / path item when growing the candidate set (``method="graph"``).
 NEIGHBORS = 48
 #: Rounds of growing the candidate set around the current path (``method="graph"``).
-ROUNDS = 3
+ROUNDS = 2
 METHODS = ("auto", "exact", "graph")
 
 
@@ -88,6 +88,7 @@ class MorphResult:
     optimal: bool
     candidates: int
     binary: bool
+    bound: float = 0.0  # lower bound of the optimum over the candidates (the programme without distinctness)
 
     @property
     def intermediates(self) -> list[MorphStep]:
@@ -172,7 +173,7 @@ def _first_repeat(items: list[int]) -> tuple[int, list[int]] | None:
 
 
 def best_path(ca: np.ndarray, cmat: np.ndarray, cb: np.ndarray, steps: int, *,
-              max_nodes: int = BRANCH_NODES) -> tuple[list[int], float, bool]:
+              max_nodes: int = BRANCH_NODES) -> tuple[list[int], float, bool, float]:
     """Minimum-cost path over ``steps`` distinct items (indices into the cost arrays).
 
     Args:
@@ -183,8 +184,10 @@ def best_path(ca: np.ndarray, cmat: np.ndarray, cb: np.ndarray, steps: int, *,
         max_nodes: branches opened before finishing greedily.
 
     Returns:
-        ``(items, cost, optimal)``; ``optimal`` is false when the branch
-        budget ran out before a repeat-free path was proven best.
+        ``(items, cost, optimal, bound)``; ``optimal`` is false when the
+        branch budget ran out before a repeat-free path was proven best;
+        ``bound`` is the cost of the programme without the distinctness
+        constraint, a lower bound of the optimum.
     """
     n = len(ca)
     if steps < 1:
@@ -196,6 +199,7 @@ def best_path(ca: np.ndarray, cmat: np.ndarray, cb: np.ndarray, steps: int, *,
     cmat = np.array(cmat, dtype=np.float32)
     np.fill_diagonal(cmat, np.inf)
     items, cost = _dp(ca, cmat, cb, steps, None)
+    bound = cost
     heap: list[tuple[float, int, list[int], np.ndarray | None]] = [(cost, 0, items, None)]
     tick = 1
     opened = 0
@@ -218,7 +222,7 @@ def best_path(ca: np.ndarray, cmat: np.ndarray, cb: np.ndarray, steps: int, *,
     while heap:
         cost, _, items, banned = heapq.heappop(heap)
         if _first_repeat(items) is None:
-            return items, cost, True
+            return items, cost, True, bound
         if opened >= max_nodes:
             # out of budget: dive greedily from the most promising open branch
             while _first_repeat(items) is not None:
@@ -227,7 +231,7 @@ def best_path(ca: np.ndarray, cmat: np.ndarray, cb: np.ndarray, steps: int, *,
                     break
                 cost, _, items, banned = min(kids)
             if _first_repeat(items) is None:
-                return items, cost, False
+                return items, cost, False, bound
             continue
         opened += 1
         for kid in children(items, banned):
@@ -325,15 +329,15 @@ def morph(col, a, b, *, steps: int, binary: bool = False, method: str = "auto", 
     if method == "auto":
         method = "exact" if len(live) <= EXACT_MAX else "graph"
 
-    def solve(rows: np.ndarray):
+    def solve(rows: np.ndarray, nodes: int = max_nodes):
         x = space.prepare(col.vectors(kind, rows))
-        items, cost, optimal = best_path(space.sq(pa[None], x)[0], space.sq(x, x), space.sq(pb[None], x)[0],
-                                         steps, max_nodes=max_nodes)
-        return [int(rows[i]) for i in items], cost, optimal, x[items]
+        items, cost, optimal, bound = best_path(space.sq(pa[None], x)[0], space.sq(x, x),
+                                                space.sq(pb[None], x)[0], steps, max_nodes=nodes)
+        return [int(rows[i]) for i in items], cost, optimal, bound
 
     if method == "exact":
         rows = live[~np.isin(live, list(exclude))]
-        path_rows, cost, optimal, xs = solve(rows)
+        path_rows, cost, optimal, bound = solve(rows)
     else:
         fetch = neighbors + len(exclude)
         ts = [(i + 1) / (steps + 1) for i in range(steps)]
@@ -344,17 +348,23 @@ def morph(col, a, b, *, steps: int, binary: bool = False, method: str = "auto", 
             cand |= _neighbours(col, np.stack([va, vb]), fetch, binary)
             cand -= exclude
         rows = np.asarray(sorted(cand), dtype=np.int64)
-        path_rows, cost, optimal, _ = solve(rows)
+        # while growing, a quick solve (no branch and bound) only says where to look next
+        path_rows, cost, optimal, bound = solve(rows, 0)
+        expanded: set[int] = set()
         for _ in range(rounds):
             raw = col.vectors(kind, path_rows)
-            grow = _neighbours(col, np.concatenate([raw, _midpoints(np.concatenate([va[None], raw, vb[None]]), binary)]),
-                               neighbors, binary) - exclude - cand
+            todo = [i for i, r in enumerate(path_rows) if r not in expanded]
+            expanded.update(path_rows)
+            queries = np.concatenate([raw[todo], _midpoints(np.concatenate([va[None], raw, vb[None]]), binary)])
+            grow = _neighbours(col, queries, neighbors, binary) - exclude - cand
             if not grow:
                 break
             cand |= grow
             rows = np.asarray(sorted(cand), dtype=np.int64)
-            path_rows, cost, optimal, _ = solve(rows)
-        xs = space.prepare(col.vectors(kind, path_rows))
+            path_rows, cost, optimal, bound = solve(rows, 0)
+        if not optimal:
+            path_rows, cost, optimal, bound = solve(rows)
+    xs = space.prepare(col.vectors(kind, path_rows))
     paths = col.rows_to_paths(path_rows + [r for r in (row_a, row_b) if r is not None])
     points = np.concatenate([pa[None], xs, pb[None]])
     out: list[MorphStep] = []
@@ -368,7 +378,7 @@ def morph(col, a, b, *, steps: int, binary: bool = False, method: str = "auto", 
         name = name_a if i == 0 else name_b if i == len(path_rows) + 1 else None
         out.append(MorphStep(path=name or (ps[0] if ps else None), row=r, distance=dist, similarity=sim, paths=ps))
     return MorphResult(steps=out, cost=float(cost), method=method, optimal=bool(optimal),
-                       candidates=int(len(rows)), binary=binary)
+                       candidates=int(len(rows)), binary=binary, bound=float(bound))
 
 
 def morph_sheet(result: MorphResult, out: str | os.PathLike, *, thumb: int = 160, title: str | None = None) -> Path:

@@ -41,7 +41,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from illust2vec.collection.errors import CollectionError
-from illust2vec.collection.search import query_vector
+from illust2vec.collection.search import nearest_rows, query_vector
 
 #: Collections up to this many items are solved exactly over all items (``method="auto"``).
 EXACT_MAX = 3000
@@ -279,8 +279,8 @@ def _endpoint(col, x, embedder, binary: bool) -> tuple[np.ndarray, int | None, s
 
 def _neighbours(col, queries: np.ndarray, k: int, binary: bool) -> set[int]:
     rows: set[int] = set()
-    for q in queries:
-        rows.update(h.row for h in col.search(vector=q, k=k, binary=binary))
+    for r in nearest_rows(col, np.asarray(queries), k, binary=binary):
+        rows.update(int(x) for x in r)
     return rows
 
 

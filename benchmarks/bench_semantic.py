@@ -38,12 +38,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_search as bs  # noqa: E402  (synthetic collections, timing helpers)
+import bench_search as bs
 
-from illust2vec.collection import Collection  # noqa: E402
-from illust2vec.semantic.attributes import attribute_search, tag_directions  # noqa: E402
-from illust2vec.semantic.evaluate import attribute_precision, morph_recovers, pixel_blends  # noqa: E402
-from illust2vec.semantic.morph import morph  # noqa: E402
+from illust2vec.collection import Collection
+from illust2vec.semantic.attributes import attribute_search, tag_directions
+from illust2vec.semantic.evaluate import attribute_precision, morph_recovers, pixel_blends
+from illust2vec.semantic.morph import morph
 
 ANIME36 = bs.SHARED / "data" / "anime36"
 row = bs.row
@@ -198,11 +198,11 @@ def bench_morph(work: Path, n: int, pairs: int, subsets: int, seed: int) -> None
                 sub = np.sort(np.random.default_rng(100 + s).choice(n, 5000, replace=False))
                 spath = work / f"subset{s}"
                 if not (spath / "collection.sqlite").exists() or not bs.REUSE:
-                    _write(spath, 5000, lambda a, b: np.asarray(full[sub[a:b]]))
+                    _write(spath, 5000, lambda a, b, sub=sub: np.asarray(full[sub[a:b]]))
                 with Collection.open(spath, create=False) as col:
                     for a, b in list(zip(qa, qb))[: max(2, pairs // subsets)]:
                         t = time.perf_counter()
-                        ex = morph(col, a, b, steps=steps, method="exact", max_nodes=8)
+                        ex = morph(col, a, b, steps=steps, method="exact", max_nodes=0)
                         tex.append(time.perf_counter() - t)
                         gr = morph(col, a, b, steps=steps, method="graph")
                         # the programme over all 5k rows without distinctness is a lower bound of the optimum
@@ -221,7 +221,7 @@ def bench_attr(work: Path, n: int, queries: int, rounds: int, seed: int) -> None
     if not (path / "collection.sqlite").exists():
         rng, centers = _features(n, seed)
         _write(path, n, lambda s, e: bs.clustered(np.random.default_rng(seed * 1000 + s), e - s, centers))
-    rng, centers = _features(n, seed)
+    _, centers = _features(n, seed)
     qs = bs.clustered(np.random.default_rng(seed + 5), queries, centers)
     with Collection.open(path, create=False) as col:
         col.search(vector=qs[0], k=1)

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import ANIME36
+from PIL import Image
 
 from illust2vec.cli.main import main
 from illust2vec.collection import Collection, CollectionError, UnknownTagError

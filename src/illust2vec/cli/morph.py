@@ -6,8 +6,6 @@ import json
 import sys
 from pathlib import Path
 
-from illust2vec.errors import Illust2VecError
-
 EXAMPLES = """\
 examples:
   illust2vec morph a.jpg b.jpg --db pics.i2v --steps 4                   table of the path

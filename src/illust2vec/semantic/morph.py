@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import heapq
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -378,7 +379,7 @@ def morph(col, a, b, *, steps: int, binary: bool = False, method: str = "auto", 
         name = name_a if i == 0 else name_b if i == len(path_rows) + 1 else None
         out.append(MorphStep(path=name or (ps[0] if ps else None), row=r, distance=dist, similarity=sim, paths=ps))
     return MorphResult(steps=out, cost=float(cost), method=method, optimal=bool(optimal),
-                       candidates=int(len(rows)), binary=binary, bound=float(bound))
+                       candidates=len(rows), binary=binary, bound=float(bound))
 
 
 def morph_sheet(result: MorphResult, out: str | os.PathLike, *, thumb: int = 160, title: str | None = None) -> Path:

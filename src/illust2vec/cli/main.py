@@ -26,6 +26,7 @@ COMMANDS: list[str] = [
     "video",
     "index",
     "search",
+    "morph",
     "dupes",
     "export",
     "faces",

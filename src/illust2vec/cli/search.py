@@ -15,6 +15,9 @@ examples:
   illust2vec search --db pics.i2v --tags "character:hatsune miku" --format json
   illust2vec search query.jpg --db pics.i2v -o hits.csv           one row per hit (also .jsonl, .parquet)
   illust2vec search query.jpg --db pics.i2v --tags smile --sheet hits.png
+  illust2vec search query.jpg --db pics.i2v --plus "blonde hair" --minus "black hair"   move the query
+  illust2vec search --db pics.i2v --like "cat ears, smile"                 tags only, no query image
+  illust2vec search query.jpg --db gallery.i2v --plus glasses --labels gallery/tags.json
 """
 
 
@@ -45,6 +48,18 @@ def register(sub) -> None:
     p.add_argument("--include-query", action="store_true",
                    help="keep the query image in the results (left out by default when it is in the collection; "
                         "its byte-identical copies under other names are listed either way)")
+    a = p.add_argument_group("attribute query (tag directions learned from the collection)")
+    a.add_argument("--plus", metavar="TAGS", help='move the query toward these tags: "blonde hair, cat ears"')
+    a.add_argument("--minus", metavar="TAGS", help="move the query away from these tags")
+    a.add_argument("--like", metavar="TAGS", help="no query image: start from the collection's mean, moved "
+                                                  "toward these tags")
+    a.add_argument("--strength", type=float, default=1.0, metavar="S",
+                   help="how far to move (default 1: one with/without gap past the typical level of the items "
+                        "that carry the tag)")
+    a.add_argument("--labels", metavar="FILE",
+                   help="learn the directions from this labels file ({path: [tags]} JSON such as the demo "
+                        "gallery's tags.json, or the JSON/JSONL 'illust2vec tag' writes) or from 'captions' "
+                        "(NAME.txt beside each image); default: the collection's tagger")
     out = add_output_arguments(p, FORMATS, what="the hits (default: a table on stdout)")
     out.add_argument("--json", dest="format", action="store_const", const="json", help=argparse.SUPPRESS)
     add_sheet_argument(out, "also write a contact sheet of the hits")
@@ -79,8 +94,13 @@ def run(args: argparse.Namespace) -> int:
 
     table = args.output is None and args.format is None
     fmt = None if table else output_format(args, FORMATS)
-    if args.query is None and not args.tags and not args.not_tags:
-        raise Illust2VecError("give a QUERY image, --tags or --not (see 'illust2vec search --help')")
+    attribute = bool(args.plus or args.minus or args.like)
+    if args.like and args.query is not None:
+        raise Illust2VecError("--like searches by tags alone; with a QUERY image use --plus/--minus")
+    if (args.plus or args.minus) and args.query is None and not args.like:
+        raise Illust2VecError("--plus/--minus move a QUERY image; without one use --like")
+    if args.query is None and not args.tags and not args.not_tags and not args.like:
+        raise Illust2VecError("give a QUERY image, --tags, --not or --like (see 'illust2vec search --help')")
     embedder = None
     with Collection.open(args.db, create=False) as col:
         if args.query is not None:
@@ -92,9 +112,17 @@ def run(args: argparse.Namespace) -> int:
 
                 embedder, _ = collection_models_from_args(args, col.meta, need_tagger=False)
         model_name = col.meta.get("embedder_name")
-        hits = col.search(image=args.query, k=args.k, binary=args.binary, tags=args.tags, not_tags=args.not_tags,
-                          min_prob=args.min_prob, embedder=embedder, nprobe=args.nprobe,
-                          include_query=args.include_query)
+        if attribute:
+            from illust2vec.semantic.attributes import attribute_search
+
+            hits = attribute_search(col, args.query, plus=args.plus, minus=args.minus, like=args.like,
+                                    strength=args.strength, labels=args.labels, k=args.k, binary=args.binary,
+                                    tags=args.tags, not_tags=args.not_tags, min_prob=args.min_prob,
+                                    embedder=embedder, nprobe=args.nprobe)
+        else:
+            hits = col.search(image=args.query, k=args.k, binary=args.binary, tags=args.tags,
+                              not_tags=args.not_tags, min_prob=args.min_prob, embedder=embedder,
+                              nprobe=args.nprobe, include_query=args.include_query)
     if table:
         print(_table(hits, args.binary) if hits else "no results")
     else:
@@ -106,7 +134,9 @@ def run(args: argparse.Namespace) -> int:
         items = [(h.path, f"{i}. {Path(h.path).name} "
                   + (f"d={h.distance}" if h.distance is not None else (f"{h.score:.3f}" if h.score is not None else "")))
                  for i, h in enumerate(hits, 1)]
-        title = f"query: {args.query or ''} {('tags: ' + args.tags) if args.tags else ''}"
+        moves = " ".join(f"{flag} {v}" for flag, v in (("plus:", args.plus), ("minus:", args.minus),
+                                                       ("like:", args.like)) if v)
+        title = f"query: {args.query or ''} {('tags: ' + args.tags) if args.tags else ''} {moves}"
         contact_sheet(([(args.query, "query")] if args.query else []) + items, args.sheet, title=title.strip())
         print(f"wrote {args.sheet}", file=sys.stderr)
     return 0

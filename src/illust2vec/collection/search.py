@@ -185,13 +185,55 @@ def _query_vectors(col, meta, image, vector, embedder, binary: bool):
     return feats, (binarize(model, feats) if binary else None), None
 
 
+def query_vector(col, image=None, vector=None, *, embedder=None, binary: bool = False):
+    """The query as :meth:`Collection.search` sees it: ``(feature or None, code or None, row or None)``.
+
+    ``image`` inside the collection gives its stored vector (or code with
+    ``binary``) and its row; any other image is embedded with ``embedder``
+    (default: the collection's model, checked by identity).  Used by the
+    domain packages that build on search (:mod:`illust2vec.semantic`).
+    """
+    meta, _ = col._snapshot()
+    if "feature_dim" not in meta:
+        raise CollectionError(f"{col.path}: the collection is empty; add images with 'illust2vec index DIR --db {col.path}'")
+    return _query_vectors(col, meta, image, vector, embedder, binary)
+
+
+def nearest_rows(col, queries: np.ndarray, k: int, *, binary: bool = False) -> list[np.ndarray]:
+    """The ``k`` nearest live rows of each query vector (packed codes with ``binary``), in one index call.
+
+    The rows :meth:`Collection.search` would return for ``vector=q`` (cosine,
+    exact re-rank after an approximate index; Hamming with ``binary``),
+    without tag filters or path lookups: for callers that search many
+    vectors at once (:mod:`illust2vec.semantic`).
+    """
+    meta, live = col._snapshot()
+    if "feature_dim" not in meta:
+        raise CollectionError(f"{col.path}: the collection is empty; add images with 'illust2vec index DIR --db {col.path}'")
+    kk = min(int(k), len(live))
+    if kk <= 0 or len(queries) == 0:
+        return [np.zeros(0, np.int64) for _ in range(len(queries))]
+    if binary:
+        idx = get_index(col, "codes", meta, live)
+        _, rows = idx.search(np.ascontiguousarray(queries, dtype=np.uint8), kk)
+        return [r[r >= 0].astype(np.int64) for r in rows]
+    q = _index.l2_normalize(np.asarray(queries, dtype=np.float32).reshape(len(queries), -1))
+    idx = get_index(col, "feature", meta, live)
+    if col._cache[("index", "feature")][1].kind == "flat-ip":
+        _, rows = idx.search(q, kk)
+        return [r[r >= 0].astype(np.int64) for r in rows]
+    _, cand = idx.search(q, min(len(live), max(RERANK_MIN, RERANK_FACTOR * kk)))
+    mm = _feature_map(col, meta, col._vector_files(meta)["feature"])
+    return [_rerank(mm, idx.norms, cand[j], q[j : j + 1], kk)[0] for j in range(len(q))]
+
+
 class _LazyModel:
     """Stands in for the embedder where only its ``binarize`` rule is needed."""
 
     def __init__(self, col, meta):
         self.col, self.meta = col, meta
 
-    def binarize(self, feats):
+    def binarize_features(self, feats):  # the name binarize() looks for
         from illust2vec.collection.infer import binarize
 
         return binarize(_load_embedder(self.col, self.meta), feats)

@@ -1,1 +1,1 @@
-"""Semantic operations on illustrations: explanations, tag-guided editing and generation, morphing, attributes."""
+"""Semantic operations on illustrations: explanations, tag-guided editing and generation, morphing, attribute queries."""

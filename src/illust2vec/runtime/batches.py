@@ -112,6 +112,15 @@ def prepare_item(source: Any, alpha: str, recipe: InputRecipe,
         return None, failure_reason(source, exc)
 
 
+def record_error(errors: list[ItemError], on_error: Callable[[ItemError], None] | None, index: int, source: Any,
+                 message: str | None) -> None:
+    """Add the :class:`ItemError` of one input to its batch's ``errors`` and hand it to ``on_error``."""
+    err = ItemError(index, source_name(source), message or "unknown error")
+    errors.append(err)
+    if on_error:
+        on_error(err)
+
+
 def _progress_bar(progress: Any, total: int | None, desc: str):
     if progress is None or progress is False:
         return None
@@ -195,10 +204,7 @@ def _batches_from_thread(model, inputs, batch_size, alpha, names, bar, on_error)
                 i, src, fut = pending.popleft()
                 array, message = fut.result()
                 if array is None:
-                    err = ItemError(i, source_name(src), message or "unknown error")
-                    errors.append(err)
-                    if on_error:
-                        on_error(err)
+                    record_error(errors, on_error, i, src, message)
                 else:
                     arrays.append(array)
                     indices.append(i)
@@ -332,10 +338,7 @@ def _batches_from_processes(model, inputs, batch_size, workers, alpha, names, ba
                             ring[slot, start + j] = arrays.pop(0)
                         good.append(start + j)
                     else:
-                        err = ItemError(i, source_name(src), message)
-                        errors.append(err)
-                        if on_error:
-                            on_error(err)
+                        record_error(errors, on_error, i, src, message)
             if good:
                 batch = ring[slot, : len(good)] if len(good) == len(items) else ring[slot, good]
                 result = model.run_all(batch, names)

@@ -34,7 +34,7 @@ from illust2vec.runtime import batches as pipeline
 from illust2vec.runtime.background import iterate_in_thread
 from illust2vec.io.gpu_decode import BatchDecoder
 from illust2vec.io.images import source_name
-from illust2vec.runtime.batches import BatchResult, ItemError, _progress_bar
+from illust2vec.runtime.batches import BatchResult, ItemError, _progress_bar, record_error
 from illust2vec.prep.graph import GRAPH_OUTPUT, GraphPreprocessor, size_buckets
 
 __all__ = ["InGraphRunner", "iter_batches_in_graph"]
@@ -258,10 +258,7 @@ def iter_batches_in_graph(
             errors: list[ItemError] = []
             for j, ((i, src), (array, message)) in enumerate(zip(items, decoded)):
                 if array is None:
-                    err = ItemError(i, source_name(src), message or "unknown error")
-                    errors.append(err)
-                    if on_error:
-                        on_error(err)
+                    record_error(errors, on_error, i, src, message)
                 else:
                     good.append(j)
             if good:

@@ -9,11 +9,15 @@ from illust2vec.errors import Illust2VecError
 
 #: Record formats of the groups, and "table" (one tab-separated line per file).
 FORMATS = ("json", "jsonl", "csv", "parquet", "table")
+#: Columns of the csv / parquet outputs: one row per file of each group (json / jsonl: one record per group).
+FLAT_COLUMNS = ("group", "files", "max_distance", "keep", "path", "width", "height", "bytes", "format", "lossless",
+                "mtime_ns", "error", "model")
 
 EXAMPLES = """\
 examples:
   illust2vec dupes --db pics.i2v > dupes.json                 groups, per-file facts, recommended keeper
-  illust2vec dupes --db pics.i2v -o dupes.csv                 one row per group (also .jsonl, .parquet)
+  illust2vec dupes --db pics.i2v -o dupes.csv                 one row per file of each group (also .parquet;
+                                                              .jsonl: one record per group)
   illust2vec dupes --db pics.i2v --format table --sheet groups/   a line per file, a contact sheet per group
   illust2vec dupes --db pics.i2v --move-to review/ --dry-run   print what would be moved
   illust2vec dupes --db pics.i2v --move-to review/             move the other copies, manifest in review/
@@ -89,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
         elif args.move_to is None:
             sys.stdout.write(text)
     elif args.output or args.move_to is None:
-        write_records(data, args.output, fmt, raw_csv=args.csv_raw)
+        flat = fmt in ("csv", "parquet")
+        write_records(data, args.output, fmt, raw_csv=args.csv_raw, rows=_flat_rows if flat else None,
+                      columns=FLAT_COLUMNS if flat else None)
     if args.sheet:
         from illust2vec.collection.sheet import contact_sheet
 
@@ -117,6 +123,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"{rep.done} file(s) {'moved' if args.mode == 'move' else 'linked'} into {plan.dest}, "
           f"{len(rep.failed)} failed; undo with: illust2vec dupes --undo {rep.manifest}", file=sys.stderr)
     return 1 if rep.failed else 0
+
+
+def _flat_rows(group: dict):
+    """One flat row per file of a group (csv, parquet)."""
+    for f in group["files"]:
+        yield {"group": group["group"], "files": len(group["files"]), "max_distance": group["max_distance"],
+               "keep": f["keep"], **{k: f[k] for k in FLAT_COLUMNS[4:-1]}, "model": group["model"]}
 
 
 def _table(data: list[dict]) -> str:

@@ -59,11 +59,11 @@ import numpy as np
 
 #: Measured costs (2-core Xeon, numpy 2.4, faiss-cpu 1.15; ``benchmarks/bench_dupes.py --parts costs``):
 #: one code in one substring pass (hash, sort of the packed keys, runs),
-NS_PER_KEY = 30.0
+NS_PER_KEY = 60.0
 #: verifying one candidate pair of 512-byte codes (two gathers, XOR, popcount, first-agreement check),
-NS_PER_CANDIDATE = 250.0
-#: FAISS's exhaustive Hamming scan, per byte of code compared, per thread.
-NS_PER_BYTE_SCAN = 0.18
+NS_PER_CANDIDATE = 700.0
+#: FAISS's exhaustive Hamming scan (``hamming_range_search``), per byte of code compared, per thread.
+NS_PER_BYTE_SCAN = 0.07
 #: Codes sampled to balance the substrings and to estimate the candidates.
 SAMPLE = 8192
 #: Bytes of codes gathered per verification chunk, and of substring hashes per thread.

@@ -31,8 +31,10 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "dupes", help="find groups of near-duplicate images in a collection, move the extra copies aside",
-        description="Group images whose binary codes differ in at most --max-distance bits (exact FAISS "
-                    "binary range search; groups are connected components). Byte-identical files always "
+        description="Group images whose binary codes differ in at most --max-distance bits (exact: "
+                    "multi-index hashing, or FAISS's exhaustive scan where that is faster; the pairs are kept "
+                    "in the collection, so a later run compares only the pictures added since; groups are "
+                    "connected components). Byte-identical files always "
                     "form a group. Prints a JSON list of groups on stdout; each lists its files with width, "
                     f"height, bytes and format, and the copy recommended to keep ({KEEPER_RULE}). "
                     "--move-to moves the other copies into a folder (never deletes, never overwrites) and "
@@ -41,9 +43,10 @@ def register(sub) -> None:
     )
     add_db_argument(p)
     p.add_argument("--max-distance", type=int, metavar="N",
-                   help="largest Hamming distance between near-duplicates (default by kind of code: 2%% of "
-                        "the code length for i2v's codes, 82 of 4096 bits; 12.5%% for the generic embedder's "
-                        "SimHash codes, 512 of 4096 bits)")
+                   help="largest Hamming distance between near-duplicates (default by kind of code: 20%% of "
+                        "the code length for SimHash codes (the generic embedder, WD taggers), 819 of 4096 bits, "
+                        "which finds flipped, 10%%-cropped and recoloured copies; 2%% for i2v's codes, 82 of "
+                        "4096 bits)")
     out = add_output_arguments(p, FORMATS, what="the groups (json: with per-file facts; table: one line per file)")
     add_sheet_argument(out, "write a contact sheet PNG per group into DIR", metavar="DIR", aliases=("--sheets",))
     p.add_argument("--move-to", metavar="DIR", type=Path,

@@ -522,7 +522,7 @@ class Collection:
 
         ``max_distance`` defaults to a fraction of the code length that suits the
         kind of code (:data:`illust2vec.collection.dupes.NEAR_FRACTION`: 82 of
-        i2v's 4096 bits, 512 of the generic embedder's 4096 SimHash bits).
+        i2v's 4096 bits, 819 of the generic embedder's 4096 SimHash bits).
         """
         from illust2vec.collection.dupes import default_max_distance, find_dupes
 

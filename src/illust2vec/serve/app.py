@@ -118,10 +118,11 @@ def create_app(db: str | Path | CollectionService, *, token: str | None = None, 
         return service.tags(prefix, limit=max(1, min(limit, MAX_LIMIT)), min_prob=min_prob)
 
     @api.get("/api/dupes", summary="Near-duplicate groups with per-file facts and the recommended keeper ('computing': ask again)")
-    def dupes() -> dict[str, Any]:
-        groups = service.dupes(wait=False)
+    def dupes(distance: int | None = Query(None, ge=0, description="largest Hamming distance (bits); "
+                                                                       "default: the dupes command's")) -> dict[str, Any]:
+        groups = service.dupes(max_distance=distance, wait=False)
         return {"computing": groups is None, "groups": groups or [], "manifests": service.manifests(),
-                "move_to": str(service.move_to)}
+                "move_to": str(service.move_to), "distance": distance, **service.dupes_settings()}
 
     @api.post("/api/dupes/apply", summary="Move every copy but the keeper of each group (manifest written)")
     def dupes_apply(req: ApplyRequest) -> dict[str, Any]:

@@ -32,6 +32,7 @@ COMMANDS: list[str] = [
     "faces",
     "map",
     "check",
+    "compact",
     "demo",
     "explain",
     "edit",

@@ -6,8 +6,9 @@ Layout of a collection directory::
     feature.f32                        float features, one record per content
     codes.u8                           packed binary codes
     prob.f32                           tag probabilities (when a tagger was used)
-    index/                             FAISS indexes (caches, rebuilt when stale)
+    index/                             FAISS indexes, near-duplicate pairs (caches, rebuilt when stale)
     write.lock                         held while a writer adds or prunes
+    leases/                            readers' snapshot leases (see :mod:`.compact`)
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from illust2vec.collection import db as _db
+from illust2vec.collection.compact import CompactReport, ReaderLease, compact
 from illust2vec.collection.prune import PrunePlan, plan_prune
 from illust2vec.collection.errors import CollectionError, ModelMismatchError
 from illust2vec.collection.vectors import VectorFile
@@ -54,6 +56,7 @@ class AddReport:
     #: folder that is missing or empty (unmounted drive?) -> gone paths under it that prune kept
     prune_kept: dict[str, list[str]] = field(default_factory=dict)
     orphans_truncated: int = 0  # vector records from an interrupted run cut off
+    compaction: CompactReport | None = None  # with prune: the disk given back (see collection.compact)
 
 
 class Collection:
@@ -72,6 +75,7 @@ class Collection:
         self._lock_fh = None
         self._cache: dict[str, object] = {}
         self._embedder = None
+        self._lease = ReaderLease(path)
 
     # ------------------------------------------------------------------ open/close
     @classmethod
@@ -92,6 +96,7 @@ class Collection:
     def close(self) -> None:
         """Close the database (and release the writer lock if held)."""
         self._release_lock()
+        self._lease.release()
         if self.conn is not None:
             self.conn.close()
             self.conn = None
@@ -165,6 +170,14 @@ class Collection:
                 f"{self.path}: another process is writing to this collection; wait for it to finish"
             ) from None
         self._lock_fh = fh
+
+    def release_snapshot(self) -> None:
+        """Stop holding the lease of the last snapshot read (the next read takes one again).
+
+        A reader that stays open while idle (the web app between requests)
+        calls this so that compaction need not wait for it; see :mod:`.compact`.
+        """
+        self._lease.release()
 
     def _release_lock(self) -> None:
         if self._lock_fh is not None:
@@ -413,6 +426,8 @@ class Collection:
         with _db.transaction(c):
             _delete_orphan_contents(c)
         self._cache.clear()
+        if prune:
+            report.compaction = compact(self)
         return report
 
     def _prune(self, roots=(), *, missing_roots: bool = False, dry_run: bool = False) -> PrunePlan:
@@ -440,13 +455,43 @@ class Collection:
             return self._prune(roots, missing_roots=missing_roots, dry_run=True)
         self._acquire_lock()
         try:
-            return self._prune(roots, missing_roots=missing_roots)
+            plan = self._prune(roots, missing_roots=missing_roots)
+            plan.compaction = compact(self)
+            return plan
+        finally:
+            self._release_lock()
+
+    def compact(self) -> CompactReport:
+        """Give back the disk of dropped pictures' vectors and database rows; see :mod:`illust2vec.collection.compact`.
+
+        ``index --prune`` and :meth:`prune` do this already; call it when they
+        reported it deferred (a reader held an older snapshot).
+        """
+        self._acquire_lock()
+        try:
+            return compact(self)
+        except sqlite3.Error as exc:
+            raise _db.explain(self.path / DB_NAME, exc) from exc
         finally:
             self._release_lock()
 
     # ------------------------------------------------------------------ reader side
     def _snapshot(self):
-        """``(meta, live_rows)`` read in one transaction (consistent with the vector files)."""
+        """``(meta, live_rows)`` read in one transaction (consistent with the vector files).
+
+        Under this reader's lease on the snapshot's ``delete_gen`` (taken
+        before the read, read again if a deletion committed in between), so
+        that compaction leaves the rows of this snapshot alone (:mod:`.compact`).
+        """
+        c = self.conn
+        while True:
+            gen = int(_db.get_meta(c, "delete_gen", "0") or 0)
+            self._lease.hold(gen)
+            m, live = self._read_snapshot()
+            if int(m.get("delete_gen", 0) or 0) == gen:
+                return m, live
+
+    def _read_snapshot(self):
         c = self.conn
         c.execute("BEGIN")
         try:

@@ -79,6 +79,12 @@ def create_app(db: str | Path | CollectionService, *, token: str | None = None, 
                   docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     api.state.service = service
 
+    @api.middleware("http")
+    async def _idle(request: Request, call_next):
+        response = await call_next(request)
+        await run_in_threadpool(service.idle)  # no snapshot held between requests (see collection.compact)
+        return response
+
     @api.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound):
         return JSONResponse({"detail": str(exc)}, status_code=404)

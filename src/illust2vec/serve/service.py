@@ -112,6 +112,12 @@ class CollectionService:
         with self.lock:
             self.col.close()
 
+    def idle(self) -> None:
+        """Between requests: hold no snapshot of the collection, so that compaction does not wait for the app."""
+        with self.lock:
+            if self.col.conn is not None:
+                self.col.release_snapshot()
+
     # ------------------------------------------------------------------ files
     def _files_now(self) -> _Files:
         c = self.col.conn

@@ -277,3 +277,58 @@ def test_default_thresholds_use_pq_for_large_collections():
     assert _index.float_kind(_index.FLAT_MAX + 1) == "pq4fs-ip"
     assert _index.float_kind(1_000_000) == "pq4fs-ip"
     assert _index.float_kind(_index.IVF_MIN) == "pq4fs-ip" and _index.float_kind(_index.IVF_MIN + 1) == "pca-ivf-ip"
+
+
+def test_large_binary_index_holds_short_codes_and_reranks_exactly(grown, monkeypatch):
+    """From BINARY_SHORT_MIN rows on the binary index holds the most varied bytes of each code; search
+    re-ranks its candidates on the full codes: exact distances, the exact top k when every row is a
+    candidate, high recall with fewer; additions extend it, deletions and size classes rebuild it."""
+    col, feats, codes = grown
+    monkeypatch.setattr(_index, "BINARY_SHORT_MIN", 1000)
+    monkeypatch.setattr(_search, "BINARY_RERANK_MIN", 2000)  # every row a candidate: exact
+    live = np.arange(2000)
+    for qi in (0, 5, 1999):
+        bh = col.search(vector=codes[qi], k=25, binary=True)
+        want_rows, want_d = _hamming_topk(codes, live, codes[qi], 25)
+        assert [h.row for h in bh] == want_rows.tolist() and [h.distance for h in bh] == want_d.tolist()
+    idx = col._cache[("index", "codes")][0]
+    assert not idx.exact and len(idx.columns) == _index.SHORT_BYTES and idx.shards[0].d == _index.SHORT_BYTES * 8
+    # the chosen bytes are the most varied ones
+    ent = _index_entropy(codes[:2000])
+    assert ent[idx.columns].min() >= np.sort(ent)[::-1][_index.SHORT_BYTES - 1] - 1e-9
+    # fewer candidates than rows: distances stay exact, recall@20 against the exact answer stays high
+    monkeypatch.setattr(_search, "BINARY_RERANK_MIN", 100)
+    monkeypatch.setattr(_search, "BINARY_RERANK_FACTOR", 5)
+    recalls = []
+    for qi in range(0, 2000, 50):
+        rows = _search.nearest_rows(col, codes[qi][None], 20, binary=True)[0]
+        want_rows, want_d = _hamming_topk(codes, live, codes[qi], 20)
+        d = POP[codes[rows] ^ codes[qi]].sum(axis=1)
+        assert len(rows) == 20 and (np.diff(d) >= 0).all() and (d >= want_d).all()  # never better than exact
+        recalls.append(np.isin(rows, want_rows).mean())
+    assert np.mean(recalls) >= 0.95, np.mean(recalls)
+    # additions extend the short-code index (same columns); a filter goes through the same path
+    monkeypatch.setattr(_search, "BINARY_RERANK_MIN", 3000)
+    _append(col, feats[2000:], codes[2000:])
+    live = np.arange(3000)
+    bh = col.search(vector=codes[2999], k=30, binary=True)
+    want_rows, want_d = _hamming_topk(codes, live, codes[2999], 30)
+    assert [h.row for h in bh] == want_rows.tolist() and [h.distance for h in bh] == want_d.tolist()
+    assert col._cache[("index", "codes")][0].ntotal == 3000
+    # deletions: rebuilt without them; below the threshold again: the exact full-code index
+    gone = list(range(0, 3000, 2))
+    with _db.transaction(col.conn) as c:
+        c.executemany("DELETE FROM files WHERE row=?", [(r,) for r in gone])
+        _delete_orphan_contents(c)
+    monkeypatch.setattr(_index, "BINARY_SHORT_MIN", 2000)
+    live = np.setdiff1d(np.arange(3000), gone)
+    bh = col.search(vector=codes[7], k=20, binary=True)
+    want_rows, want_d = _hamming_topk(codes, live, codes[7], 20)
+    assert [h.row for h in bh] == want_rows.tolist() and [h.distance for h in bh] == want_d.tolist()
+    assert col._cache[("index", "codes")][0].exact
+
+
+def _index_entropy(codes: np.ndarray) -> np.ndarray:
+    from illust2vec.collection.mih import byte_entropy
+
+    return byte_entropy(codes)

@@ -18,6 +18,9 @@ BRUTE_FORCE_MAX_BINARY = 100_000
 #: Candidates taken from an approximate index (PQ FastScan, PCA+IVF) and re-ranked exactly: max(RERANK_MIN, RERANK_FACTOR * k).
 RERANK_MIN = 1000
 RERANK_FACTOR = 20
+#: The same for the binary index's short codes (re-ranked on the full codes).
+BINARY_RERANK_MIN = 2000
+BINARY_RERANK_FACTOR = 50
 
 
 @dataclass
@@ -82,6 +85,8 @@ def get_index(col, kind: str, meta: dict[str, str], live: np.ndarray, *, nprobe:
             cached = None
         elif kind == "feature" and im.kind != _index.float_kind(im.ntotal):
             cached = None  # built for another size class (or other thresholds)
+        elif kind == "codes" and idx.exact != _index.binary_exact(len(live), int(meta["code_bytes"])):
+            cached = None  # grew into (or shrank out of) the short codes' size class
         elif im.rows_upto < rows:
             vectors = vfs[kind].view(rows)
             new = live[np.searchsorted(live, im.rows_upto):]
@@ -98,7 +103,7 @@ def get_index(col, kind: str, meta: dict[str, str], live: np.ndarray, *, nprobe:
         vectors = vfs[kind].view(rows)
         if kind == "codes":
             idx = _index.build_binary_index(vectors, live)
-            k = "binary-flat"
+            k = "binary-flat" if idx.exact else "binary-short"
             for old in (path, path.with_suffix(".json")):  # written by format 1; the codes file is the index now
                 try:
                     old.unlink(missing_ok=True)
@@ -120,8 +125,8 @@ def get_index(col, kind: str, meta: dict[str, str], live: np.ndarray, *, nprobe:
     return cached[0]
 
 
-def _feature_map(col, meta, vf) -> np.ndarray:
-    """A memory map of the float features kept open across queries (re-mapping per query costs page faults).
+def _vector_map(col, meta, vf) -> np.ndarray:
+    """A memory map of a vector file kept open across queries (re-mapping per query costs page faults).
 
     Keyed by the rows, ``delete_gen`` and the file's inode: a ``--rebuild``
     replaces the file, and rows only grow otherwise.
@@ -129,9 +134,9 @@ def _feature_map(col, meta, vf) -> np.ndarray:
     rows = int(meta["rows"])
     st = os.stat(vf.path)
     key = (rows, meta.get("delete_gen"), st.st_ino, st.st_dev)
-    cached = col._cache.get(("mmap", "feature"))
+    cached = col._cache.get(("mmap", vf.path.name))
     if cached is None or cached[0] != key:
-        cached = col._cache[("mmap", "feature")] = (key, vf.view(rows))
+        cached = col._cache[("mmap", vf.path.name)] = (key, vf.view(rows))
     return cached[1]
 
 
@@ -215,15 +220,20 @@ def nearest_rows(col, queries: np.ndarray, k: int, *, binary: bool = False) -> l
         return [np.zeros(0, np.int64) for _ in range(len(queries))]
     if binary:
         idx = get_index(col, "codes", meta, live)
-        _, rows = idx.search(np.ascontiguousarray(queries, dtype=np.uint8), kk)
-        return [r[r >= 0].astype(np.int64) for r in rows]
+        qc = np.ascontiguousarray(queries, dtype=np.uint8)
+        if idx.exact:
+            _, rows = idx.search(qc, kk)
+            return [r[r >= 0].astype(np.int64) for r in rows]
+        _, cand = idx.search(qc, min(len(live), max(BINARY_RERANK_MIN, BINARY_RERANK_FACTOR * kk)))
+        mm = _vector_map(col, meta, col._vector_files(meta)["codes"])
+        return [_rerank_hamming(mm, cand[j], qc[j : j + 1], kk)[0] for j in range(len(qc))]
     q = _index.l2_normalize(np.asarray(queries, dtype=np.float32).reshape(len(queries), -1))
     idx = get_index(col, "feature", meta, live)
     if col._cache[("index", "feature")][1].kind == "flat-ip":
         _, rows = idx.search(q, kk)
         return [r[r >= 0].astype(np.int64) for r in rows]
     _, cand = idx.search(q, min(len(live), max(RERANK_MIN, RERANK_FACTOR * kk)))
-    mm = _feature_map(col, meta, col._vector_files(meta)["feature"])
+    mm = _vector_map(col, meta, col._vector_files(meta)["feature"])
     return [_rerank(mm, idx.norms, cand[j], q[j : j + 1], kk)[0] for j in range(len(q))]
 
 
@@ -369,7 +379,12 @@ def _vector_hits(col, meta, vfs, live, allowed, qf, qc, kk: int, binary: bool, n
             rows, dist = _brute_hamming(vfs["codes"], allowed, qc, kk)
         else:
             idx = get_index(col, "codes", meta, live)
-            rows, dist = _filtered_search(idx, qc, kk, allowed, len(live))
+            if idx.exact:
+                rows, dist = _filtered_search(idx, qc, kk, allowed, len(live))
+            else:  # short codes: candidates, then the exact distance on the full codes
+                want = min(len(pool), max(BINARY_RERANK_MIN, BINARY_RERANK_FACTOR * kk))
+                cand, _ = _filtered_search(idx, qc, want, allowed, len(live))
+                rows, dist = _rerank_hamming(_vector_map(col, meta, vfs["codes"]), cand, qc, kk)
         paths = col.rows_to_paths(rows)
         return [SearchHit(paths[r][0], int(r), 1.0 - float(d) / bits, int(d), paths[r], tag_probs(int(r)))
                 for r, d in zip(rows, dist) if paths[r]]
@@ -382,7 +397,7 @@ def _vector_hits(col, meta, vfs, live, allowed, qf, qc, kk: int, binary: bool, n
             rows, sims = _filtered_search(idx, q, kk, allowed, len(live))
         else:  # approximate index: candidates, then exact cosine on the stored vectors
             cand, _ = _filtered_search(idx, q, min(len(pool), max(RERANK_MIN, RERANK_FACTOR * kk)), allowed, len(live))
-            rows, sims = _rerank(_feature_map(col, meta, vfs["feature"]), idx.norms, cand, q, kk)
+            rows, sims = _rerank(_vector_map(col, meta, vfs["feature"]), idx.norms, cand, q, kk)
     paths = col.rows_to_paths(rows)
     return [SearchHit(paths[r][0], int(r), float(s), None, paths[r], tag_probs(int(r)))
             for r, s in zip(rows, sims) if paths[r]]
@@ -399,15 +414,26 @@ def _brute_cosine(vf, rows, q, k):
     return rows[order], sims[order]
 
 
-_POP = np.array([bin(i).count("1") for i in range(256)], dtype=np.int32)
+def _hamming(codes: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Hamming distance of each code (rows of ``codes``) to the code ``q``."""
+    x = np.bitwise_xor(codes, q)
+    return np.bitwise_count(x.view(np.uint64) if x.shape[1] % 8 == 0 else x).sum(axis=1, dtype=np.int64)
 
 
 def _brute_hamming(vf, rows, qc, k):
-    dist = np.empty(len(rows), dtype=np.int32)
+    dist = np.empty(len(rows), dtype=np.int64)
     for i in range(0, len(rows), 65_536):
-        dist[i : i + 65_536] = _POP[np.bitwise_xor(vf.read(rows[i : i + 65_536]), qc[0])].sum(axis=1)
+        dist[i : i + 65_536] = _hamming(vf.read(rows[i : i + 65_536]), qc[0])
     order = np.lexsort((rows, dist))[:k]
     return rows[order], dist[order]
+
+
+def _rerank_hamming(mm: np.ndarray, cand: np.ndarray, qc: np.ndarray, k: int):
+    """Exact Hamming distances of the candidate rows (read from the memory map of the codes), best ``k``."""
+    cand = np.unique(cand[cand >= 0])
+    dist = _hamming(np.asarray(mm[cand]), qc[0]) if len(cand) else np.zeros(0, np.int64)
+    order = np.lexsort((cand, dist))[:k]
+    return cand[order], dist[order]
 
 
 def _filtered_search(idx, q, k, allowed, total):

@@ -547,14 +547,22 @@ def build_binary_index(codes: np.ndarray, live_rows: np.ndarray, *, shards: int 
     import faiss
 
     live_rows = np.asarray(live_rows, dtype=np.int64)
-    nsh = max(1, min(search_threads() * BINARY_SHARDS_PER_THREAD if shards is None else shards, max(1, len(live_rows))))
     columns = None
     if not binary_exact(len(live_rows), codes.shape[1], short_min=short_min):
         pick = live_rows[np.linspace(0, len(live_rows) - 1, min(len(live_rows), 8192)).astype(np.int64)]
         columns = short_code_columns(codes[pick])
+    # short codes: one shard per thread (a query asks each shard for thousands of candidates: fewer, bigger
+    # shards cost less than balancing gains); exact codes: finer shards that threads balance between them
+    per_thread = BINARY_SHARDS_PER_THREAD if columns is None else 1
+    nsh = max(1, min(search_threads() * per_thread if shards is None else shards, max(1, len(live_rows))))
     width = codes.shape[1] if columns is None else len(columns)
     index = ShardedIndex([faiss.IndexBinaryFlat(width * 8) for _ in range(nsh)],
                          [np.zeros(0, np.int64)] * nsh, binary=True, columns=columns)
+    if columns is not None:
+        for shard in index.shards:
+            # counting selection instead of a heap: 3-4x faster for thousands of candidates (measured at 1M:
+            # 2000 candidates 15 -> 4 ms); the same distances, ties at the cut in scan order (the re-rank is exact)
+            shard.use_heap = False
 
     def part_of(block: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(block if columns is None else block[:, columns], dtype=np.uint8)

@@ -96,3 +96,29 @@ def test_compat_pixels_equal_kohya_path_and_switches_are_independent(pictures, k
                          compat="kohya", exif_orientation="apply")
     assert upright.recipe.resize == "area-lanczos"  # an explicit switch wins over the mode, the rest stays
     assert not np.array_equal(upright.preprocess(rotated), compat.preprocess(rotated))
+
+
+WEBUI_CASES = json.loads((FIXTURES / "webui_cases.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("case", sorted(WEBUI_CASES))
+def test_captions_byte_identical_to_the_wd14_webui_extension(case, pictures, kohya_models, tmp_path, monkeypatch,
+                                                             capsys) -> None:
+    """The extension's own postprocess_tags and pixel path (run outside the web UI; README.md) on the same set."""
+    from illust2vec.cli.main import main
+
+    folder = tmp_path / case
+    shutil.copytree(pictures, folder)
+    model = kohya_models / REPO.replace("/", "_")
+    monkeypatch.setenv("ILLUST2VEC_HOME", str(kohya_models.parent / "store"))
+    code = main(["tag", str(folder), "--captions", "--compat", "wd14-webui", "--weights", str(model / "model.onnx"),
+                 "--tag-list", str(model / "selected_tags.csv"), "-q", *WEBUI_CASES[case]["illust2vec"]])
+    assert code == 0, capsys.readouterr().err
+    expected_dir = FIXTURES / "webui" / case
+    for expected in sorted(expected_dir.glob("*.txt")):
+        assert (folder / expected.name).read_bytes() == expected.read_bytes(), (case, expected.name)
+    # the extension's default action on an existing caption is "ignore"
+    (folder / "00.txt").write_text("mine", encoding="utf-8")
+    assert main(["tag", str(folder / "00.jpg"), "--captions", "--compat", "wd14-webui", "--weights",
+                 str(model / "model.onnx"), "--tag-list", str(model / "selected_tags.csv"), "-q"]) == 0
+    assert (folder / "00.txt").read_text(encoding="utf-8") == "mine"

@@ -26,11 +26,11 @@ KOHYA_DEFAULT_REPO = "SmilingWolf/wd-v1-4-convnext-tagger-v2"
 
 #: kohya-ss flag -> (illust2vec option, what differs from kohya-ss without ``--compat kohya``).
 KOHYA_FLAGS: dict[str, tuple[str, str]] = {
-    "--thresh": ("--threshold", "kohya-ss' default is 0.35 for every category (WD models here: 0.35 general, "
-                 "0.85 character); a value above 1 turns the categories off"),
-    "--general_threshold": ("--general", "a value above 1 turns general tags off"),
-    "--character_threshold": ("--character", "a value above 1 turns character tags off"),
-    "--copyright_threshold": ("--copyright", "a value above 1 turns copyright tags off"),
+    "--thresh": ("--threshold + --threshold-compare ge", "kohya-ss' default is 0.35 for every category (WD models "
+                 "here: 0.35 general, 0.85 character); a value above 1 turns the categories off"),
+    "--general_threshold": ("--general + --threshold-compare ge", "a value above 1 turns general tags off"),
+    "--character_threshold": ("--character + --threshold-compare ge", "a value above 1 turns character tags off"),
+    "--copyright_threshold": ("--copyright + --threshold-compare ge", "a value above 1 turns copyright tags off"),
     "--caption_extension": ("--caption-ext", "same; image and data extensions are refused"),
     "--caption_extention": ("--caption-ext", "kohya-ss' old spelling"),
     "--caption_separator": ("--separator", "same"),
@@ -106,10 +106,11 @@ def add_kohya_aliases(parser: argparse.ArgumentParser) -> None:
             kw.setdefault("const", True)
         parser.add_argument(*flags, dest=dest, action=_Alias, help=hidden, default=argparse.SUPPRESS, **kw)
 
-    alias(["--thresh"], "threshold", type=kohya_threshold, metavar="P")
-    alias(["--general_threshold"], "general", type=kohya_threshold, metavar="P")
-    alias(["--character_threshold"], "character", type=kohya_threshold, metavar="P")
-    alias(["--copyright_threshold"], "copyright", type=kohya_threshold, metavar="P")
+    at_least = {"threshold_compare": "ge"}  # kohya-ss keeps p >= threshold
+    alias(["--thresh"], "threshold", type=kohya_threshold, metavar="P", also=at_least)
+    alias(["--general_threshold"], "general", type=kohya_threshold, metavar="P", also=at_least)
+    alias(["--character_threshold"], "character", type=kohya_threshold, metavar="P", also=at_least)
+    alias(["--copyright_threshold"], "copyright", type=kohya_threshold, metavar="P", also=at_least)
     alias(["--caption_extension", "--caption_extention"], "caption_ext", metavar="EXT")
     alias(["--caption_separator"], "separator", metavar="TEXT")
     alias(["--undesired_tags"], "kohya_exclude", append=True, metavar="TAGS")

@@ -21,8 +21,19 @@ __all__ = ["Parser", "option_strings"]
 
 
 def option_strings(parser: argparse.ArgumentParser) -> list[str]:
-    """Every long option a parser accepts (aliases included)."""
+    """Every long option a parser accepts, kohya-ss' hidden spellings included."""
     return [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+
+
+def _close_options(parser: argparse.ArgumentParser, word: str, n: int) -> list[str]:
+    """The options closest to ``word``, one per option (not two spellings of one)."""
+    action_of = {s: a for a in parser._actions for s in a.option_strings if s.startswith("--")}
+    found, seen = [], set()
+    for option in close_matches(word, action_of, n=3 * n):
+        if id(action_of[option]) not in seen:
+            seen.add(id(action_of[option]))
+            found.append(option)
+    return found[:n]
 
 
 class Parser(argparse.ArgumentParser):
@@ -46,13 +57,11 @@ class Parser(argparse.ArgumentParser):
 
     def unrecognized_message(self, extras: list[str]) -> str:
         """``unrecognized arguments: A B. Did you mean --x?`` (one hint per unknown option)."""
-        known = option_strings(self)
         unknown = [a.split("=", 1)[0] for a in extras if a.startswith("--")]
         text = f"unrecognized arguments: {' '.join(extras)}"
         if len(unknown) == 1:
-            return text + did_you_mean(unknown[0], known).replace(" Did", ". Did", 1)
-        best = [(u, close_matches(u, known, n=1)) for u in unknown]
-        hints = [f"{found[0]} (for {u})" for u, found in best if found]
+            return text + did_you_mean(unknown[0], _close_options(self, unknown[0], 3)).replace(" Did", ". Did", 1)
+        hints = [f"{found[0]} (for {u})" for u in unknown if (found := _close_options(self, u, 1))]
         return text + (f". Did you mean {', '.join(hints)}?" if hints else "")
 
     def _check_value(self, action: argparse.Action, value: Any) -> None:

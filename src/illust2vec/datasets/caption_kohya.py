@@ -105,7 +105,7 @@ def kohya_words(tags: Mapping[str, list[tuple[str, float]]], options: CaptionOpt
     """
     sep = options.separator
     replace = dict(options.replace)
-    undesired = set(options.exclude)
+    undesired = {t.strip() for t in options.exclude}
 
     def name(tag: str, category: str) -> str:
         t = raw_tag(tag)
@@ -131,7 +131,7 @@ def kohya_words(tags: Mapping[str, list[tuple[str, float]]], options: CaptionOpt
         n = name(tag, "rating")
         if n and n not in undesired:
             combined.insert(0 if options.rating == "first" else len(combined), (n, p))
-    for first in options.always_first:
+    for first in (t.strip() for t in options.always_first if t.strip()):
         at = next((i for i, (n, _) in enumerate(combined) if n == first), None)
         if at is not None:
             combined.insert(0, combined.pop(at))

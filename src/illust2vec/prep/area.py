@@ -97,7 +97,12 @@ def _block_mean(x: np.ndarray, ky: int, kx: int) -> np.ndarray:
             for j in range(kx):
                 total += blocks[:, i, :, j].astype(np.float32)
         return total * np.float32(1.0 / (ky * kx))
-    total = blocks.astype(np.int32).sum(axis=(1, 3))
+    acc_type = np.uint16 if ky * kx <= 257 else np.uint32  # 255 * 257 < 2**16
+    total = np.zeros((h_out, w_out, c), acc_type)
+    for i in range(ky):  # strided views: no copy of the whole picture
+        for j in range(kx):
+            total += blocks[:, i, :, j]
+    total = total.astype(np.int32)
     if ky == 2 and kx == 2 and c in (1, 3, 4):
         return ((total + 2) >> 2).astype(np.uint8)
     return _round_u8(total.astype(np.float32) * np.float32(1.0 / (ky * kx)))
@@ -129,12 +134,17 @@ def resize_area(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return out[:, :, 0] if squeeze else out
     xi, xw = area_taps(w_in, w_out)
     yi, yw = area_taps(h_in, h_out)
-    src = x.astype(np.float32)
-    rows = np.zeros((h_in, w_out, x.shape[2]), np.float32)  # horizontal pass, every input row
+    c = x.shape[2]
+    # Both passes gather whole rows of a transposed copy (contiguous blocks, not single pixels);
+    # each output value still gets its products added tap by tap in OpenCV's order.
+    cols = np.ascontiguousarray(x.transpose(1, 0, 2), dtype=np.float32).reshape(w_in, h_in * c)
+    rows = np.zeros((w_out, h_in * c), np.float32)  # horizontal pass, every input row
     for j in range(xi.shape[1]):
-        rows += src[:, xi[:, j]] * xw[:, j, None]
-    acc = np.zeros((h_out, w_out, x.shape[2]), np.float32)  # vertical pass
+        rows += cols[xi[:, j]] * xw[:, j, None]
+    rows = np.ascontiguousarray(rows.reshape(w_out, h_in, c).transpose(1, 0, 2)).reshape(h_in, w_out * c)
+    acc = np.zeros((h_out, w_out * c), np.float32)  # vertical pass
     for j in range(yi.shape[1]):
-        acc += rows[yi[:, j]] * yw[:, j, None, None]
+        acc += rows[yi[:, j]] * yw[:, j, None]
+    acc = acc.reshape(h_out, w_out, c)
     out = _round_u8(acc) if x.dtype == np.uint8 else acc
     return out[:, :, 0] if squeeze else out

@@ -1,8 +1,11 @@
 """Caption files for training sets: one image's tags -> one line of text, written beside the image.
 
-:func:`make_caption` turns one result (``{category: [(tag, probability), ...]}`` as
-:func:`illust2vec.models.tags.plausible_tags` returns it, or a record of ``tag --format json``)
-into a caption.  The rules run in this order, each on what the previous left:
+:func:`make_caption` (:func:`caption_words` joined) turns one result (``{category: [(tag,
+probability), ...]}`` as :func:`illust2vec.models.tags.plausible_tags` returns it, or a record
+of ``tag --format json``) into a caption, by the rule set ``CaptionOptions.rules``:
+``"kohya"`` is :mod:`illust2vec.datasets.caption_kohya` (kohya-ss' tagger script),
+``"wd14-webui"`` :mod:`illust2vec.datasets.caption_webui` (the WD14 web UI extension), and
+``"illust2vec"`` (the default) runs these rules in this order, each on what the previous left:
 
 1. **gather** the tags of the categories in ``categories`` (in that order), then those of
    any other category except ``rating``;
@@ -14,13 +17,16 @@ into a caption.  The rules run in this order, each on what the previous left:
    ``[...]``, compared as in step 2);
 5. drop **repeats** (the first, most probable, stays);
 6. **order**: ``category`` (categories in the order above, most probable first within
-   each), ``confidence`` (most probable first overall) or ``alphabetical``;
+   each), ``confidence`` (most probable first overall), ``alphabetical`` or ``model`` (the
+   model's tag-list order: pass ``table=model.tags``); then, with ``character_first``,
+   character tags before the others;
 7. **always first**: tags named in ``always_first`` that are present move to the front,
    in the order given;
 8. **rating**: the most probable rating tag (after steps 2 and 4) goes ``first``,
    ``last`` or nowhere (``none``);
 9. **format** each tag: spaces or underscores (``underscores``; emoticon tags such as
-   ``^_^`` keep theirs either way, see :data:`illust2vec.models.tags.KAOMOJI`), ``\\(`` ``\\)``
+   ``^_^`` keep theirs, see :data:`illust2vec.models.tags.KAOMOJI`, or with
+   ``keep_underscores_in="short"`` every tag of 3 characters or fewer), ``\\(`` ``\\)``
    escapes (``escape_parentheses``), ``(tag:0.91)`` weights (``weights``), then join
    with ``separator``.
 

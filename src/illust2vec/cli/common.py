@@ -54,12 +54,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, task: str, *, tags_alia
     names tags (search, explain, edit, generate) pass ``False``.
     """
     g = parser.add_argument_group("model")
-    default = ("the best tagger present (i2v-tag, else a WD v3 tagger)" if task == "tag"
-               else "the best embedder present (i2v-feature, else generic-effnet-lite0)")
+    default = ("the best tagger present: i2v-tag, else WD v3" if task == "tag"
+               else "the best embedder present: i2v-feature, else generic-effnet-lite0")
     g.add_argument("--model", "-m", metavar="NAME",
-                   help=f"zoo model name (default: {default}; see 'illust2vec models list'), or a Hugging Face "
-                        "repository with model.onnx + selected_tags.csv, e.g. SmilingWolf/wd-vit-tagger-v3[@REV], "
-                        "read from the Hub cache (HF_HOME, HF_HUB_CACHE), or fetched into it with --download")
+                   help="a name from 'illust2vec models list', or a Hugging Face repository ORG/NAME[@REV] "
+                        f"with model.onnx + selected_tags.csv (default: {default})")
     g.add_argument("--weights", metavar="FILE", type=Path,
                    help="use this model file directly (.caffemodel or .onnx) instead of the zoo")
     if task == "tag":
@@ -122,8 +121,8 @@ def add_output_arguments(parser: argparse.ArgumentParser, formats: tuple[str, ..
     o.add_argument("--output", "-o", metavar="PATH", required=required, default=default_help,
                    help=f"write {what} here; the format follows the extension ({exts})"
                         + ("" if required else f"; default: {default} on stdout"))
-    o.add_argument("--format", "-f", choices=formats, default=default_help,
-                   help="override the format the extension implies")
+    o.add_argument("--format", "-f", choices=formats, default=default_help, metavar="FORMAT",
+                   help=f"override the format the extension implies: {', '.join(formats)}")
     if "csv" in formats:
         o.add_argument("--csv-raw", action="store_true",
                        help="csv: write cells as they are (by default text starting with = + - @ gets a leading ' "

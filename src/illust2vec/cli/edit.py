@@ -39,6 +39,9 @@ def register(sub) -> None:
     p.add_argument("--format", "-f", choices=("text", "json"), default="text",
                    help="how to print the before/after probabilities on stdout (default text)")
     add_model_arguments(p, task="tag", tags_alias=False)
+    from illust2vec.cli.helptext import short_help
+
+    short_help(p, "--add", "--remove", "--output", "--strength", "--steps", "--model", "--quiet")
     p.set_defaults(func=run)
 
 

@@ -40,6 +40,9 @@ def register(sub) -> None:
     from illust2vec.cli.ray_support import add_ray_arguments
 
     add_ray_arguments(p, shard_dir_default="a temporary directory, removed at the end")
+    from illust2vec.cli.helptext import short_help
+
+    short_help(p, "--model", "--weights", "--device", "--binary", "--output", "--format", "--faces", "--quiet")
     p.set_defaults(func=run)
 
 

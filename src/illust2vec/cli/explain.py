@@ -57,6 +57,9 @@ def register(sub) -> None:
                    help="png: OUT.png (one sheet, one input) or a directory (STEM_TAG.png per tag); "
                         "json: a file (default: stdout)")
     add_model_arguments(p, task="tag", tags_alias=False)
+    from illust2vec.cli.helptext import short_help
+
+    short_help(p, "--tags", "--method", "--specific", "--output", "--format", "--model", "--quiet")
     p.set_defaults(func=run)
 
 

@@ -56,6 +56,9 @@ def register(subparsers: Any) -> None:
                    help="fine (default: the original AnimeFace scan) or fast (about twice as fast, may miss a few faces)")
     p.add_argument("--workers", type=int, default=None, metavar="N", help="detection processes (default: CPU count)")
     add_quiet_argument(p)
+    from illust2vec.cli.helptext import short_help
+
+    short_help(p, "--output", "--format", "--sheet", "--crops", "--min-likelihood", "--margin", "--quiet")
     p.set_defaults(func=handler)
 
 

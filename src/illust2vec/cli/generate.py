@@ -37,6 +37,9 @@ def register(sub) -> None:
     p.add_argument("--format", "-f", choices=("text", "json"), default="text",
                    help="how to print the final probabilities on stdout (default text)")
     add_model_arguments(p, task="tag", tags_alias=False)
+    from illust2vec.cli.helptext import short_help
+
+    short_help(p, "--tags", "--output", "--steps", "--seed", "--model", "--quiet")
     p.set_defaults(func=run)
 
 

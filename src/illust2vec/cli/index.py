@@ -52,6 +52,9 @@ def register(sub) -> None:
     from illust2vec.cli.ray_support import add_ray_arguments
 
     add_ray_arguments(p, shard_dir_default="DB/ray-shards, removed once merged")
+    from illust2vec.cli.helptext import short_help
+
+    short_help(p, "--db", "--model", "--tagger", "--device", "--prune", "--rebuild", "--faces", "--quiet")
     p.set_defaults(func=run)
 
 

@@ -50,6 +50,10 @@ def register(sub) -> None:
     from illust2vec.cli.face_options import add_face_arguments
 
     add_face_arguments(p)  # --faces: one point per face crop, named SOURCE#faceK [x,y,w,h]
+    from illust2vec.cli.helptext import short_help
+
+    short_help(p, "--output", "--html", "--method", "--label-by", "--grid", "--db", "--model", "--faces",
+               "--quiet")
     p.set_defaults(func=run)
 
 

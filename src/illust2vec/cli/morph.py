@@ -46,6 +46,9 @@ def register(sub) -> None:
     out.add_argument("--json", dest="format", action="store_const", const="json", help=argparse.SUPPRESS)
     add_sheet_argument(out, "also write a strip of thumbnails A, x1 .. xK, B")
     add_model_arguments(p, task="feature")
+    from illust2vec.cli.helptext import short_help
+
+    short_help(p, "--db", "--steps", "--binary", "--output", "--sheet", "--quiet")
     p.set_defaults(func=run)
 
 

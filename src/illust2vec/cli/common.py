@@ -139,13 +139,58 @@ def add_sheet_argument(group: Any, help: str, *, metavar: str = "PNG", aliases: 
 
 
 def output_format(args: argparse.Namespace, formats: tuple[str, ...], default: str = "json") -> str:
-    """The format of ``args.output`` (see :func:`illust2vec.io.records.infer_format`); its folder is made
-    (or refused) now, before the work (:func:`prepare_outputs`)."""
+    """The format of ``args.output`` (see :func:`illust2vec.io.records.infer_format`), checked now, before
+    the work: Parquet needs pyarrow, and a folder is no place for a result file (its own folder is made
+    or refused by :func:`preflight`)."""
+    from illust2vec.errors import require_modules
     from illust2vec.io.records import infer_format
 
-    fmt = infer_format(getattr(args, "output", None), getattr(args, "format", None), formats, default)
-    prepare_outputs(getattr(args, "output", None))
+    output = getattr(args, "output", None)
+    fmt = infer_format(output, getattr(args, "format", None), formats, default)
+    if fmt == "parquet":
+        require_modules("pyarrow")
+    if output not in (None, "-") and Path(output).is_dir():
+        raise Illust2VecError(f"{output}: is a folder; give a file name for -o (e.g. {Path(output) / 'out'}.{fmt})")
+    prepare_outputs(output)
     return fmt
+
+
+#: Options (by ``dest``) naming a file or folder a command writes, on every command that has them.
+OUTPUT_OPTIONS = ("output", "sheet", "html", "report", "plot", "annotate", "frames", "stats", "stats_chart",
+                  "caption_dir", "crops", "out")
+
+
+def preflight(args: argparse.Namespace) -> None:
+    """Before any work, for every command (``cli.main`` calls it before the command's handler):
+
+    * the optional libraries it needs are installed: ``onnxruntime`` for every command with
+      engine options, what the command declares with ``set_defaults(requires=...)`` (a tuple of
+      module names, or a function of ``args`` returning one), the face detector for
+      ``--faces``/``--faces-only`` and commands that set ``face_detector=True``;
+    * every place it writes (:data:`OUTPUT_OPTIONS`) can be written: a folder that exists must be
+      writable, otherwise its parent is made and must be.
+
+    Each problem is one :class:`Illust2VecError` line now, not an error per picture after
+    thousands have been decoded.
+    """
+    from illust2vec.errors import require_modules
+
+    requires = getattr(args, "requires", ())
+    modules = list(requires(args) if callable(requires) else requires)
+    if hasattr(args, "device"):
+        modules.insert(0, "onnxruntime")
+    require_modules(*dict.fromkeys(modules))
+    if getattr(args, "face_detector", False) or getattr(args, "faces", False) or getattr(args, "faces_only", False):
+        from illust2vec.faces.native import get_detector
+
+        get_detector()
+    files, folders = [], []
+    for dest in OUTPUT_OPTIONS:
+        value = getattr(args, dest, None)
+        if value is None or value == "-" or "://" in str(value):
+            continue
+        (folders if Path(value).is_dir() else files).append(value)
+    prepare_outputs(*files, dirs=tuple(folders))
 
 
 def resolve_engine_defaults(args: argparse.Namespace) -> None:
@@ -278,7 +323,9 @@ def prepare_outputs(*paths: str | os.PathLike | None, dirs: tuple[str | os.PathL
         except OSError as exc:
             raise Illust2VecError(f"{folder}: cannot create the output folder ({exc.strerror or exc})") from None
         if not os.access(folder, os.W_OK | os.X_OK):
-            raise Illust2VecError(f"{folder}: the output folder is not writable")
+            read_only = hasattr(os, "statvfs") and bool(os.statvfs(folder).f_flag & getattr(os, "ST_RDONLY", 1))
+            why = "on a read-only file system" if read_only else "permission denied"
+            raise Illust2VecError(f"{folder}: the output folder is not writable ({why}); write somewhere else")
 
 
 class ErrorReport:

@@ -94,10 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2
-    from illust2vec.cli.common import resolve_engine_defaults
+    from illust2vec.cli.common import preflight, resolve_engine_defaults
 
     resolve_engine_defaults(args)
     try:
+        preflight(args)  # what the command needs, before any work
         return int(args.func(args) or 0)
     except Illust2VecError as exc:
         _traceback(args)

@@ -65,7 +65,7 @@ def _table(result) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from illust2vec.cli.common import collection_models_from_args, output_format, prepare_outputs
+    from illust2vec.cli.common import collection_models_from_args, output_format
     from illust2vec.collection import Collection
     from illust2vec.io.atomic import atomic_write, json_safe
     from illust2vec.semantic.morph import morph, morph_sheet
@@ -73,7 +73,6 @@ def run(args: argparse.Namespace) -> int:
     table = args.output is None and args.format is None
     if not table:
         output_format(args, ("json",))
-    prepare_outputs(args.sheet)
 
     bad = [q for q in (args.a, args.b) if not Path(q).exists()]
     for q in bad:

@@ -82,7 +82,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, task: str, *, tags_alia
                    help="run on the CPU with a warning when CUDA is requested but not usable")
     e.add_argument("--fp16", action="store_true",
                    help="with --device cuda: half-precision weights and arithmetic (faster; results differ "
-                        "from fp32 in the last digits, see the README's GPU table)")
+                        "from fp32 in the last digits: docs/benchmarks.md, GPU)")
     e.add_argument("--batch-size", type=int, default=None, metavar="N",
                    help="images per network call (default: 16 on the CPU, 128 with --device cuda)")
     e.add_argument("--threads", type=int, metavar="N", help="inference threads (default: one per core)")

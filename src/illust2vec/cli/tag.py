@@ -73,7 +73,7 @@ def register(sub) -> None:
 
 
 def add_caption_arguments(p: argparse.ArgumentParser) -> None:
-    """The caption options (the README maps each kohya-ss tagger flag to one of these)."""
+    """The caption options (docs/guides/tagging.md maps each kohya-ss tagger flag to one of these)."""
     c = p.add_argument_group("captions (training sets)")
     c.add_argument("--captions", action="store_true", help="write a caption file per image")
     c.add_argument("--caption-dir", type=Path, metavar="DIR",

@@ -88,3 +88,21 @@ def test_short_help_refuses_an_option_the_parser_does_not_have():
     parser.add_argument("--real")
     with pytest.raises(ValueError, match="--typo"):
         short_help(parser, "--real", "--typo")
+
+
+def test_the_generated_cli_reference_documents_every_option(parsers):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_reference", ROOT / "docs" / "hooks" / "reference.py")
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)
+    page = reference.cli_reference()
+    for path, parser, _, _ in parsers:
+        if path:
+            assert f"# illust2vec {' '.join(path)} {{#" in page, path
+        for action in parser._actions:
+            if action.help != argparse.SUPPRESS and action.option_strings:
+                assert f"`{action.option_strings[0]}" in page or f", {action.option_strings[0]}" in page, \
+                    (path, action.option_strings)
+        if parser.epilog and path:
+            assert parser.epilog.strip().splitlines()[-1] in page, path

@@ -19,8 +19,6 @@ import os
 import re
 from pathlib import Path
 
-from mkdocs.structure.files import File
-
 log = logging.getLogger("mkdocs.hooks.reference")
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src" / "illust2vec"
@@ -179,6 +177,8 @@ def generated_pages() -> dict[str, str]:
 # -- MkDocs events ------------------------------------------------------------------------------------
 
 def on_files(files, config):
+    from mkdocs.structure.files import File  # (imported here: the tests read this module without MkDocs)
+
     for uri, content in generated_pages().items():
         files.append(File.generated(config, uri, content=content))
     return files

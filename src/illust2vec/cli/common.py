@@ -163,9 +163,10 @@ OUTPUT_OPTIONS = ("output", "sheet", "html", "report", "plot", "annotate", "fram
 def preflight(args: argparse.Namespace) -> None:
     """Before any work, for every command (``cli.main`` calls it before the command's handler):
 
-    * the optional libraries it needs are installed: ``onnxruntime`` for every command with
-      engine options, what the command declares with ``set_defaults(requires=...)`` (a tuple of
-      module names, or a function of ``args`` returning one), the face detector for
+    * the optional libraries it needs are installed: what the command declares with
+      ``set_defaults(requires=...)`` (a tuple of module names such as ``"onnxruntime"``, or a
+      function of ``args`` returning one: commands that do not always run a model, such as
+      ``search`` by tags, declare nothing), the face detector for
       ``--faces``/``--faces-only`` and commands that set ``face_detector=True``;
     * every place it writes (:data:`OUTPUT_OPTIONS`) can be written: a folder that exists must be
       writable, otherwise its parent is made and must be.
@@ -176,10 +177,7 @@ def preflight(args: argparse.Namespace) -> None:
     from illust2vec.errors import require_modules
 
     requires = getattr(args, "requires", ())
-    modules = list(requires(args) if callable(requires) else requires)
-    if hasattr(args, "device"):
-        modules.insert(0, "onnxruntime")
-    require_modules(*dict.fromkeys(modules))
+    require_modules(*(requires(args) if callable(requires) else requires))
     if getattr(args, "face_detector", False) or getattr(args, "faces", False) or getattr(args, "faces_only", False):
         from illust2vec.faces.native import get_detector
 

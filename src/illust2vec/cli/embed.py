@@ -43,7 +43,7 @@ def register(sub) -> None:
     from illust2vec.cli.helptext import short_help
 
     short_help(p, "--model", "--weights", "--device", "--binary", "--output", "--format", "--faces", "--quiet")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, requires=("onnxruntime",))  # checked before any work (cli.common.preflight)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -60,7 +60,7 @@ def register(sub) -> None:
     from illust2vec.cli.helptext import short_help
 
     short_help(p, "--tags", "--method", "--specific", "--output", "--format", "--model", "--quiet")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, requires=("onnxruntime",))  # checked before any work (cli.common.preflight)
 
 
 def _slug(tag: str) -> str:

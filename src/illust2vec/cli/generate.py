@@ -40,7 +40,7 @@ def register(sub) -> None:
     from illust2vec.cli.helptext import short_help
 
     short_help(p, "--tags", "--output", "--steps", "--seed", "--model", "--quiet")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, requires=("onnxruntime",))  # checked before any work (cli.common.preflight)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -69,7 +69,7 @@ def register(sub) -> None:
 
     short_help(p, "--model", "--device", "--threshold", "--output", "--captions", "--rating",
                "--exclude", "--quiet")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, requires=("onnxruntime",))  # checked before any work (cli.common.preflight)
 
 
 def add_caption_arguments(p: argparse.ArgumentParser) -> None:

@@ -77,7 +77,7 @@ def register(sub) -> None:
 
     short_help(p, "--every", "--scenes", "--model", "--threshold", "--output", "--plot", "--annotate",
                "--quiet")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, requires=("onnxruntime",))  # checked before any work (cli.common.preflight)
 
 
 def _feature_model(args: argparse.Namespace) -> Any:

@@ -40,6 +40,15 @@ class DownloadError(Illust2VecError):
     """A download failed (network, size or checksum mismatch)."""
 
 
+class MissingDependency(Illust2VecError):
+    """An optional library (or a native library it brings) is not installed.
+
+    It is a fact about the installation, not about one input: per-item loops
+    re-raise it (:func:`is_missing_dependency`) so that it is said once, and
+    commands check for it before any work (:func:`require_modules`).
+    """
+
+
 _CONTROL = {i: f"\\x{i:02x}" for i in (*range(0x20), 0x7F)}
 _CONTROL.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
 
@@ -125,3 +134,32 @@ def missing_extra_message(module: str | None) -> str | None:
         return (f"{what} is not installed: pip install 'illust2vec[cpu]' "
                 "(or 'illust2vec[gpu]' for NVIDIA GPUs; never both)")
     return f"{what} needs the optional package '{top}': pip install 'illust2vec[{extra}]'"
+
+
+def require_modules(*modules: str) -> None:
+    """Raise :class:`MissingDependency` (the pip command in one line) unless every module can be imported.
+
+    Cheap: asks the import system where the module is, without importing it.
+    """
+    import importlib.util
+    import sys
+
+    for module in modules:
+        top = module.split(".")[0]
+        if top in sys.modules:  # None there: an import known to fail (how the tests hide a module)
+            found = sys.modules[top] is not None
+        else:
+            try:
+                found = importlib.util.find_spec(top) is not None
+            except (ImportError, ValueError):
+                found = False
+        if not found:
+            raise MissingDependency(missing_extra_message(top) or f"the Python package '{top}' is not installed")
+
+
+def is_missing_dependency(exc: BaseException) -> bool:
+    """True for a missing optional library: :class:`MissingDependency`, or an import of one of
+    :data:`OPTIONAL_MODULES` that failed.  Per-item ``except Exception`` clauses re-raise these."""
+    if isinstance(exc, MissingDependency):
+        return True
+    return isinstance(exc, ModuleNotFoundError) and missing_extra_message(exc.name) is not None

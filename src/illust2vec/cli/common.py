@@ -54,12 +54,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, task: str, *, tags_alia
     names tags (search, explain, edit, generate) pass ``False``.
     """
     g = parser.add_argument_group("model")
-    default = ("the best tagger present (i2v-tag, else a WD v3 tagger)" if task == "tag"
-               else "the best embedder present (i2v-feature, else generic-effnet-lite0)")
+    default = ("the best tagger present: i2v-tag, else WD v3" if task == "tag"
+               else "the best embedder present: i2v-feature, else generic-effnet-lite0")
     g.add_argument("--model", "-m", metavar="NAME",
-                   help=f"zoo model name (default: {default}; see 'illust2vec models list'), or a Hugging Face "
-                        "repository with model.onnx + selected_tags.csv, e.g. SmilingWolf/wd-vit-tagger-v3[@REV], "
-                        "read from the Hub cache (HF_HOME, HF_HUB_CACHE), or fetched into it with --download")
+                   help="a name from 'illust2vec models list', or a Hugging Face repository ORG/NAME[@REV] "
+                        f"with model.onnx + selected_tags.csv (default: {default})")
     g.add_argument("--weights", metavar="FILE", type=Path,
                    help="use this model file directly (.caffemodel or .onnx) instead of the zoo")
     if task == "tag":
@@ -83,7 +82,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, task: str, *, tags_alia
                    help="run on the CPU with a warning when CUDA is requested but not usable")
     e.add_argument("--fp16", action="store_true",
                    help="with --device cuda: half-precision weights and arithmetic (faster; results differ "
-                        "from fp32 in the last digits, see the README's GPU table)")
+                        "from fp32 in the last digits: docs/benchmarks.md, GPU)")
     e.add_argument("--batch-size", type=int, default=None, metavar="N",
                    help="images per network call (default: 16 on the CPU, 128 with --device cuda)")
     e.add_argument("--threads", type=int, metavar="N", help="inference threads (default: one per core)")
@@ -131,8 +130,8 @@ def add_output_arguments(parser: argparse.ArgumentParser, formats: tuple[str, ..
     o.add_argument("--output", "-o", metavar="PATH", required=required, default=default_help,
                    help=f"write {what} here; the format follows the extension ({exts})"
                         + ("" if required else f"; default: {default} on stdout"))
-    o.add_argument("--format", "-f", choices=formats, default=default_help,
-                   help="override the format the extension implies")
+    o.add_argument("--format", "-f", choices=formats, default=default_help, metavar="FORMAT",
+                   help=f"override the format the extension implies: {', '.join(formats)}")
     if "csv" in formats:
         o.add_argument("--csv-raw", action="store_true",
                        help="csv: write cells as they are (by default text starting with = + - @ gets a leading ' "
@@ -149,13 +148,56 @@ def add_sheet_argument(group: Any, help: str, *, metavar: str = "PNG", aliases: 
 
 
 def output_format(args: argparse.Namespace, formats: tuple[str, ...], default: str = "json") -> str:
-    """The format of ``args.output`` (see :func:`illust2vec.io.records.infer_format`); its folder is made
-    (or refused) now, before the work (:func:`prepare_outputs`)."""
+    """The format of ``args.output`` (see :func:`illust2vec.io.records.infer_format`), checked now, before
+    the work: Parquet needs pyarrow, and a folder is no place for a result file (its own folder is made
+    or refused by :func:`preflight`)."""
+    from illust2vec.errors import require_modules
     from illust2vec.io.records import infer_format
 
-    fmt = infer_format(getattr(args, "output", None), getattr(args, "format", None), formats, default)
-    prepare_outputs(getattr(args, "output", None))
+    output = getattr(args, "output", None)
+    fmt = infer_format(output, getattr(args, "format", None), formats, default)
+    if fmt == "parquet":
+        require_modules("pyarrow")
+    if output not in (None, "-") and Path(output).is_dir():
+        raise Illust2VecError(f"{output}: is a folder; give a file name for -o (e.g. {Path(output) / 'out'}.{fmt})")
+    prepare_outputs(output)
     return fmt
+
+
+#: Options (by ``dest``) naming a file or folder a command writes, on every command that has them.
+OUTPUT_OPTIONS = ("output", "sheet", "html", "report", "plot", "annotate", "frames", "stats", "stats_chart",
+                  "caption_dir", "crops", "out")
+
+
+def preflight(args: argparse.Namespace) -> None:
+    """Before any work, for every command (``cli.main`` calls it before the command's handler):
+
+    * the optional libraries it needs are installed: what the command declares with
+      ``set_defaults(requires=...)`` (a tuple of module names such as ``"onnxruntime"``, or a
+      function of ``args`` returning one: commands that do not always run a model, such as
+      ``search`` by tags, declare nothing), the face detector for
+      ``--faces``/``--faces-only`` and commands that set ``face_detector=True``;
+    * every place it writes (:data:`OUTPUT_OPTIONS`) can be written: a folder that exists must be
+      writable, otherwise its parent is made and must be.
+
+    Each problem is one :class:`Illust2VecError` line now, not an error per picture after
+    thousands have been decoded.
+    """
+    from illust2vec.errors import require_modules
+
+    requires = getattr(args, "requires", ())
+    require_modules(*(requires(args) if callable(requires) else requires))
+    if getattr(args, "face_detector", False) or getattr(args, "faces", False) or getattr(args, "faces_only", False):
+        from illust2vec.faces.native import get_detector
+
+        get_detector()
+    files, folders = [], []
+    for dest in OUTPUT_OPTIONS:
+        value = getattr(args, dest, None)
+        if value is None or value == "-" or "://" in str(value):
+            continue
+        (folders if Path(value).is_dir() else files).append(value)
+    prepare_outputs(*files, dirs=tuple(folders))
 
 
 def resolve_engine_defaults(args: argparse.Namespace) -> None:
@@ -295,7 +337,9 @@ def prepare_outputs(*paths: str | os.PathLike | None, dirs: tuple[str | os.PathL
         except OSError as exc:
             raise Illust2VecError(f"{folder}: cannot create the output folder ({exc.strerror or exc})") from None
         if not os.access(folder, os.W_OK | os.X_OK):
-            raise Illust2VecError(f"{folder}: the output folder is not writable")
+            read_only = hasattr(os, "statvfs") and bool(os.statvfs(folder).f_flag & getattr(os, "ST_RDONLY", 1))
+            why = "on a read-only file system" if read_only else "permission denied"
+            raise Illust2VecError(f"{folder}: the output folder is not writable ({why}); write somewhere else")
 
 
 class ErrorReport:

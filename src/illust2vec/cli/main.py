@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Tags, feature vectors, similarity search and image maps for "
             "anime-style illustrations (illustration2vec and WD taggers on ONNX Runtime)."
         ),
-        epilog="Run 'illust2vec COMMAND --help' for the options of one command.",
+        epilog="Run 'illust2vec COMMAND --help' for the common options of one command, "
+               "'illust2vec COMMAND --help-all' for all of them.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true",
@@ -93,10 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2
-    from illust2vec.cli.common import resolve_engine_defaults
+    from illust2vec.cli.common import preflight, resolve_engine_defaults
 
     resolve_engine_defaults(args)
     try:
+        preflight(args)  # what the command needs, before any work
         return int(args.func(args) or 0)
     except Illust2VecError as exc:
         _traceback(args)

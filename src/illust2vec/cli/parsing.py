@@ -1,6 +1,7 @@
 """The argument parser of every command: mistakes answered with the command's usage and "did you mean".
 
-:class:`Parser` is :class:`argparse.ArgumentParser` with two changes:
+:class:`Parser` is :class:`~illust2vec.cli.helptext.Illust2VecParser` (``--help`` on one screen,
+``--help-all``) with two changes:
 
 * an unknown option is reported by the sub-command that got it (``illust2vec tag: error:
   unrecognized arguments: --caption_extenson .txt. Did you mean --caption_extension?``) with
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from illust2vec.cli.helptext import Illust2VecParser
 from illust2vec.errors import close_matches, did_you_mean
 
 __all__ = ["Parser", "option_strings"]
@@ -36,8 +38,8 @@ def _close_options(parser: argparse.ArgumentParser, word: str, n: int) -> list[s
     return found[:n]
 
 
-class Parser(argparse.ArgumentParser):
-    """``argparse.ArgumentParser`` that suggests the option, command or choice meant (module docstring)."""
+class Parser(Illust2VecParser):
+    """The CLI's parser that suggests the option, command or choice meant (module docstring)."""
 
     def __init__(self, *args: Any, top_level: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

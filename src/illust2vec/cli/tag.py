@@ -17,16 +17,17 @@ from illust2vec.models.tags import THRESHOLD_COMPARES
 
 EXAMPLES = """\
 examples:
-  illust2vec tag pictures/                       tags of every image, JSON on stdout
-  illust2vec tag a.jpg b.png --threshold 0.5 -o tags.csv     CSV: path,category,tag,probability
-  illust2vec tag pictures/ -o tags.parquet                   the same rows as Parquet (tags.jsonl: streamed)
-  illust2vec tag dataset/ --captions --rating    NAME.txt caption beside each image (nothing on stdout)
-  illust2vec tag dataset/ --captions --caption-dir captions/ --underscores --exclude "white background"
-  illust2vec tag dataset/ --captions --always-first "1girl, 1boy" --replace "hatsune miku=miku"
-      --separator " | " --rating last --exclude "*_background" --stats freq.csv
-  illust2vec tag dataset/ -m SmilingWolf/wd-vit-tagger-v3 --captions   a WD model from the Hugging Face cache
-  illust2vec tag "shots/*.png" -o probs.npy      raw (N, T) probabilities + probs.paths.txt
-  illust2vec tag x.png --weights tag.caffemodel --tag-list tag_list.json   a model file instead of the zoo
+  illust2vec tag pictures/                          JSON on stdout
+  illust2vec tag a.jpg b.png --threshold 0.5 -o tags.csv   CSV, a row per tag
+  illust2vec tag pictures/ -o tags.parquet          (tags.jsonl: streamed)
+  illust2vec tag dataset/ --captions --rating       NAME.txt beside each image
+  illust2vec tag dataset/ --captions --caption-dir captions/ --underscores
+  illust2vec tag dataset/ --captions --always-first "1girl, 1boy" \\
+      --replace "hatsune miku=miku" --separator " | " --rating last \\
+      --exclude "*_background" --stats freq.csv
+  illust2vec tag dataset/ -m SmilingWolf/wd-vit-tagger-v3 --captions  (Hub cache)
+  illust2vec tag "shots/*.png" -o probs.npy         (N, T) + probs.paths.txt
+  illust2vec tag x.png --weights tag.caffemodel --tag-list tag_list.json
 """
 
 
@@ -74,24 +75,24 @@ def register(sub) -> None:
     from illust2vec.cli.ray_support import add_ray_arguments
 
     add_ray_arguments(p, shard_dir_default="a temporary directory, removed at the end")
+    from illust2vec.cli.helptext import short_help
     from illust2vec.cli.kohya_flags import add_kohya_aliases
 
     add_kohya_aliases(p)  # --caption_extension, --general_threshold, ... (hidden; docs: KOHYA_FLAGS)
-    p.set_defaults(func=run)
+    short_help(p, "--model", "--device", "--threshold", "--output", "--captions", "--rating",
+               "--exclude", "--compat", "--quiet")
+    p.set_defaults(func=run, requires=("onnxruntime",))  # checked before any work (cli.common.preflight)
 
 
 def add_compat_argument(p: argparse.ArgumentParser) -> None:
     """``--compat``: the defaults of another tagger front-end, for byte-identical captions."""
     p.add_argument_group("compatibility").add_argument(
-        "--compat", choices=tuple(COMPAT_MODES), default=None,
-        help="kohya: captions byte-identical to kohya-ss' tag_images_by_wd14_tagger.py (its pixel path, >= "
-             "thresholds of 0.35, tag file order, its flag rules); wd14-webui: the WD14 tagger extension of the "
-             "Stable Diffusion web UI; illust2vec (default): each model's reference behaviour. Flags given "
-             "explicitly still win")
+        "--compat", choices=tuple(COMPAT_MODES), default=None, metavar="TOOL",
+        help="kohya or wd14-webui: their captions, byte for byte")
 
 
 def add_caption_arguments(p: argparse.ArgumentParser) -> None:
-    """The caption options (the README maps each kohya-ss tagger flag to one of these)."""
+    """The caption options (docs/guides/tagging.md maps each kohya-ss tagger flag to one of these)."""
     c = p.add_argument_group("captions (training sets)")
     c.add_argument("--captions", action="store_true", help="write a caption file per image")
     c.add_argument("--caption-dir", type=Path, metavar="DIR",

@@ -433,6 +433,8 @@ class GraphPreprocessor:
     output_dtype:
         ``float32`` (default) or ``float16`` (the input of a half-precision graph).
 
+    Notes
+    -----
     Sessions are opened lazily, one per graph variant (a few per recipe), and
     kept.  The object is safe to use from several threads.
     """

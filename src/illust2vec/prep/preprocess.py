@@ -847,6 +847,8 @@ def preprocess(
         Optional preallocated C-contiguous float32 array of exactly that shape
         to fill (avoids an allocation per batch); it is returned.
 
+    Notes
+    -----
     For :data:`I2V_RECIPE` this computes what illustration2vec's
     ``_forward`` fed the network: float 0-255, squash to 224x224 with
     ``caffe.io.resize_image``, RGB -> BGR, minus the BGR mean, NCHW.

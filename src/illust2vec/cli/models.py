@@ -229,6 +229,11 @@ def cmd_info(args) -> int:
         found = store.find(f["filename"])
         f["present_at"] = str(found) if found else None
     record["present"] = model_available(spec, store)
+    record["store"] = str(store.files_dir)
+    record["how_to_get"] = {  # what the short missing-model message points to
+        "download": f"illust2vec models download {spec.name}",
+        "import": f"fetch the files' urls elsewhere, then: illust2vec models import FILE... --as {spec.name}",
+    }
     if spec.hub:
         from illust2vec.models.hub import WD_CONTRACT, HubRef, cached_file, hub_cache_dir
 

@@ -142,7 +142,7 @@ def caption_options(args: argparse.Namespace):
         CaptionOptions, check_extension, parse_kohya_replacements, parse_replacements, split_tags,
     )
 
-    rules = compat_mode(args.compat).caption_rules
+    rules = compat_mode(getattr(args, "compat", None)).caption_rules
     kohya_lists = args.separator.strip() or args.separator  # kohya-ss splits its tag lists so
     lists = kohya_lists if rules == "kohya" else ","
     replace = parse_replacements(args.replace) + tuple(
@@ -172,8 +172,8 @@ def _thresholds(args, model):
     """Per-tag thresholds for ``plausible_tags`` (``>``): the flags, the ``--compat`` defaults, the model's."""
     from illust2vec.models.tags import resolve_thresholds
 
-    mode = compat_mode(args.compat)
-    compare = args.threshold_compare or mode.threshold_compare
+    mode = compat_mode(getattr(args, "compat", None))
+    compare = getattr(args, "threshold_compare", None) or mode.threshold_compare
     if args.threshold_rule in ("f0.5", "f1", "f2"):
         return resolve_thresholds(model.tags, model.thresholds_for(None, args.threshold_rule), compare=compare)
     mapping = dict(mode.thresholds) if mode.thresholds is not None else dict(model.thresholds)

@@ -18,7 +18,7 @@ Parts (all run by default except ``ivf1m``):
   rows, and the raw latency of an exact 4096-d ``IndexFlatIP`` scan.
   The synthetic features are a *hard* case for a PCA projection: the 2000
   cluster centres spread their energy evenly over ~2000 directions (see
-  the README for how this compares with real features).
+  docs/benchmarks.md, Collections, for how this compares with real features).
 * ``binary``: N random 512-byte codes (4096 bits) in a collection (the float
   feature file is a sparse file of zeros there: binary search never reads it);
   ``Collection.search(vector=code, binary=True, k=20)`` latency (one shard per

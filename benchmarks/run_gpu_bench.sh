@@ -1,5 +1,5 @@
 #!/bin/bash
-# GPU benchmark on a machine with an NVIDIA card, as the README's GPU numbers were taken.
+# GPU benchmark on a machine with an NVIDIA card, as the GPU numbers in docs/benchmarks.md were taken.
 #
 #   bash benchmarks/run_gpu_bench.sh [WHEEL.whl ...] [extra bench_gpu.py arguments]
 #

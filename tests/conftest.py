@@ -12,7 +12,7 @@ ANIME36 = SHARED / "data" / "anime36"
 #: Why tests that read ../shared are skipped when it is not there.
 SHARED_MISSING = (
     f"needs the shared test data at {SHARED} (the 'shared' folder beside this checkout: the i2v oracle "
-    "fixtures and the anime36 images, see the README's Tests section); it is missing"
+    "fixtures and the anime36 images, see docs/getting-started.md, Tests); it is missing"
 )
 _NEEDS_SHARED = ("SHARED", "ANIME36", "I2V_FIXTURES", "../shared")
 
@@ -63,6 +63,6 @@ def pytest_collection_modifyitems(config, items):
 
     Ray leaves threads (gRPC) in the test process after shutdown; on Python 3.13 a process forked
     from it afterwards (our decode and face-detection worker pools) can die at start. Users are not
-    affected unless they use Ray and a fork-based worker pool in the same process (README: Known limits).
+    affected unless they use Ray and a fork-based worker pool in the same process (docs/known-limits.md).
     """
     items.sort(key=lambda item: "test_distributed.py" in str(item.path))

@@ -2,7 +2,7 @@
 
 Every ``import``/``from ... import`` of an ``illust2vec`` module counts, including
 imports inside functions (hiding a cycle in a function is still a cycle).  The
-layers follow the data flow; see the ARCHITECTURE section of the README.
+layers follow the data flow; see docs/architecture.md.
 """
 from __future__ import annotations
 

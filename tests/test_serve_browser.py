@@ -155,6 +155,17 @@ def test_click_opens_item_with_similar_images(app, server):
     # strips: near-duplicates, features, binary codes; both similarity strips start with the original
     assert first[1] == str(ids[ORIGINALS[3].name]) and first[2] == str(ids[ORIGINALS[3].name])
     p.wait_for_function("() => document.querySelector('#item-view img.big').naturalWidth > 0")
+    # similar images first, beside the picture; the tag list below both (issue 26)
+    box = p.evaluate("""() => {
+        const r = e => { const b = e.getBoundingClientRect(); return {top: b.top, bottom: b.bottom, left: b.left, right: b.right}; };
+        const v = document.getElementById('item-view');
+        return {img: r(v.querySelector('img.big')), similar: r(v.querySelectorAll('.item-top .strip')[1]),
+                tags: r(v.querySelector('table.tags')),
+                order: Array.from(v.querySelectorAll('h2')).map(h => h.textContent.split(' (')[0])};
+    }""")
+    assert box["order"] == ["near-duplicates", "similar by features", "similar by binary codes", "tags"]
+    assert box["similar"]["left"] >= box["img"]["right"] and box["similar"]["top"] < box["img"]["bottom"]
+    assert box["tags"]["top"] >= max(box["img"]["bottom"], box["similar"]["bottom"])
     p.keyboard.press("Escape")
     p.wait_for_function("() => window.illust2vecApp.state().view === 'grid'")
 

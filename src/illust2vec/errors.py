@@ -6,7 +6,9 @@ reported without stopping the run.
 """
 from __future__ import annotations
 
+import difflib
 import errno
+from collections.abc import Iterable, Mapping
 
 
 class Illust2VecError(Exception):
@@ -22,11 +24,29 @@ class ModelFormatError(Illust2VecError):
 
 
 class ModelNotFoundError(Illust2VecError):
-    """A model's files are not in the model store and could not be fetched."""
+    """A model's files are not in the model store and could not be fetched.
+
+    ``str()`` is the short message (at most 3 lines, one recommended command); ``details``
+    holds the long form (every file, its source and where it would go), which the CLI prints
+    with ``--debug``.
+    """
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
 
 
 class DownloadError(Illust2VecError):
     """A download failed (network, size or checksum mismatch)."""
+
+
+class MissingDependency(Illust2VecError):
+    """An optional library (or a native library it brings) is not installed.
+
+    It is a fact about the installation, not about one input: per-item loops
+    re-raise it (:func:`is_missing_dependency`) so that it is said once, and
+    commands check for it before any work (:func:`require_modules`).
+    """
 
 
 _CONTROL = {i: f"\\x{i:02x}" for i in (*range(0x20), 0x7F)}
@@ -42,6 +62,32 @@ _OS_HINTS = {
     "ELOOP": "a symbolic link loop",
     "EIO": "input/output error: the disk or the network file system failed",
 }
+
+
+def close_matches(word: str, choices: Iterable[str], *, n: int = 3, cutoff: float = 0.6) -> list[str]:
+    """The ``choices`` closest to ``word`` (case-insensitive, best first), at most ``n``.
+
+    >>> close_matches("wd-vit-v4", ["wd-vit-v3", "i2v-tag", "wd-vit-large-v3"])
+    ['wd-vit-v3', 'wd-vit-large-v3']
+    """
+    by_lower: dict[str, str] = {}
+    for choice in choices:
+        by_lower.setdefault(choice.lower(), choice)
+    found = difflib.get_close_matches(word.lower(), list(by_lower), n=n, cutoff=cutoff)
+    return [by_lower[f] for f in found]
+
+
+def did_you_mean(word: str, choices: Iterable[str] | Mapping[str, str], *, n: int = 3, quote: str = "") -> str:
+    """``" Did you mean X?"`` (or ``"X, Y or Z"``) for the close choices; ``""`` when none is close.
+
+    ``choices`` may map each choice to the text shown for it.
+    """
+    labels = choices if isinstance(choices, Mapping) else {c: c for c in choices}
+    found = [f"{quote}{labels[c]}{quote}" for c in close_matches(word, labels, n=n)]
+    if not found:
+        return ""
+    listed = found[0] if len(found) == 1 else ", ".join(found[:-1]) + " or " + found[-1]
+    return f" Did you mean {listed}?"
 
 
 def one_line(text: object) -> str:
@@ -88,3 +134,32 @@ def missing_extra_message(module: str | None) -> str | None:
         return (f"{what} is not installed: pip install 'illust2vec[cpu]' "
                 "(or 'illust2vec[gpu]' for NVIDIA GPUs; never both)")
     return f"{what} needs the optional package '{top}': pip install 'illust2vec[{extra}]'"
+
+
+def require_modules(*modules: str) -> None:
+    """Raise :class:`MissingDependency` (the pip command in one line) unless every module can be imported.
+
+    Cheap: asks the import system where the module is, without importing it.
+    """
+    import importlib.util
+    import sys
+
+    for module in modules:
+        top = module.split(".")[0]
+        if top in sys.modules:  # None there: an import known to fail (how the tests hide a module)
+            found = sys.modules[top] is not None
+        else:
+            try:
+                found = importlib.util.find_spec(top) is not None
+            except (ImportError, ValueError):
+                found = False
+        if not found:
+            raise MissingDependency(missing_extra_message(top) or f"the Python package '{top}' is not installed")
+
+
+def is_missing_dependency(exc: BaseException) -> bool:
+    """True for a missing optional library: :class:`MissingDependency`, or an import of one of
+    :data:`OPTIONAL_MODULES` that failed.  Per-item ``except Exception`` clauses re-raise these."""
+    if isinstance(exc, MissingDependency):
+        return True
+    return isinstance(exc, ModuleNotFoundError) and missing_extra_message(exc.name) is not None

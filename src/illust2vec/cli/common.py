@@ -54,12 +54,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, task: str, *, tags_alia
     names tags (search, explain, edit, generate) pass ``False``.
     """
     g = parser.add_argument_group("model")
-    default = ("the best tagger present (i2v-tag, else a WD v3 tagger)" if task == "tag"
-               else "the best embedder present (i2v-feature, else generic-effnet-lite0)")
+    default = ("the best tagger present: i2v-tag, else WD v3" if task == "tag"
+               else "the best embedder present: i2v-feature, else generic-effnet-lite0")
     g.add_argument("--model", "-m", metavar="NAME",
-                   help=f"zoo model name (default: {default}; see 'illust2vec models list'), or a Hugging Face "
-                        "repository with model.onnx + selected_tags.csv, e.g. SmilingWolf/wd-vit-tagger-v3[@REV], "
-                        "read from the Hub cache (HF_HOME, HF_HUB_CACHE), or fetched into it with --download")
+                   help="a name from 'illust2vec models list', or a Hugging Face repository ORG/NAME[@REV] "
+                        f"with model.onnx + selected_tags.csv (default: {default})")
     g.add_argument("--weights", metavar="FILE", type=Path,
                    help="use this model file directly (.caffemodel or .onnx) instead of the zoo")
     if task == "tag":
@@ -83,7 +82,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, task: str, *, tags_alia
                    help="run on the CPU with a warning when CUDA is requested but not usable")
     e.add_argument("--fp16", action="store_true",
                    help="with --device cuda: half-precision weights and arithmetic (faster; results differ "
-                        "from fp32 in the last digits, see the README's GPU table)")
+                        "from fp32 in the last digits: docs/benchmarks.md, GPU)")
     e.add_argument("--batch-size", type=int, default=None, metavar="N",
                    help="images per network call (default: 16 on the CPU, 128 with --device cuda)")
     e.add_argument("--threads", type=int, metavar="N", help="inference threads (default: one per core)")
@@ -94,10 +93,19 @@ def add_model_arguments(parser: argparse.ArgumentParser, task: str, *, tags_alia
     p.add_argument("--alpha", choices=("white", "drop"), default="white",
                    help="transparency: composite onto white (default) or drop alpha like the original i2v")
     p.add_argument("--resize", choices=RESIZE_METHODS, metavar="RULE",
-                   help="resize rule (default: the model's; i2v: skimage-bilinear, as the models were published). "
-                        f"One of: {', '.join(RESIZE_METHODS)}")
+                   help="resize rule (default: the model's; i2v: skimage-bilinear, as the models were published; "
+                        "WD: pil-bicubic). area: a real area average (OpenCV INTER_AREA bit for bit when "
+                        "shrinking); pil-area is Pillow's BOX filter. One of: " + ", ".join(RESIZE_METHODS))
     if not any("--quiet" in a.option_strings for a in parser._actions):
         add_quiet_argument(parser)
+
+
+def add_exif_argument(parser: argparse.ArgumentParser) -> None:
+    """``--exif-orientation apply|ignore`` (commands whose decoding honours the model's recipe)."""
+    group = next((g for g in parser._action_groups if g.title == "preprocessing"), parser)
+    group.add_argument("--exif-orientation", choices=("apply", "ignore"), default=None,
+                       help="apply: turn pictures upright by their EXIF orientation, as viewers show them (default); "
+                            "ignore: the stored pixels, as kohya-ss, the WD14 web UI and most trainers read them")
 
 
 def add_threshold_arguments(parser: argparse.ArgumentParser, rules: tuple[str, ...], title: str = "thresholds"):
@@ -122,8 +130,8 @@ def add_output_arguments(parser: argparse.ArgumentParser, formats: tuple[str, ..
     o.add_argument("--output", "-o", metavar="PATH", required=required, default=default_help,
                    help=f"write {what} here; the format follows the extension ({exts})"
                         + ("" if required else f"; default: {default} on stdout"))
-    o.add_argument("--format", "-f", choices=formats, default=default_help,
-                   help="override the format the extension implies")
+    o.add_argument("--format", "-f", choices=formats, default=default_help, metavar="FORMAT",
+                   help=f"override the format the extension implies: {', '.join(formats)}")
     if "csv" in formats:
         o.add_argument("--csv-raw", action="store_true",
                        help="csv: write cells as they are (by default text starting with = + - @ gets a leading ' "
@@ -140,13 +148,56 @@ def add_sheet_argument(group: Any, help: str, *, metavar: str = "PNG", aliases: 
 
 
 def output_format(args: argparse.Namespace, formats: tuple[str, ...], default: str = "json") -> str:
-    """The format of ``args.output`` (see :func:`illust2vec.io.records.infer_format`); its folder is made
-    (or refused) now, before the work (:func:`prepare_outputs`)."""
+    """The format of ``args.output`` (see :func:`illust2vec.io.records.infer_format`), checked now, before
+    the work: Parquet needs pyarrow, and a folder is no place for a result file (its own folder is made
+    or refused by :func:`preflight`)."""
+    from illust2vec.errors import require_modules
     from illust2vec.io.records import infer_format
 
-    fmt = infer_format(getattr(args, "output", None), getattr(args, "format", None), formats, default)
-    prepare_outputs(getattr(args, "output", None))
+    output = getattr(args, "output", None)
+    fmt = infer_format(output, getattr(args, "format", None), formats, default)
+    if fmt == "parquet":
+        require_modules("pyarrow")
+    if output not in (None, "-") and Path(output).is_dir():
+        raise Illust2VecError(f"{output}: is a folder; give a file name for -o (e.g. {Path(output) / 'out'}.{fmt})")
+    prepare_outputs(output)
     return fmt
+
+
+#: Options (by ``dest``) naming a file or folder a command writes, on every command that has them.
+OUTPUT_OPTIONS = ("output", "sheet", "html", "report", "plot", "annotate", "frames", "stats", "stats_chart",
+                  "caption_dir", "crops", "out")
+
+
+def preflight(args: argparse.Namespace) -> None:
+    """Before any work, for every command (``cli.main`` calls it before the command's handler):
+
+    * the optional libraries it needs are installed: what the command declares with
+      ``set_defaults(requires=...)`` (a tuple of module names such as ``"onnxruntime"``, or a
+      function of ``args`` returning one: commands that do not always run a model, such as
+      ``search`` by tags, declare nothing), the face detector for
+      ``--faces``/``--faces-only`` and commands that set ``face_detector=True``;
+    * every place it writes (:data:`OUTPUT_OPTIONS`) can be written: a folder that exists must be
+      writable, otherwise its parent is made and must be.
+
+    Each problem is one :class:`Illust2VecError` line now, not an error per picture after
+    thousands have been decoded.
+    """
+    from illust2vec.errors import require_modules
+
+    requires = getattr(args, "requires", ())
+    require_modules(*(requires(args) if callable(requires) else requires))
+    if getattr(args, "face_detector", False) or getattr(args, "faces", False) or getattr(args, "faces_only", False):
+        from illust2vec.faces.native import get_detector
+
+        get_detector()
+    files, folders = [], []
+    for dest in OUTPUT_OPTIONS:
+        value = getattr(args, dest, None)
+        if value is None or value == "-" or "://" in str(value):
+            continue
+        (folders if Path(value).is_dir() else files).append(value)
+    prepare_outputs(*files, dirs=tuple(folders))
 
 
 def resolve_engine_defaults(args: argparse.Namespace) -> None:
@@ -172,13 +223,20 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def model_from_args(args: argparse.Namespace, task: str):
     """The model the flags describe, through the one route :func:`~illust2vec.models.loading.load_model`."""
+    from illust2vec.cli.kohya_flags import kohya_model_files
     from illust2vec.models.loading import load_model
 
+    name, tags = (args.weights if getattr(args, "weights", None) is not None else args.model,
+                  getattr(args, "tag_file", None))
+    kohya = kohya_model_files(args)  # kohya-ss' --model_dir DIR --repo_id ORG/NAME
+    if kohya is not None:
+        name, tags = kohya
     model = load_model(
-        args.weights if getattr(args, "weights", None) is not None else args.model, task=task,
-        tags=getattr(args, "tag_file", None), thresholds=getattr(args, "threshold_file", None),
+        name, task=task, tags=tags, thresholds=getattr(args, "threshold_file", None),
         model_dir=args.model_dir, download=getattr(args, "download", False), offline=args.offline,
-        progress=not args.quiet, resize=getattr(args, "resize", None), **engine_options(args),
+        progress=not args.quiet, resize=getattr(args, "resize", None),
+        exif_orientation=getattr(args, "exif_orientation", None), compat=getattr(args, "compat", None),
+        **engine_options(args),
     )
     if task == "tag" and not model.is_tagger:
         raise Illust2VecError(f"{model.name} is not a tagger; choose a tag model (e.g. --model i2v-tag)")
@@ -279,7 +337,9 @@ def prepare_outputs(*paths: str | os.PathLike | None, dirs: tuple[str | os.PathL
         except OSError as exc:
             raise Illust2VecError(f"{folder}: cannot create the output folder ({exc.strerror or exc})") from None
         if not os.access(folder, os.W_OK | os.X_OK):
-            raise Illust2VecError(f"{folder}: the output folder is not writable")
+            read_only = hasattr(os, "statvfs") and bool(os.statvfs(folder).f_flag & getattr(os, "ST_RDONLY", 1))
+            why = "on a read-only file system" if read_only else "permission denied"
+            raise Illust2VecError(f"{folder}: the output folder is not writable ({why}); write somewhere else")
 
 
 class ErrorReport:

@@ -35,7 +35,14 @@ def register(sub) -> None:
     p.add_argument("--method", choices=("tsne", "umap", "pca"), default="tsne")
     p.add_argument("--grid", action="store_true", help="snap the map to a grid")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, requires=demo_requirements)
+
+
+def demo_requirements(args: argparse.Namespace) -> tuple[str, ...]:
+    """The engine and the map's modules: said before the gallery is drawn, not after."""
+    from illust2vec.cli.map import map_requirements
+
+    return ("onnxruntime", *map_requirements(args))
 
 
 def run(args: argparse.Namespace) -> int:

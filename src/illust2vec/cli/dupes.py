@@ -59,6 +59,10 @@ def register(sub) -> None:
     p.add_argument("--undo", metavar="MANIFEST", type=Path,
                    help="put back every file a --move-to run moved (its manifest file); nothing else is done")
     add_quiet_argument(p)
+    from illust2vec.cli.helptext import short_help
+
+    short_help(p, "--db", "--max-distance", "--move-to", "--dry-run", "--undo", "--output", "--sheet",
+               "--quiet")
     p.set_defaults(func=run)
 
 

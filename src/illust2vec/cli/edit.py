@@ -39,7 +39,10 @@ def register(sub) -> None:
     p.add_argument("--format", "-f", choices=("text", "json"), default="text",
                    help="how to print the before/after probabilities on stdout (default text)")
     add_model_arguments(p, task="tag", tags_alias=False)
-    p.set_defaults(func=run)
+    from illust2vec.cli.helptext import short_help
+
+    short_help(p, "--add", "--remove", "--output", "--strength", "--steps", "--model", "--quiet")
+    p.set_defaults(func=run, requires=("onnxruntime",))  # checked before any work (cli.common.preflight)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -40,7 +40,10 @@ def register(sub) -> None:
     from illust2vec.cli.ray_support import add_ray_arguments
 
     add_ray_arguments(p, shard_dir_default="a temporary directory, removed at the end")
-    p.set_defaults(func=run)
+    from illust2vec.cli.helptext import short_help
+
+    short_help(p, "--model", "--weights", "--device", "--binary", "--output", "--format", "--faces", "--quiet")
+    p.set_defaults(func=run, requires=("onnxruntime",))  # checked before any work (cli.common.preflight)
 
 
 def run(args: argparse.Namespace) -> int:

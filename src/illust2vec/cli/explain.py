@@ -57,7 +57,10 @@ def register(sub) -> None:
                    help="png: OUT.png (one sheet, one input) or a directory (STEM_TAG.png per tag); "
                         "json: a file (default: stdout)")
     add_model_arguments(p, task="tag", tags_alias=False)
-    p.set_defaults(func=run)
+    from illust2vec.cli.helptext import short_help
+
+    short_help(p, "--tags", "--method", "--specific", "--output", "--format", "--model", "--quiet")
+    p.set_defaults(func=run, requires=("onnxruntime",))  # checked before any work (cli.common.preflight)
 
 
 def _slug(tag: str) -> str:

@@ -39,10 +39,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from illust2vec.cli.common import prepare_outputs
     from illust2vec.collection import Collection
-
-    prepare_outputs(args.output)
 
     with Collection.open(args.db, create=False) as col:
         n = col.export(args.output, args.format, vectors=not args.no_vectors, codes=not args.no_codes,

@@ -56,7 +56,10 @@ def register(subparsers: Any) -> None:
                    help="fine (default: the original AnimeFace scan) or fast (about twice as fast, may miss a few faces)")
     p.add_argument("--workers", type=int, default=None, metavar="N", help="detection processes (default: CPU count)")
     add_quiet_argument(p)
-    p.set_defaults(func=handler)
+    from illust2vec.cli.helptext import short_help
+
+    short_help(p, "--output", "--format", "--sheet", "--crops", "--min-likelihood", "--margin", "--quiet")
+    p.set_defaults(func=handler, face_detector=True)
 
 
 def _crop_names(stems: list[str]) -> list[str]:
@@ -83,7 +86,6 @@ def face_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def handler(args: argparse.Namespace) -> int:
-    from illust2vec.cli.common import prepare_outputs
     from illust2vec.errors import Illust2VecError
     from illust2vec.cli.common import output_format
     from illust2vec.cli.face_options import expand_paths, report_errors
@@ -101,7 +103,6 @@ def handler(args: argparse.Namespace) -> int:
     if args.sheet_cell < 32:
         raise Illust2VecError(f"--sheet-cell must be at least 32 pixels, got {args.sheet_cell}")
 
-    prepare_outputs(args.output, args.sheet, dirs=(args.crops,))  # before the work, not after it
     files = expand_paths(args.paths)
     if not files:
         raise Illust2VecError(f"no images found in: {', '.join(args.paths)}")

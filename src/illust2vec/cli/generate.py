@@ -37,7 +37,10 @@ def register(sub) -> None:
     p.add_argument("--format", "-f", choices=("text", "json"), default="text",
                    help="how to print the final probabilities on stdout (default text)")
     add_model_arguments(p, task="tag", tags_alias=False)
-    p.set_defaults(func=run)
+    from illust2vec.cli.helptext import short_help
+
+    short_help(p, "--tags", "--output", "--steps", "--seed", "--model", "--quiet")
+    p.set_defaults(func=run, requires=("onnxruntime",))  # checked before any work (cli.common.preflight)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -53,7 +53,10 @@ def register(sub) -> None:
     from illust2vec.cli.ray_support import add_ray_arguments
 
     add_ray_arguments(p, shard_dir_default="DB/ray-shards, removed once merged")
-    p.set_defaults(func=run)
+    from illust2vec.cli.helptext import short_help
+
+    short_help(p, "--db", "--model", "--tagger", "--device", "--prune", "--rebuild", "--faces", "--quiet")
+    p.set_defaults(func=run, requires=lambda a: () if a.from_shards else ("onnxruntime",))  # cli.common.preflight
 
 
 def _print_prune(dropped: list[str], kept: dict[str, list[str]], *, verb: str) -> None:

@@ -15,6 +15,7 @@ import sqlite3
 import sys
 import traceback
 
+from illust2vec.cli.parsing import Parser
 from illust2vec.errors import Illust2VecError, describe_os_error, missing_extra_message, one_line
 
 #: Modules of ``illust2vec.cli`` that define sub-commands, in ``--help`` order.
@@ -44,13 +45,14 @@ COMMANDS: list[str] = [
 def build_parser() -> argparse.ArgumentParser:
     from illust2vec.version import __version__
 
-    parser = argparse.ArgumentParser(
-        prog="illust2vec",
+    parser = Parser(
+        prog="illust2vec", top_level=True,
         description=(
             "Tags, feature vectors, similarity search and image maps for "
             "anime-style illustrations (illustration2vec and WD taggers on ONNX Runtime)."
         ),
-        epilog="Run 'illust2vec COMMAND --help' for the options of one command.",
+        epilog="Run 'illust2vec COMMAND --help' for the common options of one command, "
+               "'illust2vec COMMAND --help-all' for all of them.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true",
@@ -93,14 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2
-    from illust2vec.cli.common import resolve_engine_defaults
+    from illust2vec.cli.common import preflight, resolve_engine_defaults
 
     resolve_engine_defaults(args)
     try:
+        preflight(args)  # what the command needs, before any work
         return int(args.func(args) or 0)
     except Illust2VecError as exc:
         _traceback(args)
         print(f"error: {exc}", file=sys.stderr)
+        if _debug(args) and getattr(exc, "details", ""):
+            print(exc.details, file=sys.stderr)
         return 1
     except ModuleNotFoundError as exc:
         hint = missing_extra_message(exc.name)

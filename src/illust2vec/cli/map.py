@@ -50,11 +50,19 @@ def register(sub) -> None:
     from illust2vec.cli.face_options import add_face_arguments
 
     add_face_arguments(p)  # --faces: one point per face crop, named SOURCE#faceK [x,y,w,h]
-    p.set_defaults(func=run)
+    from illust2vec.cli.helptext import short_help
+
+    short_help(p, "--output", "--html", "--method", "--label-by", "--grid", "--db", "--model", "--faces",
+               "--quiet")
+    p.set_defaults(func=run, requires=map_requirements)
+
+
+def map_requirements(args: argparse.Namespace) -> tuple[str, ...]:
+    """The optional modules a map with ``args.method`` needs (checked before any feature is computed)."""
+    return ("faiss", "scipy", "sklearn") + {"tsne": ("openTSNE",), "umap": ("umap",)}.get(args.method, ())
 
 
 def run(args: argparse.Namespace) -> int:
-    from illust2vec.cli.common import prepare_outputs
     from illust2vec.errors import Illust2VecError, one_line
     from illust2vec.maps.pipeline import format_quality, is_collection, make_map
 
@@ -62,17 +70,8 @@ def run(args: argparse.Namespace) -> int:
         print("error: nothing to write; give -o FILE.png, --html FILE.html and/or --report FILE.json",
               file=sys.stderr)
         return 2
-    prepare_outputs(args.output, args.html, args.report)  # before the work, not after it
     if args.max_size < 128:
         raise Illust2VecError(f"--max-size {args.max_size}: too small; use at least 128")
-    if args.method == "umap":
-        import importlib.util
-
-        if importlib.util.find_spec("umap") is None:  # say so before computing any feature
-            raise Illust2VecError(
-                "--method umap needs umap-learn, which is not installed; run "
-                "\"pip install 'illust2vec[umap]'\" or use --method tsne"
-            )
     inputs: list[str] | str = args.paths
     model = None
     if len(args.paths) == 1 and is_collection(args.paths[0]):

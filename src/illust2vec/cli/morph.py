@@ -46,6 +46,9 @@ def register(sub) -> None:
     out.add_argument("--json", dest="format", action="store_const", const="json", help=argparse.SUPPRESS)
     add_sheet_argument(out, "also write a strip of thumbnails A, x1 .. xK, B")
     add_model_arguments(p, task="feature")
+    from illust2vec.cli.helptext import short_help
+
+    short_help(p, "--db", "--steps", "--binary", "--output", "--sheet", "--quiet")
     p.set_defaults(func=run)
 
 
@@ -62,7 +65,7 @@ def _table(result) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from illust2vec.cli.common import collection_models_from_args, output_format, prepare_outputs
+    from illust2vec.cli.common import collection_models_from_args, output_format
     from illust2vec.collection import Collection
     from illust2vec.io.atomic import atomic_write, json_safe
     from illust2vec.semantic.morph import morph, morph_sheet
@@ -70,7 +73,6 @@ def run(args: argparse.Namespace) -> int:
     table = args.output is None and args.format is None
     if not table:
         output_format(args, ("json",))
-    prepare_outputs(args.sheet)
 
     bad = [q for q in (args.a, args.b) if not Path(q).exists()]
     for q in bad:

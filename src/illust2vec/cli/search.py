@@ -64,6 +64,10 @@ def register(sub) -> None:
     out.add_argument("--json", dest="format", action="store_const", const="json", help=argparse.SUPPRESS)
     add_sheet_argument(out, "also write a contact sheet of the hits")
     add_model_arguments(p, task="feature")
+    from illust2vec.cli.helptext import short_help
+
+    short_help(p, "--db", "-k", "--tags", "--binary", "--plus", "--minus", "--like", "--output",
+               "--sheet", "--quiet")
     p.set_defaults(func=run)
 
 

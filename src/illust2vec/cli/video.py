@@ -73,7 +73,11 @@ def register(sub) -> None:
     o.add_argument("--frames", metavar="DIR", type=Path,
                    help="save the tagged (representative) frames as images in DIR")
     o.add_argument("--frame-format", choices=("jpg", "png"), default="jpg", help="image format for --frames")
-    p.set_defaults(func=run)
+    from illust2vec.cli.helptext import short_help
+
+    short_help(p, "--every", "--scenes", "--model", "--threshold", "--output", "--plot", "--annotate",
+               "--quiet")
+    p.set_defaults(func=run, requires=("onnxruntime",))  # checked before any work (cli.common.preflight)
 
 
 def _feature_model(args: argparse.Namespace) -> Any:

@@ -5,6 +5,8 @@ and its mean probability over those images.  An image "has" a tag when it is amo
 tags reported for it (above the threshold); for the ``rating`` category, which is
 reported whole, only the most probable rating of each image counts.
 
+Examples
+--------
 >>> from illust2vec.datasets.tagstats import tag_statistics
 >>> stats = tag_statistics([{"general": [("smile", 0.9)]}, {"general": [("smile", 0.7), ("hat", 0.6)]}])
 >>> [(r.tag, r.count, r.share, round(r.mean_probability, 2)) for r in stats.rows]

@@ -1,1 +1,1 @@
-"""The drawn demo gallery used by the README and `illust2vec demo`."""
+"""The drawn demo gallery used by the documentation and `illust2vec demo`."""

@@ -167,6 +167,8 @@ def run_shards(
     on_error:
         Called with an :class:`~illust2vec.runtime.batches.ItemError` per failed input, as shards finish.
 
+    Notes
+    -----
     Call it inside :func:`ray_runtime` (or after ``ray.init``).
     """
     ray = require_ray()

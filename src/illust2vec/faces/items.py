@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from illust2vec.errors import Illust2VecError
+from illust2vec.errors import Illust2VecError, MissingDependency, is_missing_dependency
 from illust2vec.runtime.progress import as_progress
 from illust2vec.faces.detect import (
     DEFAULT_MARGIN,
@@ -145,12 +145,16 @@ def _detect_one(index: int, source: Any, label: str, opts: _Options) -> Detectio
     try:
         rgb = _load_rgb(source)
         faces = detect_faces(rgb, min_likelihood=opts.min_likelihood, max_side=opts.max_side, scan=opts.scan)
+    except MissingDependency:
+        raise  # the detector library is missing: one error for the run, not one per picture
     except Illust2VecError as exc:
         # ImageDecodeError says "NAME: reason"; keep the reason, the source is reported beside it
         return Detection(index=index, source=label, error=getattr(exc, "reason", None) or str(exc))
     except MemoryError:
         return Detection(index=index, source=label, error="out of memory while decoding (image too large?)")
     except Exception as exc:  # a decoder bug must not stop the whole run
+        if is_missing_dependency(exc):
+            raise
         return Detection(index=index, source=label, error=f"{type(exc).__name__}: {exc}")
     det = Detection(index=index, source=label, size=(rgb.shape[1], rgb.shape[0]), faces=faces)
     if opts.margin is not None:
@@ -225,6 +229,9 @@ def iter_detections(
         raise ValueError(f"keep_image must be 'never', 'no_faces' or 'always', got {keep_image!r}")
     if chunksize < 1:
         raise Illust2VecError(f"chunksize must be >= 1, got {chunksize}")
+    from illust2vec.faces.native import get_detector
+
+    get_detector()  # a missing detector library is one error now, before any picture is read
     items = list(inputs)
     tasks = [(i, src, source_label(src, i)) for i, src in enumerate(items)]
     opts = _Options(min_likelihood, max_side, margin, square, keep_image, scan)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from illust2vec.errors import Illust2VecError
+from illust2vec.errors import Illust2VecError, MissingDependency
 
 #: Environment variable that names the libnvxs shared library explicitly.
 LIBRARY_ENV = "ILLUST2VEC_NVXS_LIBRARY"
@@ -58,8 +58,8 @@ RANDOM_SEED = 8273
 _P = ctypes.POINTER
 
 
-class FaceDetectorUnavailable(Illust2VecError):
-    """The AnimeFace native library could not be found or loaded."""
+class FaceDetectorUnavailable(MissingDependency):
+    """The AnimeFace native library could not be found or loaded (said once, not once per picture)."""
 
 
 class _Matrix(ctypes.Structure):

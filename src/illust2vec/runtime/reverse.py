@@ -137,8 +137,11 @@ def gradient_model(
     input_name:
         The input to differentiate with respect to (default: the only graph input).
 
-    The returned graph keeps the forward outputs and adds ``input_grad``
-    (shape of the input).
+    Returns
+    -------
+    onnx.ModelProto
+        The graph, which keeps the forward outputs and adds ``input_grad``
+        (shape of the input).
     """
     graph = forward.graph
     init_names = {i.name for i in graph.initializer}

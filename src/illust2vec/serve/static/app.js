@@ -333,27 +333,30 @@
       addIn.addEventListener("keydown", function (ev) { if (ev.key === "Enter") addBtn.click(); ev.stopPropagation(); });
       var back = el("button", { type: "button", text: "\u2190 back (Esc)" });
       back.addEventListener("click", function () { history.back(); });
-      var info = el("div", { class: "item-info" }, back,
-                    el("p", { class: "path", text: item.path }),
-                    el("p", { class: "muted", text: (item.width || "?") + " \u00d7 " + (item.height || "?") + " px, " +
-                              (item.bytes === null ? "?" : Math.round(item.bytes / 1024) + " KiB") }),
-                    tagTable(item), el("p", null, addIn, " ", addBtn));
-      v.append(el("div", { class: "item-top" }, el("img", { class: "big", alt: "", src: "/image/" + item.id }), info));
       var near = (r[3] || []).filter(function (g) { return g.items.some(function (x) { return x.id === item.id; }); });
       var nearItems = [];
       near.forEach(function (g) { g.items.forEach(function (x) { if (x.id !== item.id) nearItems.push(x); }); });
       (item.copies || []).forEach(function (cid) { if (!nearItems.some(function (x) { return x.id === cid; })) nearItems.push({ id: cid, path: "identical copy #" + cid }); });
+      // Beside the picture: where it is, then what resembles it (what people open an item for);
+      // the long tag list comes below both.
+      var side = el("div", { class: "item-info" }, back,
+                    el("p", { class: "path", text: item.path }),
+                    el("p", { class: "muted", text: (item.width || "?") + " \u00d7 " + (item.height || "?") + " px, " +
+                              (item.bytes === null ? "?" : Math.round(item.bytes / 1024) + " KiB") }));
       function strip(title, list, score) {
         var s = el("div", { class: "strip" });
         list.forEach(function (h) {
           s.append(thumbCard(h, function () { openItem(h.id); },
                              score && h.score !== null && h.score !== undefined ? el("div", { class: "cap", text: score(h) }) : null));
         });
-        v.append(el("h2", { text: title + " (" + list.length + ")" }), s);
+        side.append(el("h2", { text: title + " (" + list.length + ")" }), s);
       }
       strip("near-duplicates", nearItems, null);
       strip("similar by features", sim, function (h) { return "cosine " + h.score.toFixed(3); });
       strip("similar by binary codes", simb, function (h) { return "distance " + h.distance; });
+      v.append(el("div", { class: "item-top" }, el("img", { class: "big", alt: "", src: "/image/" + item.id }), side));
+      v.append(el("section", { class: "item-tags" }, el("h2", { text: "tags (" + Object.keys(item.tags).length + ")" }),
+                  tagTable(item), el("p", null, addIn, " ", addBtn)));
     }).catch(function (err) { clear(v); v.append(el("p", { text: String(err.message) })); });
   }
 

@@ -145,6 +145,8 @@ def caffe_to_onnx(
         Channels of the input; defaults to the declared shape or the first
         convolution's weights.
 
+    Notes
+    -----
     The graph has one input named ``input`` (``(batch, C, H, W)`` float32) and
     a symbolic batch dimension.
     """

@@ -332,3 +332,35 @@ def _index_entropy(codes: np.ndarray) -> np.ndarray:
     from illust2vec.collection.mih import byte_entropy
 
     return byte_entropy(codes)
+
+
+def test_large_collections_with_few_directions_get_a_pca_product_quantiser(grown, monkeypatch):
+    """From PCA_PQ_MIN rows, features whose energy lies in a few hundred directions are quantised after a
+    PCA projection (finer codes per dimension); spread-out features keep the full-vector quantiser."""
+    col, feats, codes = grown
+    monkeypatch.setattr(_index, "FLAT_MAX", 500)
+    monkeypatch.setattr(_index, "PCA_PQ_MIN", 1000)
+    monkeypatch.setattr(_index, "PCA_DIM", 64)  # a quicker quantiser to train than the default 256
+    monkeypatch.setattr(_search, "RERANK_MIN", 2000)  # every row a candidate: exact
+    live = np.arange(2000)
+    for i in (0, 17, 1999):
+        q = feats[i] * 3.0
+        rows = _check_float_hits(col.search(vector=q, k=15), feats, live, q, 15)
+        assert set(rows.tolist()) == set(live[np.lexsort((live, -_cosine(feats, live, q)))[:15]].tolist())
+    idx, im = col._cache[("index", "feature")]
+    assert im.kind == "pca-pq4fs-ip" and idx.transform.shape == (_index.PCA_DIM, feats.shape[1])
+    assert idx.shards[0].d == _index.PCA_DIM and idx.shards[0].M == _index.PCA_DIM // 2
+    monkeypatch.setattr(_search, "RERANK_MIN", 100)  # 5% of the rows as candidates: still the nearest ones
+    found = []  # share of the returned rows as close as the exact 10th (the planted exact copies tie)
+    for i in range(0, 2000, 100):
+        kth = np.sort(_cosine(feats, live, feats[i]))[::-1][9]
+        found.append((_cosine(feats, _search.nearest_rows(col, feats[i][None], 10)[0], feats[i]) >= kth - 1e-5).mean())
+    assert np.mean(found) >= 0.9, np.mean(found)
+    # saved and loaded as its kind (the same size class as the full-vector PQ: not rebuilt)
+    with Collection.open(col.path, create=False) as other:
+        assert [h.row for h in other.search(vector=feats[3], k=5)] == [h.row for h in col.search(vector=feats[3], k=5)]
+        assert other._cache[("index", "feature")][1].kind == "pca-pq4fs-ip"
+    # features spread over every direction: the full-vector product quantiser
+    spread = np.random.default_rng(0).standard_normal((2000, 256), dtype=np.float32)
+    idx2, kind = _index.build_float_index(spread, np.arange(2000))
+    assert kind == "pq4fs-ip" and idx2.transform is None

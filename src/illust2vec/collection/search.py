@@ -83,7 +83,7 @@ def get_index(col, kind: str, meta: dict[str, str], live: np.ndarray, *, nprobe:
         idx, im = cached
         if im.identity != ident or im.delete_gen != gen or im.rows_upto > rows:
             cached = None
-        elif kind == "feature" and im.kind != _index.float_kind(im.ntotal):
+        elif kind == "feature" and _index.size_class(im.kind) != _index.float_kind(im.ntotal):
             cached = None  # built for another size class (or other thresholds)
         elif kind == "codes" and idx.exact != _index.binary_exact(len(live), int(meta["code_bytes"])):
             cached = None  # grew into (or shrank out of) the short codes' size class
@@ -92,7 +92,7 @@ def get_index(col, kind: str, meta: dict[str, str], live: np.ndarray, *, nprobe:
             new = live[np.searchsorted(live, im.rows_upto):]
             if kind == "codes":
                 _index.add_binary_rows(idx, vectors, new)
-            elif _index.float_kind(im.ntotal + len(new)) != im.kind:
+            elif _index.float_kind(im.ntotal + len(new)) != _index.size_class(im.kind):
                 cached = None  # grew past the size of this kind: rebuild as the next one
             else:
                 _index.add_float_rows(idx, vectors, new)

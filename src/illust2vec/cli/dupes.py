@@ -16,8 +16,7 @@ FLAT_COLUMNS = ("group", "files", "max_distance", "keep", "path", "width", "heig
 EXAMPLES = """\
 examples:
   illust2vec dupes --db pics.i2v > dupes.json                 groups, per-file facts, recommended keeper
-  illust2vec dupes --db pics.i2v -o dupes.csv                 one row per file of each group (also .parquet;
-                                                              .jsonl: one record per group)
+  illust2vec dupes --db pics.i2v -o dupes.csv                 one row per file of each group (also .parquet)
   illust2vec dupes --db pics.i2v --format table --sheet groups/   a line per file, a contact sheet per group
   illust2vec dupes --db pics.i2v --move-to review/ --dry-run   print what would be moved
   illust2vec dupes --db pics.i2v --move-to review/             move the other copies, manifest in review/
@@ -31,10 +30,9 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "dupes", help="find groups of near-duplicate images in a collection, move the extra copies aside",
-        description="Group images whose binary codes differ in at most --max-distance bits (exact: "
-                    "multi-index hashing, or FAISS's exhaustive scan where that is faster; the pairs are kept "
-                    "in the collection, so a later run compares only the pictures added since; groups are "
-                    "connected components). Byte-identical files always "
+        description="Group images whose binary codes differ in at most --max-distance bits (exact; the "
+                    "pairs are kept, so a later run compares only the pictures added since). Byte-identical "
+                    "files always "
                     "form a group. Prints a JSON list of groups on stdout; each lists its files with width, "
                     f"height, bytes and format, and the copy recommended to keep ({KEEPER_RULE}). "
                     "--move-to moves the other copies into a folder (never deletes, never overwrites) and "
@@ -43,10 +41,8 @@ def register(sub) -> None:
     )
     add_db_argument(p)
     p.add_argument("--max-distance", type=int, metavar="N",
-                   help="largest Hamming distance between near-duplicates (default by kind of code: 20%% of "
-                        "the code length for SimHash codes (the generic embedder, WD taggers), 819 of 4096 bits, "
-                        "which finds flipped, 10%%-cropped and recoloured copies; 2%% for i2v's codes, 82 of "
-                        "4096 bits)")
+                   help="largest Hamming distance between near-duplicates (default: 20%% of the bits of "
+                        "SimHash codes, which finds flipped, cropped and recoloured copies; 2%% of i2v's)")
     out = add_output_arguments(p, FORMATS, what="the groups (json: with per-file facts; table: one line per file)")
     add_sheet_argument(out, "write a contact sheet PNG per group into DIR", metavar="DIR", aliases=("--sheets",))
     p.add_argument("--move-to", metavar="DIR", type=Path,

@@ -328,3 +328,45 @@ def test_a_version_2_collection_is_read_as_it_is_and_upgraded_in_place(env, tmp_
         assert [t.file for t in col.taggers()] == ["prob.f32", "prob-2.f32"]
         assert [h.path for h in col.search(tags="1girl", k=None, min_prob=0.1, tagger=i2v_tagger.name)] == [
             h.path for h in col.search(tags="1girl", k=None, min_prob=0.1, tagger=i2v_tagger.identity)]
+
+
+@pytest.mark.browser
+def test_the_web_app_offers_a_choice_of_tagger(env, tmp_path):
+    """With two taggers the grid shows a tagger choice; the filter and the suggestions follow it."""
+    from serve_support import LiveServer
+    from test_serve_browser import CHROMIUM, CHROMIUM_ARGS, App
+
+    from illust2vec.serve import CollectionService, create_app
+
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed at /usr/bin/chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    db = tmp_path / "web"
+    with Collection.open(db) as col:
+        col.add(env.pics, embedder=env.effnet, taggers=[env.effnet, env.wd], progress=False, workers=0)
+        first = col.rows_to_paths([col.live_rows()[0]])[int(col.live_rows()[0])][0]
+    probs = env.effnet.predict_proba([first])[0]
+    top = env.effnet.tags.names[int(np.argmax(probs))]
+    service = CollectionService(db)
+    try:
+        with LiveServer(create_app(service)) as srv, sync_api.sync_playwright() as pw:
+            b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            app = App(b, srv.url + "/")
+            p = app.page
+            assert p.is_visible("#model") and p.eval_on_selector_all(
+                "#model option", "els => els.map(e => e.value)") == [WD, EFFNET]
+            p.fill("#filter", "1girl, smile<0.3")  # the tiny WD model: 1girl 0.9 everywhere, smile below 0.34
+            p.press("#filter", "Enter")
+            p.wait_for_function("() => window.illust2vecApp.state().total === 7")
+            p.select_option("#model", EFFNET)
+            p.fill("#filter", f"{top}>={float(probs.max()) - 1e-4:.4f}")
+            p.press("#filter", "Enter")
+            p.wait_for_function("() => window.illust2vecApp.state().total >= 1")
+            app.settle()
+            assert any("model=generic-effnet-lite0" in u and "/api/items?" in u for u in app.requests)
+            titles = p.eval_on_selector_all(".cell", "els => els.map(e => e.title.split('\\n')[0])")
+            assert first in titles and f"\n{top}" in p.eval_on_selector(".cell", "e => e.title")
+            app.close()
+            b.close()
+    finally:
+        service.close()

@@ -232,3 +232,48 @@ def test_cli_no_recursive(run_cli, pictures):
     rc, _, err = run_cli("tag", pictures, "--captions", "--no-recursive")
     assert rc == 0, err
     assert not (pictures / "sub" / "deep.txt").exists() and (pictures / "00.txt").exists()
+
+
+# -- rule sets of other tools (tests/test_kohya_parity.py compares whole runs byte for byte) -------------
+
+
+def test_kohya_rules_edge_cases() -> None:
+    from illust2vec.datasets.caption_kohya import expand_character, parse_kohya_replacements
+    from illust2vec.datasets.captions import CaptionOptions, make_caption
+    from illust2vec.models.tags import TagTable
+
+    table = TagTable(("general", "sensitive", "1girl", "(o)_(o)", "^_^", "1boy", "name (costume) (series)"),
+                     ("rating", "rating", "general", "general", "general", "general", "character"))
+    result = {"rating": [("sensitive", 0.6), ("general", 0.4)], "general": [("^_^", 0.9), ("1boy", 0.8),
+              ("1girl", 0.7), ("(o)_(o)", 0.5)], "character": [("name (costume) (series)", 0.9)]}
+    kohya = CaptionOptions.defaults_for
+    assert make_caption(result, kohya("kohya"), table) == "1girl, (o)_(o), ^_^, 1boy, name_(costume)_(series)"
+    # --remove_underscore: by length only; expansion keeps NAME<sep>SERIES as one tag
+    assert make_caption(result, kohya("kohya", underscores=False, expand_characters=True, separator=" | "),
+                        table) == "1girl | (o) (o) | ^_^ | 1boy | name (costume) | series"
+    # always-first: the last listed ends up first, before the rating; entries are stripped (documented form)
+    assert make_caption(result, kohya("kohya", always_first=("1girl", " 1boy"), rating="first"),
+                        table).startswith("1boy, 1girl, sensitive, ")
+    assert expand_character("a_(b)_(c)", ", ") == "a_(b), c"
+    assert parse_kohya_replacements("a,b;c\\,d,e\\;f;") == (("a", "b"), ("c,d", "e;f"))
+    with pytest.raises(Illust2VecError, match="source,target"):
+        parse_kohya_replacements("a,b,c")
+    assert CaptionOptions.defaults_for("kohya", separator="  ").list_separator == "  "
+    with pytest.raises(Illust2VecError, match="table=model.tags"):
+        make_caption(result, kohya("kohya"))
+
+
+def test_webui_rules() -> None:
+    from illust2vec.datasets.captions import CaptionOptions, appended_caption, make_caption
+    from illust2vec.models.tags import TagTable
+
+    table = TagTable(("general", "a_b", "^_^", "c (d)", "x"), ("rating", "general", "general", "character", "general"))
+    result = {"rating": [("general", 0.9)], "general": [("a b", 0.5), ("^_^", 0.5), ("x", 0.75)],
+              "character": [("c (d)", 0.8999999761581421)]}
+    webui = CaptionOptions.defaults_for
+    assert make_caption(result, webui("wd14-webui"), table) == "c (d), x, a b, ^_^"  # ties in file order, no rating
+    assert make_caption(result, webui("wd14-webui", escape_parentheses=True, weights=True, underscores=True,
+                                      exclude=("a_b",)), table) == "(c_\\(d\\):0.8999999761581421), (x:0.75), (^_^:0.5)"
+    opts = webui("wd14-webui")
+    assert opts.mode == "skip" and not opts.final_newline
+    assert appended_caption(" old, tags ", "new", webui("wd14-webui")) == "old, tags, new"

@@ -143,8 +143,11 @@ def test_models_import_then_list(model_store, tmp_path):
     bad = tmp_path / "illust2vec_ver200.caffemodel"
     bad.write_bytes(b"\x0a\x05trunc")
     r = cli("models", "--model-dir", store, "import", src, tags, bad, store=model_store)
-    assert r.returncode == 1 and "illust2vec_ver200.caffemodel" in r.stderr
-    assert not (store / "files" / "illust2vec_ver200.caffemodel").exists()
+    assert r.returncode == 1 and "illust2vec_ver200.caffemodel" in r.stderr and "nothing was imported" in r.stderr
+    assert not (store / "files").exists() or not any((store / "files").iterdir())  # all or nothing
+    assert not (store / "tmp").exists() or not any((store / "tmp").iterdir())
+    r = cli("models", "--model-dir", store, "import", src, tags, store=model_store)
+    assert r.returncode == 0, r.stderr
     r = cli("models", "--model-dir", store, "list", "i2v-*", "--json", store=model_store)
     present = {m["name"]: m["present"] for m in json.loads(r.stdout)}
     assert present == {"i2v-tag": True, "i2v-feature": False}

@@ -6,7 +6,9 @@ reported without stopping the run.
 """
 from __future__ import annotations
 
+import difflib
 import errno
+from collections.abc import Iterable, Mapping
 
 
 class Illust2VecError(Exception):
@@ -22,7 +24,16 @@ class ModelFormatError(Illust2VecError):
 
 
 class ModelNotFoundError(Illust2VecError):
-    """A model's files are not in the model store and could not be fetched."""
+    """A model's files are not in the model store and could not be fetched.
+
+    ``str()`` is the short message (at most 3 lines, one recommended command); ``details``
+    holds the long form (every file, its source and where it would go), which the CLI prints
+    with ``--debug``.
+    """
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
 
 
 class DownloadError(Illust2VecError):
@@ -51,6 +62,32 @@ _OS_HINTS = {
     "ELOOP": "a symbolic link loop",
     "EIO": "input/output error: the disk or the network file system failed",
 }
+
+
+def close_matches(word: str, choices: Iterable[str], *, n: int = 3, cutoff: float = 0.6) -> list[str]:
+    """The ``choices`` closest to ``word`` (case-insensitive, best first), at most ``n``.
+
+    >>> close_matches("wd-vit-v4", ["wd-vit-v3", "i2v-tag", "wd-vit-large-v3"])
+    ['wd-vit-v3', 'wd-vit-large-v3']
+    """
+    by_lower: dict[str, str] = {}
+    for choice in choices:
+        by_lower.setdefault(choice.lower(), choice)
+    found = difflib.get_close_matches(word.lower(), list(by_lower), n=n, cutoff=cutoff)
+    return [by_lower[f] for f in found]
+
+
+def did_you_mean(word: str, choices: Iterable[str] | Mapping[str, str], *, n: int = 3, quote: str = "") -> str:
+    """``" Did you mean X?"`` (or ``"X, Y or Z"``) for the close choices; ``""`` when none is close.
+
+    ``choices`` may map each choice to the text shown for it.
+    """
+    labels = choices if isinstance(choices, Mapping) else {c: c for c in choices}
+    found = [f"{quote}{labels[c]}{quote}" for c in close_matches(word, labels, n=n)]
+    if not found:
+        return ""
+    listed = found[0] if len(found) == 1 else ", ".join(found[:-1]) + " or " + found[-1]
+    return f" Did you mean {listed}?"
 
 
 def one_line(text: object) -> str:

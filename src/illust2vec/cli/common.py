@@ -93,10 +93,19 @@ def add_model_arguments(parser: argparse.ArgumentParser, task: str, *, tags_alia
     p.add_argument("--alpha", choices=("white", "drop"), default="white",
                    help="transparency: composite onto white (default) or drop alpha like the original i2v")
     p.add_argument("--resize", choices=RESIZE_METHODS, metavar="RULE",
-                   help="resize rule (default: the model's; i2v: skimage-bilinear, as the models were published). "
-                        f"One of: {', '.join(RESIZE_METHODS)}")
+                   help="resize rule (default: the model's; i2v: skimage-bilinear, as the models were published; "
+                        "WD: pil-bicubic). area: a real area average (OpenCV INTER_AREA bit for bit when "
+                        "shrinking); pil-area is Pillow's BOX filter. One of: " + ", ".join(RESIZE_METHODS))
     if not any("--quiet" in a.option_strings for a in parser._actions):
         add_quiet_argument(parser)
+
+
+def add_exif_argument(parser: argparse.ArgumentParser) -> None:
+    """``--exif-orientation apply|ignore`` (commands whose decoding honours the model's recipe)."""
+    group = next((g for g in parser._action_groups if g.title == "preprocessing"), parser)
+    group.add_argument("--exif-orientation", choices=("apply", "ignore"), default=None,
+                       help="apply: turn pictures upright by their EXIF orientation, as viewers show them (default); "
+                            "ignore: the stored pixels, as kohya-ss, the WD14 web UI and most trainers read them")
 
 
 def add_threshold_arguments(parser: argparse.ArgumentParser, rules: tuple[str, ...], title: str = "thresholds"):
@@ -214,13 +223,20 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def model_from_args(args: argparse.Namespace, task: str):
     """The model the flags describe, through the one route :func:`~illust2vec.models.loading.load_model`."""
+    from illust2vec.cli.kohya_flags import kohya_model_files
     from illust2vec.models.loading import load_model
 
+    name, tags = (args.weights if getattr(args, "weights", None) is not None else args.model,
+                  getattr(args, "tag_file", None))
+    kohya = kohya_model_files(args)  # kohya-ss' --model_dir DIR --repo_id ORG/NAME
+    if kohya is not None:
+        name, tags = kohya
     model = load_model(
-        args.weights if getattr(args, "weights", None) is not None else args.model, task=task,
-        tags=getattr(args, "tag_file", None), thresholds=getattr(args, "threshold_file", None),
+        name, task=task, tags=tags, thresholds=getattr(args, "threshold_file", None),
         model_dir=args.model_dir, download=getattr(args, "download", False), offline=args.offline,
-        progress=not args.quiet, resize=getattr(args, "resize", None), **engine_options(args),
+        progress=not args.quiet, resize=getattr(args, "resize", None),
+        exif_orientation=getattr(args, "exif_orientation", None), compat=getattr(args, "compat", None),
+        **engine_options(args),
     )
     if task == "tag" and not model.is_tagger:
         raise Illust2VecError(f"{model.name} is not a tagger; choose a tag model (e.g. --model i2v-tag)")

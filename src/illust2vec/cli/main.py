@@ -15,6 +15,7 @@ import sqlite3
 import sys
 import traceback
 
+from illust2vec.cli.parsing import Parser
 from illust2vec.errors import Illust2VecError, describe_os_error, missing_extra_message, one_line
 
 #: Modules of ``illust2vec.cli`` that define sub-commands, in ``--help`` order.
@@ -41,11 +42,10 @@ COMMANDS: list[str] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from illust2vec.cli.helptext import Illust2VecParser
     from illust2vec.version import __version__
 
-    parser = Illust2VecParser(
-        prog="illust2vec",
+    parser = Parser(
+        prog="illust2vec", top_level=True,
         description=(
             "Tags, feature vectors, similarity search and image maps for "
             "anime-style illustrations (illustration2vec and WD taggers on ONNX Runtime)."
@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     except Illust2VecError as exc:
         _traceback(args)
         print(f"error: {exc}", file=sys.stderr)
+        if _debug(args) and getattr(exc, "details", ""):
+            print(exc.details, file=sys.stderr)
         return 1
     except ModuleNotFoundError as exc:
         hint = missing_extra_message(exc.name)

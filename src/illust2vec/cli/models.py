@@ -123,15 +123,32 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _gz_twins(a: str, b: str) -> bool:
+    """``tag_list.json`` and ``tag_list.json.gz`` name the same file (the store finds either)."""
+    return a == b or a + ".gz" == b or b + ".gz" == a
+
+
+def _kind(name: str) -> str:
+    """The file's type by its ending, a ``.gz`` left out: ``tag_list.json.gz`` -> ``.json``."""
+    path = Path(name[:-3] if name.lower().endswith(".gz") else name)
+    return path.suffix.lower()
+
+
 def _target_name(model: str, path: Path) -> str:
-    """The store name of ``path`` as a file of ``model`` (WD repositories all use model.onnx/selected_tags.csv)."""
+    """The store name of ``path`` as a file of ``model`` (WD repositories all use model.onnx/selected_tags.csv).
+
+    The file's own name, the name of the file it is downloaded from, or its ``.gz`` twin
+    (``tag_list.json`` for ``tag_list.json.gz``, kept as given) match; otherwise the one file
+    of the model of the same type.
+    """
     from illust2vec.models.catalog import get_spec
 
     files = [f for f in get_spec(model).files if not f.package]
     for f in files:
-        if f.filename == path.name or (f.url and f.url.rsplit("/", 1)[-1] == path.name):
-            return f.filename
-    same_kind = [f for f in files if Path(f.filename).suffix == path.suffix.lower()]
+        remote = f.url.rsplit("/", 1)[-1] if f.url else f.filename
+        if _gz_twins(path.name, f.filename) or _gz_twins(path.name, remote):
+            return path.name if _gz_twins(path.name, f.filename) else f.filename
+    same_kind = [f for f in files if _kind(f.filename) == _kind(path.name)]
     if len(same_kind) == 1:
         return same_kind[0].filename
     raise Illust2VecError(
@@ -140,18 +157,20 @@ def _target_name(model: str, path: Path) -> str:
 
 
 def cmd_import(args) -> int:
+    """Check every file, then copy them all into the store, or none (one error line per refused file)."""
     from illust2vec.models.catalog import MODELS, file_checks
     from illust2vec.models.validate import check_model_file
 
     store = _store(args)
     known = {f.filename: spec.name for spec in MODELS.values() for f in spec.files}
-    failed = 0
+    accepted: list[tuple[Path, str]] = []
+    refused = 0
     for path in args.files:
         try:
             if not path.is_file():
                 raise Illust2VecError(f"{path}: no such file")
             target_name = path.name
-            if args.model is None and target_name not in known and target_name + ".gz" not in known:
+            if args.model is None and not any(_gz_twins(target_name, k) for k in known):
                 raise Illust2VecError(
                     f"{path}: not a file of any known model (expected one of: {', '.join(sorted(known))}); "
                     "rename it or pass --as NAME"
@@ -159,12 +178,17 @@ def cmd_import(args) -> int:
             if args.model is not None:
                 target_name = _target_name(args.model, path)
             check_model_file(path, name=target_name, checks=file_checks())
-            dest = store.import_file(path, name=target_name)
-            print(f"imported {path} -> {dest}")
+            accepted.append((path, target_name))
         except Illust2VecError as exc:
-            failed += 1
+            refused += 1
             print(f"error: {exc}", file=sys.stderr)
-    return 1 if failed else 0
+    if refused:
+        print(f"nothing was imported: {refused} of {len(args.files)} file{'s' if len(args.files) != 1 else ''} "
+              "refused (an import is all or nothing)", file=sys.stderr)
+        return 1
+    for (path, _), dest in zip(accepted, store.import_files(accepted)):
+        print(f"imported {path} -> {dest}")
+    return 0
 
 
 def cmd_download(args) -> int:
@@ -205,6 +229,11 @@ def cmd_info(args) -> int:
         found = store.find(f["filename"])
         f["present_at"] = str(found) if found else None
     record["present"] = model_available(spec, store)
+    record["store"] = str(store.files_dir)
+    record["how_to_get"] = {  # what the short missing-model message points to
+        "download": f"illust2vec models download {spec.name}",
+        "import": f"fetch the files' urls elsewhere, then: illust2vec models import FILE... --as {spec.name}",
+    }
     if spec.hub:
         from illust2vec.models.hub import WD_CONTRACT, HubRef, cached_file, hub_cache_dir
 

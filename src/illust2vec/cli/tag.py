@@ -8,10 +8,12 @@ from pathlib import Path
 
 
 from illust2vec.cli.common import (
-    ErrorReport, add_input_arguments, add_model_arguments, add_output_arguments, add_threshold_arguments,
-    expand_inputs, model_from_args, output_format, progress_bar,
+    ErrorReport, add_exif_argument, add_input_arguments, add_model_arguments, add_output_arguments,
+    add_threshold_arguments, expand_inputs, model_from_args, output_format, progress_bar,
 )
 from illust2vec.errors import Illust2VecError
+from illust2vec.models.compat import COMPAT_MODES, compat_mode
+from illust2vec.models.tags import THRESHOLD_COMPARES
 
 EXAMPLES = """\
 examples:
@@ -49,7 +51,12 @@ def register(sub) -> None:
     )
     add_input_arguments(p)
     add_model_arguments(p, task="tag")
-    add_threshold_arguments(p, ("constant", "f0.5", "f1", "f2", "mcut"))
+    add_exif_argument(p)
+    t = add_threshold_arguments(p, ("constant", "f0.5", "f1", "f2", "mcut"))
+    t.add_argument("--threshold-compare", choices=THRESHOLD_COMPARES, default=None,
+                   help="gt: keep tags with probability > threshold (default; i2v, imgutils, the WD reference); "
+                        "ge: >= (kohya-ss, the WD14 web UI extension)")
+    add_compat_argument(p)
     add_output_arguments(p, RECORD_FORMATS + MATRIX_FORMATS, what="tags (with --captions: only when given)")
     add_caption_arguments(p)
     s = p.add_argument_group("tag statistics")
@@ -59,6 +66,9 @@ def register(sub) -> None:
     s.add_argument("--stats-chart", metavar="PNG", type=Path, help="bar chart of the most frequent tags")
     s.add_argument("--stats-top", type=int, default=20, metavar="N",
                    help="tags per category in the printed table and the chart (default 20)")
+    s.add_argument("--frequency-tags", dest="frequency_tags", action="store_true",
+                   help="print 'Tag frequencies:' and one 'tag: count' line per caption tag on stdout at the end, "
+                        "most frequent first (kohya-ss' --frequency_tags)")
     from illust2vec.cli.face_options import add_face_arguments
 
     add_face_arguments(p)  # --faces: one record per face with face_index, box, likelihood
@@ -66,10 +76,19 @@ def register(sub) -> None:
 
     add_ray_arguments(p, shard_dir_default="a temporary directory, removed at the end")
     from illust2vec.cli.helptext import short_help
+    from illust2vec.cli.kohya_flags import add_kohya_aliases
 
+    add_kohya_aliases(p)  # --caption_extension, --general_threshold, ... (hidden; docs: KOHYA_FLAGS)
     short_help(p, "--model", "--device", "--threshold", "--output", "--captions", "--rating",
-               "--exclude", "--quiet")
+               "--exclude", "--compat", "--quiet")
     p.set_defaults(func=run, requires=("onnxruntime",))  # checked before any work (cli.common.preflight)
+
+
+def add_compat_argument(p: argparse.ArgumentParser) -> None:
+    """``--compat``: the defaults of another tagger front-end, for byte-identical captions."""
+    p.add_argument_group("compatibility").add_argument(
+        "--compat", choices=tuple(COMPAT_MODES), default=None, metavar="TOOL",
+        help="kohya or wd14-webui: their captions, byte for byte")
 
 
 def add_caption_arguments(p: argparse.ArgumentParser) -> None:
@@ -84,7 +103,7 @@ def add_caption_arguments(p: argparse.ArgumentParser) -> None:
                    help="stem: x.jpg -> x.txt (default); name: x.jpg -> x.jpg.txt, so that x.jpg and x.png "
                         "in one folder get distinct captions (with stem they get none, and an error each)")
     c.add_argument("--separator", default=", ", metavar="TEXT", help="between tags (default ', ')")
-    c.add_argument("--underscores", action="store_true",
+    c.add_argument("--underscores", action="store_const", const=True, default=None,
                    help="blue_eyes instead of 'blue eyes' (emoticons such as ^_^ keep theirs either way)")
     c.add_argument("--exclude", action="append", default=[], metavar="TAGS",
                    help="comma-separated tags to leave out, shell wildcards allowed ('*_background') (repeatable)")
@@ -94,42 +113,70 @@ def add_caption_arguments(p: argparse.ArgumentParser) -> None:
                    help="rename a tag (repeatable); 'OLD=' drops it. Applies to character tags too")
     c.add_argument("--expand-characters", action="store_true",
                    help="a character tag 'name_(series)' becomes the two tags 'name, series'")
-    c.add_argument("--rating", nargs="?", const="first", default="none", choices=("first", "last", "none"),
+    c.add_argument("--rating", nargs="?", const="first", default=None, choices=("first", "last", "none"),
                    help="put the most likely rating tag first (--rating alone), last, or nowhere (default)")
-    c.add_argument("--sort", choices=("category", "confidence", "alphabetical"), default="category",
+    c.add_argument("--sort", choices=("category", "confidence", "alphabetical", "model"), default=None,
                    help="category: by --category-order, most likely first within each (default); "
-                        "confidence: most likely first; alphabetical")
+                        "confidence: most likely first; alphabetical; model: the model's tag-list order "
+                        "(selected_tags.csv order, as kohya-ss writes them)")
+    c.add_argument("--character-first", dest="character_first", action="store_const", const=True, default=None,
+                   help="character tags before the others whatever --sort says")
     c.add_argument("--category-order", "--order", dest="category_order", default="character,copyright,general",
                    metavar="CATS", help="category order in captions (default character,copyright,general)")
     c.add_argument("--tag-weights", dest="tag_weights", action="store_true", help="write each tag as (tag:0.91), its probability")
     c.add_argument("--escape-parentheses", action="store_true", help=r"write \( \) for prompt syntaxes")
     c.add_argument("--if-exists", dest="caption_mode", choices=("overwrite", "append", "skip"),
-                   default="overwrite", help="what to do with an existing caption file (default overwrite)")
+                   default=None, help="what to do with an existing caption file (default overwrite; "
+                                      "--compat wd14-webui: skip)")
     c.add_argument("--no-recursive", dest="recursive", action="store_false",
                    help="take only the images directly in each folder given, not those in subfolders")
 
 
 def caption_options(args: argparse.Namespace):
-    """The library's caption options from the flags (checks the extension before any work)."""
-    from illust2vec.datasets.captions import CaptionOptions, check_extension, parse_replacements, split_tags
+    """The library's caption options from the flags (checks the extension before any work).
 
-    return CaptionOptions(
-        separator=args.separator, underscores=args.underscores,
-        always_first=tuple(split_tags(args.always_first)), replace=parse_replacements(args.replace),
-        exclude=tuple(split_tags(args.exclude)), rating=args.rating,
-        categories=tuple(split_tags(args.category_order)), order=args.sort,
-        expand_characters=args.expand_characters, weights=args.tag_weights,
-        escape_parentheses=args.escape_parentheses, extension=check_extension(args.caption_ext),
-        naming=args.caption_name, mode=args.caption_mode,
+    ``--compat`` picks the rule set and its defaults; flags given explicitly win.  kohya-ss'
+    spellings (:mod:`illust2vec.cli.kohya_flags`) are read here with kohya-ss' meaning.
+    """
+    from illust2vec.datasets.captions import (
+        CaptionOptions, check_extension, parse_kohya_replacements, parse_replacements, split_tags,
+    )
+
+    rules = compat_mode(getattr(args, "compat", None)).caption_rules
+    kohya_lists = args.separator.strip() or args.separator  # kohya-ss splits its tag lists so
+    lists = kohya_lists if rules == "kohya" else ","
+    replace = parse_replacements(args.replace) + tuple(
+        pair for text in getattr(args, "kohya_replace", None) or [] for pair in parse_kohya_replacements(text))
+    rating = args.rating
+    if getattr(args, "kohya_rating_first", False):
+        rating = "first"  # --use_rating_tags wins over --use_rating_tags_as_last_tag, as in kohya-ss
+    elif getattr(args, "kohya_rating_last", False) and rating is None:
+        rating = "last"
+    optional = dict(underscores=args.underscores, keep_underscores_in=getattr(args, "keep_underscores_in", None),
+                    rating=rating, order=args.sort, character_first=args.character_first, mode=args.caption_mode)
+    return CaptionOptions.defaults_for(
+        rules, separator=args.separator,
+        always_first=tuple(split_tags(args.always_first, lists)
+                           + split_tags(getattr(args, "kohya_always_first", None) or [], kohya_lists)),
+        replace=replace,
+        exclude=tuple(split_tags(args.exclude, lists)
+                      + split_tags(getattr(args, "kohya_exclude", None) or [], kohya_lists)),
+        categories=tuple(split_tags(args.category_order)), expand_characters=args.expand_characters,
+        weights=args.tag_weights, escape_parentheses=args.escape_parentheses,
+        extension=check_extension(args.caption_ext), naming=args.caption_name,
+        **{k: v for k, v in optional.items() if v is not None},
     )
 
 
 def _thresholds(args, model):
+    """Per-tag thresholds for ``plausible_tags`` (``>``): the flags, the ``--compat`` defaults, the model's."""
     from illust2vec.models.tags import resolve_thresholds
 
+    mode = compat_mode(getattr(args, "compat", None))
+    compare = getattr(args, "threshold_compare", None) or mode.threshold_compare
     if args.threshold_rule in ("f0.5", "f1", "f2"):
-        return model.thresholds_for(None, args.threshold_rule)
-    mapping = dict(model.thresholds)
+        return resolve_thresholds(model.tags, model.thresholds_for(None, args.threshold_rule), compare=compare)
+    mapping = dict(mode.thresholds) if mode.thresholds is not None else dict(model.thresholds)
     if args.threshold is not None:
         mapping = {"default": args.threshold}
     for cat in ("general", "character", "copyright"):
@@ -139,14 +186,15 @@ def _thresholds(args, model):
                 raise Illust2VecError(f"--{cat}: {model.name} has no {cat} tags "
                                       f"(categories: {', '.join(model.tags.category_names)})")
             mapping[cat] = value
-    return resolve_thresholds(model.tags, mapping)
+    return resolve_thresholds(model.tags, mapping, compare=compare, float32=mode.thresholds_float32)
 
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from illust2vec.cli.face_options import face_inputs, faces_requested, write_face_sidecar
-    from illust2vec.datasets.captions import CaptionError, make_caption, plan_captions, write_caption
+    from illust2vec.cli.kohya_flags import TagFrequencies
+    from illust2vec.datasets.captions import CaptionError, caption_words, plan_captions, write_caption
     from illust2vec.datasets.tagstats import TagCounter
     from illust2vec.io.records import RecordSink
     from illust2vec.io.writers import tag_record, write_matrix
@@ -179,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
     report.bar = bar
     faces = face_inputs(files, args, on_error=report)  # None without --faces
     counter = TagCounter() if args.stats is not None or args.stats_chart is not None else None
+    frequencies = TagFrequencies() if args.frequency_tags else None
     done = 0
     with contextlib.ExitStack() as stack:
         stack.callback(bar.close)
@@ -204,12 +253,17 @@ def run(args: argparse.Namespace) -> int:
                     writer.write(tag_record(str(files[index]), tags, model=model.name))
                 if counter is not None:
                     counter.add(tags)
+                if frequencies is not None and plan is None:
+                    frequencies.add(files[index], [t for c, ts in tags.items() if c != "rating" for t, _ in ts])
                 if plan is not None:
                     target = plan.target(files[index])
                     if target is None:
                         continue  # in a clash, reported above
+                    words = caption_words(tags, caption_opts, model.tags)
+                    if frequencies is not None:
+                        frequencies.add(files[index], words)
                     try:
-                        write_caption(target, make_caption(tags, caption_opts), caption_opts)
+                        write_caption(target, caption_opts.separator.join(words), caption_opts)
                     except CaptionError as exc:
                         report(exc)
                         continue
@@ -226,6 +280,8 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if counter is not None:
         write_stats_outputs(args, counter.stats())
+    if frequencies is not None:
+        frequencies.print()
     return report.summary(done, "tagged")
 
 

@@ -31,7 +31,6 @@ Both give exactly the rows whose stored probability passes the test.
 """
 from __future__ import annotations
 
-import difflib
 import re
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -41,6 +40,7 @@ from typing import Protocol
 import numpy as np
 
 from illust2vec.collection.errors import CollectionError, UnknownTagError
+from illust2vec.errors import close_matches
 
 #: Categories every collection knows besides its taggers' own.
 USER_CATEGORY = "user"
@@ -223,10 +223,8 @@ class TagIndex:
 
 def suggest(name: str, pool: Iterable[str], tagger: str = "") -> str:
     """``"; did you mean 'a', 'b'?"``, or where to look the tags up."""
-    close = difflib.get_close_matches(name, sorted(set(pool)), n=5, cutoff=0.6)
-    if close:
-        return f"; did you mean {', '.join(repr(c) for c in close)}?"
-    return f"; 'illust2vec models tags {tagger or 'NAME'}' lists a tagger's tags"
+    close = close_tags(name, pool)
+    return close or f"; 'illust2vec models tags {tagger or 'NAME'}' lists a tagger's tags"
 
 
 @dataclass(frozen=True)
@@ -315,7 +313,7 @@ def evaluate(query: TagQuery, *, live: np.ndarray, tags: TagIndex | None, user: 
         cols = tags.lookup(term) if tags is not None and term.category != USER_CATEGORY else []
         if not cols and not user.has(term.name):
             if term.category == USER_CATEGORY:
-                raise UnknownTagError(f"no picture has the user tag {term.name!r}{_close(term.name, user.names())}")
+                raise UnknownTagError(f"no picture has the user tag {term.name!r}{close_tags(term.name, user.names())}")
             if tags is None:
                 raise UnknownTagError(f"unknown tag {term.label!r}: this collection has no tag probabilities "
                                       f"(indexed without a tagger) and no user tag of that name{no_tags_hint}")
@@ -352,8 +350,9 @@ def evaluate(query: TagQuery, *, live: np.ndarray, tags: TagIndex | None, user: 
     return TagMatch(rows.astype(np.int64, copy=False), include, exclude)
 
 
-def _close(name: str, pool: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, sorted(set(pool)), n=5, cutoff=0.6)
+def close_tags(name: str, pool: Iterable[str]) -> str:
+    """``"; did you mean 'a', 'b'?"`` for the names of ``pool`` close to ``name``, else ``""``."""
+    close = close_matches(name, sorted(set(pool)), n=5)
     return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from illust2vec.collection.errors import CollectionError
+from illust2vec.errors import close_matches
 
 __all__ = ["TaggerInfo", "UnknownTaggerError", "pick_tagger", "prob_file_name", "read_taggers"]
 
@@ -98,9 +99,7 @@ def pick_tagger(taggers: Sequence[TaggerInfo], name: str | None = None, *, where
         if not taggers:
             raise UnknownTaggerError(f"{where} has no tagger (indexed without one), so no {name!r}; add one with "
                                      f"'illust2vec index DIR --db DB --tagger {name}'")
-        import difflib
-
-        close = difflib.get_close_matches(name, [t.name for t in taggers], n=3, cutoff=0.6)
+        close = close_matches(name, [t.name for t in taggers])
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise UnknownTaggerError(f"{where} holds no tagger {name!r}; its taggers: {describe(taggers)}{hint}")
     raise UnknownTaggerError(f"{where} holds several taggers named {name!r}: {describe(found)}; "

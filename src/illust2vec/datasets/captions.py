@@ -1,8 +1,11 @@
 """Caption files for training sets: one image's tags -> one line of text, written beside the image.
 
-:func:`make_caption` turns one result (``{category: [(tag, probability), ...]}`` as
-:func:`illust2vec.models.tags.plausible_tags` returns it, or a record of ``tag --format json``)
-into a caption.  The rules run in this order, each on what the previous left:
+:func:`make_caption` (:func:`caption_words` joined) turns one result (``{category: [(tag,
+probability), ...]}`` as :func:`illust2vec.models.tags.plausible_tags` returns it, or a record
+of ``tag --format json``) into a caption, by the rule set ``CaptionOptions.rules``:
+``"kohya"`` is :mod:`illust2vec.datasets.caption_kohya` (kohya-ss' tagger script),
+``"wd14-webui"`` :mod:`illust2vec.datasets.caption_webui` (the WD14 web UI extension), and
+``"illust2vec"`` (the default) runs these rules in this order, each on what the previous left:
 
 1. **gather** the tags of the categories in ``categories`` (in that order), then those of
    any other category except ``rating``;
@@ -14,13 +17,16 @@ into a caption.  The rules run in this order, each on what the previous left:
    ``[...]``, compared as in step 2);
 5. drop **repeats** (the first, most probable, stays);
 6. **order**: ``category`` (categories in the order above, most probable first within
-   each), ``confidence`` (most probable first overall) or ``alphabetical``;
+   each), ``confidence`` (most probable first overall), ``alphabetical`` or ``model`` (the
+   model's tag-list order: pass ``table=model.tags``); then, with ``character_first``,
+   character tags before the others;
 7. **always first**: tags named in ``always_first`` that are present move to the front,
    in the order given;
 8. **rating**: the most probable rating tag (after steps 2 and 4) goes ``first``,
    ``last`` or nowhere (``none``);
 9. **format** each tag: spaces or underscores (``underscores``; emoticon tags such as
-   ``^_^`` keep theirs either way, see :data:`illust2vec.models.tags.KAOMOJI`), ``\\(`` ``\\)``
+   ``^_^`` keep theirs, see :data:`illust2vec.models.tags.KAOMOJI`, or with
+   ``keep_underscores_in="short"`` every tag of 3 characters or fewer), ``\\(`` ``\\)``
    escapes (``escape_parentheses``), ``(tag:0.91)`` weights (``weights``), then join
    with ``separator``.
 
@@ -46,31 +52,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from illust2vec.datasets.caption_kohya import kohya_words, parse_kohya_replacements
+from illust2vec.datasets.caption_options import (
+    CAPTION_RULES,
+    CaptionOptions,
+    display_tag,
+    format_tag,
+    parse_replacements,
+    split_tags,
+    tag_key,
+)
+from illust2vec.datasets.caption_webui import webui_words
 from illust2vec.errors import Illust2VecError
 from illust2vec.io.atomic import atomic_write
 from illust2vec.io.images import IMAGE_EXTENSIONS
-from illust2vec.models.tags import KAOMOJI
+from illust2vec.models.tags import KAOMOJI, TagTable
 
 __all__ = [
+    "CAPTION_RULES",
     "REFUSED_EXTENSIONS",
     "CaptionClash",
     "CaptionError",
     "CaptionOptions",
     "CaptionPlan",
+    "appended_caption",
     "caption_path",
+    "caption_words",
     "check_extension",
     "make_caption",
     "normalize_extension",
+    "parse_kohya_replacements",
     "parse_replacements",
     "plan_captions",
     "split_tags",
     "write_caption",
 ]
-
-Rating = Literal["first", "last", "none"]
-Order = Literal["category", "confidence", "alphabetical"]
-CaptionMode = Literal["overwrite", "append", "skip"]
-Naming = Literal["stem", "name"]
 
 #: Caption extensions that are refused: they name images, videos or data and model files.
 REFUSED_EXTENSIONS: frozenset[str] = IMAGE_EXTENSIONS | frozenset({
@@ -82,69 +98,6 @@ REFUSED_EXTENSIONS: frozenset[str] = IMAGE_EXTENSIONS | frozenset({
 
 class CaptionError(Illust2VecError):
     """A caption file that cannot be written; ``str()`` is ``PATH: reason``."""
-
-
-@dataclass(frozen=True)
-class CaptionOptions:
-    """How one image's tags become one caption line (see the module docstring for the rule order)."""
-
-    separator: str = ", "
-    underscores: bool = False                 # "blue_eyes" instead of "blue eyes"
-    always_first: tuple[str, ...] = ()        # present tags moved to the front, in this order
-    replace: tuple[tuple[str, str], ...] = ()  # (old, new); new "" drops the tag
-    exclude: tuple[str, ...] = ()             # tag names or shell wildcards ("*_hair", "?girl")
-    rating: Rating = "none"
-    categories: tuple[str, ...] = ("character", "copyright", "general")
-    order: Order = "category"
-    expand_characters: bool = False          # "name_(series)" -> "name", "series"
-    weights: bool = False                    # "(tag:0.91)"
-    escape_parentheses: bool = False         # "\(" "\)" for prompt syntaxes that use brackets
-    extension: str = ".txt"
-    naming: Naming = "stem"                  # x.txt, or "name": x.png.txt
-    mode: CaptionMode = "overwrite"          # what to do with an existing caption file
-
-    def __post_init__(self) -> None:
-        if self.rating not in ("first", "last", "none"):
-            raise Illust2VecError(f"rating must be first, last or none, not {self.rating!r}")
-        if self.order not in ("category", "confidence", "alphabetical"):
-            raise Illust2VecError(f"order must be category, confidence or alphabetical, not {self.order!r}")
-        if self.mode not in ("overwrite", "append", "skip"):
-            raise Illust2VecError(f"mode must be overwrite, append or skip, not {self.mode!r}")
-        if self.naming not in ("stem", "name"):
-            raise Illust2VecError(f"naming must be stem or name, not {self.naming!r}")
-        if not self.separator or "\n" in self.separator or "\r" in self.separator:
-            raise Illust2VecError("the caption separator must be non-empty and on one line")
-
-
-def _key(tag: str) -> str:
-    """How tags compare: case-insensitive, underscores and spaces alike (emoticons as they are)."""
-    t = tag.strip()
-    return t.lower() if t in KAOMOJI else t.replace("_", " ").lower()
-
-
-def _display(tag: str, underscores: bool) -> str:
-    if tag in KAOMOJI:
-        return tag
-    return tag.replace(" ", "_") if underscores else tag.replace("_", " ")
-
-
-def split_tags(text: str | Iterable[str]) -> list[str]:
-    """``"a, b,c"`` (or several such strings) -> ``["a", "b", "c"]``, blanks dropped."""
-    groups = [text] if isinstance(text, str) else list(text)
-    return [t.strip() for g in groups for t in g.split(",") if t.strip()]
-
-
-def parse_replacements(pairs: Iterable[str]) -> tuple[tuple[str, str], ...]:
-    """``["old=new", "x="]`` -> ``(("old", "new"), ("x", ""))``; a pair without ``=`` is an error."""
-    out = []
-    for pair in pairs:
-        if "=" not in pair:
-            raise Illust2VecError(f"--replace {pair!r}: expected OLD=NEW (NEW may be empty to drop the tag)")
-        old, new = pair.split("=", 1)
-        if not old.strip():
-            raise Illust2VecError(f"--replace {pair!r}: the old tag is empty")
-        out.append((old.strip(), new.strip()))
-    return tuple(out)
 
 
 def _expand_character(tag: str) -> list[str]:
@@ -173,59 +126,87 @@ def _as_result(result: Mapping[str, Any]) -> dict[str, list[tuple[str, float]]]:
 
 @functools.lru_cache(maxsize=32)
 def _exclusion(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
-    """One regular expression for all the wildcard patterns (compared as :func:`_key` does)."""
-    return re.compile("|".join(fnmatch.translate(_key(p)) for p in patterns)) if patterns else None
+    """One regular expression for all the wildcard patterns (compared as :func:`tag_key` does)."""
+    return re.compile("|".join(fnmatch.translate(tag_key(p)) for p in patterns)) if patterns else None
 
 
-def make_caption(result: Mapping[str, Any], options: CaptionOptions = CaptionOptions()) -> str:
-    """The caption line of one image's result, by the rules of the module docstring."""
+def caption_words(result: Mapping[str, Any], options: CaptionOptions = CaptionOptions(),
+                  table: TagTable | None = None) -> list[str]:
+    """The tags of one image's caption, in order and formatted, by the rule set ``options.rules``.
+
+    ``table`` (the model's :class:`~illust2vec.models.tags.TagTable`) gives the model's tag
+    order; ``order="model"`` and the kohya rules need it.
+    """
     tags = _as_result(result)
-    replace = {_key(old): new for old, new in options.replace}
+    if options.rules == "kohya":
+        return kohya_words(tags, options, _model_order(tags, table, options))
+    if options.rules == "wd14-webui":
+        return webui_words(tags, options, _model_order(tags, table, options) if table is not None else None)
+    return _illust2vec_words(tags, options, table)
+
+
+def make_caption(result: Mapping[str, Any], options: CaptionOptions = CaptionOptions(),
+                 table: TagTable | None = None) -> str:
+    """The caption line of one image's result (:func:`caption_words` joined with the separator)."""
+    return options.separator.join(caption_words(result, options, table))
+
+
+def _model_order(tags: Mapping[str, list[tuple[str, float]]], table: TagTable | None,
+                 options: CaptionOptions) -> dict[str, int]:
+    """Column of each tag of ``tags`` in the model's tag list (``order="model"``, the kohya rules)."""
+    if table is None:
+        raise Illust2VecError(f"{'the kohya rules' if options.rules == 'kohya' else 'order=model'} need the "
+                              "model's tag order: pass table=model.tags")
+    return {t: table.index(t) for pairs in tags.values() for t, _ in pairs}
+
+
+def _illust2vec_words(tags: dict[str, list[tuple[str, float]]], options: CaptionOptions,
+                      table: TagTable | None) -> list[str]:
+    """The illust2vec rules, in the order of the module docstring."""
+    replace = {tag_key(old): new for old, new in options.replace}
     excluded = _exclusion(options.exclude)
+    column = _model_order(tags, table, options) if options.order == "model" else {}
 
     def is_excluded(key: str) -> bool:
         return excluded is not None and excluded.match(key) is not None
 
     categories = list(options.categories) + [c for c in tags if c not in options.categories and c != "rating"]
     seen: set[str] = set()
-    kept: list[tuple[str, float, str]] = []  # (tag, probability, key), in category order
+    kept: list[tuple[str, float, str, str, int]] = []  # (tag, probability, key, category, column)
     for cat in categories:
         expand = options.expand_characters and cat == "character"
         for tag, p in tags.get(cat, []):
+            col = column.get(tag, 0)
             if replace:
-                tag = replace.get(_key(tag), tag)
+                tag = replace.get(tag_key(tag), tag)
                 if not tag:
                     continue
             for part in _expand_character(tag) if expand else (tag,):
-                k = _key(part)
+                k = tag_key(part)
                 if k not in seen and not is_excluded(k):
                     seen.add(k)
-                    kept.append((part, p, k))
+                    kept.append((part, p, k, cat, col))
     if options.order == "confidence":
         kept.sort(key=lambda it: -it[1])
     elif options.order == "alphabetical":
         kept.sort(key=lambda it: it[2])
+    elif options.order == "model":
+        kept.sort(key=lambda it: it[4])
+    if options.character_first:
+        kept.sort(key=lambda it: it[3] != "character")
     if options.always_first:
-        position = {_key(t): i for i, t in reversed(list(enumerate(options.always_first)))}
+        position = {tag_key(t): i for i, t in reversed(list(enumerate(options.always_first)))}
         first = sorted((it for it in kept if it[2] in position), key=lambda it: position[it[2]])
         kept = first + [it for it in kept if it[2] not in position]
-    words = [(t, p) for t, p, _ in kept]
+    words = [(t, p) for t, p, *_ in kept]
     if options.rating != "none":
         for tag, p in sorted(tags.get("rating", []), key=lambda tp: -tp[1]):
-            tag = replace.get(_key(tag), tag) if replace else tag
-            if tag and not is_excluded(_key(tag)) and _key(tag) not in seen:
+            tag = replace.get(tag_key(tag), tag) if replace else tag
+            if tag and not is_excluded(tag_key(tag)) and tag_key(tag) not in seen:
                 words.insert(0 if options.rating == "first" else len(words), (tag, p))
                 break
-    return options.separator.join(_format(t, p, options) for t, p in words)
-
-
-def _format(tag: str, p: float, options: CaptionOptions) -> str:
-    text = _display(tag, options.underscores)
-    if options.escape_parentheses:
-        text = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-    if options.weights:
-        text = f"({text}:{p:.2f})"
-    return text
+    return [format_tag(display_tag(t, options.underscores, options.keep_underscores_in), p, options)
+            for t, p in words]
 
 
 # --------------------------------------------------------------------------- caption paths
@@ -342,12 +323,35 @@ def _read_existing(path: Path) -> bytes | None:
         raise CaptionError(f"{path}: cannot read the existing caption ({exc.strerror or exc})") from None
 
 
+def appended_caption(old_text: str, text: str, options: CaptionOptions = CaptionOptions()) -> str:
+    """An existing caption with the new caption's tags added (``mode="append"``).
+
+    The new caption is split on the separator and its tags that the old one has are dropped.
+    illust2vec rules: the old text is kept as it is and tags compare as names do (``blue_eyes``
+    is ``blue eyes``).  kohya rules: the old text is split on the separator less its spaces,
+    each tag stripped, empty ones dropped, and written back joined with the separator
+    (normalised), tags comparing exactly.  wd14-webui rules: ``old + ", " + new``, nothing dropped.
+    """
+    old_text = old_text.strip() if options.rules == "wd14-webui" else old_text.rstrip()
+    if not old_text:
+        return text
+    if options.rules == "wd14-webui":
+        return ", ".join([old_text, text])
+    words = [w for w in text.split(options.separator) if w.strip()]
+    if options.rules == "kohya":
+        have = [w.strip() for w in old_text.strip("\n").split(options.list_separator) if w.strip()]
+        return options.separator.join(have + [w for w in words if w not in have])
+    sep = options.separator.strip() or options.separator
+    have_keys = {tag_key(w) for w in old_text.split(sep)}  # "blue_eyes" is "blue eyes"
+    return options.separator.join([old_text, *[w for w in words if tag_key(w) not in have_keys]])
+
+
 def write_caption(path: Path, text: str, options: CaptionOptions = CaptionOptions()) -> str:
     """Write one caption file atomically; returns ``"written"``, ``"appended"`` or ``"skipped"``.
 
     ``options.mode``: ``overwrite`` replaces the file, ``append`` adds the tags it does not
-    have yet (split on the separator; compared as tags are, so ``blue_eyes`` is ``blue eyes``),
-    ``skip`` leaves an existing file alone.  Raises
+    have yet (:func:`appended_caption`), ``skip`` leaves an existing file alone.  The file ends
+    with a newline except under the wd14-webui rules.  Raises
     :class:`CaptionError` (``PATH: reason``, the file untouched) when the path is a directory,
     the existing file is not text (it holds NUL bytes: not a caption), an append finds a
     file that is not UTF-8, or the write fails.
@@ -369,13 +373,10 @@ def write_caption(path: Path, text: str, options: CaptionOptions = CaptionOption
                     f"{path}: the existing caption is not UTF-8 (byte 0x{old[exc.start]:02x} at offset {exc.start}); "
                     "left as it is: convert it to UTF-8, or use --if-exists overwrite or skip"
                 ) from None
-            if old_text:
-                sep = options.separator.strip() or options.separator
-                have = {_key(w) for w in old_text.split(sep)}  # "blue_eyes" is "blue eyes"
-                new = [w for w in text.split(options.separator) if w.strip() and _key(w) not in have]
-                text = options.separator.join([old_text, *new])
+            text = appended_caption(old_text, text, options)
+    end = "\n" if options.final_newline else ""
     try:
-        atomic_write(path, lambda fh: fh.write(text + "\n"), text=True)
+        atomic_write(path, lambda fh: fh.write(text + end), text=True)
     except OSError as exc:
         raise CaptionError(f"{path}: cannot write the caption ({exc.strerror or exc})") from None
     return "appended" if old is not None and options.mode == "append" else "written"

@@ -91,6 +91,7 @@ def load_image(
     *,
     alpha: Literal["white", "drop"] = "white",
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    exif_orientation: Literal["apply", "ignore"] = "apply",
 ) -> np.ndarray:
     """Decode an image into an ``(H, W, 3)`` ``uint8`` RGB array (C-contiguous).
 
@@ -111,6 +112,10 @@ def load_image(
         :class:`ImageDecodeError`, checked from the header before any pixel
         is decoded.  ``None`` disables this limit (Pillow's own hard limit of
         ``2 * Image.MAX_IMAGE_PIXELS`` still applies to files).
+    exif_orientation:
+        ``"apply"`` (default) turns the picture upright by its EXIF orientation
+        tag; ``"ignore"`` keeps the pixels as stored (what kohya-ss' scripts,
+        the WD14 web UI extension and most trainers see).
 
     Returns
     -------
@@ -119,8 +124,8 @@ def load_image(
 
     Conversions
     -----------
-    * EXIF orientation (tag 274) is applied, so the array is upright as
-      viewers show it.  A broken EXIF block is ignored.
+    * EXIF orientation (tag 274) is applied (unless ``exif_orientation="ignore"``),
+      so the array is upright as viewers show it.  A broken EXIF block is ignored.
     * Animated GIF / WebP / APNG and multi-page TIFF: the first frame.
     * Grey (``L``, ``1``), palette (``P``), ``CMYK`` (Adobe-inverted JPEGs are
       handled by Pillow), ``YCbCr``, ``LAB`` and ``HSV`` become RGB.
@@ -156,13 +161,15 @@ def load_image(
     """
     if alpha not in ("white", "drop"):
         raise ValueError(f"alpha must be 'white' or 'drop', not {alpha!r}")
-    arr = _load(source, alpha=alpha, max_pixels=max_pixels)
+    if exif_orientation not in ("apply", "ignore"):
+        raise ValueError(f"exif_orientation must be 'apply' or 'ignore', not {exif_orientation!r}")
+    arr = _load(source, alpha=alpha, max_pixels=max_pixels, upright=exif_orientation == "apply")
     if arr is source or not (arr.flags.c_contiguous and arr.flags.writeable):
         arr = np.array(arr, dtype=np.uint8, order="C")
     return arr
 
 
-def _load(source: ImageSource, *, alpha: str, max_pixels: int | None) -> np.ndarray:
+def _load(source: ImageSource, *, alpha: str, max_pixels: int | None, upright: bool) -> np.ndarray:
     name = source_name(source)
     if isinstance(source, np.ndarray):
         return _from_array(source, alpha=alpha, name=name)
@@ -170,7 +177,7 @@ def _load(source: ImageSource, *, alpha: str, max_pixels: int | None) -> np.ndar
         try:
             _check_size(source.size, max_pixels, name)
             source.load()
-            return _from_pil(source, alpha=alpha, name=name)
+            return _from_pil(source, alpha=alpha, name=name, upright=upright)
         except ImageDecodeError:
             raise
         except Exception as exc:  # Pillow raises many types for bad data
@@ -178,10 +185,11 @@ def _load(source: ImageSource, *, alpha: str, max_pixels: int | None) -> np.ndar
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise _error(name, "empty data (0 bytes), not an image")
-        return _decode_stream(io.BytesIO(bytes(source)), alpha=alpha, max_pixels=max_pixels, name=name)
+        return _decode_stream(io.BytesIO(bytes(source)), alpha=alpha, max_pixels=max_pixels, name=name,
+                              upright=upright)
     if isinstance(source, (str, os.PathLike)):
         path = os.fsdecode(source)
-        return _decode_path(path, alpha=alpha, max_pixels=max_pixels, name=name)
+        return _decode_path(path, alpha=alpha, max_pixels=max_pixels, name=name, upright=upright)
     raise TypeError(
         "load_image() takes a path, bytes, a PIL.Image.Image or a numpy array, "
         f"not {type(source).__name__}"
@@ -229,7 +237,7 @@ def _check_size(size: tuple[int, int], max_pixels: int | None, name: str) -> Non
         )
 
 
-def _decode_path(path: str, *, alpha: str, max_pixels: int | None, name: str) -> np.ndarray:
+def _decode_path(path: str, *, alpha: str, max_pixels: int | None, name: str, upright: bool) -> np.ndarray:
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -253,10 +261,10 @@ def _decode_path(path: str, *, alpha: str, max_pixels: int | None, name: str) ->
     except OSError as exc:
         raise _error(name, f"cannot read file: {exc.strerror or _describe(exc)}") from None
     with fp:
-        return _decode_stream(fp, alpha=alpha, max_pixels=max_pixels, name=name)
+        return _decode_stream(fp, alpha=alpha, max_pixels=max_pixels, name=name, upright=upright)
 
 
-def _decode_stream(fp, *, alpha: str, max_pixels: int | None, name: str) -> np.ndarray:
+def _decode_stream(fp, *, alpha: str, max_pixels: int | None, name: str, upright: bool) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             # We apply our own limit below; Pillow's warning would only add noise.
@@ -265,7 +273,7 @@ def _decode_stream(fp, *, alpha: str, max_pixels: int | None, name: str) -> np.n
         with img:
             _check_size(img.size, max_pixels, name)
             img.load()  # decode now, inside the try: truncation shows up here
-            return _from_pil(img, alpha=alpha, name=name)
+            return _from_pil(img, alpha=alpha, name=name, upright=upright)
     except ImageDecodeError:
         raise
     except Image.UnidentifiedImageError:
@@ -333,9 +341,10 @@ def _rgb_array(img: Image.Image) -> np.ndarray:
     return out.reshape(h, w, 3)
 
 
-def _from_pil(img: Image.Image, *, alpha: str, name: str) -> np.ndarray:
-    """Convert a loaded Pillow image into (H, W, 3) uint8 RGB."""
-    img = _exif_upright(img)
+def _from_pil(img: Image.Image, *, alpha: str, name: str, upright: bool = True) -> np.ndarray:
+    """Convert a loaded Pillow image into (H, W, 3) uint8 RGB (upright by its EXIF orientation unless told not to)."""
+    if upright:
+        img = _exif_upright(img)
     mode = img.mode
     if mode == "RGB":
         if alpha == "white" and "transparency" in img.info:

@@ -14,13 +14,13 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
-from illust2vec.errors import Illust2VecError
+from illust2vec.errors import Illust2VecError, did_you_mean
 from illust2vec.models.families import effnet, wd
 from illust2vec.models.families.i2v import model as i2v
 from illust2vec.models.spec import ModelFamily, ModelFile, ModelSpec
 
 __all__ = ["FAMILIES", "MODELS", "ModelFamily", "ModelFile", "ModelSpec", "get_family", "file_checks", "get_spec",
-           "list_models", "register"]
+           "list_models", "register", "suggest_models"]
 
 #: Family name -> record, in order of preference where several could read a file.
 FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (i2v.FAMILY, wd.FAMILY, effnet.FAMILY)}
@@ -43,11 +43,20 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return MODELS[name]
     except KeyError:
-        close = [m for m in MODELS if name.lower() in m or m in name.lower()]
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise Illust2VecError(
-            f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}.{hint}"
+            f"unknown model {name!r}.{suggest_models(name)} Known models: {', '.join(sorted(MODELS))} "
+            "('illust2vec models list')."
         ) from None
+
+
+def suggest_models(name: str) -> str:
+    """``" Did you mean wd-vit-v3?"`` for a mistyped model name or Hub repository id ("" when nothing is close).
+
+    Compares with the zoo names and the Hub repositories of the zoo's records.
+    """
+    labels = {n: n for n in MODELS}
+    labels.update({spec.hub: f"{spec.hub} ({spec.name})" for spec in MODELS.values() if spec.hub})
+    return did_you_mean(name.split("@", 1)[0], labels)
 
 
 def get_family(name: str) -> ModelFamily:

@@ -67,7 +67,9 @@ __all__ = [
     "download",
     "download_all",
     "is_offline",
+    "missing_files_details",
     "missing_files_message",
+    "model_not_found",
     "part_path",
     "require_files",
     "sha256_file",
@@ -420,19 +422,46 @@ def download_all(
 _download_url = download
 
 
-def missing_files_message(spec: ModelSpec, missing: Iterable[ModelFile], store: ModelStore) -> str:
-    """What to tell a user whose model files are not in the store."""
-    lines = [f"model '{spec.name}' needs files that are not in the model store ({store.files_dir}):"]
+def missing_files_message(spec: ModelSpec, missing: Iterable[ModelFile], store: ModelStore, *,
+                          offline: bool | None = None) -> str:
+    """What to tell a user whose model files are not here: one or two lines, one command.
+
+    Online, the route is ``models download NAME`` (or ``--download``); offline (``offline`` or
+    ``ILLUST2VEC_OFFLINE=1``), fetching the files elsewhere and ``models import ... --as NAME``.
+    Where each file comes from and goes is :func:`missing_files_details` (``--debug``,
+    ``models info NAME``).
+    """
+    missing = list(missing)
+    names = ", ".join(f.filename for f in missing)
+    if is_offline(offline):
+        urls = " and ".join(f.url for f in missing if f.url) or names
+        local = " ".join(f.url.rsplit("/", 1)[-1] if f.url else f.filename for f in missing)
+        return (f"model '{spec.name}' is not here and downloads are off (offline): fetch {urls} elsewhere, then run "
+                f"'illust2vec models import {local} --as {spec.name}'.")
+    if not all(f.url for f in missing):
+        return (f"model '{spec.name}' needs {names} (shipped by a pip package, see "
+                f"'illust2vec models info {spec.name}').")
+    return (f"model '{spec.name}' is not downloaded (it needs {names}): run 'illust2vec models download "
+            f"{spec.name}' (or add --download).\nWithout network: 'illust2vec models info {spec.name}' lists its "
+            "files, where to get them and how to import them.")
+
+
+def missing_files_details(spec: ModelSpec, missing: Iterable[ModelFile], store: ModelStore) -> str:
+    """Every missing file of a model with its source and where the store keeps it."""
+    lines = [f"model '{spec.name}': files missing from the model store ({store.files_dir}):"]
     for f in missing:
         where = f" from {f.url}" if f.url else (f" (shipped by the pip package '{f.package}')" if f.package else "")
-        lines.append(f"  {f.filename}{where}")
-    renamed = any(f.url and f.url.rsplit("/", 1)[-1] != f.filename for f in missing)
-    lines.append(
-        "Fetch them on a machine with internet access and run 'illust2vec models import FILE' for each"
-        + (f" (add '--as {spec.name}': the store names them per model)" if renamed else "")
-        + f", or 'illust2vec models download {spec.name}' here (or pass --download)."
-    )
+        lines.append(f"  {f.filename}{where} -> {store.path_for(f.filename)}")
+    lines.append(f"import files fetched elsewhere with 'illust2vec models import FILE... --as {spec.name}'")
     return "\n".join(lines)
+
+
+def model_not_found(spec: ModelSpec, missing: Iterable[ModelFile], store: ModelStore, *,
+                    offline: bool | None = None, details: str = "") -> ModelNotFoundError:
+    """The :class:`ModelNotFoundError` of a model whose files are missing (short message, long details)."""
+    missing = list(missing)
+    long = missing_files_details(spec, missing, store) + (f"\n{details}" if details else "")
+    return ModelNotFoundError(missing_files_message(spec, missing, store, offline=offline), long)
 
 
 def require_files(spec: ModelSpec, store: ModelStore | None = None, *, download: bool = False,
@@ -477,5 +506,5 @@ def require_files(spec: ModelSpec, store: ModelStore | None = None, *, download:
             )
         missing = []
     if missing:
-        raise ModelNotFoundError(missing_files_message(spec, missing, store))
+        raise model_not_found(spec, missing, store, offline=offline)
     return found

@@ -116,15 +116,30 @@ def cached_file(ref: HubRef, filename: str, cache: Path | None = None) -> Path |
         return None
 
 
-def _missing_message(ref: HubRef, missing: list[str], cache: Path, why: str) -> str:
-    lines = [f"{ref}: {why}; these files are not in the Hugging Face cache ({cache}):"]
-    lines += [f"  {name}" for name in missing]
-    lines.append(
-        f"Fetch them on a machine with network access (hf download {ref.repo_id} "
-        f"{' '.join(missing)}{'' if ref.revision == 'main' else ' --revision ' + ref.revision}) and copy "
-        "the cache directory here, or point HF_HOME / HF_HUB_CACHE at a cache that has them."
-    )
+def _hf_download_command(ref: HubRef, missing: list[str]) -> str:
+    rev = "" if ref.revision == "main" else f" --revision {ref.revision}"
+    return f"hf download {ref.repo_id} {' '.join(missing)}{rev}"
+
+
+def _missing_details(ref: HubRef, missing: list[str], cache: Path) -> str:
+    lines = [f"{ref}: not in the Hugging Face cache ({cache}):"]
+    lines += [f"  {name} -> {_repo_dir(ref, cache) / 'snapshots' / '<commit>' / name}" for name in missing]
+    lines.append(f"on a machine with network: {_hf_download_command(ref, missing)}, then copy the cache here "
+                 "(or point HF_HOME / HF_HUB_CACHE at it)")
     return "\n".join(lines)
+
+
+def _not_found(ref: HubRef, missing: list[str], cache: Path, why: str) -> ModelNotFoundError:
+    """The short error of a repository that is not in the cache: one command to run."""
+    if why == "offline":
+        message = (f"{ref}: not in the Hugging Face cache ({cache}) and downloads are off (offline): run "
+                   f"'{_hf_download_command(ref, missing)}' on a machine with network and copy the cache here.")
+    elif why == "no-hub":
+        message = (f"{ref}: not in the Hugging Face cache; downloading it needs huggingface_hub: "
+                   "pip install 'illust2vec[hub]'.")
+    else:
+        message = (f"{ref}: not downloaded: run 'illust2vec models download {ref}' (or add --download).")
+    return ModelNotFoundError(message, _missing_details(ref, missing, cache))
 
 
 def _silent_tqdm():
@@ -166,19 +181,14 @@ def hub_files(
     if not missing:
         return found
     if not download:
-        raise ModelNotFoundError(_missing_message(
-            ref, list(missing.values()), cache,
-            f"not downloaded ('illust2vec models download {ref}' or --download fetches them)"))
+        raise _not_found(ref, list(missing.values()), cache, "offline" if hub_offline(offline) else "not-asked")
     if hub_offline(offline):
-        raise ModelNotFoundError(_missing_message(ref, list(missing.values()), cache,
-                                                  "offline (HF_HUB_OFFLINE, ILLUST2VEC_OFFLINE or --offline)"))
+        raise _not_found(ref, list(missing.values()), cache, "offline")
     try:
         import huggingface_hub
         from huggingface_hub import errors as hf_errors
     except ImportError:
-        raise ModelNotFoundError(_missing_message(
-            ref, list(missing.values()), cache,
-            "downloading from the Hub needs huggingface_hub (pip install 'illust2vec[hub]')")) from None
+        raise _not_found(ref, list(missing.values()), cache, "no-hub") from None
     endpoint = os.environ.get("HF_ENDPOINT") or None  # read now: huggingface_hub reads it once, at import
     token = os.environ.get("HF_TOKEN") or None  # None: huggingface_hub's own lookup (stored login)
     bar = None if progress else _silent_tqdm()
@@ -201,7 +211,7 @@ def hub_files(
                                 f"{' and '.join(WD_CONTRACT.values())}") from None
         except (hf_errors.HfHubHTTPError, hf_errors.LocalEntryNotFoundError, OSError, ValueError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise DownloadError(f"{ref}: cannot download {name} ({reason}); "
-                                + _missing_message(ref, [name], cache, "not downloaded")) from None
+            raise DownloadError(f"{ref}: cannot download {name} ({reason}); or run "
+                                f"'{_hf_download_command(ref, [name])}' elsewhere and copy the cache here") from None
         found[role] = Path(path)
     return found

@@ -186,7 +186,7 @@ class ImageModel:
     # -- stages -------------------------------------------------------------
     def load(self, image: Any, *, alpha: Alpha | None = None) -> np.ndarray:
         """Decode one input (path, PIL image or array) to an (H, W, 3) uint8 RGB array."""
-        return load_image(image, alpha=alpha or self.alpha)
+        return load_image(image, alpha=alpha or self.alpha, exif_orientation=self.recipe.exif_orientation)
 
     def preprocess(self, images: Sequence[Any], *, alpha: Alpha | None = None) -> np.ndarray:
         """Decode and prepare images as one float32 batch in the model's input layout."""

@@ -10,14 +10,14 @@ task).  It never opens a network connection unless ``download=True``.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 from illust2vec.errors import Illust2VecError, ModelNotFoundError
-from illust2vec.models.catalog import FAMILIES, MODELS, get_family, get_spec
+from illust2vec.models.catalog import FAMILIES, MODELS, get_family, get_spec, suggest_models
+from illust2vec.models.compat import compat_mode, compat_recipe
 from illust2vec.models.families.i2v.model import Illustration2Vec
 from illust2vec.models.families.wd import load_wd_hub
 from illust2vec.models.hub import WD_CONTRACT, HubRef, cached_file, is_repo_id
@@ -75,6 +75,8 @@ def load_model(
     offline: bool | None = None,
     progress: bool = True,
     resize: str | None = None,
+    exif_orientation: str | None = None,
+    compat: str | None = None,
     **options: Any,
 ) -> ImageModel:
     """Load a model by zoo name (``illust2vec.models.catalog.list_models()``) or from a file.
@@ -90,7 +92,9 @@ def load_model(
       with ``download=True``).
     * ``name`` None: the best model for ``task`` present here (:func:`default_model_name`).
 
-    ``resize`` overrides the recipe's resize rule; other ``options`` go to
+    ``resize`` and ``exif_orientation`` override the recipe's; ``compat`` (``"kohya"``,
+    ``"wd14-webui"``) applies that tool's pixel path (:func:`illust2vec.models.compat.compat_recipe`),
+    explicit ``resize`` / ``exif_orientation`` winning; other ``options`` go to
     :class:`~illust2vec.models.image_model.ImageModel` (``device``, ``threads``,
     ``batch_size``, ``alpha``, ``precision``, ``allow_fallback``).
     """
@@ -105,13 +109,18 @@ def load_model(
     if path.suffix.lower() in MODEL_FILE_SUFFIXES or (isinstance(name, os.PathLike) and name not in MODELS):
         model = _load_file(path, tags=tags, thresholds=thresholds, store=store, **options)
     elif str(name) not in MODELS and is_repo_id(str(name)):  # a Hugging Face repository with the WD contract
-        model = load_wd_hub(str(name), store, download=download, offline=offline, progress=progress, **options)
+        try:
+            model = load_wd_hub(str(name), store, download=download, offline=offline, progress=progress, **options)
+        except ModelNotFoundError as exc:
+            hint = suggest_models(str(name))  # a mistyped zoo repository: say which one
+            if not hint:
+                raise
+            raise ModelNotFoundError(f"{exc}{hint}", exc.details) from None
     else:
         spec = get_spec(str(name))
         model = get_family(spec.family).load(spec, store, download=download, offline=offline,
                                               progress=progress, **options)
-    if resize:
-        model.recipe = dataclasses.replace(model.recipe, resize=resize)
+    model.recipe = compat_recipe(model.recipe, compat_mode(compat), resize=resize, exif_orientation=exif_orientation)
     return model
 
 

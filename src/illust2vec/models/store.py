@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from illust2vec.errors import Illust2VecError
-from illust2vec.io.atomic import atomic_write
+from illust2vec.io.atomic import atomic_write, fsync_dir
 from illust2vec.models.validate import looks_like_error_page
 
 ENV_HOME = "ILLUST2VEC_HOME"
@@ -91,14 +91,51 @@ class ModelStore:
 
     def import_file(self, src: str | os.PathLike, *, name: str | None = None) -> Path:
         """Copy a model file into the store (atomically) and return its new path."""
-        src = Path(src)
-        if not src.is_file():
-            raise Illust2VecError(f"{src}: no such file to import")
+        return self.import_files([(src, name)])[0]
+
+    def import_files(self, files: list[tuple[str | os.PathLike, str | None]]) -> list[Path]:
+        """Copy several files ``(source, store name or None)`` into the store, all or nothing.
+
+        Every file is first copied into ``tmp/`` (fsync'ed); only when all copies are complete
+        are they renamed into ``files/``.  A failure at any point (a missing source, a full
+        disk, a rename refused) removes the staged copies and puts back any file a rename had
+        already replaced, so the store is as it was before the call.
+        """
+        sources = [(Path(src), name or Path(src).name) for src, name in files]
+        for src, _ in sources:
+            if not src.is_file():
+                raise Illust2VecError(f"{src}: no such file to import; nothing was imported")
         self._mkdirs()
-        dest = self.path_for(name or src.name)
-        with open(src, "rb") as inp:
-            return atomic_write(dest, lambda out: shutil.copyfileobj(inp, out, 1 << 22),
-                                tmp_dir=self.tmp_dir, fsync=True)
+        staged: list[tuple[Path, Path]] = []
+        moved: list[tuple[Path, Path | None]] = []  # (dest, backup of what was there)
+        try:
+            for i, (src, name) in enumerate(sources):
+                part = self.tmp_dir / f"{name}.import-{os.getpid()}-{i}"
+                with open(src, "rb") as inp:
+                    atomic_write(part, lambda out: shutil.copyfileobj(inp, out, 1 << 22), tmp_dir=self.tmp_dir)
+                staged.append((part, self.path_for(name)))
+            for part, dest in staged:
+                backup = None
+                if dest.exists():
+                    backup = dest.with_name(dest.name + f".replaced-{os.getpid()}")
+                    backup = self.tmp_dir / backup.name
+                    os.replace(dest, backup)
+                moved.append((dest, backup))
+                os.replace(part, dest)
+        except BaseException:
+            for dest, backup in reversed(moved):
+                if backup is not None:
+                    os.replace(backup, dest)
+                else:
+                    dest.unlink(missing_ok=True)
+            for part, _ in staged:
+                part.unlink(missing_ok=True)
+            raise
+        for _, backup in moved:
+            if backup is not None:
+                backup.unlink(missing_ok=True)
+        fsync_dir(self.files_dir)
+        return [dest for _, dest in staged]
 
     # -- content hashes, memoised by the file's stat so cached loads stay fast
     def content_hash(self, path: str | os.PathLike) -> str:

@@ -10,7 +10,7 @@ import json
 import os
 import zlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,11 @@ I2V_LAYOUT: tuple[tuple[str, int], ...] = (("general", 512), ("character", 512),
 UNTHRESHOLDED = frozenset({"rating"})
 
 THRESHOLD_RULES = ("constant", "f0.5", "f1", "f2")
+
+#: How a probability is compared with its threshold: strictly above (``gt``: i2v, imgutils, the WD
+#: reference front-end) or at least (``ge``: kohya-ss' tagger, the WD14 web UI extension).
+ThresholdCompare = Literal["gt", "ge"]
+THRESHOLD_COMPARES: tuple[str, ...] = ("gt", "ge")
 
 TagList = list[tuple[str, float]]
 
@@ -169,21 +174,40 @@ def top_tags(prob: np.ndarray, table: TagTable, n_tag: int = 10) -> list[dict[st
 def resolve_thresholds(
     table: TagTable,
     threshold: float | Mapping[str, float] | np.ndarray,
+    *,
+    compare: ThresholdCompare = "gt",
+    float32: bool = False,
 ) -> np.ndarray:
-    """One threshold per tag from a constant, a per-category mapping or a per-tag array."""
+    """One threshold per tag from a constant, a per-category mapping or a per-tag array.
+
+    The result is what :func:`plausible_tags` compares with ``>``.  ``compare="ge"`` keeps
+    tags whose probability equals the threshold too (kohya-ss' tagger, the WD14 web UI
+    extension): each threshold becomes the next smaller double, and ``p > t'`` is exactly
+    ``p >= t``.  ``float32=True`` first rounds each threshold to float32, which is how
+    numpy >= 2 compares a float32 probability with a Python float (kohya-ss' script).
+    A threshold above 1 keeps no tag (kohya-ss' way of turning a category off).
+    """
+    if compare not in THRESHOLD_COMPARES:
+        raise Illust2VecError(f"compare must be one of {', '.join(THRESHOLD_COMPARES)}, not {compare!r}")
     if isinstance(threshold, np.ndarray):
         if threshold.shape != (len(table),):
             raise Illust2VecError(f"per-tag thresholds must have shape ({len(table)},), got {threshold.shape}")
-        return threshold.astype(np.float64)
-    if isinstance(threshold, Mapping):
+        out = threshold.astype(np.float64)
+    elif isinstance(threshold, Mapping):
         unknown = set(threshold) - set(table.category_names) - {"default"}
         if unknown:
             raise Illust2VecError(
                 f"unknown tag categories {sorted(unknown)}; this model has {', '.join(table.category_names)}"
             )
         default = float(threshold.get("default", 0.25))
-        return np.array([float(threshold.get(c, default)) for c in table.categories], dtype=np.float64)
-    return np.full(len(table), float(threshold), dtype=np.float64)
+        out = np.array([float(threshold.get(c, default)) for c in table.categories], dtype=np.float64)
+    else:
+        out = np.full(len(table), float(threshold), dtype=np.float64)
+    if float32:
+        out = out.astype(np.float32).astype(np.float64)
+    if compare == "ge":
+        out = np.nextafter(out, -np.inf)
+    return out
 
 
 def plausible_tags(prob: np.ndarray, table: TagTable, thresholds: np.ndarray) -> list[dict[str, TagList]]:

@@ -78,7 +78,11 @@ _PIL_PRECISION_BITS = 22  # Pillow's Resample.c: 32 - 8 - 2
 
 
 def graph_unsupported_reason(recipe: InputRecipe) -> str | None:
-    """Why ``recipe`` cannot be computed in a graph, or ``None`` if it can (every current recipe can)."""
+    """Why ``recipe`` cannot be computed in a graph, or ``None`` if it can."""
+    if recipe.exif_orientation != "apply":
+        return "exif_orientation='ignore' is not supported by the batch decoders of the in-graph path"
+    if recipe.pad_to_square and recipe.pad_to_input:
+        return "padding onto a canvas of the input size (pad_to_input) has no graph form"
     if recipe.resize.startswith("skimage-bilinear") or recipe.resize in _PIL_FILTERS:
         return None
     return f"resize {recipe.resize!r} has no graph form"

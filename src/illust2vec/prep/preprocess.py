@@ -24,6 +24,7 @@ from typing import Literal
 
 import numpy as np
 
+from illust2vec.prep.area import resize_area
 from illust2vec.prep.resize_names import RESIZE_METHODS, ResizeMethod
 
 __all__ = [
@@ -67,13 +68,29 @@ class InputRecipe:
         ``"skimage-bilinear-aa"``: the same with today's scikit-image default
         Gaussian anti-aliasing when shrinking (what unmodified i2v computes
         with scikit-image >= 0.19).  ``"pil-bilinear"``, ``"pil-bicubic"``,
-        ``"pil-lanczos"``, ``"pil-area"`` (box filter): Pillow's resamplers,
-        on 8-bit images, results rounded to 8 bits as Pillow does.
+        ``"pil-lanczos"``: Pillow's resamplers, on 8-bit images, results
+        rounded to 8 bits as Pillow does.  ``"pil-area"`` is Pillow's ``BOX``
+        filter: every input pixel whose centre lies in the output cell counts
+        with weight 1 and partial coverage is ignored, so it is not an area
+        average when the ratio is not an integer.  ``"area"``: a real area
+        filter (:func:`illust2vec.prep.area.resize_area`: each output pixel is
+        the mean of the input area it covers), equal to OpenCV's
+        ``INTER_AREA`` bit for bit when the image shrinks or keeps its size.
+        ``"area-lanczos"``: ``"area"`` when neither side enlarges, Pillow
+        ``LANCZOS`` otherwise (kohya-ss' tagger script).
     pad_to_square:
         Pad the image, centred, to a square of side ``max(height, width)``
         with ``pad_color`` before resizing (WD-style taggers).
     pad_color:
         RGB colour of the padding, 0-255.
+    pad_to_input:
+        With ``pad_to_square``: a picture smaller than the input is centred on
+        a canvas of the input's side instead of being enlarged (the square's
+        side is ``max(height, width, *size)``), as the WD14 web UI extension does.
+    exif_orientation:
+        ``"apply"`` (default): the decoder turns the picture upright by its EXIF
+        orientation, as viewers show it.  ``"ignore"``: the stored pixels as they
+        are, as kohya-ss' scripts, the WD14 web UI extension and most trainers read them.
     """
 
     size: tuple[int, int]
@@ -85,6 +102,8 @@ class InputRecipe:
     resize: ResizeMethod = "skimage-bilinear"
     pad_to_square: bool = False
     pad_color: tuple[int, int, int] = (255, 255, 255)
+    pad_to_input: bool = False
+    exif_orientation: Literal["apply", "ignore"] = "apply"
 
     def __post_init__(self) -> None:
         size = tuple(self.size)
@@ -114,6 +133,8 @@ class InputRecipe:
         if len(pad) != 3 or not all(0 <= v <= 255 for v in pad):
             raise ValueError(f"InputRecipe.pad_color must be 3 values in 0-255, not {self.pad_color!r}")
         object.__setattr__(self, "pad_color", pad)
+        if self.exif_orientation not in ("apply", "ignore"):
+            raise ValueError(f"InputRecipe.exif_orientation must be 'apply' or 'ignore', not {self.exif_orientation!r}")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -443,11 +464,11 @@ def _as_hwc3(image: np.ndarray) -> np.ndarray:
     return x
 
 
-def _pad_square(x: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
+def _pad_square(x: np.ndarray, color: tuple[int, int, int], min_side: int = 0) -> np.ndarray:
     h, w = x.shape[:2]
-    if h == w:
+    side = max(h, w, min_side)
+    if h == w == side:
         return x
-    side = max(h, w)
     dtype = x.dtype if x.dtype == np.uint8 else np.float32
     out = np.empty((side, side, 3), dtype=dtype)
     out[...] = np.asarray(color, dtype=dtype)
@@ -478,7 +499,7 @@ def _prepared_hwc3(image: np.ndarray, recipe: InputRecipe) -> np.ndarray:
     """``image`` as (H, W, 3), padded to a square if the recipe asks."""
     x = _as_hwc3(image)
     if recipe.pad_to_square:
-        x = _pad_square(x, recipe.pad_color)
+        x = _pad_square(x, recipe.pad_color, max(recipe.size) if recipe.pad_to_input else 0)
     return x
 
 
@@ -487,7 +508,10 @@ def _resized_rgb(x: np.ndarray, recipe: InputRecipe) -> np.ndarray:
     if recipe.resize in ("skimage-bilinear", "skimage-bilinear-aa"):
         out = _scratch.get("resized", recipe.size + (3,), np.float32)
         return _resize_caffe_into(x, recipe.size, recipe.resize == "skimage-bilinear-aa", out)
-    return _resize_pil(x, recipe.size, recipe.resize)
+    if recipe.resize == "area" or (recipe.resize == "area-lanczos" and x.shape[0] >= recipe.size[0]
+                                   and x.shape[1] >= recipe.size[1]):
+        return resize_area(x, recipe.size).astype(np.float32, copy=False)
+    return _resize_pil(x, recipe.size, "pil-lanczos" if recipe.resize == "area-lanczos" else recipe.resize)
 
 
 def _finish_into(rgb: np.ndarray, recipe: InputRecipe, dst: np.ndarray) -> None:

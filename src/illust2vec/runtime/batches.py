@@ -107,7 +107,8 @@ def prepare_item(source: Any, alpha: str, recipe: InputRecipe,
     The one per-item step of every runner (threads, processes, Ray tasks).
     """
     try:
-        return preprocess_one(load_image(source, alpha=alpha), recipe, out=out), None
+        image = load_image(source, alpha=alpha, exif_orientation=recipe.exif_orientation)
+        return preprocess_one(image, recipe, out=out), None
     except Exception as exc:  # noqa: BLE001 - a decoder bug must not stop the whole run
         return None, failure_reason(source, exc)
 

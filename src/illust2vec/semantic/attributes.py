@@ -50,7 +50,7 @@ from typing import Any, Union
 import numpy as np
 
 from illust2vec.collection.errors import CollectionError, UnknownTagError
-from illust2vec.collection.query import normalize_tag, parse_terms
+from illust2vec.collection.query import close_tags, normalize_tag, parse_terms
 from illust2vec.collection.search import SearchHit
 from illust2vec.io.atomic import atomic_write
 
@@ -195,11 +195,7 @@ class _Source:
         name = normalize_tag(tag)
         known = {t for w in self.by_row.values() for t in w}
         if name not in known:
-            import difflib
-
-            close = difflib.get_close_matches(name, sorted(known), n=5, cutoff=0.6)
-            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise UnknownTagError(f"unknown tag {tag!r}: no labelled item carries it{hint}")
+            raise UnknownTagError(f"unknown tag {tag!r}: no labelled item carries it{close_tags(name, known)}")
         return name
 
     def weights(self, tags: list[str], rows: np.ndarray) -> np.ndarray:

@@ -49,9 +49,9 @@ def content_box(recipe: InputRecipe, height: int, width: int) -> tuple[int, int,
     The whole input unless the recipe pads to a square first (WD taggers).
     """
     in_h, in_w = recipe.size
-    if not recipe.pad_to_square or height == width:
+    side = max(height, width, max(recipe.size) if recipe.pad_to_input else 0)
+    if not recipe.pad_to_square or height == width == side:
         return 0, 0, in_h, in_w
-    side = max(height, width)
     top, left = (side - height) // 2, (side - width) // 2
     sy, sx = in_h / side, in_w / side
     return (round(top * sy), round(left * sx),

@@ -39,8 +39,8 @@ import numpy as np
 
 from illust2vec.errors import ModelFormatError, ModelNotFoundError
 from illust2vec.io.atomic import atomic_write
-from illust2vec.models.fetch import missing_files_message, require_files
-from illust2vec.models.hub import HubRef, hub_files
+from illust2vec.models.fetch import model_not_found, require_files
+from illust2vec.models.hub import HubRef, hub_files, hub_offline
 from illust2vec.models.image_model import ImageModel
 from illust2vec.models.spec import ModelFamily, ModelFile, ModelSpec
 from illust2vec.models.store import ModelStore
@@ -414,8 +414,8 @@ def load_wd(spec: ModelSpec, store: ModelStore, *, download: bool = False, offli
             files = hub_files(spec.hub, download=download, offline=offline, progress=progress)
         except ModelNotFoundError as exc:
             missing = [f for f in spec.files if imported[f.role] is None]
-            raise ModelNotFoundError(f"{exc}\nOr import them into illust2vec's store: "
-                                     + missing_files_message(spec, missing, store)) from None
+            raise model_not_found(spec, missing, store, offline=hub_offline(offline),
+                                  details=f"or in the Hugging Face cache: {exc}") from None
     else:
         files = require_files(spec, store, download=download, offline=offline, progress=progress,
                               checks={".csv": read_selected_tags})

@@ -16,11 +16,14 @@ import pytest
 
 from conftest import ANIME36
 
-from illust2vec.collection import Collection
-from illust2vec.collection import db as _db
+from illust2vec.collection import Collection, ItemBatch, ModelRecord
 from illust2vec.collection import index as _index
 from illust2vec.collection import search as _search
-from illust2vec.collection.core import _delete_orphan_contents
+
+def _index_of(col: Collection):
+    """``(index, meta)`` of the float search index the collection's view holds."""
+    return col.view.memo(("index", "feature"))
+
 
 POP = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
 
@@ -118,25 +121,14 @@ def test_binary_index_extended_incrementally_stays_exact_and_balanced(real):
 
 # --------------------------------------------------------------------------- collections
 def _append(col: Collection, feats: np.ndarray, codes: np.ndarray) -> None:
-    """Add rows straight to the collection files and database (what Collection.add writes, without a model)."""
-    c = col.conn
-    if "feature_dim" not in col.meta:
-        with _db.transaction(c):
-            for k, v in {"embedder_name": "real36", "embedder_identity": "sha256:real36",
-                         "feature_dim": feats.shape[1], "code_bytes": codes.shape[1], "tagger_name": "",
-                         "tagger_identity": "", "prob_floor": 0.01, "tag_count": 0}.items():
-                _db.set_meta(c, k, v)
+    """Add rows through the collection's store, with vectors computed elsewhere (no model runs)."""
     start = int(col.meta.get("rows", 0))
-    vfs = col._vector_files()
-    vfs["feature"].append(feats, expect_row=start)
-    vfs["codes"].append(codes, expect_row=start)
-    now = time.time()
-    with _db.transaction(c):
-        rows = range(start, start + len(feats))
-        c.executemany("INSERT INTO contents(row, sha256, added_at) VALUES (?, ?, ?)", ((r, f"{r:064x}", now) for r in rows))
-        c.executemany("INSERT INTO files(path, size, mtime_ns, sha256, row, error, updated_at) VALUES (?, 0, 0, ?, ?, NULL, ?)",
-                      ((f"/real36/{r:06d}.jpg", f"{r:064x}", r, now) for r in rows))
-        _db.set_meta(c, "rows", start + len(feats))
+    paths = [f"/real36/{r:06d}.jpg" for r in range(start, start + len(feats))]
+    with col.store.writing(embedder=ModelRecord(name="real36", identity="sha256:real36", outputs=("feature",),
+                                                feature_dim=feats.shape[1], code_bytes=codes.shape[1])) as w:
+        w.append(ItemBatch(paths=paths, sizes=[0] * len(paths), mtimes_ns=[0] * len(paths),
+                           sha256=[f"{r:064x}" for r in range(start, start + len(feats))],
+                           errors=[None] * len(paths), features=feats, codes=codes))
 
 
 @pytest.fixture()
@@ -174,7 +166,7 @@ def test_pq_fastscan_index_reranks_to_the_exact_top_k(grown, monkeypatch):
         rows = _check_float_hits(hits, feats, live, q, 15)
         want = live[np.lexsort((live, -_cosine(feats, live, q)))[:15]]
         assert set(rows.tolist()) == set(want.tolist())
-    idx, im = col._cache[("index", "feature")]
+    idx, im = _index_of(col)
     assert im.kind == "pq4fs-ip" and im.format == _index.INDEX_FORMAT == 2
     assert len(idx.shards) == _index.search_threads() and idx.transform is None
     assert idx.shards[0].M == _index.pq_subquantizers(feats.shape[1]) == min(256, feats.shape[1])
@@ -208,12 +200,10 @@ def test_float_and_binary_indexes_follow_additions_and_deletions(grown, monkeypa
     # a fresh reader loads the saved float index (format 2) and answers the same
     with Collection.open(col.path, create=False) as other:
         assert [h.row for h in other.search(vector=q, k=8)] == [h.row for h in hits]
-        assert other._cache[("index", "feature")][1].rows_upto == 3000
+        assert _index_of(other)[1].rows_upto == 3000
     # deletions bump delete_gen: both indexes are rebuilt without the deleted rows
     gone = list(range(0, 3000, 3))
-    with _db.transaction(col.conn) as c:
-        c.executemany("DELETE FROM files WHERE row=?", [(r,) for r in gone])
-        _delete_orphan_contents(c)
+    col.store.remove_files([f"/real36/{r:06d}.jpg" for r in gone])
     live = np.setdiff1d(np.arange(3000), gone)
     q = feats[3]  # row 3 is gone, its exact copies (same source image) may remain
     hits = col.search(vector=q, k=10)
@@ -247,7 +237,7 @@ def test_pca_ivf_index_is_rebuilt_as_pq_when_its_size_class_changes(grown, monke
     monkeypatch.setattr(_index, "IVF_MIN", 1000)  # 2000 rows: PCA + IVF
     monkeypatch.setattr(_search, "RERANK_MIN", 2000)
     col.search(vector=feats[1], k=5)
-    assert col._cache[("index", "feature")][1].kind == "pca-ivf-ip"
+    assert _index_of(col)[1].kind == "pca-ivf-ip"
     assert json.loads((col.path / "index" / "feature.json").read_text())["kind"] == "pca-ivf-ip"
     monkeypatch.setattr(_index, "IVF_MIN", 10_000)  # 2000 rows: now the PQ kind
     live = np.arange(2000)
@@ -258,7 +248,7 @@ def test_pca_ivf_index_is_rebuilt_as_pq_when_its_size_class_changes(grown, monke
             _check_float_hits(hits, feats, live, q, 12)  # exact scores, nothing better left out
             want = np.sort(_cosine(feats, live, q))[::-1][:12]  # (planted copies tie up to rounding)
             np.testing.assert_allclose([h.score for h in hits], want, atol=1e-5)
-        idx, im = other._cache[("index", "feature")]
+        idx, im = _index_of(other)
         assert im.kind == "pq4fs-ip" and idx.transform is None
         assert json.loads((col.path / "index" / "feature.json").read_text())["kind"] == "pq4fs-ip"
         monkeypatch.setattr(_search, "RERANK_MIN", 100)  # 5% of the rows as candidates

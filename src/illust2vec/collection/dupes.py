@@ -89,22 +89,24 @@ def close_pairs(index, codes: np.ndarray, rows: np.ndarray, max_distance: int, *
     return out
 
 
-def find_dupes(col, max_distance: int = 8, *, progress: bool = False) -> list[DupeGroup]:
-    """Groups of near-duplicate files in ``col`` (largest groups first)."""
+def find_dupes(view, max_distance: int = 8, *, progress: bool = False) -> list[DupeGroup]:
+    """Groups of near-duplicate files of a collection (``view``: its
+    :class:`~illust2vec.collection.view.CollectionView`), largest groups first."""
     from illust2vec.runtime.progress import progress_bar
 
     from illust2vec.collection.search import get_index
 
     if max_distance < 0:
         raise CollectionError(f"max_distance must be 0 or more bits, not {max_distance}")
-    meta, live = col._snapshot()
+    snap = view.snapshot()
+    meta, live = snap.meta, snap.live
     if "feature_dim" not in meta or len(live) == 0:
         return []
     bits = int(meta["code_bytes"]) * 8
     if max_distance >= bits:
         raise CollectionError(f"max_distance {max_distance} is not below the code length ({bits} bits); every image would match")
-    index = get_index(col, "codes", meta, live)
-    codes = col._vector_files(meta)["codes"].read(live)
+    index = get_index(view, "codes", snap)
+    codes = view.vector_file("codes", snap).read(live)
     with progress_bar(len(live), desc="dupes", enabled=progress) as bar:
         pairs = close_pairs(index, codes, live, max_distance, progress=bar.update)
     uf = UnionFind()
@@ -118,17 +120,13 @@ def find_dupes(col, max_distance: int = 8, *, progress: bool = False) -> list[Du
     for a, b, d in pairs:
         edges.setdefault(root_of[a], []).append((a, b, d))
     # single contents with several paths (identical files) are groups too
-    multi = [r for (r,) in col.conn.execute("SELECT row FROM files WHERE row IS NOT NULL GROUP BY row HAVING COUNT(*) > 1")]
-    if meta.get("faces"):  # every face of a copied picture (files.row is the picture's first item)
-        multi = [r for (r,) in col.conn.execute(
-            "SELECT row FROM faces WHERE content IN "
-            "(SELECT row FROM files WHERE row IS NOT NULL GROUP BY row HAVING COUNT(*) > 1)")]
+    multi = view.copied_rows()  # in a face collection every face of a copied picture
     for r in multi:
         if r not in root_of:
             members[r] = [r]
             root_of[r] = r
     rows_all = sorted(root_of)
-    paths = col.rows_to_paths(rows_all)
+    paths = view.rows_to_paths(rows_all)
     groups = []
     for root, rs in members.items():
         rs = sorted(rs)
@@ -139,9 +137,7 @@ def find_dupes(col, max_distance: int = 8, *, progress: bool = False) -> list[Du
         groups.append(DupeGroup(ps, rs, max((d for *_, d in es), default=0), es))
     groups.sort(key=lambda g: (-len(g.paths), g.paths[0]))
     if meta.get("faces"):
-        from illust2vec.collection.faces import face_fields
-
-        info = face_fields(col.conn, rows_all)
+        info = view.face_fields(rows_all)
         for g in groups:
             for r in g.rows:
                 fi, box, _ = info.get(r, (None, None, None))
@@ -173,7 +169,8 @@ def code_kind(meta: dict[str, str]) -> str:
     return kind
 
 
-def default_max_distance(col) -> int:
-    """:data:`NEAR_FRACTION` of the collection's code length for its kind of code."""
-    bits = int(col.meta.get("code_bytes", 512)) * 8
-    return max(1, round(bits * NEAR_FRACTION.get(code_kind(col.meta), NEAR_FRACTION["positive"])))
+def default_max_distance(view) -> int:
+    """:data:`NEAR_FRACTION` of the collection's code length for its kind of code (``view``: anything with ``meta``)."""
+    meta = view.meta
+    bits = int(meta.get("code_bytes", 512)) * 8
+    return max(1, round(bits * NEAR_FRACTION.get(code_kind(meta), NEAR_FRACTION["positive"])))

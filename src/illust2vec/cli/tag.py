@@ -172,8 +172,11 @@ def _thresholds(args, model):
     """Per-tag thresholds for ``plausible_tags`` (``>``): the flags, the ``--compat`` defaults, the model's."""
     from illust2vec.models.tags import resolve_thresholds
 
-    mode = compat_mode(getattr(args, "compat", None))
-    compare = getattr(args, "threshold_compare", None) or mode.threshold_compare
+    compat = getattr(args, "compat", None)
+    mode = compat_mode(compat)
+    own = compat is None  # the model's own front-end rule (imgutils' >= for PixAI), unless --compat says
+    compare = getattr(args, "threshold_compare", None) or (model.threshold_compare if own else mode.threshold_compare)
+    float32 = model.thresholds_float32 if own else mode.thresholds_float32
     if args.threshold_rule in ("f0.5", "f1", "f2"):
         return resolve_thresholds(model.tags, model.thresholds_for(None, args.threshold_rule), compare=compare)
     mapping = dict(mode.thresholds) if mode.thresholds is not None else dict(model.thresholds)
@@ -186,7 +189,7 @@ def _thresholds(args, model):
                 raise Illust2VecError(f"--{cat}: {model.name} has no {cat} tags "
                                       f"(categories: {', '.join(model.tags.category_names)})")
             mapping[cat] = value
-    return resolve_thresholds(model.tags, mapping, compare=compare, float32=mode.thresholds_float32)
+    return resolve_thresholds(model.tags, mapping, compare=compare, float32=float32)
 
 
 def run(args: argparse.Namespace) -> int:

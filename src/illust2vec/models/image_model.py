@@ -84,6 +84,10 @@ class ImageModel:
     alpha:
         Default transparency handling: ``"white"`` composites onto white,
         ``"drop"`` ignores alpha like the original i2v.
+    threshold_compare, thresholds_float32:
+        How the model's reference front-end compares a probability with its threshold
+        (:func:`illust2vec.models.tags.resolve_thresholds`): ``"gt"`` (``p > t``, default) or
+        ``"ge"`` (``p >= t``), the threshold rounded to float32 first or not.
     """
 
     def __init__(
@@ -104,8 +108,12 @@ class ImageModel:
         allow_fallback: bool = False,
         optimized_cache: str | os.PathLike | None = None,
         precision: str = "fp32",
+        threshold_compare: str = "gt",
+        thresholds_float32: bool = False,
     ) -> None:
         self.name = name
+        self.threshold_compare = threshold_compare
+        self.thresholds_float32 = thresholds_float32
         self.recipe = recipe
         self.tags = tags
         self.identity = identity or name
@@ -414,7 +422,9 @@ class ImageModel:
         """Per-tag thresholds for a rule: a constant (or per-category mapping) or i2v's calibrated f0.5/f1/f2."""
         table = self._require_tags()
         if threshold_rule == "constant":
-            return resolve_thresholds(table, self.thresholds if threshold is None else threshold)
+            return resolve_thresholds(table, self.thresholds if threshold is None else threshold,
+                                      compare=self.threshold_compare,  # type: ignore[arg-type]
+                                      float32=self.thresholds_float32)
         columns = {"f0.5": 0, "f1": 1, "f2": 2}
         if threshold_rule not in columns:
             raise Illust2VecError(f"unknown threshold_rule {threshold_rule!r}; choose constant, f0.5, f1 or f2")

@@ -190,10 +190,6 @@ def load_pixai_files(
     model = ImageModel(graph, recipe=recipe, tags=table, name=name or onnx_path.parent.name,
                        identity=f"sha256:{digest}", thresholds=thresholds, binarize="simhash",
                        threshold_compare="ge", thresholds_float32=True, **options)
-    width = model.session.get_outputs()[0].shape[-1]
-    if isinstance(width, int) and width != len(table):
-        raise ModelFormatError(f"{onnx_path} outputs {width} probabilities but {tags_path} lists {len(table)} "
-                               "tags; use the selected_tags.csv from the same repository")
     #: the series of each character tag, where selected_tags.csv has an ``ips`` column
     model.tag_series = dict(tags.ips)  # type: ignore[attr-defined]
     return model

@@ -438,14 +438,25 @@ class ImageModel:
     def estimate_plausible_tags(
         self, images: Any, threshold: float | Mapping[str, float] | None = 0.25,
         threshold_rule: ThresholdRule = "constant", *, alpha: Alpha | None = None, on_error: OnError | None = None,
+        drop_overlap: bool | str | os.PathLike | Mapping[str, Sequence[str]] = False,
     ) -> list[dict | None]:
         """Tags above a threshold per category (rating: all, sorted), as i2v returns them.
 
+        ``threshold=None`` uses the model's own thresholds.  ``drop_overlap`` drops the general
+        tags implied by a more specific one that is present, as dghs-imgutils does
+        (:mod:`illust2vec.models.overlap`): ``True`` (its table from the Hugging Face cache when
+        there, else the substring rule alone), a table file or a mapping.
         An image that cannot be read gives ``None`` in its place (see :meth:`predict_proba`).
         """
+        from illust2vec.models.overlap import drop_overlap_result, overlap_table
+
         thresholds = self.thresholds_for(threshold, threshold_rule)
         table = self._require_tags()
-        return self._per_image(images, alpha, on_error, lambda prob: plausible_tags(prob, table, thresholds))
+        if drop_overlap is False:
+            return self._per_image(images, alpha, on_error, lambda prob: plausible_tags(prob, table, thresholds))
+        implied = overlap_table(drop_overlap)
+        return self._per_image(images, alpha, on_error, lambda prob: [
+            drop_overlap_result(r, implied) for r in plausible_tags(prob, table, thresholds)])
 
     def estimate_specific_tags(self, images: Any, tags: Sequence[str], *, alpha: Alpha | None = None,
                                on_error: OnError | None = None) -> list[dict | None]:

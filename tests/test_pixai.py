@@ -98,7 +98,8 @@ def test_models_list_names_the_new_families(capsys) -> None:
 
 def test_unsupported_preprocessing_and_broken_files_are_clear_errors(pixai_files, tmp_path) -> None:
     from illust2vec.errors import Illust2VecError, ModelFormatError
-    from illust2vec.models.families.pixai import load_pixai_files, read_category_thresholds, read_recipe
+    from illust2vec.models.families.exports import read_recipe
+    from illust2vec.models.families.pixai import load_pixai_files, read_category_thresholds
 
     d = tmp_path / "repo"
     d.mkdir()

@@ -30,17 +30,16 @@ from typing import Any
 
 from illust2vec.errors import ModelFormatError, ModelNotFoundError
 from illust2vec.models.fetch import model_not_found, require_files
-from illust2vec.models.graph_outputs import expose_outputs, output_names
+from illust2vec.models.families.exports import open_export, read_recipe
 from illust2vec.models.hub import HubRef, hub_files, hub_offline
 from illust2vec.models.image_model import ImageModel
 from illust2vec.models.spec import ModelFamily, ModelFile, ModelSpec
 from illust2vec.models.store import ModelStore
 from illust2vec.models.tags import TagTable
 from illust2vec.prep.preprocess import InputRecipe
-from illust2vec.prep.stages import recipe_from_stages
 
 __all__ = ["DEFAULT_THRESHOLD", "FAMILY", "PIXAI_LAYOUT", "PixAITagList", "load_pixai", "load_pixai_files",
-           "load_pixai_hub", "read_category_thresholds", "read_pixai_tags", "read_recipe"]
+           "load_pixai_hub", "read_category_thresholds", "read_pixai_tags"]
 
 #: Role -> file name in a PixAI export repository.
 PIXAI_LAYOUT: dict[str, str] = {"onnx": "model.onnx", "tags": "selected_tags.csv",
@@ -49,8 +48,6 @@ PIXAI_LAYOUT: dict[str, str] = {"onnx": "model.onnx", "tags": "selected_tags.csv
 DEFAULT_THRESHOLD = 0.4
 #: Output names of the export (imgutils reads them by these names).
 PROB_OUTPUT, EMBEDDING_OUTPUT = "prediction", "embedding"
-#: Bump when the graph surgery changes (invalidates cached graphs).
-SURGERY_VERSION = 1
 _WD_CODES = {0: "general", 1: "artist", 3: "copyright", 4: "character", 5: "meta", 9: "rating"}
 
 
@@ -135,36 +132,6 @@ def read_category_thresholds(path: str | os.PathLike[str]) -> tuple[dict[int, fl
     return thresholds, names
 
 
-def read_recipe(path: str | os.PathLike[str]) -> InputRecipe:
-    """The input recipe of a ``preprocess.json``; an unsupported stage is a :class:`ModelFormatError`."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        return recipe_from_stages(data)
-    except FileNotFoundError:
-        raise ModelFormatError(f"{path}: preprocess.json not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFormatError(f"{path}: not a readable preprocess.json ({exc})") from None
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise ModelFormatError(f"{path}: {exc}") from None
-
-
-def _prepare_graph(onnx_path: Path) -> bytes:
-    import onnx
-
-    try:
-        model = onnx.load(os.fspath(onnx_path), load_external_data=True)
-    except Exception as exc:  # onnx raises DecodeError, OSError, ValueError
-        raise ModelFormatError(f"{onnx_path}: not a readable ONNX model ({exc})") from None
-    names = output_names(model)
-    if PROB_OUTPUT not in names:
-        raise ModelFormatError(f"{onnx_path}: no output {PROB_OUTPUT!r} (outputs: {', '.join(names)}); "
-                               "not a PixAI tagger export")
-    sources = {"prob": PROB_OUTPUT}
-    if EMBEDDING_OUTPUT in names:
-        sources["feature"] = EMBEDDING_OUTPUT
-    return expose_outputs(model, sources).SerializeToString()
-
-
 def load_pixai_files(
     onnx_path: str | os.PathLike[str],
     tags_path: str | os.PathLike[str],
@@ -176,20 +143,15 @@ def load_pixai_files(
     **options: Any,
 ) -> ImageModel:
     """An ImageModel from a PixAI export's files anywhere on disk."""
-    store = store if store is not None else ModelStore()
-    onnx_path = Path(onnx_path)
-    digest = store.content_hash(onnx_path)
-    graph = store.cached_onnx(f"pixai-{digest[:24]}-s{SURGERY_VERSION}", lambda: _prepare_graph(onnx_path))
-    recipe = read_recipe(preprocess_path)
     tags = read_pixai_tags(tags_path)
     by_code, names = read_category_thresholds(thresholds_path) if thresholds_path is not None else ({}, {})
     table = tags.table(names)
     thresholds = {table.categories[tags.category_codes.index(code)]: value for code, value in by_code.items()
                   if code in tags.category_codes}
     thresholds["default"] = DEFAULT_THRESHOLD
-    model = ImageModel(graph, recipe=recipe, tags=table, name=name or onnx_path.parent.name,
-                       identity=f"sha256:{digest}", thresholds=thresholds, binarize="simhash",
-                       threshold_compare="ge", thresholds_float32=True, **options)
+    model = open_export(onnx_path, family="pixai", prob=PROB_OUTPUT, embedding=EMBEDDING_OUTPUT,
+                        recipe=read_recipe(preprocess_path), tags=table, thresholds=thresholds, store=store,
+                        name=name, **options)
     #: the series of each character tag, where selected_tags.csv has an ``ips`` column
     model.tag_series = dict(tags.ips)  # type: ignore[attr-defined]
     return model

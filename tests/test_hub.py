@@ -43,7 +43,9 @@ def prefill(cache: Path, repo: str, files: dict[str, bytes], commit: str = COMMI
     for name, data in files.items():
         digest = hashlib.sha256(data).hexdigest()
         (root / "blobs" / digest).write_bytes(data)
-        (snap / name).symlink_to(Path("..") / ".." / "blobs" / digest)
+        link = snap / name  # a file in a folder of the repository links one level further up
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path(*[".."] * (2 + name.count("/"))) / "blobs" / digest)
     (root / "refs").mkdir(exist_ok=True)
     (root / "refs" / ref).write_text(commit)
     return snap

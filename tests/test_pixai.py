@@ -120,3 +120,18 @@ def test_unsupported_preprocessing_and_broken_files_are_clear_errors(pixai_files
     (d / "selected_tags.csv").write_text("name,category\n1girl,0\n")
     with pytest.raises(Illust2VecError, match="1 tags"):
         load_pixai_files(d / "model.onnx", d / "selected_tags.csv", d / "preprocess.json")
+
+
+def test_models_import_as_then_offline_without_the_hub_cache(pixai_files, hub_env, tmp_path, monkeypatch) -> None:  # noqa: F811
+    from illust2vec.cli.main import main
+    from illust2vec.models.loading import load_model
+
+    d = tmp_path / "downloaded"
+    d.mkdir()
+    for name, data in pixai_files.items():
+        (d / name).write_bytes(data)
+    assert main(["models", "import", *(str(d / n) for n in sorted(pixai_files)), "--as", "pixai-v0.9"]) == 0
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = load_model("pixai-v0.9", task="tag")  # the Hub cache is empty: the store's files
+    got = model.estimate_plausible_tags([ANIME36 / "00.jpg"], threshold=None)[0]
+    assert _flat(got) == ORACLE["pictures"]["anime36/00.jpg"]["tags_default"]

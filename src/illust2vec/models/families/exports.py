@@ -62,8 +62,10 @@ def prepare_graph(onnx_path: Path, prob: str, embedding: str | None, family: str
 
 def open_export(onnx_path: str | os.PathLike[str], *, family: str, prob: str, embedding: str | None,
                 recipe: InputRecipe, tags: TagTable, thresholds: Mapping[str, float],
-                store: ModelStore | None = None, name: str | None = None, **options: Any) -> ImageModel:
-    """An ImageModel of an export: the graph prepared once per content hash, imgutils' ``>=`` rule."""
+                store: ModelStore | None = None, name: str | None = None, threshold_compare: str = "ge",
+                thresholds_float32: bool = True, **options: Any) -> ImageModel:
+    """An ImageModel of an export: the graph prepared once per content hash; imgutils' ``>=`` rule
+    unless ``threshold_compare`` / ``thresholds_float32`` say otherwise."""
     store = store if store is not None else ModelStore()
     onnx_path = Path(onnx_path)
     digest = store.content_hash(onnx_path)
@@ -71,4 +73,4 @@ def open_export(onnx_path: str | os.PathLike[str], *, family: str, prob: str, em
                               lambda: prepare_graph(onnx_path, prob, embedding, family))
     return ImageModel(graph, recipe=recipe, tags=tags, name=name or onnx_path.parent.name,
                       identity=f"sha256:{digest}", thresholds=dict(thresholds), binarize="simhash",
-                      threshold_compare="ge", thresholds_float32=True, **options)
+                      threshold_compare=threshold_compare, thresholds_float32=thresholds_float32, **options)

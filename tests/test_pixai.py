@@ -92,7 +92,7 @@ def test_models_list_names_the_new_families(capsys) -> None:
 
     assert main(["models", "list", "--json"]) == 0
     names = {r["name"] for r in json.loads(capsys.readouterr().out)}
-    assert "pixai-v0.9" in names
+    assert {"pixai-v0.9", "camie-refined", "camie-initial", "cl-tagger-1.02", "deepdanbooru"} <= names
     assert {"wd14-moat-v2", "wd14-convnext-v2", "wd14-convnextv2-v2", "wd14-swinv2-v2", "wd14-vit-v2"} <= names
 
 

@@ -15,7 +15,7 @@ import fnmatch
 from typing import Any
 
 from illust2vec.errors import Illust2VecError, did_you_mean
-from illust2vec.models.families import camie, deepdanbooru, effnet, pixai, wd
+from illust2vec.models.families import camie, cl_tagger, deepdanbooru, effnet, pixai, wd
 from illust2vec.models.families.i2v import model as i2v
 from illust2vec.models.spec import ModelFamily, ModelFile, ModelSpec
 
@@ -23,7 +23,7 @@ __all__ = ["FAMILIES", "MODELS", "ModelFamily", "ModelFile", "ModelSpec", "get_f
            "list_models", "register", "spec_for_hub", "suggest_models"]
 
 #: Family name -> record, in order of preference where several could read a file.
-FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (i2v.FAMILY, wd.FAMILY, pixai.FAMILY, camie.FAMILY, deepdanbooru.FAMILY, effnet.FAMILY)}
+FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (i2v.FAMILY, wd.FAMILY, pixai.FAMILY, camie.FAMILY, cl_tagger.FAMILY, deepdanbooru.FAMILY, effnet.FAMILY)}
 
 MODELS: dict[str, ModelSpec] = {}
 

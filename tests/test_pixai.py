@@ -135,3 +135,13 @@ def test_models_import_as_then_offline_without_the_hub_cache(pixai_files, hub_en
     model = load_model("pixai-v0.9", task="tag")  # the Hub cache is empty: the store's files
     got = model.estimate_plausible_tags([ANIME36 / "00.jpg"], threshold=None)[0]
     assert _flat(got) == ORACLE["pictures"]["anime36/00.jpg"]["tags_default"]
+
+
+def test_an_unknown_repository_in_pixai_layout_is_read_as_pixai(pixai_files, hub_env, monkeypatch) -> None:  # noqa: F811
+    from illust2vec.models.loading import hub_family, load_model
+
+    prefill(hub_env["cache"], "someone/pixai-finetune", pixai_files)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub_family("someone/pixai-finetune").name == "pixai"
+    model = load_model("someone/pixai-finetune", task="tag")
+    assert model.recipe.resize == "pil-bicubic" and model.threshold_compare == "ge"

@@ -235,11 +235,11 @@ def cmd_info(args) -> int:
         "import": f"fetch the files' urls elsewhere, then: illust2vec models import FILE... --as {spec.name}",
     }
     if spec.hub:
-        from illust2vec.models.hub import WD_CONTRACT, HubRef, cached_file, hub_cache_dir
+        from illust2vec.models.hub import HubRef, cached_file, hub_cache_dir
 
         record["hub_cache"] = str(hub_cache_dir())
         record["hub_files"] = {name: str(p) if (p := cached_file(HubRef(spec.hub), name)) else None
-                               for name in WD_CONTRACT.values()}
+                               for name in spec.hub_file_names.values()}
     json.dump(record, sys.stdout, indent=2, default=str)
     print()
     return 0

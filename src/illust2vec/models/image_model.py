@@ -84,6 +84,10 @@ class ImageModel:
     alpha:
         Default transparency handling: ``"white"`` composites onto white,
         ``"drop"`` ignores alpha like the original i2v.
+    threshold_compare, thresholds_float32:
+        How the model's reference front-end compares a probability with its threshold
+        (:func:`illust2vec.models.tags.resolve_thresholds`): ``"gt"`` (``p > t``, default) or
+        ``"ge"`` (``p >= t``), the threshold rounded to float32 first or not.
     """
 
     def __init__(
@@ -104,8 +108,12 @@ class ImageModel:
         allow_fallback: bool = False,
         optimized_cache: str | os.PathLike | None = None,
         precision: str = "fp32",
+        threshold_compare: str = "gt",
+        thresholds_float32: bool = False,
     ) -> None:
         self.name = name
+        self.threshold_compare = threshold_compare
+        self.thresholds_float32 = thresholds_float32
         self.recipe = recipe
         self.tags = tags
         self.identity = identity or name
@@ -414,7 +422,9 @@ class ImageModel:
         """Per-tag thresholds for a rule: a constant (or per-category mapping) or i2v's calibrated f0.5/f1/f2."""
         table = self._require_tags()
         if threshold_rule == "constant":
-            return resolve_thresholds(table, self.thresholds if threshold is None else threshold)
+            return resolve_thresholds(table, self.thresholds if threshold is None else threshold,
+                                      compare=self.threshold_compare,  # type: ignore[arg-type]
+                                      float32=self.thresholds_float32)
         columns = {"f0.5": 0, "f1": 1, "f2": 2}
         if threshold_rule not in columns:
             raise Illust2VecError(f"unknown threshold_rule {threshold_rule!r}; choose constant, f0.5, f1 or f2")
@@ -428,14 +438,25 @@ class ImageModel:
     def estimate_plausible_tags(
         self, images: Any, threshold: float | Mapping[str, float] | None = 0.25,
         threshold_rule: ThresholdRule = "constant", *, alpha: Alpha | None = None, on_error: OnError | None = None,
+        drop_overlap: bool | str | os.PathLike | Mapping[str, Sequence[str]] = False,
     ) -> list[dict | None]:
         """Tags above a threshold per category (rating: all, sorted), as i2v returns them.
 
+        ``threshold=None`` uses the model's own thresholds.  ``drop_overlap`` drops the general
+        tags implied by a more specific one that is present, as dghs-imgutils does
+        (:mod:`illust2vec.models.overlap`): ``True`` (its table from the Hugging Face cache when
+        there, else the substring rule alone), a table file or a mapping.
         An image that cannot be read gives ``None`` in its place (see :meth:`predict_proba`).
         """
+        from illust2vec.models.overlap import drop_overlap_result, overlap_table
+
         thresholds = self.thresholds_for(threshold, threshold_rule)
         table = self._require_tags()
-        return self._per_image(images, alpha, on_error, lambda prob: plausible_tags(prob, table, thresholds))
+        if drop_overlap is False:
+            return self._per_image(images, alpha, on_error, lambda prob: plausible_tags(prob, table, thresholds))
+        implied = overlap_table(drop_overlap)
+        return self._per_image(images, alpha, on_error, lambda prob: [
+            drop_overlap_result(r, implied) for r in plausible_tags(prob, table, thresholds)])
 
     def estimate_specific_tags(self, images: Any, tags: Sequence[str], *, alpha: Alpha | None = None,
                                on_error: OnError | None = None) -> list[dict | None]:

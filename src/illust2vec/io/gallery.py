@@ -1,4 +1,4 @@
-"""A procedural gallery of anime-style characters, drawn with Pillow (for ``illust2vec demo``).
+"""A procedural gallery of anime-style characters, drawn with Pillow (``illust2vec demo``, int8 calibration).
 
 Each character has a hair colour, hair style (long, twin tails, short,
 ponytail, bob), fringe, eye colour, an accessory (ribbon, hat, cat ears,

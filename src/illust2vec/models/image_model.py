@@ -134,6 +134,7 @@ class ImageModel:
         self.alpha: Alpha = alpha
         #: The precision of the graph itself (``fp32`` or ``int8``); :attr:`precision` is what runs.
         self.graph_precision = "fp32"
+        self.keep_fp32 = tuple(keep_fp32)
         precision = resolve_precision(precision, device)
         if precision == "int8":
             onnx_model, calibration_hash = quantized_graph(

@@ -33,7 +33,7 @@ from illust2vec.models.store import ModelStore
 from illust2vec.prep.preprocess import InputRecipe, preprocess
 
 __all__ = ["CALIBRATION_LIMIT", "ENV_CPU_FLAGS", "PRECISIONS", "calibration_pictures", "cpu_flags",
-           "quantize_graph", "quantized_graph", "quantized_key", "resolve_precision"]
+           "quantize_graph", "quantize_model", "quantized_graph", "quantized_key", "resolve_precision"]
 
 log = logging.getLogger("illust2vec")
 
@@ -237,3 +237,18 @@ def quantized_graph(source: str | os.PathLike | bytes, *, identity: str, recipe:
         except OSError:
             pass  # a read-only store still works
     return path, digest
+
+
+def quantize_model(model: Any, calibration: str | os.PathLike | None = None, *,
+                   model_dir: str | os.PathLike | None = None) -> Path:
+    """Make (or find) the int8 graph of a loaded fp32 model, calibrated on ``calibration``, and remember it.
+
+    Later loads of this model with ``precision="int8"`` and no ``calibration``
+    use this graph (``illust2vec models quantize NAME --calibrate DIR``).
+    """
+    if getattr(model, "graph_precision", "fp32") != "fp32":
+        raise Illust2VecError(f"{model.name} is already {model.graph_precision}; load it with precision='fp32'")
+    path, _ = quantized_graph(model.onnx_source, identity=model.identity, recipe=model.recipe,
+                              calibration=calibration, keep_fp32=model.keep_fp32, model_dir=model_dir,
+                              remember=True, name=model.name)
+    return path

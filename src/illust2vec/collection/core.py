@@ -31,6 +31,12 @@ DB_NAME = "collection.sqlite"
 DEFAULT_PROB_FLOOR = 0.01
 
 
+def _short_identity(identity: str) -> str:
+    """An identity for messages: the hash's start and what follows it (``+int8-cal...``: the precision)."""
+    head, plus, tail = identity.partition("+")
+    return head[:16] + plus + tail
+
+
 def _model_identity(model) -> str:
     ident = getattr(model, "identity", None)
     if not ident:
@@ -180,8 +186,8 @@ class Collection:
             problems = []
             if m["embedder_identity"] != e_id:
                 problems.append(
-                    f"its features come from {m.get('embedder_name')!r} (identity {m['embedder_identity'][:16]}), "
-                    f"not {getattr(embedder, 'name', '?')!r} (identity {e_id[:16]})"
+                    f"its features come from {m.get('embedder_name')!r} (identity {_short_identity(m['embedder_identity'])}), "
+                    f"not {getattr(embedder, 'name', '?')!r} (identity {_short_identity(e_id)})"
                 )
             if m.get("tagger_identity", "") != t_id:
                 was = f"{m.get('tagger_name')!r} (identity {m['tagger_identity'][:16]})" if m.get("tagger_identity") else "no tagger"

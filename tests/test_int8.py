@@ -138,3 +138,20 @@ def test_cli_tag_and_embed_int8(which, model_store, tmp_path, monkeypatch, capsy
     assert main(["embed", str(ANIME36), *embed, *common, "-o", str(tmp_path / "e.npy")]) == 0
     vectors = np.load(tmp_path / "e.npy")
     assert vectors.shape[0] == len(PICTURES) and np.isfinite(vectors).all()
+
+
+def test_wd_layout_int8_runs(tmp_path):
+    """A WD-contract graph exported for one picture at a time (calibrated one by one) quantises and tags."""
+    import onnx
+    from test_wd import build_model, write_csv
+
+    from illust2vec.models.families.wd import load_wd_files
+    from illust2vec.models.store import ModelStore
+
+    onnx.save(build_model(64, fixed_batch=True), tmp_path / "model.onnx")
+    store = ModelStore(tmp_path / "store")
+    args = (tmp_path / "model.onnx", write_csv(tmp_path / "selected_tags.csv"))
+    fp32, int8 = load_wd_files(*args, store=store), load_wd_files(*args, store=store, precision="int8")
+    assert int8.precision == "int8" and "QuantizeLinear" in _ops(int8)
+    p, q = (m.predict_proba(PICTURES[:4]) for m in (fp32, int8))
+    assert np.abs(p - q).max() <= 0.15

@@ -29,7 +29,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import make_model  # noqa: E402
 
-ANIME36 = Path(__file__).resolve().parents[2] / "shared" / "data" / "anime36"
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+ANIME36 = SHARED / "data" / "anime36"
+TAG_LIST = SHARED / "fixtures" / "i2v" / "tag_list.json"  # i2v's 1539 tags, for the tag network's default thresholds
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "amx_tile")
 
 
@@ -159,7 +161,8 @@ def main() -> None:
     for which in args.models.split(","):
         if which == "i2v-tag":
             path = args.i2v_tag or make_model(args.out / "i2v_tag_fullsize.caffemodel")
-            load = lambda **kw: Illustration2Vec.from_caffemodel(path, model_dir=store, name=which, **kw)
+            load = lambda **kw: Illustration2Vec.from_caffemodel(path, tags=TAG_LIST, model_dir=store, name=which,
+                                                                 **kw)
         elif which == "i2v-feature":
             path = args.i2v_feature or args.out / "i2v_feature_fullsize.caffemodel"
             if not path.exists():

@@ -26,7 +26,8 @@ REDIRECTS = {">", ">>", "<", "2>", "2>&1"}
 
 def code_blocks(text: str) -> list[str]:
     """The contents of the fenced shell code blocks (```bash, ```sh, ```text-less ```)."""
-    return [m.group(2) for m in re.finditer(r"^```(bash|sh|shell|console|)\n(.*?)^```", text, re.M | re.S)]
+    blocks = re.finditer(r"^```(\w*)[^\n]*\n(.*?)^```", text, re.M | re.S)
+    return [m.group(2) for m in blocks if m.group(1) in ("bash", "sh", "shell", "console", "")]
 
 
 def commands(text: str) -> list[list[str]]:

@@ -21,7 +21,7 @@ LAYERS = {
     "models": 4,
     "faces": 5,
     "collection": 6,
-    "maps": 7, "video": 7, "semantic": 7, "distributed": 7, "demo": 7, "datasets": 7,
+    "maps": 7, "video": 7, "semantic": 7, "distributed": 7, "datasets": 7,
     "serve": 8,
     "cli": 9,
 }

@@ -197,7 +197,7 @@ ATTRS = ["glasses", "cat ears", "hat", "twintails", "blonde hair"]
 
 @pytest.fixture(scope="module")
 def gallery(tmp_path_factory, effnet):
-    from illust2vec.demo.gallery import ACCESSORY_TAGS, EYE_COLORS, HAIR_COLORS, STYLE_TAGS, write_gallery
+    from illust2vec.io.gallery import ACCESSORY_TAGS, EYE_COLORS, HAIR_COLORS, STYLE_TAGS, write_gallery
 
     root = tmp_path_factory.mktemp("gallery")
     write_gallery(root / "gallery", characters=20, variants=3, seed=0)

@@ -83,6 +83,12 @@ def add_model_arguments(parser: argparse.ArgumentParser, task: str, *, tags_alia
     e.add_argument("--fp16", action="store_true",
                    help="with --device cuda: half-precision weights and arithmetic (faster; results differ "
                         "from fp32 in the last digits: docs/benchmarks.md, GPU)")
+    e.add_argument("--precision", choices=("fp32", "int8", "bf16", "auto", "fp16"), default=None,
+                   help="fp32 (default); int8: ~3x faster on the CPU, tags and features within the measured "
+                        "error of docs/incoming/h27.md (graph calibrated once, cached); bf16 runs fp32 here; "
+                        "auto: int8 where the CPU has VNNI/AMX; fp16: CUDA only (= --fp16)")
+    e.add_argument("--calibrate", metavar="DIR", type=Path, default=None,
+                   help="with --precision int8: calibrate on these pictures (default: the drawn demo gallery)")
     e.add_argument("--batch-size", type=int, default=None, metavar="N",
                    help="images per network call (default: 16 on the CPU, 128 with --device cuda)")
     e.add_argument("--threads", type=int, metavar="N", help="inference threads (default: one per core)")
@@ -218,7 +224,8 @@ def resolve_engine_defaults(args: argparse.Namespace) -> None:
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`~illust2vec.models.image_model.ImageModel` keywords the engine flags set."""
     return dict(device=args.device, threads=args.threads, batch_size=args.batch_size, alpha=args.alpha,
-                allow_fallback=args.allow_cpu_fallback, precision="fp16" if getattr(args, "fp16", False) else "fp32")
+                allow_fallback=args.allow_cpu_fallback, calibration=getattr(args, "calibrate", None),
+                precision=getattr(args, "precision", None) or ("fp16" if getattr(args, "fp16", False) else "fp32"))
 
 
 def model_from_args(args: argparse.Namespace, task: str):

@@ -143,6 +143,12 @@ def model_identity(model) -> str:
     return str(ident)
 
 
+def short_identity(identity: str) -> str:
+    """An identity for messages: the hash's start and what follows it (``+int8-cal...``: the precision)."""
+    head, plus, tail = identity.partition("+")
+    return head[:16] + plus + tail
+
+
 def binarize_width(embedder, dim: int) -> int:
     """Bytes per binary code for ``embedder``'s features."""
     from illust2vec.collection.infer import binarize
@@ -366,7 +372,8 @@ class WriteSession:
             if m["embedder_identity"] != e_id:
                 raise ModelMismatchError(
                     f"{self.path}: its features come from {m.get('embedder_name')!r} (identity "
-                    f"{m['embedder_identity'][:16]}), not {getattr(embedder, 'name', '?')!r} (identity {e_id[:16]}). "
+                    f"{short_identity(m['embedder_identity'])}), not {getattr(embedder, 'name', '?')!r} "
+                    f"(identity {short_identity(e_id)}). "
                     "Vectors of different embedders cannot be mixed: use the same embedder, index into a new "
                     "--db, or recompute every vector with --rebuild (taggers can be added without it: --tagger NAME)"
                 )

@@ -8,9 +8,9 @@ Run (each part under the shared lock; ``build`` once, ~25 GB under ``--work``):
 The collection has the real vector sizes of the i2v models: 4096-d float32
 features (16 KB per picture), 4096-bit codes (``sigmoid(f) > 0.5``, i2v's
 rule) and 1539 tag probabilities.  Vectors are generated in chunks from
-per-chunk seeds and streamed through the collection's writer for precomputed
-results (:func:`illust2vec.collection.ingest.add_precomputed`, the one a Ray
-merge uses): never held in memory, resumable.  Every item is a hard link to
+per-chunk seeds and streamed through the collection's one writer
+(``col.store.writing(...).append(ItemBatch)``, as a Ray merge does): never
+held in memory, resumable.  Every item is a hard link to
 one of ``--pictures`` generated JPEGs, so it has a real file (thumbnails,
 pruning) but costs no disk blocks.
 
@@ -126,7 +126,7 @@ def item_path(work: Path, i: int) -> Path:
 
 def build(work: Path, n: int, pictures: int) -> Path:
     from illust2vec.collection import Collection
-    from illust2vec.collection.ingest import ModelRecord, PrecomputedBatch, add_precomputed
+    from illust2vec.collection import ItemBatch, ModelRecord
     from illust2vec.models.tags import TagTable
 
     db = work / "db"
@@ -151,19 +151,23 @@ def build(work: Path, n: int, pictures: int) -> Path:
                 sizes.append(st.st_size)
                 mtimes.append(st.st_mtime_ns)
             f, c, p = syn.chunk(k)
-            yield PrecomputedBatch(paths, sizes, mtimes, [f"{i:064x}" for i in range(k * CHUNK, (k + 1) * CHUNK)],
-                                   [None] * CHUNK, f, c, p)
+            yield ItemBatch(paths=paths, sizes=sizes, mtimes_ns=mtimes,
+                            sha256=[f"{i:064x}" for i in range(k * CHUNK, (k + 1) * CHUNK)], errors=[None] * CHUNK,
+                            features=f, codes=c, probs=p)
             print(f"    {(k + 1) * CHUNK:,} / {n:,} pictures ({load_avg()})", file=sys.stderr, end="\r", flush=True)
 
     la = load_avg()
     t = time.perf_counter()
     with Collection.open(db) as col:
         have = len(col)
-        rep = add_precomputed(col, batches(), embedder=embedder, tagger=tagger)
+        with col.store.writing(embedder=embedder, taggers=[tagger]) as w:
+            for batch in batches():
+                w.append(batch)
+        rep = w.report
     secs = time.perf_counter() - t
     print(file=sys.stderr)
     if rep.added:
-        row(f"build {n:,} pictures through add_precomputed", f"{secs:.0f} s ({rep.added / secs:.0f} pictures/s)",
+        row(f"build {n:,} pictures through the store's append", f"{secs:.0f} s ({rep.added / secs:.0f} pictures/s)",
             f"({have:,} were there; {la} before, {load_avg()} after)")
     disk(db, n)
     return db
@@ -245,7 +249,7 @@ def part_binary(db: Path, queries: int, k: int = 20) -> None:
         t = time.perf_counter()
         col.search(vector=codes[q[0]], k=k, binary=True, include_query=True)
         row(f"binary index built or loaded ({len(live):,} codes)", f"{time.perf_counter() - t:.1f} s", f"({load_avg()})")
-        idx = col._cache[("index", "codes")][0]
+        idx = col.view.memo(("index", "codes"))[0]
         times, got = [], []
         for _ in range(2):  # the second round is what is timed (memory maps warm)
             times, got = [], []
@@ -278,6 +282,7 @@ def part_float(db: Path, queries: int, k: int = 20) -> None:
     the features, the baseline's time with it)."""
     from illust2vec.collection import Collection
     from illust2vec.collection import index as _index
+    from illust2vec.collection.search import index_meta
 
     with Collection.open(db, create=False) as col:
         live = col.live_rows()
@@ -286,7 +291,7 @@ def part_float(db: Path, queries: int, k: int = 20) -> None:
         t = time.perf_counter()
         col.search(vector=qf[0], k=k, include_query=True)
         row(f"float index built or loaded ({len(live):,} x {DIM})", f"{time.perf_counter() - t:.0f} s",
-            f"(kind {col._cache[('index', 'feature')][1].kind}; {load_avg()})")
+            f"(kind {index_meta(col.view, 'feature').kind}; {load_avg()})")
         times, got = [], []
         for _ in range(2):
             times, got, got_rows = [], [], []

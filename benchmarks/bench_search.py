@@ -177,23 +177,27 @@ def synthetic_collection(path: Path, n: int, *, features, codes, probs=None, chu
     """
     if REUSE and (path / "collection.sqlite").exists():
         with Collection.open(path, create=False) as col:
-            if int(col.meta.get("rows", 0)) == n and bool(probs) == bool(int(col.meta.get("tag_count", 0))):
+            if int(col.meta.get("rows", 0)) == n and bool(probs) == bool(col.taggers()):
                 print(f"    reusing {path}", file=sys.stderr)
                 return
     shutil.rmtree(path, ignore_errors=True)
+    # Written straight into the collection's files (the layout of collection/db.py, schema 3), not through
+    # CollectionStore: at 1M rows the store would write 16 GB of features where this leaves a sparse file.
     col = Collection.open(path)
     c = col.conn
     with _db.transaction(c):
         for k, v in {"embedder_name": "synthetic", "embedder_identity": "sha256:synthetic", "feature_dim": DIM,
-                     "code_bytes": CODE_BYTES, "tagger_name": "synthetic-tags" if probs else "",
-                     "tagger_identity": "sha256:synthetic-tags" if probs else "", "prob_floor": 0.01,
-                     "tag_count": N_TAGS if probs else 0}.items():
+                     "code_bytes": CODE_BYTES, "prob_floor": 0.01}.items():
             _db.set_meta(c, k, v)
         if probs:
+            c.execute("INSERT INTO taggers(id, name, identity, tag_base, tag_count, file, rows, added_at) "
+                      "VALUES (1, 'synthetic-tags', 'sha256:synthetic-tags', 0, ?, 'prob.f32', 0, 0)", (N_TAGS,))
             c.executemany("INSERT INTO tags(id, name, category) VALUES (?, ?, ?)",
                           [(i, f"tag{i}", "general" if i < 512 else "character" if i < 1024 else
                             "copyright" if i < 1536 else "rating") for i in range(N_TAGS)])
-    vfs = col._vector_files()
+    vfs = {"feature": col.view.vector_file("feature"), "codes": col.view.vector_file("codes")}
+    if probs:
+        vfs["prob"] = col.view.vector_file("prob")
     if features is None:
         with open(vfs["feature"].path, "r+b") as fh:
             fh.truncate(HEADER_SIZE + n * DIM * 4)  # sparse: zeros, no disk blocks
@@ -217,6 +221,8 @@ def synthetic_collection(path: Path, n: int, *, features, codes, probs=None, chu
                 c.executemany("INSERT INTO tag_probs(tag_id, prob, row) VALUES (?, ?, ?)",
                               zip(tt.tolist(), p[rr, tt].astype(np.float64).tolist(), (rr + s).tolist()))
             _db.set_meta(c, "rows", e)
+            if probs:
+                c.execute("UPDATE taggers SET rows=?", (e,))
         print(f"    wrote {e}/{n} rows", file=sys.stderr, end="\r", flush=True)
     print(file=sys.stderr)
     col.close()
@@ -265,7 +271,7 @@ class Format1Float:
         qn = _index.l2_normalize(q[None])
         faiss.omp_set_num_threads(1)
         _, I = self.flat.search(np.ascontiguousarray(qn @ self.A.T), cand)
-        self.col._snapshot()  # what Collection.search does first (one SQLite read transaction)
+        self.col.view.snapshot()  # what Collection.search does first (one SQLite read transaction)
         rows = np.sort(I[0])
         sims = _index.l2_normalize(self.vf.read(rows)) @ qn[0]
         order = np.lexsort((rows, -sims))[:k]
@@ -303,7 +309,7 @@ def bench_float(work: Path, n: int, queries: int, rng, rounds: int = 1) -> None:
             col.search(vector=qs[0], k=20)
             build = time.perf_counter() - t
             m1 = rss_mb()
-            idx, im = col._cache[("index", "feature")]
+            idx, im = col.view.memo(("index", "feature"))
             nsh = len(idx.shards)
             rec = recall([[h.row for h in col.search(vector=q, k=20)] for q in qs])
             row(f"float {n // 1000}k {im.kind}: build on first search", f"{build:.1f} s",
@@ -370,7 +376,7 @@ def bench_binary(work: Path, n: int, queries: int, rng, rounds: int = 1) -> None
         col.search(vector=qs[0], k=20, binary=True)
         build = time.perf_counter() - t
         m1 = rss_mb()
-        idx = col._cache[("index", "codes")][0]
+        idx = col.view.memo(("index", "codes"))[0]
         nsh = len(idx.shards)
         row(f"binary {n // 1000}k: build on first search (from codes.u8, {nsh} shards)", f"{build:.1f} s")
         row(f"binary {n // 1000}k: index memory", f"{idx.nbytes / n / 1024:.2f} KiB/image",
@@ -396,16 +402,16 @@ def bench_binary(work: Path, n: int, queries: int, rng, rounds: int = 1) -> None
         row(f"binary {n // 1000}k format 1: loading its saved index file (for comparison with the build above)",
             f"{time.perf_counter() - t:.1f} s", "(page cache warm)")
         tmp.unlink()
-        new_entry = col._cache[("index", "codes")]
+        new_entry = col.view.memo(("index", "codes"))
 
         def old_fn(q):  # the whole Collection.search path, with format 1's index swapped in
-            col._cache[("index", "codes")] = (old, new_entry[1])
+            col.view.remember(("index", "codes"), (old, new_entry[1]))
             faiss.omp_set_num_threads(1)
             try:
                 return col.search(vector=q, k=20, binary=True)
             finally:
                 faiss.omp_set_num_threads(os.cpu_count() or 1)
-                col._cache[("index", "codes")] = new_entry
+                col.view.remember(("index", "codes"), new_entry)
 
         def with_threads(th):
             def fn(q):

@@ -84,7 +84,7 @@ def bench_blends(work: Path, pairs: int, seed: int) -> None:
 
 
 def bench_demo(work: Path, k: int = 10) -> None:
-    from illust2vec.demo.gallery import ACCESSORY_TAGS, EYE_COLORS, FRINGE_TAGS, HAIR_COLORS, STYLE_TAGS, write_gallery
+    from illust2vec.io.gallery import ACCESSORY_TAGS, EYE_COLORS, FRINGE_TAGS, HAIR_COLORS, STYLE_TAGS, write_gallery
 
     root = work / "demo"
     shutil.rmtree(root, ignore_errors=True)

@@ -24,7 +24,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from conftest import ANIME36, I2V_FIXTURES
 
 from illust2vec.collection import Collection, CollectionError, ModelMismatchError, UnknownTagError
-from illust2vec.collection.query import matching_rows, normalize_tag
+from illust2vec.collection.query import Condition, model_matches, normalize_tag
 from illust2vec.collection.vectors import VectorFile
 
 ORIGINALS = sorted(ANIME36.glob("*.jpg"))
@@ -156,13 +156,13 @@ def test_projected_indexes_rerank_to_exact_results(indexed, monkeypatch, flat_ma
     monkeypatch.setattr(_index, "IVF_MIN", ivf_min)
     path = indexed.path / "index" / "feature.faiss"
     monkeypatch.setattr(_index, "load", lambda p: None)  # force a rebuild with the patched sizes
-    indexed._cache.pop(("index", "feature"), None)
+    indexed.view.forget()
     try:
         for q, rows in exact.items():
             assert [h.row for h in indexed.search(image=q, k=5)] == rows
         assert json.loads(path.with_suffix(".json").read_text())["kind"] == kind
     finally:
-        indexed._cache.pop(("index", "feature"), None)
+        indexed.view.forget()
         path.unlink()
 
 
@@ -175,7 +175,7 @@ def test_query_with_another_model_is_refused(indexed, i2v_tagger, copies):
 def test_tag_queries_return_exactly_rows_passing_threshold(indexed):
     P = indexed.vectors("prob").astype(np.float64)
     live = indexed.live_rows()
-    names = [normalize_tag(n) for (n,) in indexed.conn.execute("SELECT name FROM tags ORDER BY id")]
+    names = [normalize_tag(n) for n in indexed.view.tag_index().names]
     col_of = {n: i for i, n in enumerate(names)}
     cases = [
         (["blue hair"], [], 0.5),
@@ -202,12 +202,15 @@ def test_tag_queries_return_exactly_rows_passing_threshold(indexed):
             scores = [h.score for h in hits]
             assert scores == sorted(scores, reverse=True)
     # SQL path (threshold above the stored floor) and matrix path agree
-    ids = [[col_of["1girl"]], [col_of["long hair"]]]
-    probs = indexed._vector_files()["prob"].view()
+    probs = indexed.view.prob_matrix()
     for thr in (0.3, 0.55):
-        a = matching_rows(indexed.conn, probs, live, ids, [[col_of["hat"]]], thr, prob_floor=0.0)
-        b = matching_rows(indexed.conn, probs, live, ids, [[col_of["hat"]]], thr, prob_floor=1.1)
+        inc = [Condition((col_of["1girl"],), ">=", thr), Condition((col_of["long hair"],), ">", thr)]
+        exc = [Condition((col_of["hat"],), ">=", thr)]
+        a = model_matches(indexed.view.conn, probs, live, inc, exc, base=0, prob_floor=0.0)
+        b = model_matches(indexed.view.conn, probs, live, inc, exc, base=0, prob_floor=1.1)
         assert a.tolist() == b.tolist()
+        only_exc = model_matches(indexed.view.conn, probs, live, [], exc, base=0, prob_floor=0.0)
+        assert only_exc.tolist() == model_matches(indexed.view.conn, probs, live, [], exc, base=0, prob_floor=1.1).tolist()
 
 
 def test_tag_query_names_categories_and_unknown_tags(indexed):
@@ -366,14 +369,14 @@ def test_orphan_vector_tails_are_truncated(tmp_path, i2v_features):
     """Vectors written before a crash but never committed are cut off on the next run."""
     with Collection.open(tmp_path / "col") as col:
         col.add(ORIGINALS[:4], embedder=i2v_features, progress=False)
-        for name, vf in col._vector_files().items():
+        for vf in (col.view.vector_file(k) for k in ("feature", "codes")):
             junk = np.ones((3, vf.dim), dtype=vf.dtype)
             vf.append(junk)
             with open(vf.path, "ab") as fh:
                 fh.write(b"\x01" * 5)  # a partial record
         r = col.add(ORIGINALS[:6], embedder=i2v_features, progress=False)
         assert r.orphans_truncated == 3 and r.added == 2
-        for vf in col._vector_files().values():
+        for vf in (col.view.vector_file(k) for k in ("feature", "codes")):
             assert vf.rows == 6 and os.path.getsize(vf.path) == 64 + 6 * vf.record_size
         F = col.vectors("feature")
         np.testing.assert_allclose(F, i2v_features.extract_feature([str(p) for p in ORIGINALS[:6]]), rtol=1e-4, atol=1e-4)
@@ -456,11 +459,11 @@ def test_kill9_during_indexing_then_resume(tmp_path, model_store, i2v_features, 
         assert r.added + r.unchanged == len(subset) and r.unchanged >= 8
         info = col.info()
         assert info["files"] == info["contents"] == len(subset)
-        rows = col.conn.execute("SELECT row FROM files ORDER BY path").fetchall()
-        assert sorted(r for (r,) in rows) == list(range(len(subset)))  # each once, no gaps
-        for vf in col._vector_files().values():
+        by_path = col.view.path_rows()
+        assert sorted(by_path.values()) == list(range(len(subset)))  # each once, no gaps
+        for vf in (col.view.vector_file(k) for k in ("feature", "codes", "prob")):
             assert vf.rows == len(subset)
-        paths = [p for (p,) in col.conn.execute("SELECT path FROM files ORDER BY row")]
+        paths = sorted(by_path, key=by_path.get)
         np.testing.assert_allclose(col.vectors("feature"), i2v_features.extract_feature(paths), rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(col.vectors("prob"), i2v_tagger.predict_proba(paths), rtol=1e-4, atol=1e-5)
 
@@ -492,8 +495,7 @@ def test_two_readers_search_while_a_writer_indexes(tmp_path, model_store, i2v_fe
 
 def test_second_writer_is_refused(tmp_path, i2v_features):
     with Collection.open(tmp_path / "col") as a, Collection.open(tmp_path / "col") as b:
-        a._acquire_lock()
-        with pytest.raises(CollectionError, match="another process is writing"):
-            b.add(ORIGINALS[:1], embedder=i2v_features, progress=False)
-        a._release_lock()
+        with a.store.writing():
+            with pytest.raises(CollectionError, match="another process is writing"):
+                b.add(ORIGINALS[:1], embedder=i2v_features, progress=False)
         assert b.add(ORIGINALS[:1], embedder=i2v_features, progress=False).added == 1

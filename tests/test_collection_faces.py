@@ -61,7 +61,7 @@ def test_one_row_per_face_with_the_detector_boxes(face_db):
         else:  # no face: the whole picture, once
             assert got == [(None, None)], name
     with Collection.open(db, create=False) as col:
-        assert col.meta["schema_version"] == "2"
+        assert col.meta["schema_version"] == "3"
         assert len(col.live_rows()) == len(items) == sum(max(1, len(detect_faces(imgs / n))) for n in PICTURES)
         assert len(col) == len(PICTURES)
         assert col.vectors("feature").shape[0] == len(items)
@@ -174,7 +174,7 @@ def test_version_1_collection_is_upgraded_by_a_writer(tmp_path):
     with Collection.open(db, create=False) as col:  # a reader takes it as it is
         assert col.meta["schema_version"] == "1"
     with Collection.open(db) as col:
-        assert col.meta["schema_version"] == "2"
+        assert col.meta["schema_version"] == "3"
         assert col.conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0] == 0
 
 

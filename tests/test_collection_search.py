@@ -16,11 +16,15 @@ import pytest
 
 from conftest import ANIME36
 
-from illust2vec.collection import Collection
-from illust2vec.collection import db as _db
+from illust2vec.collection import Collection, ItemBatch, ModelRecord
 from illust2vec.collection import index as _index
 from illust2vec.collection import search as _search
-from illust2vec.collection.core import _delete_orphan_contents
+
+
+def _index_of(col: Collection):
+    """``(index, meta)`` of the float search index the collection's view holds."""
+    return col.view.memo(("index", "feature"))
+
 
 POP = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
 
@@ -118,25 +122,14 @@ def test_binary_index_extended_incrementally_stays_exact_and_balanced(real):
 
 # --------------------------------------------------------------------------- collections
 def _append(col: Collection, feats: np.ndarray, codes: np.ndarray) -> None:
-    """Add rows straight to the collection files and database (what Collection.add writes, without a model)."""
-    c = col.conn
-    if "feature_dim" not in col.meta:
-        with _db.transaction(c):
-            for k, v in {"embedder_name": "real36", "embedder_identity": "sha256:real36",
-                         "feature_dim": feats.shape[1], "code_bytes": codes.shape[1], "tagger_name": "",
-                         "tagger_identity": "", "prob_floor": 0.01, "tag_count": 0}.items():
-                _db.set_meta(c, k, v)
+    """Add rows through the collection's store, with vectors computed elsewhere (no model runs)."""
     start = int(col.meta.get("rows", 0))
-    vfs = col._vector_files()
-    vfs["feature"].append(feats, expect_row=start)
-    vfs["codes"].append(codes, expect_row=start)
-    now = time.time()
-    with _db.transaction(c):
-        rows = range(start, start + len(feats))
-        c.executemany("INSERT INTO contents(row, sha256, added_at) VALUES (?, ?, ?)", ((r, f"{r:064x}", now) for r in rows))
-        c.executemany("INSERT INTO files(path, size, mtime_ns, sha256, row, error, updated_at) VALUES (?, 0, 0, ?, ?, NULL, ?)",
-                      ((f"/real36/{r:06d}.jpg", f"{r:064x}", r, now) for r in rows))
-        _db.set_meta(c, "rows", start + len(feats))
+    paths = [f"/real36/{r:06d}.jpg" for r in range(start, start + len(feats))]
+    with col.store.writing(embedder=ModelRecord(name="real36", identity="sha256:real36", outputs=("feature",),
+                                                feature_dim=feats.shape[1], code_bytes=codes.shape[1])) as w:
+        w.append(ItemBatch(paths=paths, sizes=[0] * len(paths), mtimes_ns=[0] * len(paths),
+                           sha256=[f"{r:064x}" for r in range(start, start + len(feats))],
+                           errors=[None] * len(paths), features=feats, codes=codes))
 
 
 @pytest.fixture()
@@ -174,7 +167,7 @@ def test_pq_fastscan_index_reranks_to_the_exact_top_k(grown, monkeypatch):
         rows = _check_float_hits(hits, feats, live, q, 15)
         want = live[np.lexsort((live, -_cosine(feats, live, q)))[:15]]
         assert set(rows.tolist()) == set(want.tolist())
-    idx, im = col._cache[("index", "feature")]
+    idx, im = _index_of(col)
     assert im.kind == "pq4fs-ip" and im.format == _index.INDEX_FORMAT == 2
     assert len(idx.shards) == _index.search_threads() and idx.transform is None
     assert idx.shards[0].M == _index.pq_subquantizers(feats.shape[1]) == min(256, feats.shape[1])
@@ -208,12 +201,10 @@ def test_float_and_binary_indexes_follow_additions_and_deletions(grown, monkeypa
     # a fresh reader loads the saved float index (format 2) and answers the same
     with Collection.open(col.path, create=False) as other:
         assert [h.row for h in other.search(vector=q, k=8)] == [h.row for h in hits]
-        assert other._cache[("index", "feature")][1].rows_upto == 3000
+        assert _index_of(other)[1].rows_upto == 3000
     # deletions bump delete_gen: both indexes are rebuilt without the deleted rows
     gone = list(range(0, 3000, 3))
-    with _db.transaction(col.conn) as c:
-        c.executemany("DELETE FROM files WHERE row=?", [(r,) for r in gone])
-        _delete_orphan_contents(c)
+    col.store.remove_files([f"/real36/{r:06d}.jpg" for r in gone])
     live = np.setdiff1d(np.arange(3000), gone)
     q = feats[3]  # row 3 is gone, its exact copies (same source image) may remain
     hits = col.search(vector=q, k=10)
@@ -247,7 +238,7 @@ def test_pca_ivf_index_is_rebuilt_as_pq_when_its_size_class_changes(grown, monke
     monkeypatch.setattr(_index, "IVF_MIN", 1000)  # 2000 rows: PCA + IVF
     monkeypatch.setattr(_search, "RERANK_MIN", 2000)
     col.search(vector=feats[1], k=5)
-    assert col._cache[("index", "feature")][1].kind == "pca-ivf-ip"
+    assert _index_of(col)[1].kind == "pca-ivf-ip"
     assert json.loads((col.path / "index" / "feature.json").read_text())["kind"] == "pca-ivf-ip"
     monkeypatch.setattr(_index, "IVF_MIN", 10_000)  # 2000 rows: now the PQ kind
     live = np.arange(2000)
@@ -258,7 +249,7 @@ def test_pca_ivf_index_is_rebuilt_as_pq_when_its_size_class_changes(grown, monke
             _check_float_hits(hits, feats, live, q, 12)  # exact scores, nothing better left out
             want = np.sort(_cosine(feats, live, q))[::-1][:12]  # (planted copies tie up to rounding)
             np.testing.assert_allclose([h.score for h in hits], want, atol=1e-5)
-        idx, im = other._cache[("index", "feature")]
+        idx, im = _index_of(other)
         assert im.kind == "pq4fs-ip" and idx.transform is None
         assert json.loads((col.path / "index" / "feature.json").read_text())["kind"] == "pq4fs-ip"
         monkeypatch.setattr(_search, "RERANK_MIN", 100)  # 5% of the rows as candidates
@@ -291,7 +282,7 @@ def test_large_binary_index_holds_short_codes_and_reranks_exactly(grown, monkeyp
         bh = col.search(vector=codes[qi], k=25, binary=True)
         want_rows, want_d = _hamming_topk(codes, live, codes[qi], 25)
         assert [h.row for h in bh] == want_rows.tolist() and [h.distance for h in bh] == want_d.tolist()
-    idx = col._cache[("index", "codes")][0]
+    idx = col.view.memo(("index", "codes"))[0]
     assert not idx.exact and len(idx.columns) == _index.SHORT_BYTES and idx.shards[0].d == _index.SHORT_BYTES * 8
     # the chosen bytes are the most varied ones
     ent = _index_entropy(codes[:2000])
@@ -301,7 +292,7 @@ def test_large_binary_index_holds_short_codes_and_reranks_exactly(grown, monkeyp
     monkeypatch.setattr(_search, "BINARY_RERANK_FACTOR", 5)
     recalls = []
     for qi in range(0, 2000, 50):
-        rows = _search.nearest_rows(col, codes[qi][None], 20, binary=True)[0]
+        rows = col.nearest_rows(codes[qi][None], 20, binary=True)[0]
         want_rows, want_d = _hamming_topk(codes, live, codes[qi], 20)
         d = POP[codes[rows] ^ codes[qi]].sum(axis=1)
         assert len(rows) == 20 and (np.diff(d) >= 0).all() and (d >= want_d).all()  # never better than exact
@@ -314,18 +305,16 @@ def test_large_binary_index_holds_short_codes_and_reranks_exactly(grown, monkeyp
     bh = col.search(vector=codes[2999], k=30, binary=True)
     want_rows, want_d = _hamming_topk(codes, live, codes[2999], 30)
     assert [h.row for h in bh] == want_rows.tolist() and [h.distance for h in bh] == want_d.tolist()
-    assert col._cache[("index", "codes")][0].ntotal == 3000
+    assert col.view.memo(("index", "codes"))[0].ntotal == 3000
     # deletions: rebuilt without them; below the threshold again: the exact full-code index
     gone = list(range(0, 3000, 2))
-    with _db.transaction(col.conn) as c:
-        c.executemany("DELETE FROM files WHERE row=?", [(r,) for r in gone])
-        _delete_orphan_contents(c)
+    col.store.remove_files([f"/real36/{r:06d}.jpg" for r in gone])
     monkeypatch.setattr(_index, "BINARY_SHORT_MIN", 2000)
     live = np.setdiff1d(np.arange(3000), gone)
     bh = col.search(vector=codes[7], k=20, binary=True)
     want_rows, want_d = _hamming_topk(codes, live, codes[7], 20)
     assert [h.row for h in bh] == want_rows.tolist() and [h.distance for h in bh] == want_d.tolist()
-    assert col._cache[("index", "codes")][0].exact
+    assert col.view.memo(("index", "codes"))[0].exact
 
 
 def _index_entropy(codes: np.ndarray) -> np.ndarray:
@@ -347,19 +336,19 @@ def test_large_collections_with_few_directions_get_a_pca_product_quantiser(grown
         q = feats[i] * 3.0
         rows = _check_float_hits(col.search(vector=q, k=15), feats, live, q, 15)
         assert set(rows.tolist()) == set(live[np.lexsort((live, -_cosine(feats, live, q)))[:15]].tolist())
-    idx, im = col._cache[("index", "feature")]
+    idx, im = _index_of(col)
     assert im.kind == "pca-pq4fs-ip" and idx.transform.shape == (_index.PCA_DIM, feats.shape[1])
     assert idx.shards[0].d == _index.PCA_DIM and idx.shards[0].M == _index.PCA_DIM // 2
     monkeypatch.setattr(_search, "RERANK_MIN", 100)  # 5% of the rows as candidates: still the nearest ones
     found = []  # share of the returned rows as close as the exact 10th (the planted exact copies tie)
     for i in range(0, 2000, 100):
         kth = np.sort(_cosine(feats, live, feats[i]))[::-1][9]
-        found.append((_cosine(feats, _search.nearest_rows(col, feats[i][None], 10)[0], feats[i]) >= kth - 1e-5).mean())
+        found.append((_cosine(feats, col.nearest_rows(feats[i][None], 10)[0], feats[i]) >= kth - 1e-5).mean())
     assert np.mean(found) >= 0.9, np.mean(found)
     # saved and loaded as its kind (the same size class as the full-vector PQ: not rebuilt)
     with Collection.open(col.path, create=False) as other:
         assert [h.row for h in other.search(vector=feats[3], k=5)] == [h.row for h in col.search(vector=feats[3], k=5)]
-        assert other._cache[("index", "feature")][1].kind == "pca-pq4fs-ip"
+        assert _index_of(other)[1].kind == "pca-pq4fs-ip"
     # features spread over every direction: the full-vector product quantiser
     spread = np.random.default_rng(0).standard_normal((2000, 256), dtype=np.float32)
     idx2, kind = _index.build_float_index(spread, np.arange(2000))

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from illust2vec.collection import Collection
-from illust2vec.collection.ingest import ModelRecord, PrecomputedBatch, add_precomputed
+from illust2vec.collection import Collection, ItemBatch, ModelRecord
 
 N, DIM = 600, 4096
 
@@ -19,8 +18,8 @@ READER = textwrap.dedent("""
     import sys, numpy as np
     from illust2vec.collection import Collection
     col = Collection.open(sys.argv[1], create=False)
-    meta, live = col._snapshot()                       # the snapshot an export or a search would read from
-    vf = col._vector_files(meta)["feature"]
+    snap = col.view.snapshot()                         # the snapshot an export or a search would read from
+    live, vf = snap.live, col.view.vector_file("feature", snap)
     def total(rows):
         return float(np.asarray(vf.read(rows), np.float64).sum())
     col.conn.execute("BEGIN")                          # and an open read transaction of the database
@@ -51,11 +50,12 @@ def _build(tmp_path: Path) -> tuple[Path, list[Path], np.ndarray]:
         p.write_bytes(b"x")
     feats = _features(N)
     rng = np.random.default_rng(1)
-    batch = PrecomputedBatch([str(p) for p in paths], [1] * N, [1] * N, [f"{i:064x}" for i in range(N)], [None] * N,
-                             feats, rng.integers(0, 256, (N, 512), dtype=np.uint8), None)
+    batch = ItemBatch(paths=[str(p) for p in paths], sizes=[1] * N, mtimes_ns=[1] * N,
+                      sha256=[f"{i:064x}" for i in range(N)], errors=[None] * N, features=feats,
+                      codes=rng.integers(0, 256, (N, 512), dtype=np.uint8))
     model = ModelRecord(name="t", identity="sha256:t", outputs=("feature",), feature_dim=DIM, code_bytes=512)
-    with Collection.open(tmp_path / "db") as col:
-        add_precomputed(col, [batch], embedder=model)
+    with Collection.open(tmp_path / "db") as col, col.store.writing(embedder=model) as w:
+        w.append(batch)
     return tmp_path / "db", paths, feats
 
 
@@ -102,7 +102,7 @@ def test_compaction_waits_for_an_open_reader_in_another_process(tmp_path):
             # the run: rows start 64 bytes into a block), a single dead row the 3 blocks wholly inside it
             assert rep.vectors_freed >= (200 * 4 - 1 + 3 * (len(gone) - 200) - 2) * 4096
             np.testing.assert_array_equal(col.vectors("feature", live), feats[live])
-            vf = col._vector_files()["feature"]
+            vf = col.view.vector_file("feature")
             dead = vf.read(np.arange(210, 390))
             assert not dead.any()  # holes read as zeros (only dead rows)
         # (the file system may spend a block or two on its own bookkeeping of the holes)

@@ -43,7 +43,9 @@ def prefill(cache: Path, repo: str, files: dict[str, bytes], commit: str = COMMI
     for name, data in files.items():
         digest = hashlib.sha256(data).hexdigest()
         (root / "blobs" / digest).write_bytes(data)
-        (snap / name).symlink_to(Path("..") / ".." / "blobs" / digest)
+        link = snap / name  # a file in a folder of the repository links one level further up
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path(*[".."] * (2 + name.count("/"))) / "blobs" / digest)
     (root / "refs").mkdir(exist_ok=True)
     (root / "refs" / ref).write_text(commit)
     return snap
@@ -266,3 +268,17 @@ def test_models_download_repo_id(local_hub, hub_env, monkeypatch, capsys) -> Non
     assert main(["models", "download", REPO]) == 0
     out = capsys.readouterr().out
     assert "model.onnx" in out and str(hub_env["cache"]) in out
+
+
+def test_wd14_v2_generation_from_the_cache_offline(wd_repo, hub_env, monkeypatch) -> None:
+    """The WD v1.4 taggers: the WD layout and path, by zoo name and by repository id."""
+    from illust2vec.models.loading import hub_family, load_model
+
+    repo = "SmilingWolf/wd-v1-4-moat-tagger-v2"
+    prefill(hub_env["cache"], repo, wd_repo)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub_family(repo).name == "wd"
+    by_zoo, by_repo = load_model("wd14-moat-v2", task="tag"), load_model(repo, task="tag")
+    assert by_zoo.outputs == ("prob", "feature") and by_zoo.recipe.size == (64, 64)  # read from the graph
+    imgs = _images()
+    np.testing.assert_array_equal(by_zoo.predict_proba(imgs), by_repo.predict_proba(imgs))

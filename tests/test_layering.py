@@ -21,7 +21,7 @@ LAYERS = {
     "models": 4,
     "faces": 5,
     "collection": 6,
-    "maps": 7, "video": 7, "semantic": 7, "distributed": 7, "demo": 7, "datasets": 7,
+    "maps": 7, "video": 7, "semantic": 7, "distributed": 7, "datasets": 7,
     "serve": 8,
     "cli": 9,
 }
@@ -136,3 +136,34 @@ def test_the_checker_sees_a_cycle_inside_a_function(tmp_path):
         assert imported_modules(src / "io" / "b.py", modules) == {"illust2vec.io.a"}
     finally:
         PACKAGE = saved
+
+
+#: Inside ``collection/``: the same rule, one level down.  Storage first, then the view (every read),
+#: the store (the one writer), the queries built on the view, the producers that feed the store, and
+#: ``core.Collection`` on top; nothing imports ``core`` back (search, dupes and export take a view).
+COLLECTION_LAYERS = {
+    "errors": 0, "paths": 0, "prune": 0, "mih": 0, "infer": 0, "sheet": 0, "dupe_actions": 1, "index": 1,
+    "vectors": 1, "db": 1,
+    "taggers": 2, "query": 2, "compact": 2, "user_tags": 3, "pair_cache": 3,
+    "view": 4,
+    "faces": 5,
+    "store": 6, "search": 6, "export": 6, "repair": 6,
+    "dupes": 7,
+    "indexer": 8,
+    "core": 9,
+    "__init__": 10,
+}
+
+
+def test_collection_modules_import_downward():
+    graph = import_graph()
+    inside = {m: d for m, d in graph.items() if m.startswith("illust2vec.collection")}
+
+    def short(m: str) -> str:
+        return "__init__" if m == "illust2vec.collection" else m.rsplit(".", 1)[-1]
+
+    missing = sorted(short(m) for m in inside if short(m) not in COLLECTION_LAYERS)
+    assert not missing, f"collection modules without a layer in COLLECTION_LAYERS: {missing}"
+    upward = [f"{short(m)} -> {short(d)}" for m, deps in inside.items() for d in deps
+              if d.startswith("illust2vec.collection") and COLLECTION_LAYERS[short(d)] >= COLLECTION_LAYERS[short(m)]]
+    assert not upward, "collection modules importing their own layer or above:\n" + "\n".join(sorted(upward))

@@ -128,7 +128,7 @@ def test_demo_runs_offline_and_writes_png_and_html(tmp_path, capsys):
 
 
 def test_gallery_is_deterministic_and_variants_differ():
-    from illust2vec.demo.gallery import draw_character, make_characters
+    from illust2vec.io.gallery import draw_character, make_characters
 
     chars = make_characters(6, seed=3)
     assert len({(c.hair, c.style, c.accessory) for c in chars}) == 6
@@ -140,7 +140,7 @@ def test_gallery_is_deterministic_and_variants_differ():
     np.testing.assert_array_equal(a, b)
     assert np.abs(a.astype(int) - c.astype(int)).mean() > 1
     # the drawn hair colour is really there
-    from illust2vec.demo.gallery import HAIR_COLORS
+    from illust2vec.io.gallery import HAIR_COLORS
 
     hair = np.array(HAIR_COLORS[chars[0].hair])
     assert (np.abs(a.astype(int) - hair).sum(axis=2) < 30).mean() > 0.03

@@ -134,19 +134,16 @@ def test_connected_components():
 
 
 # --------------------------------------------------------------------------- the collection's pair cache
-def _batch(paths, codes, shas):
-    from illust2vec.collection.ingest import PrecomputedBatch
+def _add(col, paths, codes, shas, *, rebuild: bool = False) -> None:
+    """Codes computed elsewhere, appended through the collection's store (no model runs)."""
+    from illust2vec.collection import ItemBatch, ModelRecord
 
     n = len(paths)
-    return PrecomputedBatch(list(map(str, paths)), [1] * n, [1] * n, list(shas), [None] * n,
-                            np.ones((n, 4), np.float32), codes, None)
-
-
-def _model(nbytes: int):
-    from illust2vec.collection.ingest import ModelRecord
-
-    return ModelRecord(name="test-codes", identity="sha256:test-codes", outputs=("feature",), feature_dim=4,
-                       code_bytes=nbytes)
+    model = ModelRecord(name="test-codes", identity="sha256:test-codes", outputs=("feature",), feature_dim=4,
+                        code_bytes=codes.shape[1])
+    with col.store.writing(embedder=model, rebuild=rebuild) as w:
+        w.append(ItemBatch(paths=list(map(str, paths)), sizes=[1] * n, mtimes_ns=[1] * n, sha256=list(shas),
+                           errors=[None] * n, features=np.ones((n, 4), np.float32), codes=codes))
 
 
 def _live_pairs(col, r):
@@ -158,7 +155,6 @@ def _live_pairs(col, r):
 
 def test_incremental_pairs_equal_a_full_recomputation(tmp_path, monkeypatch):
     from illust2vec.collection import Collection, pair_cache
-    from illust2vec.collection.ingest import add_precomputed
 
     calls = []
     real = mih.pairs_among
@@ -176,34 +172,32 @@ def test_incremental_pairs_equal_a_full_recomputation(tmp_path, monkeypatch):
         p.write_bytes(b"x")
     shas = [f"{i:064x}" for i in range(900)]
     with Collection.open(tmp_path / "db") as col:
-        add_precomputed(col, [_batch(paths[:600], codes[:600], shas[:600])], embedder=_model(16))
+        _add(col, paths[:600], codes[:600], shas[:600])
         first = col.dupes(max_distance=12)
-        pairs = pair_cache.close_pairs(col, *col._snapshot(), 12)
+        pairs = pair_cache.close_pairs(col.view, col.view.snapshot(), 12)
         np.testing.assert_array_equal(pairs, _live_pairs(col, 12))
         assert calls == [(600, 0, 12)] and first  # computed once, then read from the cache
         # more pictures: only they are compared (with the old and with each other)
-        add_precomputed(col, [_batch(paths[600:], codes[600:], shas[600:])], embedder=_model(16))
-        np.testing.assert_array_equal(pair_cache.close_pairs(col, *col._snapshot(), 12), _live_pairs(col, 12))
+        _add(col, paths[600:], codes[600:], shas[600:])
+        np.testing.assert_array_equal(pair_cache.close_pairs(col.view, col.view.snapshot(), 12), _live_pairs(col, 12))
         assert calls[-1] == (900, 600, 12)
         # a smaller distance filters the cache; a larger one recomputes
         n = len(calls)
-        np.testing.assert_array_equal(pair_cache.close_pairs(col, *col._snapshot(), 5), _live_pairs(col, 5))
+        np.testing.assert_array_equal(pair_cache.close_pairs(col.view, col.view.snapshot(), 5), _live_pairs(col, 5))
         assert len(calls) == n
-        np.testing.assert_array_equal(pair_cache.close_pairs(col, *col._snapshot(), 14), _live_pairs(col, 14))
+        np.testing.assert_array_equal(pair_cache.close_pairs(col.view, col.view.snapshot(), 14), _live_pairs(col, 14))
         assert calls[-1] == (900, 0, 14)
         # deletions (the files of rows 700.. are gone): their pairs go, nothing is recomputed
         col.prune([tmp_path / "pics"])
         assert len(col.live_rows()) == 700
         n = len(calls)
-        np.testing.assert_array_equal(pair_cache.close_pairs(col, *col._snapshot(), 14), _live_pairs(col, 14))
+        np.testing.assert_array_equal(pair_cache.close_pairs(col.view, col.view.snapshot(), 14), _live_pairs(col, 14))
         assert len(calls) == n
         # --rebuild puts other pictures under the same row numbers: the code hashes tell, all is recomputed
-        col._check_models(_model(16), None, True)
         other = planted(rng, 900, 16, 12)
-        add_precomputed(col, [_batch(paths, other, [f"{i + 5000:064x}" for i in range(900)])],
-                        embedder=_model(16))
+        _add(col, paths, other, [f"{i + 5000:064x}" for i in range(900)], rebuild=True)
         want = _live_pairs(col, 14)
-        np.testing.assert_array_equal(pair_cache.close_pairs(col, *col._snapshot(), 14), want)
+        np.testing.assert_array_equal(pair_cache.close_pairs(col.view, col.view.snapshot(), 14), want)
         assert calls[-1] == (900, 0, 14)
         # the groups are the connected components of those pairs
         nodes, root = connected_components(want)
@@ -215,7 +209,6 @@ def test_dupes_csv_has_a_header_and_flat_columns(tmp_path, capsys):
     from illust2vec.cli.dupes import FLAT_COLUMNS
     from illust2vec.cli.main import main
     from illust2vec.collection import Collection
-    from illust2vec.collection.ingest import add_precomputed
 
     from conftest import ANIME36
 
@@ -223,13 +216,13 @@ def test_dupes_csv_has_a_header_and_flat_columns(tmp_path, capsys):
     rng = np.random.default_rng(2)
     codes = rng.integers(0, 256, (4, 16), dtype=np.uint8)
     with Collection.open(tmp_path / "db") as col:
-        add_precomputed(col, [_batch(pics, codes, [f"{i:064x}" for i in range(4)])], embedder=_model(16))
+        _add(col, pics, codes, [f"{i:064x}" for i in range(4)])
     out = tmp_path / "none.csv"
     assert main(["dupes", "--db", str(tmp_path / "db"), "--max-distance", "3", "-o", str(out), "--quiet"]) == 0
     assert out.read_text().splitlines() == [",".join(FLAT_COLUMNS)]
     codes[1] = flip(rng, codes[0], 2)
     with Collection.open(tmp_path / "db2") as col:
-        add_precomputed(col, [_batch(pics, codes, [f"{i:064x}" for i in range(4)])], embedder=_model(16))
+        _add(col, pics, codes, [f"{i:064x}" for i in range(4)])
     out = tmp_path / "some.csv"
     assert main(["dupes", "--db", str(tmp_path / "db2"), "--max-distance", "3", "-o", str(out), "--quiet"]) == 0
     with open(out, newline="") as fh:

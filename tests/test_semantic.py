@@ -99,24 +99,24 @@ def test_graph_method_is_never_better_than_exact_and_finds_the_blends(blended):
 @pytest.mark.parametrize("binary, flat_max", [(False, None), (True, None), (False, 10)])
 def test_nearest_rows_are_the_rows_search_returns(blended, binary, flat_max, monkeypatch):
     from illust2vec.collection import index as _index
-    from illust2vec.collection.search import nearest_rows
+    from illust2vec.collection.search import index_meta
 
     col, *_ = blended
     if flat_max is not None:  # the PQ FastScan index + exact re-rank that large collections use
         monkeypatch.setattr(_index, "FLAT_MAX", flat_max)
         monkeypatch.setattr(_index, "load", lambda p: None)
-        col._cache.pop(("index", "feature"), None)
+        col.view.forget()
     try:
         rows = col.live_rows()[::7]
         q = col.vectors("codes" if binary else "feature", rows)
-        got = nearest_rows(col, q, 5, binary=binary)
+        got = col.nearest_rows(q, 5, binary=binary)
         for qi, r in zip(q, got):
             assert r.tolist() == [h.row for h in col.search(vector=qi, k=5, binary=binary)]
         if flat_max is not None:
-            assert col._cache[("index", "feature")][1].kind == "pq4fs-ip"
+            assert index_meta(col.view, "feature").kind == "pq4fs-ip"
     finally:
         if flat_max is not None:
-            col._cache.pop(("index", "feature"), None)
+            col.view.forget()
             (col.path / "index" / "feature.faiss").unlink(missing_ok=True)
 
 
@@ -197,7 +197,7 @@ ATTRS = ["glasses", "cat ears", "hat", "twintails", "blonde hair"]
 
 @pytest.fixture(scope="module")
 def gallery(tmp_path_factory, effnet):
-    from illust2vec.demo.gallery import ACCESSORY_TAGS, EYE_COLORS, HAIR_COLORS, STYLE_TAGS, write_gallery
+    from illust2vec.io.gallery import ACCESSORY_TAGS, EYE_COLORS, HAIR_COLORS, STYLE_TAGS, write_gallery
 
     root = tmp_path_factory.mktemp("gallery")
     write_gallery(root / "gallery", characters=20, variants=3, seed=0)

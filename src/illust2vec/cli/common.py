@@ -83,6 +83,12 @@ def add_model_arguments(parser: argparse.ArgumentParser, task: str, *, tags_alia
     e.add_argument("--fp16", action="store_true",
                    help="with --device cuda: half-precision weights and arithmetic (faster; results differ "
                         "from fp32 in the last digits: docs/benchmarks.md, GPU)")
+    e.add_argument("--precision", choices=("fp32", "int8", "bf16", "auto", "fp16"), default=None,
+                   help="fp32 (default); int8: ~3x faster on the CPU, tags and features within the measured "
+                        "error of docs/incoming/h27.md (graph calibrated once, cached); bf16 runs fp32 here; "
+                        "auto: int8 where the CPU has VNNI/AMX; fp16: CUDA only (= --fp16)")
+    e.add_argument("--calibrate", metavar="DIR", type=Path, default=None,
+                   help="with --precision int8: calibrate on these pictures (default: the drawn demo gallery)")
     e.add_argument("--batch-size", type=int, default=None, metavar="N",
                    help="images per network call (default: 16 on the CPU, 128 with --device cuda)")
     e.add_argument("--threads", type=int, metavar="N", help="inference threads (default: one per core)")
@@ -218,7 +224,8 @@ def resolve_engine_defaults(args: argparse.Namespace) -> None:
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`~illust2vec.models.image_model.ImageModel` keywords the engine flags set."""
     return dict(device=args.device, threads=args.threads, batch_size=args.batch_size, alpha=args.alpha,
-                allow_fallback=args.allow_cpu_fallback, precision="fp16" if getattr(args, "fp16", False) else "fp32")
+                allow_fallback=args.allow_cpu_fallback, calibration=getattr(args, "calibrate", None),
+                precision=getattr(args, "precision", None) or ("fp16" if getattr(args, "fp16", False) else "fp32"))
 
 
 def model_from_args(args: argparse.Namespace, task: str):
@@ -256,14 +263,22 @@ def add_db_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_tagger_arguments(parser: argparse.ArgumentParser) -> None:
+    """``index``'s tagger options: which tag models' probabilities to store (a collection may hold several)."""
     g = parser.add_argument_group("tagger (stores tag probabilities for tag queries)")
     g.add_argument("--tagger", metavar="NAME",
-                   help="zoo tag model (e.g. i2v-tag); 'none' for no tag probabilities. Default: the "
-                        "collection's tagger, none for a new collection (or the embedder if it also tags)")
+                   help="store this tag model's tags too (e.g. wd-vit-v3): stored pictures are tagged "
+                        "without re-embedding. Default: the collection's taggers, or the best present")
     g.add_argument("--tagger-weights", metavar="FILE", type=Path,
                    help="use this tag model file directly (.caffemodel or .onnx)")
     g.add_argument("--tag-list", dest="tagger_tag_file", metavar="FILE", type=Path,
                    help="tag list for --tagger-weights (i2v tag_list.json[.gz] or WD selected_tags.csv)")
+
+
+def add_tagger_choice(parser: argparse.ArgumentParser) -> None:
+    """``--tagger NAME`` of the commands that read a collection's tags (search, export, tag-stats, map)."""
+    parser.add_argument("--tagger", metavar="NAME",
+                        help="whose tags to read when the collection holds several taggers (a name as "
+                             "'illust2vec index' lists them, or an identity); default: the most recently added")
 
 
 def _registered(name: str | None) -> bool:
@@ -272,42 +287,78 @@ def _registered(name: str | None) -> bool:
     return bool(name) and name in MODELS
 
 
-def collection_models_from_args(args: argparse.Namespace, meta: dict[str, str] | None = None, *, need_tagger: bool = True):
-    """``(embedder, tagger or None)`` from the model flags, defaulting to the collection's models.
+def collection_models_from_args(args: argparse.Namespace, info: dict[str, Any] | None = None, *,
+                                need_tagger: bool = True):
+    """``(embedder, taggers)`` from the model flags, defaulting to the collection's models.
 
-    ``meta`` is the collection's metadata (``Collection.meta``) when it exists.
+    ``info`` is the collection's :meth:`~illust2vec.collection.Collection.info`
+    when it exists (``None`` for a new collection, or with ``--rebuild``).
+    ``taggers`` is every tagger the collection holds (loaded by name), plus the
+    one ``--tagger``/``--tagger-weights`` names when the collection does not
+    hold it yet; for a new collection with no model flags at all, the best
+    tagger in the model store (or the embedder when it also tags).
     """
-    meta = meta or {}
+    info = info or {}
     a = copy.copy(args)
-    if a.weights is None and a.model is None and meta.get("embedder_name"):
-        if not _registered(meta["embedder_name"]):
+    if a.weights is None and a.model is None and info.get("embedder"):
+        if not _registered(info["embedder"]):
             raise Illust2VecError(
-                f"{args.db}: indexed with the model file {meta['embedder_name']!r}; pass it again with --weights FILE"
+                f"{args.db}: indexed with the model file {info['embedder']!r}; pass it again with --weights FILE"
             )
-        a.model = meta["embedder_name"]
+        a.model = info["embedder"]
     embedder = model_from_args(a, task="feature")
     if not need_tagger:
-        return embedder, None
-    t = copy.copy(args)
-    t.model, t.weights = getattr(args, "tagger", None), getattr(args, "tagger_weights", None)
-    t.tag_file = getattr(args, "tagger_tag_file", None)
-    t.threshold_file = None
-    t.resize = None
-    if t.model == "none":
-        return embedder, None
-    if t.weights is None and t.model is None:
-        if meta.get("tagger_name"):
-            if not _registered(meta["tagger_name"]):
-                raise Illust2VecError(
-                    f"{args.db}: tag probabilities come from the model file {meta['tagger_name']!r}; "
-                    "pass it again with --tagger-weights FILE (and --tag-list FILE)"
-                )
-            t.model = meta["tagger_name"]
-        elif "embedder_name" in meta or not getattr(embedder, "is_tagger", False):
-            return embedder, None
-        else:
-            return embedder, embedder
-    return embedder, model_from_args(t, task="tag")
+        return embedder, []
+
+    def tagger_args(name=None, weights=None, tag_file=None):
+        t = copy.copy(args)
+        t.model, t.weights, t.tag_file = name, weights, tag_file
+        t.threshold_file = None
+        t.resize = None
+        return t
+
+    flag = getattr(args, "tagger", None)
+    if flag == "none":
+        return embedder, []
+    weights = getattr(args, "tagger_weights", None)
+    named = None
+    if flag is not None or weights is not None:
+        named = model_from_args(tagger_args(flag, weights, getattr(args, "tagger_tag_file", None)), task="tag")
+    out = []
+    for stored in info.get("taggers", []):
+        if named is not None and named.identity == stored["identity"]:
+            out.append(named)
+            continue
+        if stored["identity"] == getattr(embedder, "identity", None) and getattr(embedder, "is_tagger", False):
+            out.append(embedder)
+            continue
+        if not _registered(stored["name"]):
+            raise Illust2VecError(
+                f"{args.db}: tag probabilities come from the model file {stored['name']!r}; pass it again with "
+                "--tagger-weights FILE (and --tag-list FILE)"
+            )
+        out.append(model_from_args(tagger_args(stored["name"]), task="tag"))
+    if named is not None:
+        if all(named.identity != m.identity for m in out):
+            out.append(named)
+    elif not info.get("embedder"):  # a new collection: tags by default
+        default = None if (args.model is not None or args.weights is not None) else _default_tagger(args)
+        if default is not None:
+            out.append(model_from_args(tagger_args(default), task="tag"))
+        elif getattr(embedder, "is_tagger", False):
+            out.append(embedder)
+    return embedder, out
+
+
+def _default_tagger(args: argparse.Namespace) -> str | None:
+    """The best tagger whose files are in the model store, or ``None``."""
+    from illust2vec.models.catalog import get_spec
+    from illust2vec.models.loading import default_model_name, model_available
+    from illust2vec.models.store import ModelStore
+
+    store = ModelStore(getattr(args, "model_dir", None))
+    name = default_model_name("tag", store)
+    return name if model_available(get_spec(name), store) else None
 
 
 def expand_inputs(paths: list[str], *, recursive: bool = True) -> list[Path]:

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from illust2vec.errors import Illust2VecError
-    from illust2vec.demo.gallery import write_gallery
+    from illust2vec.io.gallery import write_gallery
     from illust2vec.maps.pipeline import format_quality, make_map
     from illust2vec.models.loading import load_model
 

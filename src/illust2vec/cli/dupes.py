@@ -85,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
         raise Illust2VecError(f"{args.sheet}: --sheet takes a directory for dupes (one PNG per group)")
     prepare_outputs(dirs=(args.sheet, None if args.dry_run else args.move_to))  # before the work, not after it
     with Collection.open(args.db, create=False) as col:
-        d = args.max_distance if args.max_distance is not None else default_max_distance(col)
-        groups = find_dupes(col, max_distance=d, progress=not args.quiet)
+        d = args.max_distance if args.max_distance is not None else default_max_distance(col.view)
+        groups = find_dupes(col.view, max_distance=d, progress=not args.quiet)
         model = col.meta.get("embedder_name")
     data = [{"group": i, **describe_group(g.paths, g.to_dict()), "model": model} for i, g in enumerate(groups, 1)]
     if fmt == "table":

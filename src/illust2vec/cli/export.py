@@ -12,11 +12,12 @@ examples:
   illust2vec export --db pics.i2v -o pics.parquet            everything, columnar (pandas, polars, DuckDB)
   illust2vec export --db pics.i2v -o tags.jsonl --no-vectors --no-codes --min 0.5
   illust2vec export --db pics.i2v --format json --no-vectors | jq '.[0]'
+  illust2vec export --db pics.i2v -o wd.csv --tagger wd-vit-v3 --no-vectors   one of several taggers' tags
 """
 
 
 def register(sub) -> None:
-    from illust2vec.cli.common import add_output_arguments, add_quiet_argument, probability
+    from illust2vec.cli.common import add_output_arguments, add_quiet_argument, add_tagger_choice, probability
     from illust2vec.cli.common import add_db_argument
 
     p = sub.add_parser(
@@ -34,6 +35,7 @@ def register(sub) -> None:
     p.add_argument("--no-probs", action="store_true", help="leave out the tag probabilities")
     p.add_argument("--min", dest="min_prob", type=probability, metavar="P",
                    help="jsonl: only list tags with probability >= P (default: all)")
+    add_tagger_choice(p)
     add_quiet_argument(p)
     p.set_defaults(func=run)
 
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     with Collection.open(args.db, create=False) as col:
         n = col.export(args.output, args.format, vectors=not args.no_vectors, codes=not args.no_codes,
-                       probs=not args.no_probs, min_prob=args.min_prob, raw_csv=args.csv_raw)
+                       probs=not args.no_probs, min_prob=args.min_prob, raw_csv=args.csv_raw, tagger=args.tagger)
     if not args.quiet:
         print(f"wrote {args.output or 'stdout'} ({n} records)", file=sys.stderr)
     return 0

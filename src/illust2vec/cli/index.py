@@ -9,8 +9,8 @@ from illust2vec.errors import Illust2VecError, one_line
 
 EXAMPLES = """\
 examples:
-  illust2vec index pictures/ --db pics.i2v                       features (+ tags with --tagger)
-  illust2vec index pictures/ --db pics.i2v --tagger i2v-tag       store tag probabilities too
+  illust2vec index pictures/ --db pics.i2v                   features and tags
+  illust2vec index pictures/ --db pics.i2v --tagger wd-vit-v3  add a tagger
   illust2vec index pictures/ --db pics.i2v --prune                 and drop files that were deleted
   illust2vec index pictures/ --db faces.i2v --faces                one searchable item per anime face
   illust2vec search query.jpg --db pics.i2v                        then search it
@@ -41,7 +41,8 @@ def register(sub) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="with --prune: list what would be dropped and kept, change nothing, index nothing")
     p.add_argument("--rebuild", action="store_true",
-                   help="recompute every vector (needed when changing --model or --tagger)")
+                   help="recompute every vector, forget the taggers (needed to change --model, "
+                        "not to add a tagger)")
     add_model_arguments(p, task="feature")
     add_tagger_arguments(p)
     from illust2vec.cli.face_options import add_face_arguments
@@ -87,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
               f"{sum(map(len, plan.kept.values()))} kept; nothing changed", file=sys.stderr)
         return 0
     with Collection.open(args.db) as col:
-        embedder, tagger = collection_models_from_args(args, None if args.rebuild else col.meta)
-        report = col.add(args.paths, embedder=embedder, tagger=tagger, batch_size=args.batch_size,
+        embedder, taggers = collection_models_from_args(args, None if args.rebuild else col.info())
+        report = col.add(args.paths, embedder=embedder, taggers=taggers, batch_size=args.batch_size,
                          workers=args.workers, progress=not args.quiet, prune=args.prune,
                          rebuild=args.rebuild, faces=faces, prune_missing=args.prune_missing)
         for path, msg in report.failed:
@@ -103,6 +104,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace, report, info: dict) -> int:
+    for path, msg in report.untagged:
+        print(f"warning: {one_line(path)}: {one_line(msg)}", file=sys.stderr)
+    for name, n in report.tagged.items():
+        print(f"{args.db}: tagger {name!r}: {n} stored picture{'s' if n != 1 else ''} tagged "
+              "(not re-embedded)", file=sys.stderr)
+    for name, n in report.lagging.items():
+        print(f"warning: {args.db}: tagger {name!r} has no tags for {n} picture{'s' if n != 1 else ''} yet; "
+              f"'illust2vec index DIR --db {args.db}' (without --ray) adds them", file=sys.stderr)
     parts = [f"{report.added} added", f"{report.linked} already known (moved or copied)",
              f"{report.unchanged} unchanged"]
     if report.still_bad:
@@ -111,8 +120,9 @@ def _summary(args: argparse.Namespace, report, info: dict) -> int:
         parts.append(f"{len(report.failed)} failed")
     if report.pruned or args.prune:
         parts.append(f"{report.pruned} pruned")
+    taggers = ", ".join(t["name"] for t in info.get("taggers", []))
     print(f"{args.db}: " + ", ".join(parts) + f"; {info['files']} files indexed "
-          f"(model {info['embedder']}" + (f", tags from {info['tagger']}" if info["tagger"] else "") + ")",
+          f"(model {info['embedder']}" + (f", tags from {taggers}" if taggers else "") + ")",
           file=sys.stderr)
     return 1 if report.failed else 0
 
@@ -145,12 +155,20 @@ def run_ray(args: argparse.Namespace) -> int:
 
     reject_with_ray(args, "--faces", "--rebuild")
     with Collection.open(args.db) as col:
-        embedder, tagger = collection_models_from_args(args, col.meta)
+        info = col.info()
+        embedder, taggers = collection_models_from_args(args, info)
+        new = [t for t in taggers if t.identity not in {s["identity"] for s in info["taggers"]}]
+        if new and info["files"]:
+            raise Illust2VecError(
+                f"--ray with a tagger the collection does not hold ({new[0].name!r}): add it first without --ray "
+                f"('illust2vec index DIR --db {args.db} --tagger {new[0].name}' tags the stored pictures here, "
+                "without embedding them again), then use --ray for new pictures")
+        # one tagger runs on the cluster: the one --tagger names, else the newest (the others fall behind, and say so)
+        tagger = next((t for t in taggers if t.name == args.tagger), taggers[-1] if taggers else None)
         sources = expand_sources(args.paths)
         if not sources:
             raise Illust2VecError(f"no images found in: {', '.join(args.paths)}")
-        known = {p: (size, mtime) for p, size, mtime in
-                 col.conn.execute("SELECT path, size, mtime_ns FROM files WHERE row IS NOT NULL")}
+        known = col.view.indexed_file_stats()
         todo = [s for s in sources if not _unchanged(s, known)]
         directory = args.shards or str(col.path / "ray-shards")
         errors = ErrorReport()

@@ -143,8 +143,7 @@ def _database_error(args: argparse.Namespace, exc: sqlite3.Error) -> str:
     """One line for an SQLite error, naming the collection's database when the command has one."""
     from pathlib import Path
 
-    from illust2vec.collection.core import DB_NAME
-    from illust2vec.collection.db import explain
+    from illust2vec.collection import DB_NAME, database_error
 
     folder = getattr(args, "db", None)
     if folder is None:
@@ -152,7 +151,7 @@ def _database_error(args: argparse.Namespace, exc: sqlite3.Error) -> str:
         folder = next((p for p in paths if (Path(p) / DB_NAME).is_file()), None)
     if folder is None:
         return f"database: {one_line(exc)} (run 'illust2vec check --db DIR' to examine the collection)"
-    return one_line(explain(Path(folder) / DB_NAME, exc))
+    return one_line(database_error(folder, exc))
 
 
 def _traceback(args: argparse.Namespace) -> None:

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from illust2vec.cli.common import ErrorReport, add_model_arguments, model_from_args
+from illust2vec.cli.common import ErrorReport, add_model_arguments, add_tagger_choice, model_from_args
 
 EXAMPLES = """\
 examples:
@@ -47,6 +47,7 @@ def register(sub) -> None:
     p.add_argument("--db", type=Path, metavar="COLLECTION",
                    help="collection used as a feature cache: images are indexed into it, then mapped")
     add_model_arguments(p, task="feature")
+    add_tagger_choice(p)
     from illust2vec.cli.face_options import add_face_arguments
 
     add_face_arguments(p)  # --faces: one point per face crop, named SOURCE#faceK [x,y,w,h]
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         label_by=args.label_by, grid=args.grid, seed=args.seed, max_size=args.max_size, title=args.title,
         db=args.db, perplexity=args.perplexity, batch_size=args.batch_size,
         workers=args.workers or None, thumb_size=args.thumb_size, progress=not args.quiet,
-        on_error=report_errors, **face_kw,
+        on_error=report_errors, tagger=args.tagger, **face_kw,
     )
     print(format_quality(result.quality))
     for c in result.clusters[:20]:

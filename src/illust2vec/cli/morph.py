@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     embedder = None
     with Collection.open(args.db, create=False) as col:
         if any(col.row_of_path(q) is None for q in (args.a, args.b)):
-            embedder, _ = collection_models_from_args(args, col.meta, need_tagger=False)
+            embedder, _ = collection_models_from_args(args, col.info(), need_tagger=False)
         result = morph(col, args.a, args.b, steps=args.steps, binary=args.binary, method=args.method,
                        embedder=embedder, neighbors=args.neighbors, rounds=args.rounds)
         model_name = col.meta.get("embedder_name")

@@ -12,7 +12,7 @@ examples:
   illust2vec search query.jpg --db pics.i2v -k 10                 cosine similarity of features
   illust2vec search query.jpg --db pics.i2v --binary               Hamming distance of binary codes
   illust2vec search --db pics.i2v --tags "blue hair, cat ears" --not hat --min 0.5
-  illust2vec search --db pics.i2v --tags "character:hatsune miku" --format json
+  illust2vec search --db pics.i2v --tags "character:miku, -hat, user:fav"
   illust2vec search query.jpg --db pics.i2v -o hits.csv           one row per hit (also .jsonl, .parquet)
   illust2vec search query.jpg --db pics.i2v --tags smile --sheet hits.png
   illust2vec search query.jpg --db pics.i2v --plus "blonde hair" --minus "black hair"   move the query
@@ -26,7 +26,7 @@ FORMATS = ("json", "jsonl", "csv", "parquet")
 
 def register(sub) -> None:
     from illust2vec.cli.common import add_model_arguments, add_output_arguments, add_sheet_argument, probability
-    from illust2vec.cli.common import add_db_argument
+    from illust2vec.cli.common import add_db_argument, add_tagger_choice
 
     p = sub.add_parser(
         "search", help="find similar images and/or images with given tags in a collection",
@@ -39,11 +39,12 @@ def register(sub) -> None:
     add_db_argument(p)
     p.add_argument("-k", type=int, default=20, metavar="N", help="number of results (default 20)")
     p.add_argument("--binary", action="store_true", help="rank by Hamming distance of binary codes")
-    p.add_argument("--tags", metavar="TAGS", help='tags all results must have: "blue hair, cat ears", '
-                                                  '"character:hatsune miku"')
+    p.add_argument("--tags", metavar="TAGS", help='tags all results must have: "blue hair, -hat, user:fav, '
+                                                  'smile>=0.8" (user tags count)')
     p.add_argument("--not", dest="not_tags", metavar="TAGS", help="tags no result may have")
     p.add_argument("--min", dest="min_prob", type=probability, default=0.5, metavar="P",
-                   help="probability threshold for --tags/--not (default 0.5)")
+                   help="probability threshold for --tags/--not terms without their own (default 0.5)")
+    add_tagger_choice(p)
     p.add_argument("--nprobe", type=int, metavar="N", help="IVF lists to visit (large collections only)")
     p.add_argument("--include-query", action="store_true",
                    help="keep the query image in the results (left out by default when it is in the collection; "
@@ -91,7 +92,7 @@ def _table(hits, binary: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from illust2vec.collection import Collection
+    from illust2vec.collection import Collection, UnknownTagError
 
     from illust2vec.cli.common import output_format
     from illust2vec.io.records import write_records
@@ -114,24 +115,37 @@ def run(args: argparse.Namespace) -> int:
             if col.row_of_path(q) is None:
                 from illust2vec.cli.common import collection_models_from_args
 
-                embedder, _ = collection_models_from_args(args, col.meta, need_tagger=False)
+                embedder, _ = collection_models_from_args(args, col.info(), need_tagger=False)
         model_name = col.meta.get("embedder_name")
+        tagger = None
+        if args.tags or args.not_tags or (attribute and not args.labels):
+            t = col.view.tagger(args.tagger)
+            tagger = t.name if t is not None else None
+            if t is not None and not t.covers(int(col.meta.get("rows", 0))):
+                print(f"warning: {args.db}: tagger {t.name!r} has no tags yet for some pictures (adding it was "
+                      f"interrupted); 'illust2vec index DIR --db {args.db}' finishes it", file=sys.stderr)
         if attribute:
             from illust2vec.semantic.attributes import attribute_search
 
-            hits = attribute_search(col, args.query, plus=args.plus, minus=args.minus, like=args.like,
-                                    strength=args.strength, labels=args.labels, k=args.k, binary=args.binary,
-                                    tags=args.tags, not_tags=args.not_tags, min_prob=args.min_prob,
-                                    embedder=embedder, nprobe=args.nprobe)
+            try:
+                hits = attribute_search(col, args.query, plus=args.plus, minus=args.minus, like=args.like,
+                                        strength=args.strength, labels=args.labels, k=args.k, binary=args.binary,
+                                        tags=args.tags, not_tags=args.not_tags, min_prob=args.min_prob,
+                                        embedder=embedder, nprobe=args.nprobe, tagger=args.tagger)
+            except UnknownTagError as exc:
+                if args.like:
+                    raise UnknownTagError(f"{exc} (--like takes tag names, e.g. --like 'cat ears, smile'; to "
+                                          "start from a picture, give it as QUERY with --plus)") from None
+                raise
         else:
             hits = col.search(image=args.query, k=args.k, binary=args.binary, tags=args.tags,
                               not_tags=args.not_tags, min_prob=args.min_prob, embedder=embedder,
-                              nprobe=args.nprobe, include_query=args.include_query)
+                              nprobe=args.nprobe, include_query=args.include_query, tagger=args.tagger)
     if table:
         print(_table(hits, args.binary) if hits else "no results")
     else:
-        write_records(({"rank": i, **h.to_dict(), "model": model_name} for i, h in enumerate(hits, 1)),
-                      args.output, fmt)
+        extra = {"model": model_name, **({"tagger": tagger} if tagger else {})}
+        write_records(({"rank": i, **h.to_dict(), **extra} for i, h in enumerate(hits, 1)), args.output, fmt)
     if args.sheet:
         from illust2vec.collection.sheet import contact_sheet
 

@@ -56,6 +56,10 @@ def register(sub) -> None:
     t.add_argument("--threshold-compare", choices=THRESHOLD_COMPARES, default=None,
                    help="gt: keep tags with probability > threshold (default; i2v, imgutils, the WD reference); "
                         "ge: >= (kohya-ss, the WD14 web UI extension)")
+    t.add_argument("--drop-overlap", nargs="?", const="auto", default=None, metavar="TABLE",
+                   help="drop general tags implied by a more specific present tag ('long hair' under 'very long "
+                        "hair'), as dghs-imgutils' drop_overlap; TABLE: an overlap table (JSON), default imgutils' "
+                        "table from the Hugging Face cache when downloaded, else the substring rule alone")
     add_compat_argument(p)
     add_output_arguments(p, RECORD_FORMATS + MATRIX_FORMATS, what="tags (with --captions: only when given)")
     add_caption_arguments(p)
@@ -172,8 +176,11 @@ def _thresholds(args, model):
     """Per-tag thresholds for ``plausible_tags`` (``>``): the flags, the ``--compat`` defaults, the model's."""
     from illust2vec.models.tags import resolve_thresholds
 
-    mode = compat_mode(getattr(args, "compat", None))
-    compare = getattr(args, "threshold_compare", None) or mode.threshold_compare
+    compat = getattr(args, "compat", None)
+    mode = compat_mode(compat)
+    own = compat is None  # the model's own front-end rule (imgutils' >= for PixAI), unless --compat says
+    compare = getattr(args, "threshold_compare", None) or (model.threshold_compare if own else mode.threshold_compare)
+    float32 = model.thresholds_float32 if own else mode.thresholds_float32
     if args.threshold_rule in ("f0.5", "f1", "f2"):
         return resolve_thresholds(model.tags, model.thresholds_for(None, args.threshold_rule), compare=compare)
     mapping = dict(mode.thresholds) if mode.thresholds is not None else dict(model.thresholds)
@@ -186,7 +193,25 @@ def _thresholds(args, model):
                 raise Illust2VecError(f"--{cat}: {model.name} has no {cat} tags "
                                       f"(categories: {', '.join(model.tags.category_names)})")
             mapping[cat] = value
-    return resolve_thresholds(model.tags, mapping, compare=compare, float32=mode.thresholds_float32)
+    return resolve_thresholds(model.tags, mapping, compare=compare, float32=float32)
+
+
+def _overlap_table(args):
+    """``--drop-overlap``: ``None`` (off), the table, or ``{}`` (on, the substring rule alone)."""
+    choice = getattr(args, "drop_overlap", None)
+    if choice is None:
+        return None
+    import logging
+
+    from illust2vec.models.overlap import OVERLAP_DATASET, OVERLAP_FILE, overlap_table
+
+    table = overlap_table(choice)
+    if table is None:
+        logging.getLogger("illust2vec").warning(
+            "note: --drop-overlap: imgutils' overlap table is not in the Hugging Face cache (hf download %s %s "
+            "--repo-type dataset); dropping only the tags that are part of another tag", OVERLAP_DATASET, OVERLAP_FILE)
+        return {}
+    return table
 
 
 def run(args: argparse.Namespace) -> int:
@@ -198,11 +223,14 @@ def run(args: argparse.Namespace) -> int:
     from illust2vec.datasets.tagstats import TagCounter
     from illust2vec.io.records import RecordSink
     from illust2vec.io.writers import tag_record, write_matrix
+    from illust2vec.models.overlap import drop_overlap_result
     from illust2vec.models.tags import plausible_tags, plausible_tags_mcut
     from illust2vec.runtime.batches import iter_batches
 
     fmt = output_format(args, RECORD_FORMATS + MATRIX_FORMATS)
     if getattr(args, "ray", None) is not None:
+        if getattr(args, "drop_overlap", None) is not None:
+            raise Illust2VecError("--drop-overlap is not supported with --ray yet; run without --ray")
         return run_ray(args, fmt)
     records = not (args.captions and args.output is None and args.format is None)  # captions alone: quiet stdout
     if args.captions and faces_requested(args):
@@ -217,6 +245,7 @@ def run(args: argparse.Namespace) -> int:
         for clash in plan.clashes:  # before any work: one line per image that gets no caption
             for image in clash.images:
                 report(_clash_line(image, clash))
+    implied = _overlap_table(args)
     model = model_from_args(args, task="tag")
     thresholds = None if args.threshold_rule == "mcut" else _thresholds(args, model)
     npy = fmt in MATRIX_FORMATS and not faces_requested(args)
@@ -240,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
             batch_tags = (plausible_tags_mcut(prob, model.tags) if args.threshold_rule == "mcut"
                           else plausible_tags(prob, model.tags, thresholds)) if len(batch) else []
             for j, index in enumerate(batch.indices):
-                tags = batch_tags[j]
+                tags = batch_tags[j] if implied is None else drop_overlap_result(batch_tags[j], implied or None)
                 if matrix is not None:
                     matrix[index] = prob[j]
                 elif faces is not None and fmt in MATRIX_FORMATS:
@@ -318,6 +347,7 @@ def run_ray(args: argparse.Namespace, fmt: str) -> int:
     sources = expand_sources(args.paths)
     if not sources:
         raise Illust2VecError(f"no images found in: {', '.join(args.paths)}")
+    implied = _overlap_table(args)
     model = model_from_args(args, task="tag")
     thresholds = None if args.threshold_rule == "mcut" else _thresholds(args, model)
     report = ErrorReport()

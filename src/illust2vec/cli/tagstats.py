@@ -10,12 +10,13 @@ EXAMPLES = """\
 examples:
   illust2vec tag-stats --db pics.i2v                      per category: count, share of images, mean probability
   illust2vec tag-stats --db pics.i2v --general 0.35 --character 0.85 -o freq.csv --chart top.png
+  illust2vec tag-stats --db pics.i2v --tagger wd-vit-v3           one of the collection's taggers
   illust2vec tag-stats tags.json more.jsonl -o freq.json  from 'illust2vec tag' outputs
 """
 
 
 def register(sub) -> None:
-    from illust2vec.cli.common import add_db_argument, add_quiet_argument, probability
+    from illust2vec.cli.common import add_db_argument, add_quiet_argument, add_tagger_choice, probability
 
     p = sub.add_parser(
         "tag-stats", help="tag frequencies of a collection or of saved tag results (table, CSV/JSON, chart)",
@@ -27,6 +28,7 @@ def register(sub) -> None:
     )
     p.add_argument("results", nargs="*", metavar="FILE", help="tag --format json/jsonl outputs")
     add_db_argument(p)
+    add_tagger_choice(p)
     t = p.add_argument_group("thresholds (with --db)")
     t.add_argument("--threshold", type=probability, default=0.5, metavar="P", help="a tag counts above P (default 0.5)")
     t.add_argument("--general", type=probability, metavar="P", help="threshold for general tags")
@@ -64,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
         thresholds.update({c: getattr(args, c) for c in ("general", "character", "copyright")
                            if getattr(args, c) is not None})
         with Collection.open(args.db, create=False) as col:
-            categories = set(col.conn.execute("SELECT DISTINCT category FROM tags").fetchall())
-            thresholds = {c: v for c, v in thresholds.items() if c == "default" or (c,) in categories}
-            stats = collection_tag_statistics(col, thresholds)
+            categories = set(col.view.categories(args.tagger))
+            thresholds = {c: v for c, v in thresholds.items() if c == "default" or c in categories}
+            stats = collection_tag_statistics(col, thresholds, tagger=args.tagger)
     write_stats_outputs(args, stats)
     return 1 if report.count else 0

@@ -34,12 +34,14 @@ import errno
 import fcntl
 import os
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from illust2vec.collection import db as _db
+from illust2vec.collection.db import DB_NAME
+from illust2vec.collection.vectors import HEADER_SIZE, VectorFile
 
 LEASES = "leases"
 #: A full VACUUM (the first compaction of a collection without incremental auto-vacuum) only from this
@@ -236,39 +238,30 @@ def vacuum(conn: sqlite3.Connection, path: Path, *, full: bool | None = None) ->
     return max(0, before - _db_file_bytes(path))
 
 
-def compact(col, *, vacuum_db: bool | None = None) -> CompactReport:
-    """Reclaim the disk of the collection's dead rows (the caller holds the writer lock).
+def compact(conn: sqlite3.Connection, path: Path, snap, vector_files: Iterable[VectorFile], *,
+            vacuum_db: bool | None = None) -> CompactReport:
+    """Reclaim the disk of the rows that are not live in ``snap`` (a fresh snapshot).
 
-    See the module docstring; ``vacuum_db`` as ``full`` of :func:`vacuum`
-    (``False``: leave the database alone).
+    The writer's part (:meth:`illust2vec.collection.store.CollectionStore.compact`
+    calls it under the writer lock, after giving up its own reader's lease):
+    holes in ``vector_files`` unless an open reader holds an older
+    generation, then the database's free pages (``vacuum_db`` as ``full`` of
+    :func:`vacuum`; ``False``: leave the database alone).  See the module docstring.
     """
     report = CompactReport()
-    col.release_snapshot()  # this process's own reading must not hold the holes back
-    c = col.conn
-    m = _db.get_all_meta(c)
-    gen = int(m.get("delete_gen", 0))
-    rows = int(m.get("rows", 0))
-    q = "SELECT row FROM faces ORDER BY row" if m.get("faces") else "SELECT row FROM contents ORDER BY row"
-    live = np.fromiter((r for (r,) in c.execute(q)), dtype=np.int64)
-    runs = dead_runs(live, rows)
+    runs = dead_runs(snap.live, snap.rows)
     report.dead_rows = sum(b - a for a, b in runs)
     if runs:
-        report.deferred = held_older(col.path, gen)
+        report.deferred = held_older(path, int(snap.meta.get("delete_gen", 0)))
         if not report.deferred:
-            for vf in col._vector_files(m).values():
+            for vf in vector_files:
                 try:
-                    report.vectors_freed += punch_rows(vf.path, _header_size(), vf.record_size, runs)
+                    report.vectors_freed += punch_rows(vf.path, HEADER_SIZE, vf.record_size, runs)
                 except OSError as exc:
                     if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS):
                         raise
                     report.unsupported = f"{vf.path}: {exc.strerror} (the file system cannot free parts of files)"
                     break
     if vacuum_db is not False:
-        report.database_freed = vacuum(c, col.path / "collection.sqlite", full=vacuum_db)
+        report.database_freed = vacuum(conn, Path(path) / DB_NAME, full=vacuum_db)
     return report
-
-
-def _header_size() -> int:
-    from illust2vec.collection.vectors import HEADER_SIZE
-
-    return HEADER_SIZE

@@ -7,11 +7,11 @@ batch, after the batch's vectors are on disk (see :mod:`.vectors`).
 Tables
 ------
 ``meta(key, value)``
-    ``schema_version``, the models (``embedder_name``, ``embedder_identity``,
-    ``feature_dim``, ``code_bytes``, ``tagger_name``, ``tagger_identity``,
-    ``tag_count``), ``prob_floor`` (smallest probability kept in
-    ``tag_probs``), ``rows`` (vector rows committed) and ``delete_gen``
-    (bumped whenever rows stop being live, so search indexes know to rebuild).
+    ``schema_version``, the embedder (``embedder_name``, ``embedder_identity``,
+    ``feature_dim``, ``code_bytes``, ``code_kind``), ``prob_floor`` (smallest
+    probability kept in ``tag_probs``), ``rows`` (vector rows committed) and
+    ``delete_gen`` (bumped whenever rows stop being live, so search indexes
+    know to rebuild).
 ``contents(row, sha256, added_at)``
     One row per distinct file content; ``row`` is the record number in the
     vector files.
@@ -19,16 +19,32 @@ Tables
     Every file seen.  ``row`` is set when the file's content is indexed,
     ``error`` when it could not be read (retried only when size, mtime and
     hash say it changed).  Several paths may share a row (exact copies).
+``taggers(id, name, identity, tag_base, tag_count, file, rows, added_at)``
+    The taggers whose probabilities the collection holds, side by side (see
+    :mod:`.taggers`): each has its own vector file ``file`` (``prob.f32`` for
+    the first, ``prob-ID.f32`` for the others) whose record ``r`` belongs to
+    vector row ``r``; ``rows`` records are committed (a tagger added to an
+    indexed collection, or one a Ray merge could not feed, catches up on the
+    next ``index``).  Added in schema version 3.
 ``tags(id, name, category)``
-    The tagger's tag table; ``id`` is the column in ``prob.f32``.
+    Every tagger's tags; tagger ``t`` owns the ids ``t.tag_base ...
+    t.tag_base + t.tag_count - 1``, id ``t.tag_base + j`` is column ``j``
+    of its vector file.
 ``tag_probs(tag_id, prob, row)``
     Every stored probability ``>= prob_floor``, indexed for threshold
-    queries; the full matrix is in ``prob.f32``.
+    queries; the full matrices are in the taggers' vector files.
 ``faces(row, content, face_index, x, y, w, h, likelihood)``
     Face collections only (``meta.faces`` set, see :mod:`.faces`): one
     record per item (face crop, or whole picture without a face); ``content``
     is the ``contents.row`` of its picture.  Added in schema version 2;
     a version-1 database is upgraded when opened for writing.
+
+Versions: 1 (no ``faces``), 2 (one tagger, recorded in ``meta`` as
+``tagger_name``, ``tagger_identity`` and ``tag_count``), 3 (the ``taggers``
+table).  A writer (``create=True``) upgrades an older database in place, in
+one transaction that keeps every row and file (:func:`upgrade`); readers take
+it as it is (:func:`illust2vec.collection.taggers.read_taggers` reads a
+version-2 tagger from ``meta``).
 
 File names that are not valid UTF-8 (Linux allows any bytes) are kept as
 their raw bytes in TEXT columns: Python sees them as ``str`` with surrogate
@@ -49,9 +65,11 @@ from pathlib import Path
 
 from illust2vec.collection.errors import CollectionError
 
-SCHEMA_VERSION = 2
-#: Versions this code reads (version 1 has no ``faces`` table; it is created when a writer opens it).
-READABLE_VERSIONS = (1, 2)
+#: The database file of a collection directory.
+DB_NAME = "collection.sqlite"
+SCHEMA_VERSION = 3
+#: Versions this code reads (1: no ``faces`` table, 2: one tagger in ``meta``; a writer upgrades both).
+READABLE_VERSIONS = (1, 2, 3)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -96,6 +114,16 @@ CREATE TABLE IF NOT EXISTS faces (
     likelihood REAL
 );
 CREATE INDEX IF NOT EXISTS faces_content ON faces(content);
+CREATE TABLE IF NOT EXISTS taggers (
+    id        INTEGER PRIMARY KEY,
+    name      TEXT NOT NULL,
+    identity  TEXT NOT NULL UNIQUE,
+    tag_base  INTEGER NOT NULL,
+    tag_count INTEGER NOT NULL,
+    file      TEXT NOT NULL,
+    rows      INTEGER NOT NULL,
+    added_at  REAL NOT NULL
+);
 """
 #: User tags (see :mod:`.user_tags`); created with the others, and on first use in older collections.
 USER_TAGS_SCHEMA = """
@@ -265,16 +293,39 @@ def _check_version(conn: sqlite3.Connection, path: Path, *, create: bool) -> Non
     version = get_meta(conn, "schema_version")
     if version is None:
         raise CollectionError(f"{path}: not an illust2vec collection database")
-    if create and int(version) == 1:  # v1 -> v2: the faces table (created by _SCHEMA above)
-        conn.execute("BEGIN IMMEDIATE")
-        set_meta(conn, "schema_version", SCHEMA_VERSION)
-        conn.execute("COMMIT")
+    if create and int(version) < SCHEMA_VERSION:
+        upgrade(conn)
         version = str(SCHEMA_VERSION)
     if int(version) not in READABLE_VERSIONS:
         raise CollectionError(
             f"{path}: collection schema version {version}, this illust2vec reads version {SCHEMA_VERSION}; "
             "re-index into a new --db"
         )
+
+
+#: ``meta`` keys of a version-2 database's one tagger (moved into ``taggers`` by :func:`upgrade`).
+V2_TAGGER_KEYS = ("tagger_name", "tagger_identity", "tag_count")
+
+
+def upgrade(conn: sqlite3.Connection) -> None:
+    """Bring a version 1 or 2 database to :data:`SCHEMA_VERSION` in one transaction (tables already created).
+
+    v1 -> v2 only needed the ``faces`` table.  v2 -> v3 moves the tagger
+    recorded in ``meta`` into ``taggers`` as tagger 1 (its tags keep their
+    ids, its probabilities stay in ``prob.f32``); nothing else changes.
+    """
+    import time
+
+    with transaction(conn) as c:
+        m = get_all_meta(c)
+        count = int(m.get("tag_count", 0) or 0)
+        if count and m.get("tagger_identity") and c.execute("SELECT COUNT(*) FROM taggers").fetchone()[0] == 0:
+            c.execute("INSERT INTO taggers(id, name, identity, tag_base, tag_count, file, rows, added_at) "
+                      "VALUES (1, ?, ?, 0, ?, 'prob.f32', ?, ?)",
+                      (m.get("tagger_name") or "", m["tagger_identity"], count, int(m.get("rows", 0) or 0),
+                       time.time()))
+        c.executemany("DELETE FROM meta WHERE key=?", [(k,) for k in V2_TAGGER_KEYS])
+        set_meta(c, "schema_version", SCHEMA_VERSION)
 
 
 def get_meta(conn: sqlite3.Connection, key: str, default: str | None = None) -> str | None:

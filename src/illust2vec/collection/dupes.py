@@ -107,8 +107,9 @@ def connected_components(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return nodes, nodes[parent]
 
 
-def find_dupes(col, max_distance: int = 8, *, progress=False, method: str = "auto") -> list[DupeGroup]:
-    """Groups of near-duplicate files in ``col`` (largest groups first).
+def find_dupes(view, max_distance: int = 8, *, progress=False, method: str = "auto") -> list[DupeGroup]:
+    """Groups of near-duplicate files of a collection (``view``: its
+    :class:`~illust2vec.collection.view.CollectionView`), largest groups first.
 
     The close pairs come from the collection's pair cache
     (:func:`illust2vec.collection.pair_cache.close_pairs`): found exactly once,
@@ -118,17 +119,14 @@ def find_dupes(col, max_distance: int = 8, *, progress=False, method: str = "aut
 
     if max_distance < 0:
         raise CollectionError(f"max_distance must be 0 or more bits, not {max_distance}")
-    meta, live = col._snapshot()
+    snap = view.snapshot()
+    meta, live = snap.meta, snap.live
     if "feature_dim" not in meta or len(live) == 0:
         return []
-    pairs = close_pairs(col, meta, live, int(max_distance), method=method, progress=progress)
+    pairs = close_pairs(view, snap, int(max_distance), method=method, progress=progress)
     nodes, root = connected_components(pairs)
     # single contents with several paths (identical files) are groups too
-    multi = [r for (r,) in col.conn.execute("SELECT row FROM files WHERE row IS NOT NULL GROUP BY row HAVING COUNT(*) > 1")]
-    if meta.get("faces"):  # every face of a copied picture (files.row is the picture's first item)
-        multi = [r for (r,) in col.conn.execute(
-            "SELECT row FROM faces WHERE content IN "
-            "(SELECT row FROM files WHERE row IS NOT NULL GROUP BY row HAVING COUNT(*) > 1)")]
+    multi = view.copied_rows()  # in a face collection every face of a copied picture
     alone = np.setdiff1d(np.asarray(multi, np.int64), nodes)
     nodes, root = np.concatenate([nodes, alone]), np.concatenate([root, alone])
     order = np.lexsort((nodes, root))
@@ -137,7 +135,7 @@ def find_dupes(col, max_distance: int = 8, *, progress=False, method: str = "aut
     edge_root = root[np.searchsorted(nodes, pairs[:, 0], sorter=np.argsort(nodes))] if len(pairs) else root[:0]
     eorder = np.argsort(edge_root, kind="stable")
     epairs, eroot = pairs[eorder], edge_root[eorder]
-    paths = col.rows_to_paths(nodes.tolist())
+    paths = view.rows_to_paths(nodes.tolist())
     groups = []
     for k in range(len(bounds) - 1):
         rs = sorted(int(r) for r in nodes[bounds[k] : bounds[k + 1]])
@@ -149,9 +147,7 @@ def find_dupes(col, max_distance: int = 8, *, progress=False, method: str = "aut
         groups.append(DupeGroup(ps, rs, max((d for *_, d in es), default=0), es))
     groups.sort(key=lambda g: (-len(g.paths), g.paths[0]))
     if meta.get("faces"):
-        from illust2vec.collection.faces import face_fields
-
-        info = face_fields(col.conn, nodes.tolist())
+        info = view.face_fields(nodes.tolist())
         for g in groups:
             for r in g.rows:
                 fi, box, _ = info.get(r, (None, None, None))
@@ -194,7 +190,8 @@ def code_kind(meta: dict[str, str]) -> str:
     return kind
 
 
-def default_max_distance(col) -> int:
-    """:data:`NEAR_FRACTION` of the collection's code length for its kind of code."""
-    bits = int(col.meta.get("code_bytes", 512)) * 8
-    return max(1, round(bits * NEAR_FRACTION.get(code_kind(col.meta), NEAR_FRACTION["positive"])))
+def default_max_distance(view) -> int:
+    """:data:`NEAR_FRACTION` of the collection's code length for its kind of code (``view``: anything with ``meta``)."""
+    meta = view.meta
+    bits = int(meta.get("code_bytes", 512)) * 8
+    return max(1, round(bits * NEAR_FRACTION.get(code_kind(meta), NEAR_FRACTION["positive"])))

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from illust2vec.collection.errors import CollectionError
-from illust2vec.collection.user_tags import effective_tags, user_tags_of
+from illust2vec.collection.user_tags import effective_tags
 from illust2vec.errors import Illust2VecError
 from illust2vec.io.atomic import atomic_write, utf8_safe
 from illust2vec.io.records import infer_format, write_records
@@ -17,9 +17,17 @@ FORMATS = ("parquet", "csv", "jsonl", "json")
 FACE_COLUMNS = ("face_index", "face_x", "face_y", "face_w", "face_h", "face_likelihood")
 
 
-def export(col, path: str | os.PathLike | None, format: str | None = None, *, vectors: bool = True,
-           codes: bool = True, probs: bool = True, min_prob: float | None = None, raw_csv: bool = False) -> int:
+def export(view, path: str | os.PathLike | None, format: str | None = None, *, vectors: bool = True,
+           codes: bool = True, probs: bool = True, min_prob: float | None = None, raw_csv: bool = False,
+           tagger=None) -> int:
     """Write one record per indexed file (per item in a face collection); returns the number of records.
+
+    ``view`` is the collection's :class:`~illust2vec.collection.view.CollectionView`;
+    the tag probabilities are those of ``tagger`` (a name or identity; default:
+    the most recently added tagger), named in the file's metadata (Parquet:
+    ``illust2vec.collection``; JSON Lines: a ``tagger`` field).  Pictures the
+    tagger has no probabilities for (not tagged yet, or gone when it was
+    added) have NaN probabilities in Parquet and CSV and no tags in JSON Lines.
 
     Columns: ``path``, ``sha256``, ``row``; in a face collection (``index
     --faces``) one record per face with ``face_index`` and the face box
@@ -43,28 +51,26 @@ def export(col, path: str | os.PathLike | None, format: str | None = None, *, ve
         fmt = infer_format(path, format, FORMATS, default="jsonl")
     except Illust2VecError as exc:
         raise CollectionError(str(exc)) from None
-    meta, live = col._snapshot()
-    if meta.get("faces"):  # one record per item: a face, or a picture without one
-        records = col.conn.execute(
-            "SELECT f.path, f.sha256, fa.row, fa.face_index, fa.x, fa.y, fa.w, fa.h, fa.likelihood "
-            "FROM files f JOIN faces fa ON fa.content = f.row ORDER BY f.path, fa.row"
-        ).fetchall()
+    snap = view.snapshot()
+    meta = snap.meta
+    t = view.tagger(tagger, snap=snap)
+    records = view.file_records()
+    if snap.faces:  # one record per item: a face, or a picture without one
         rows_files = [r[:3] for r in records]
         face_cols = dict(zip(FACE_COLUMNS, zip(*[r[3:] for r in records]))) if records else \
             {k: () for k in FACE_COLUMNS}
     else:
-        rows_files = col.conn.execute(
-            "SELECT f.path, f.sha256, f.row FROM files f JOIN contents c ON c.row = f.row ORDER BY f.path"
-        ).fetchall()
+        rows_files = records
         face_cols = {}
-    vfs = col._vector_files(meta) if "feature_dim" in meta else {}
     rows = np.asarray([r for _, _, r in rows_files], dtype=np.int64)
-    F = vfs["feature"].read(rows) if vectors and vfs else None
-    C = vfs["codes"].read(rows) if codes and vfs else None
-    P = vfs["prob"].read(rows) if probs and "prob" in vfs else None
-    names = [n for (n,) in col.conn.execute("SELECT name FROM tags ORDER BY id")] if P is not None else []
-    models = {k: meta.get(k) for k in ("embedder_name", "embedder_identity", "tagger_name", "tagger_identity")}
-    user = user_tags_of(col.conn, [s for _, s, _ in rows_files])
+    has_vectors = not snap.empty
+    F = view.vectors("feature", rows) if vectors and has_vectors else None
+    C = view.vectors("codes", rows) if codes and has_vectors else None
+    P = view.vectors("prob", rows, tagger=t) if probs and has_vectors and t is not None else None
+    names = view.tag_index(t, snap=snap).names if P is not None else []
+    models = {"embedder_name": meta.get("embedder_name"), "embedder_identity": meta.get("embedder_identity"),
+              "tagger_name": t.name if t else None, "tagger_identity": t.identity if t else None}
+    user = view.user_tags_of([s for _, s, _ in rows_files])
     user_col = [json.dumps(user[s], ensure_ascii=False, sort_keys=True) if s in user else "" for _, s, _ in rows_files]
     if fmt == "parquet":
         import pyarrow as pa
@@ -119,6 +125,8 @@ def export(col, path: str | os.PathLike | None, format: str | None = None, *, ve
             if C is not None:
                 rec["code"] = C[i].tobytes().hex()
             rec["model"] = models["embedder_name"]
+            if t is not None:
+                rec["tagger"] = t.name
             yield rec
 
     if fmt == "csv":

@@ -1,10 +1,11 @@
 """Run the collection's models over files: decode in worker processes, infer in batches.
 
 This is :func:`illust2vec.runtime.batches.iter_batches` (decode and preprocess in
-workers while the network runs).  A separate tagger whose input recipe equals
-the embedder's (the two i2v models) shares the preprocessed batch; one with
-another recipe gets the decoded images (decoded once, in worker processes)
-and preprocesses them itself.
+workers while the network runs).  Taggers whose input recipe equals the
+embedder's (the two i2v models) share the preprocessed batch (one
+:class:`~illust2vec.runtime.batches.ModelSet`, each tagger's ``prob`` output
+under a name of its own); models with different recipes get the decoded
+images (decoded once, in worker processes) and preprocess them themselves.
 """
 from __future__ import annotations
 
@@ -24,9 +25,40 @@ class InferBatch:
     """Results for some of the input paths (``indices`` into the input list)."""
 
     indices: list[int]
-    features: np.ndarray  # (n, D) float32
-    probs: np.ndarray | None  # (n, T) float32
+    features: np.ndarray | None  # (n, D) float32; None when no embedder ran
+    probs: list[np.ndarray]  # one (n, T) float32 array per tagger, in the order given
     errors: list[tuple[int, str]] = field(default_factory=list)
+
+
+class _Outputs:
+    """One model seen through other output names, so that it can sit in a :class:`ModelSet` beside others
+    (two taggers both call their output ``"prob"``)."""
+
+    def __init__(self, model, names: dict[str, str]) -> None:
+        self.model, self.names = model, dict(names)  # our name -> the model's output
+        self.recipe, self.alpha, self.batch_size = model.recipe, model.alpha, model.batch_size
+        self.input_dtype = getattr(model, "input_dtype", np.dtype(np.float32))
+        self.name = getattr(model, "name", "model")
+
+    def run_all(self, batch: np.ndarray, outputs=None) -> dict[str, np.ndarray]:
+        wanted = list(outputs or self.names)
+        got = self.model.run_all(batch, list(dict.fromkeys(self.names[n] for n in wanted)))
+        return {n: got[self.names[n]] for n in wanted}
+
+
+def model_set(embedder, taggers: Sequence) -> ModelSet | None:
+    """One :class:`ModelSet` running the embedder (``"feature"``) and tagger ``i`` (``"prob<i>"``) on one
+    prepared batch, when they all take the same input; ``None`` otherwise."""
+    models = ([embedder] if embedder is not None else []) + list(taggers)
+    if not ModelSet.shares_input(*models):
+        return None
+    groups: dict[int, tuple[object, dict[str, str]]] = {}
+    if embedder is not None:
+        groups[id(embedder)] = (embedder, {"feature": "feature"})
+    for i, t in enumerate(taggers):
+        groups.setdefault(id(t), (t, {}))[1][f"prob{i}"] = "prob"
+    return ModelSet({name: wrapper for wrapper in (_Outputs(m, names) for m, names in groups.values())
+                     for name in wrapper.names})
 
 
 def binarize(model, features: np.ndarray) -> np.ndarray:
@@ -79,40 +111,36 @@ def _decoded_batches(paths: Sequence[str], batch_size: int, workers: int | None)
                 batch = []
 
 
-def _run_models(embedder, tagger, images: list) -> tuple[np.ndarray, np.ndarray | None]:
-    feats = np.asarray(embedder.extract_feature(images), dtype=np.float32)
-    probs = None
-    if tagger is not None:
-        probs = np.asarray(tagger.predict_proba(images), dtype=np.float32)
-    return feats, probs
+def _run_models(embedder, taggers: Sequence, images: list) -> tuple[np.ndarray | None, list[np.ndarray]]:
+    feats = None if embedder is None else np.asarray(embedder.extract_feature(images), dtype=np.float32)
+    return feats, [np.asarray(t.predict_proba(images), dtype=np.float32) for t in taggers]
 
 
 def infer(
     paths: Sequence[str],
     embedder,
-    tagger=None,
+    taggers: Sequence = (),
     *,
     batch_size: int = 32,
     workers: int | None = None,
 ) -> Iterator[InferBatch]:
-    """Features (and tag probabilities) for ``paths``, batch by batch, errors per item."""
+    """Features of ``embedder`` (``None``: none) and the probabilities of each of ``taggers`` for ``paths``,
+    batch by batch, in input order, errors per item.  Every image is decoded once."""
     paths = [str(p) for p in paths]
-
-    if tagger is None or tagger is embedder:
-        model, outputs = embedder, (("prob", "feature") if tagger is not None else ("feature",))
-    elif ModelSet.shares_input(embedder, tagger):
-        model, outputs = ModelSet({"feature": embedder, "prob": tagger}), ("prob", "feature")
-    else:
-        model = None
+    taggers = list(taggers)
+    if embedder is None and not taggers:
+        raise ValueError("infer needs an embedder or a tagger")
+    model = model_set(embedder, taggers)
     if model is not None:
+        outputs = tuple(model.outputs)
         for res in iter_batches(model, paths, batch_size=batch_size, workers=workers, outputs=outputs):
             errors = [(int(e.index), str(e.message)) for e in res.errors]
             idx = [int(i) for i in res.indices]
-            if not idx:
-                yield InferBatch([], np.zeros((0, 0), np.float32), None, errors)
-                continue
-            feats = np.asarray(res.outputs["feature"], dtype=np.float32).reshape(len(idx), -1)
-            probs = np.asarray(res.outputs["prob"], dtype=np.float32).reshape(len(idx), -1) if tagger is not None else None
+            n = len(idx)
+            feats = (np.asarray(res.outputs["feature"], dtype=np.float32).reshape(n, -1)
+                     if embedder is not None and n else None)
+            probs = [np.asarray(res.outputs[f"prob{i}"], dtype=np.float32).reshape(n, -1) if n else
+                     np.zeros((0, len(t.tags.names)), np.float32) for i, t in enumerate(taggers)]
             yield InferBatch(idx, feats, probs, errors)
         return
     for batch in _decoded_batches(paths, batch_size, workers):
@@ -120,13 +148,13 @@ def infer(
         errors = [(j, err) for j, img, err in batch if err is not None]
         if ok:
             try:
-                feats, probs = _run_models(embedder, tagger, [img for _, img in ok])
+                feats, probs = _run_models(embedder, taggers, [img for _, img in ok])
             except Exception:
                 # find the culprit(s) one by one so the rest of the batch survives
                 good, fl, pl = [], [], []
                 for j, img in ok:
                     try:
-                        f, p = _run_models(embedder, tagger, [img])
+                        f, p = _run_models(embedder, taggers, [img])
                     except Exception as exc:
                         errors.append((j, f"inference failed: {exc}"))
                         continue
@@ -134,9 +162,9 @@ def infer(
                     fl.append(f)
                     pl.append(p)
                 ok = good
-                feats = np.concatenate(fl) if fl else None
-                probs = np.concatenate(pl) if (pl and tagger is not None) else None
+                feats = np.concatenate(fl) if (fl and embedder is not None) else None
+                probs = [np.concatenate([p[i] for p in pl]) for i in range(len(taggers))] if pl else []
             if ok:
-                yield InferBatch([j for j, _ in ok], feats, probs, errors)
+                yield InferBatch([j for j, _ in ok], feats, probs, sorted(errors))
                 continue
-        yield InferBatch([], np.zeros((0, 0), np.float32), None, errors)
+        yield InferBatch([], None, [np.zeros((0, len(t.tags.names)), np.float32) for t in taggers], sorted(errors))

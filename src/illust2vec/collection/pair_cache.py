@@ -96,19 +96,22 @@ def _still_true(codes: np.ndarray, live: np.ndarray, rows: np.ndarray, digest: n
     return bool((code_digest(codes, live) == digest[pos]).all())
 
 
-def close_pairs(col, meta: dict[str, str], live: np.ndarray, max_distance: int, *, method: str = "auto",
-                threads: int | None = None, progress=None) -> np.ndarray:
+def close_pairs(view, snap, max_distance: int, *, method: str = "auto", threads: int | None = None,
+                progress=None) -> np.ndarray:
     """``(row_a, row_b, distance)`` of every pair of live rows within ``max_distance`` bits, sorted; exact.
 
-    Reads and updates the collection's pair cache (see the module docstring).
+    ``view``: the collection's :class:`~illust2vec.collection.view.CollectionView`,
+    ``snap``: a snapshot of it.  Reads and updates the collection's pair cache
+    (see the module docstring).
     """
+    meta, live = snap.meta, snap.live
     r = int(max_distance)
     rows_now = int(meta["rows"])
     gen = int(meta.get("delete_gen", 0))
     ident = meta.get("embedder_identity", "")
     nbytes = int(meta["code_bytes"])
-    codes = col._vector_files(meta)["codes"].view(rows_now)
-    path = cache_path(col.path)
+    codes = view.vector_file("codes", snap).view(rows_now)
+    path = cache_path(view.path)
     got = load(path)
     if got is not None:
         state, pairs, rows, digest = got

@@ -36,18 +36,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from illust2vec.collection import db as _db
+from illust2vec.collection.db import DB_NAME
 from illust2vec.collection.errors import CollectionError
+from illust2vec.collection.taggers import read_taggers
 from illust2vec.collection.vectors import VectorFile
 
 __all__ = ["CheckReport", "RepairReport", "check_collection", "repair_collection"]
 
-DB_NAME = "collection.sqlite"
+#: The embedder's vector files: name, the meta key of their width, dtype (the taggers' files are in ``taggers``).
 VECTOR_FILES = {"feature": ("feature.f32", "feature_dim", "float32"),
-                "codes": ("codes.u8", "code_bytes", "uint8"),
-                "prob": ("prob.f32", "tag_count", "float32")}
+                "codes": ("codes.u8", "code_bytes", "uint8")}
 #: Tables copied by a repair, with the column that pages through them (None: read whole).
-_TABLES = (("meta", None), ("contents", "row"), ("files", "id"), ("tags", "id"), ("tag_probs", None),
-           ("faces", "row"))
+_TABLES = (("meta", None), ("contents", "row"), ("files", "id"), ("taggers", "id"), ("tags", "id"),
+           ("tag_probs", None), ("faces", "row"), ("user_tags", None))
 #: meta keys without which stored vectors cannot be used.
 _ESSENTIAL = ("embedder_identity", "feature_dim", "code_bytes")
 
@@ -151,6 +152,7 @@ def check_collection(path: str | os.PathLike) -> CheckReport:
             if result != ["ok"]:
                 report.problems += [f"{dbp}: {line}" for line in result if not line.startswith("***")]
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            taggers = read_taggers(conn, meta)
             report.files = conn.execute("SELECT COUNT(*) FROM files WHERE row IS NOT NULL").fetchone()[0]
             report.contents = conn.execute("SELECT COUNT(*) FROM contents").fetchone()[0]
             top = conn.execute("SELECT MAX(row) FROM contents").fetchone()[0]
@@ -172,6 +174,15 @@ def check_collection(path: str | os.PathLike) -> CheckReport:
             continue
         if vf.rows < report.rows:
             report.problems.append(f"{vf.path}: holds {vf.rows} vectors, the database references {report.rows}")
+    for t in taggers:
+        try:
+            vf = VectorFile(folder / t.file, t.tag_count, "float32", create=False)
+        except CollectionError as exc:
+            report.problems.append(str(exc))
+            continue
+        if vf.rows < t.rows:
+            report.problems.append(f"{vf.path}: holds {vf.rows} vectors of tagger {t.name!r}, the database "
+                                   f"references {t.rows}")
     return report
 
 
@@ -179,6 +190,8 @@ def _copy_table(src: sqlite3.Connection, dst: sqlite3.Connection, table: str, ke
                 report: RepairReport) -> None:
     try:
         cols = [r[1] for r in src.execute(f"PRAGMA table_info({table})").fetchall()]
+        if not cols and src.execute("SELECT COUNT(*) FROM sqlite_master WHERE type='table'").fetchone()[0]:
+            return  # a table an older version did not have (taggers, user_tags)
     except sqlite3.DatabaseError:
         cols = []
     if not cols:
@@ -278,6 +291,8 @@ def _make_consistent(folder: Path, c: sqlite3.Connection, report: RepairReport, 
     meta = dict(c.execute("SELECT key, value FROM meta").fetchall())
     usable = all(meta.get(k) for k in _ESSENTIAL)
     rows = None
+    taggers = read_taggers(c, meta)
+    tagger_rows: dict[int, int] = {}
     if usable:
         for name, dim_key, dtype in VECTOR_FILES.values():
             if not int(meta.get(dim_key, 0) or 0):
@@ -288,15 +303,21 @@ def _make_consistent(folder: Path, c: sqlite3.Connection, report: RepairReport, 
                 usable = False
                 break
             rows = vf.rows if rows is None else min(rows, vf.rows)
+        for t in taggers:  # a tagger keeps the rows its file still holds (the next index catches up)
+            try:
+                tagger_rows[t.id] = min(t.rows, VectorFile(folder / t.file, t.tag_count, "float32", create=False).rows)
+            except CollectionError:
+                tagger_rows[t.id] = 0
     with _db.transaction(c):
         if not usable:  # the models are unknown: the vectors cannot be used, set them aside
-            for name, _dim_key, _dtype in VECTOR_FILES.values():
+            names = [n for n, _, _ in VECTOR_FILES.values()] + [t.file for t in taggers]
+            for name in dict.fromkeys(names + ["prob.f32"]):
                 p = folder / name
                 if p.exists():
                     dest = p.with_name(f"{name}.damaged-{stamp}")
                     os.replace(p, dest)
                     report.set_aside.append(dest)
-            for table in ("contents", "tag_probs", "faces", "tags"):
+            for table in ("contents", "tag_probs", "faces", "tags", "taggers"):
                 c.execute(f"DELETE FROM {table}")
             c.execute("DELETE FROM meta")
             c.execute("DELETE FROM files")
@@ -310,6 +331,11 @@ def _make_consistent(folder: Path, c: sqlite3.Connection, report: RepairReport, 
             c.execute("DELETE FROM faces WHERE row >= ? OR content NOT IN (SELECT row FROM contents)", (rows,))
             c.execute("DELETE FROM tag_probs WHERE row >= ? OR (row NOT IN (SELECT row FROM contents) "
                       "AND row NOT IN (SELECT row FROM faces))", (rows,))
+            for t in taggers:
+                keep = min(tagger_rows.get(t.id, 0), rows)
+                c.execute("UPDATE taggers SET rows=? WHERE id=?", (keep, t.id))
+                c.execute("DELETE FROM tag_probs WHERE tag_id >= ? AND tag_id < ? AND row >= ?",
+                          (t.tag_base, t.tag_base + t.tag_count, keep))
             # a path whose content is lost is forgotten: the rescan finds it again
             c.execute("DELETE FROM files WHERE row IS NOT NULL AND row NOT IN (SELECT row FROM contents)")
             _db.set_meta(c, "rows", rows)

@@ -1,4 +1,10 @@
-"""Similarity search (cosine on float features, Hamming on binary codes) and tag filters."""
+"""Similarity search (cosine on float features, Hamming on binary codes) and tag filters, over a view.
+
+Every function here takes a :class:`~illust2vec.collection.view.CollectionView`
+(``col.view``) and reads through its public methods; tag filters are tag
+expressions evaluated by the view (:meth:`~.view.CollectionView.match_tags`,
+user tags included), with one tagger's probabilities (``tagger``).
+"""
 from __future__ import annotations
 
 import os
@@ -10,7 +16,7 @@ import numpy as np
 
 from illust2vec.collection import index as _index
 from illust2vec.collection.errors import CollectionError, ModelMismatchError
-from illust2vec.collection.query import TagIndex, matching_rows, parse_terms
+from illust2vec.collection.view import CollectionView, Snapshot
 
 #: With a tag filter, candidate sets up to this size are ranked exactly by brute force (float / binary).
 BRUTE_FORCE_MAX = 5_000
@@ -56,26 +62,20 @@ class SearchHit:
         return asdict(self)
 
 
-def _tag_index(col) -> TagIndex:
-    ti = col._cache.get("tagindex")
-    if ti is None:
-        ti = col._cache["tagindex"] = TagIndex.from_db(col.conn)
-    return ti
-
-
-def get_index(col, kind: str, meta: dict[str, str], live: np.ndarray, *, nprobe: int | None = None):
+def get_index(view: CollectionView, kind: str, snap: Snapshot, *, nprobe: int | None = None):
     """The up-to-date search index of ``kind`` (``"feature"`` or ``"codes"``), loading, extending or rebuilding it.
 
     Float indexes are saved under ``index/``; the binary index is built from
-    ``codes.u8`` in memory (its data is that file) and kept for the life of
-    the :class:`Collection`.
+    ``codes.u8`` in memory (its data is that file) and kept in the view's
+    memo for the life of the collection object.
     """
+    meta, live = snap.meta, snap.live
     ident = meta["embedder_identity"]
     rows = int(meta["rows"])
     gen = int(meta.get("delete_gen", 0))
-    path = col.path / "index" / f"{kind}.faiss"
-    vfs = col._vector_files(meta)
-    cached = col._cache.get(("index", kind))
+    path = view.path / "index" / f"{kind}.faiss"
+    vf = view.vector_file(kind, snap)
+    cached = view.memo(("index", kind))
     if cached is None and kind == "feature":
         cached = _index.load(path)
     changed = False
@@ -88,7 +88,7 @@ def get_index(col, kind: str, meta: dict[str, str], live: np.ndarray, *, nprobe:
         elif kind == "codes" and idx.exact != _index.binary_exact(len(live), int(meta["code_bytes"])):
             cached = None  # grew into (or shrank out of) the short codes' size class
         elif im.rows_upto < rows:
-            vectors = vfs[kind].view(rows)
+            vectors = vf.view(rows)
             new = live[np.searchsorted(live, im.rows_upto):]
             if kind == "codes":
                 _index.add_binary_rows(idx, vectors, new)
@@ -100,7 +100,7 @@ def get_index(col, kind: str, meta: dict[str, str], live: np.ndarray, *, nprobe:
                 im.rows_upto, im.ntotal = rows, int(idx.ntotal)
                 changed = True
     if cached is None:
-        vectors = vfs[kind].view(rows)
+        vectors = vf.view(rows)
         if kind == "codes":
             idx = _index.build_binary_index(vectors, live)
             k = "binary-flat" if idx.exact else "binary-short"
@@ -119,13 +119,19 @@ def get_index(col, kind: str, meta: dict[str, str], live: np.ndarray, *, nprobe:
             _index.save(cached[0], path, cached[1])
         except OSError:  # read-only collection: keep the index in memory only
             pass
-    col._cache[("index", kind)] = cached
+    view.remember(("index", kind), cached)
     if kind == "feature":
         _index.set_nprobe(cached[0], nprobe or _index.DEFAULT_NPROBE)
     return cached[0]
 
 
-def _vector_map(col, meta, vf) -> np.ndarray:
+def index_meta(view: CollectionView, kind: str = "feature") -> _index.IndexMeta | None:
+    """What the search index of ``kind`` in use covers (its kind, rows, identity), ``None`` before the first search."""
+    cached = view.memo(("index", kind))
+    return None if cached is None else cached[1]
+
+
+def _vector_map(view: CollectionView, meta, vf) -> np.ndarray:
     """A memory map of a vector file kept open across queries (re-mapping per query costs page faults).
 
     Keyed by the rows, ``delete_gen`` and the file's inode: a ``--rebuild``
@@ -134,9 +140,9 @@ def _vector_map(col, meta, vf) -> np.ndarray:
     rows = int(meta["rows"])
     st = os.stat(vf.path)
     key = (rows, meta.get("delete_gen"), st.st_ino, st.st_dev)
-    cached = col._cache.get(("mmap", vf.path.name))
+    cached = view.memo(("mmap", vf.path.name))
     if cached is None or cached[0] != key:
-        cached = col._cache[("mmap", vf.path.name)] = (key, vf.view(rows))
+        cached = view.remember(("mmap", vf.path.name), (key, vf.view(rows)))
     return cached[1]
 
 
@@ -157,10 +163,11 @@ def _rerank(mm: np.ndarray, norms: np.ndarray, cand: np.ndarray, q: np.ndarray, 
     return cand[order], sims[order]
 
 
-def _query_vectors(col, meta, image, vector, embedder, binary: bool):
+def _query_vectors(view: CollectionView, snap: Snapshot, image, vector, embedder, binary: bool):
     """``(float query or None, code query or None, row of the query if it is in the collection)``."""
     from illust2vec.collection.infer import binarize
 
+    meta = snap.meta
     dim = int(meta["feature_dim"])
     nbytes = int(meta["code_bytes"])
     if vector is not None:
@@ -173,14 +180,13 @@ def _query_vectors(col, meta, image, vector, embedder, binary: bool):
         if v.shape[1] != dim:
             raise CollectionError(f"query vector has {v.shape[1]} values; this collection's features have {dim}")
         v = v.astype(np.float32)
-        return v, (binarize(embedder or _LazyModel(col, meta), v) if binary else None), None
+        return v, (binarize(embedder or _LazyModel(view), v) if binary else None), None
     if isinstance(image, (str, os.PathLike)):
-        row = col.row_of_path(image)
+        row = view.row_of_path(image)
         if row is not None:
-            kind = "codes" if binary else "feature"
-            vf = col._vector_files(meta)[kind]
+            vf = view.vector_file("codes" if binary else "feature", snap)
             return (None, vf.read([row]), row) if binary else (vf.read([row]), None, row)
-    model = embedder if embedder is not None else _load_embedder(col, meta)
+    model = embedder if embedder is not None else view.embedder()
     if getattr(model, "identity", None) != meta["embedder_identity"]:
         raise ModelMismatchError(
             f"the query model {getattr(model, 'name', '?')!r} is not the model this collection was indexed with "
@@ -190,7 +196,7 @@ def _query_vectors(col, meta, image, vector, embedder, binary: bool):
     return feats, (binarize(model, feats) if binary else None), None
 
 
-def query_vector(col, image=None, vector=None, *, embedder=None, binary: bool = False):
+def query_vector(view: CollectionView, image=None, vector=None, *, embedder=None, binary: bool = False):
     """The query as :meth:`Collection.search` sees it: ``(feature or None, code or None, row or None)``.
 
     ``image`` inside the collection gives its stored vector (or code with
@@ -198,13 +204,10 @@ def query_vector(col, image=None, vector=None, *, embedder=None, binary: bool = 
     (default: the collection's model, checked by identity).  Used by the
     domain packages that build on search (:mod:`illust2vec.semantic`).
     """
-    meta, _ = col._snapshot()
-    if "feature_dim" not in meta:
-        raise CollectionError(f"{col.path}: the collection is empty; add images with 'illust2vec index DIR --db {col.path}'")
-    return _query_vectors(col, meta, image, vector, embedder, binary)
+    return _query_vectors(view, view.require_items(), image, vector, embedder, binary)
 
 
-def nearest_rows(col, queries: np.ndarray, k: int, *, binary: bool = False) -> list[np.ndarray]:
+def nearest_rows(view: CollectionView, queries: np.ndarray, k: int, *, binary: bool = False) -> list[np.ndarray]:
     """The ``k`` nearest live rows of each query vector (packed codes with ``binary``), in one index call.
 
     The rows :meth:`Collection.search` would return for ``vector=q`` (cosine,
@@ -212,67 +215,46 @@ def nearest_rows(col, queries: np.ndarray, k: int, *, binary: bool = False) -> l
     without tag filters or path lookups: for callers that search many
     vectors at once (:mod:`illust2vec.semantic`).
     """
-    meta, live = col._snapshot()
-    if "feature_dim" not in meta:
-        raise CollectionError(f"{col.path}: the collection is empty; add images with 'illust2vec index DIR --db {col.path}'")
+    snap = view.require_items()
+    live = snap.live
     kk = min(int(k), len(live))
     if kk <= 0 or len(queries) == 0:
         return [np.zeros(0, np.int64) for _ in range(len(queries))]
     if binary:
-        idx = get_index(col, "codes", meta, live)
+        idx = get_index(view, "codes", snap)
         qc = np.ascontiguousarray(queries, dtype=np.uint8)
         if idx.exact:
             _, rows = idx.search(qc, kk)
             return [r[r >= 0].astype(np.int64) for r in rows]
         _, cand = idx.search(qc, min(len(live), max(BINARY_RERANK_MIN, BINARY_RERANK_FACTOR * kk)))
-        mm = _vector_map(col, meta, col._vector_files(meta)["codes"])
+        mm = _vector_map(view, snap.meta, view.vector_file("codes", snap))
         return [_rerank_hamming(mm, cand[j], qc[j : j + 1], kk)[0] for j in range(len(qc))]
     q = _index.l2_normalize(np.asarray(queries, dtype=np.float32).reshape(len(queries), -1))
-    idx = get_index(col, "feature", meta, live)
-    if col._cache[("index", "feature")][1].kind == "flat-ip":
+    idx = get_index(view, "feature", snap)
+    if index_meta(view, "feature").kind == "flat-ip":
         _, rows = idx.search(q, kk)
         return [r[r >= 0].astype(np.int64) for r in rows]
     _, cand = idx.search(q, min(len(live), max(RERANK_MIN, RERANK_FACTOR * kk)))
-    mm = _vector_map(col, meta, col._vector_files(meta)["feature"])
+    mm = _vector_map(view, snap.meta, view.vector_file("feature", snap))
     return [_rerank(mm, idx.norms, cand[j], q[j : j + 1], kk)[0] for j in range(len(q))]
 
 
 class _LazyModel:
     """Stands in for the embedder where only its ``binarize`` rule is needed."""
 
-    def __init__(self, col, meta):
-        self.col, self.meta = col, meta
+    def __init__(self, view: CollectionView):
+        self.view = view
 
     def binarize_features(self, feats):  # the name binarize() looks for
         from illust2vec.collection.infer import binarize
 
-        return binarize(_load_embedder(self.col, self.meta), feats)
+        return binarize(self.view.embedder(), feats)
 
 
-def _load_embedder(col, meta):
-    model = col._embedder
-    if model is None:
-        from illust2vec.models.loading import load_model
-
-        name = meta.get("embedder_name") or None
-        model = col._embedder = load_model(name, task="feature")
-    return model
-
-
-def search(col, *, image=None, vector=None, k: int | None = 20, binary: bool = False, tags=None, not_tags=None,
-           min_prob: float = 0.5, embedder=None, nprobe: int | None = None,
+def search(view: CollectionView, *, image=None, vector=None, k: int | None = 20, binary: bool = False, tags=None,
+           not_tags=None, min_prob: float = 0.5, tagger=None, embedder=None, nprobe: int | None = None,
            include_query: bool = False) -> list[SearchHit]:
-    from illust2vec.collection.faces import annotate_hits
-
-    return annotate_hits(col, _search(col, image=image, vector=vector, k=k, binary=binary, tags=tags,
-                                      not_tags=not_tags, min_prob=min_prob, embedder=embedder, nprobe=nprobe,
-                                      include_query=include_query))
-
-
-def _search(col, *, image=None, vector=None, k: int | None = 20, binary: bool = False, tags=None, not_tags=None,
-            min_prob: float = 0.5, embedder=None, nprobe: int | None = None,
-            include_query: bool = False) -> list[SearchHit]:
-    """Search a collection.
+    """Search a collection (through its view).
 
     Args:
         image: query image (path, or anything :func:`illust2vec.io.images.load_image`
@@ -282,9 +264,12 @@ def _search(col, *, image=None, vector=None, k: int | None = 20, binary: bool = 
         vector: a query feature vector (or packed code with ``binary``) instead of an image.
         k: number of results (``None``: all that match).
         binary: rank by Hamming distance of binary codes instead of cosine similarity.
-        tags: tags every result must have (``"blue hair, cat ears"``, ``"character:hatsune miku"``).
+        tags: a tag expression every result must satisfy (``"blue hair, cat ears"``,
+            ``"character:hatsune miku, -hat, user:favourite, smile>=0.8"``; see
+            :mod:`illust2vec.collection.query`); user tags count.
         not_tags: tags no result may have.
-        min_prob: probability threshold for ``tags`` and ``not_tags`` (``>=``).
+        min_prob: probability threshold for the terms without one of their own (``>=``).
+        tagger: whose tag probabilities (a name or identity; default: the most recently added tagger).
         embedder: the model for query images outside the collection.
         nprobe: IVF lists visited (large collections only).
         include_query: keep the query image among the results.  By default a query
@@ -295,66 +280,74 @@ def _search(col, *, image=None, vector=None, k: int | None = 20, binary: bool = 
         Hits, best first.  Without ``image``/``vector`` the hits are the
         files matching the tag query, highest probability first.
     """
+    from illust2vec.collection.faces import annotate_hits
+
     if not 0.0 <= min_prob <= 1.0:
         raise CollectionError(f"min_prob must be between 0 and 1, not {min_prob}")
     if k is not None and k <= 0:
         raise CollectionError(f"k must be a positive number of results, not {k}")
-    meta, live = col._snapshot()
-    if "feature_dim" not in meta:
-        raise CollectionError(f"{col.path}: the collection is empty; add images with 'illust2vec index DIR --db {col.path}'")
-    vfs = col._vector_files(meta)
-    probs = vfs["prob"].view(int(meta["rows"])) if "prob" in vfs else None
-    include = exclude = []
-    allowed = None
+    snap = view.require_items()
+    live = snap.live
+    match = None
     if tags or not_tags:
-        if probs is None:
-            raise CollectionError(f"{col.path}: has no tag probabilities (indexed without a tagger); re-index with --tagger")
-        ti = _tag_index(col)
-        cats = set(ti.categories)
-        inc_terms, exc_terms = parse_terms(tags, cats), parse_terms(not_tags, cats)
-        include = [ti.resolve(t) for t in inc_terms]
-        exclude = [ti.resolve(t) for t in exc_terms]
-        floor = float(meta.get("prob_floor", 0.01))
-        allowed = matching_rows(col.conn, probs, live, include, exclude, min_prob, floor)
-        names = {i: ti.names[i] for ids in include + exclude for i in ids}
-    else:
-        names = {}
+        match = view.match_tags(tags, not_tags, min_prob=min_prob, tagger=tagger, snap=snap)
+    allowed = None if match is None else match.rows
+    t = view.tagger(tagger, snap=snap) if match is not None else None
+    probs = view.prob_matrix(t, snap) if t is not None else None
+    ti = view.tag_index(t, snap=snap) if t is not None else None
+    columns = match.columns() if match is not None else []
 
-    def tag_probs(row: int) -> dict[str, float]:
-        if not names:
-            return {}
-        p = probs[row]
-        return {names[i]: float(p[i]) for i in names}
+    def column(j: int, rows: np.ndarray) -> np.ndarray:
+        out = np.full(len(rows), np.nan)
+        ok = rows < (len(probs) if probs is not None else 0)
+        if ok.any():
+            out[ok] = probs[rows[ok], j]
+        return out
+
+    decisions = [([ti.names[j] for j in tm.columns] if ti is not None and tm.columns else [tm.term.name],
+                  set(tm.added.tolist()), set(tm.removed.tolist())) for tm in (match.include + match.exclude)] \
+        if match is not None else []
+
+    def tag_probs(rows: np.ndarray) -> list[dict[str, float]]:
+        """The queried tags' probabilities at each of ``rows``, with the user's decisions (added 1.0, removed 0.0)."""
+        if match is None:
+            return [{} for _ in rows]
+        rows = np.asarray(rows, dtype=np.int64)
+        cols = {ti.names[j]: column(j, rows) for j in columns}
+        out = []
+        for k, row in enumerate(rows.tolist()):
+            d = {n: float(v[k]) for n, v in cols.items()}
+            for names, added, removed in decisions:
+                if row in added:
+                    d.update({n: 1.0 for n in names})
+                elif row in removed:
+                    d.update({n: 0.0 for n in names})
+            out.append(d)
+        return out
 
     if image is None and vector is None:
         if allowed is None:
             raise CollectionError("give a query image, a vector or tags (--tags) to search for")
-        if include:
-            # score: the weakest queried tag (best of a term's ids); reads only the queried columns
-            score = np.full(len(allowed), np.inf)
-            for ids in include:
-                cols = np.stack([np.asarray(probs[allowed, i], dtype=np.float64) for i in ids], axis=1)
-                score = np.minimum(score, cols.max(axis=1) if len(allowed) else np.zeros(0))
-            order = np.lexsort((allowed, -score))
-        else:
-            score = np.full(len(allowed), np.nan)
-            order = np.arange(len(allowed))
+        # score: the weakest queried tag (best of a term's columns; 1.0 where the user added it)
+        score = match.scores(allowed, column)
+        order = np.lexsort((allowed, -score)) if match.include else np.arange(len(allowed))
         order = order if k is None else order[:k]
         rows = allowed[order]
-        paths = col.rows_to_paths(rows)
-        return [SearchHit(paths[r][0], int(r), None if np.isnan(s) else float(s), None, paths[r], tag_probs(int(r)))
-                for r, s in zip(rows, score[order]) if paths[r]]
+        paths = view.rows_to_paths(rows)
+        hits = [SearchHit(paths[r][0], int(r), None if np.isnan(s) else float(s), None, paths[r], tp)
+                for r, s, tp in zip(rows, score[order], tag_probs(rows)) if paths[r]]
+        return annotate_hits(view, hits)
 
-    qf, qc, qrow = _query_vectors(col, meta, image, vector, embedder, binary)
+    qf, qc, qrow = _query_vectors(view, snap, image, vector, embedder, binary)
     pool = live if allowed is None else allowed
     drop = None if include_query or qrow is None else str(Path(image).resolve())
     kk = len(pool) if k is None else min(k + (drop is not None), len(pool))
     if kk == 0:
         return []
-    hits = _vector_hits(col, meta, vfs, live, allowed, qf, qc, kk, binary, nprobe, tag_probs)
+    hits = _vector_hits(view, snap, allowed, qf, qc, kk, binary, nprobe, tag_probs)
     if drop is not None:
         hits = _without_query(hits, qrow, drop)
-    return hits if k is None else hits[:k]
+    return annotate_hits(view, hits if k is None else hits[:k])
 
 
 def _without_query(hits: list[SearchHit], qrow: int, query: str) -> list[SearchHit]:
@@ -370,40 +363,41 @@ def _without_query(hits: list[SearchHit], qrow: int, query: str) -> list[SearchH
     return out
 
 
-def _vector_hits(col, meta, vfs, live, allowed, qf, qc, kk: int, binary: bool, nprobe, tag_probs) -> list[SearchHit]:
+def _vector_hits(view: CollectionView, snap: Snapshot, allowed, qf, qc, kk: int, binary: bool, nprobe,
+                 tag_probs) -> list[SearchHit]:
     """The ``kk`` nearest rows to the query vectors (cosine, or Hamming with ``binary``), as hits."""
+    live = snap.live
     pool = live if allowed is None else allowed
     if binary:
         bits = qc.shape[1] * 8
         if allowed is not None and len(allowed) <= BRUTE_FORCE_MAX_BINARY:
-            rows, dist = _brute_hamming(vfs["codes"], allowed, qc, kk)
+            rows, dist = _brute_hamming(view.vector_file("codes", snap), allowed, qc, kk)
         else:
-            idx = get_index(col, "codes", meta, live)
+            idx = get_index(view, "codes", snap)
             if idx.exact:
                 rows, dist = _filtered_search(idx, qc, kk, allowed, len(live))
             else:  # short codes: candidates, then the exact distance on the full codes
                 want = min(len(pool), max(BINARY_RERANK_MIN, BINARY_RERANK_FACTOR * kk))
                 cand, _ = _filtered_search(idx, qc, want, allowed, len(live))
-                rows, dist = _rerank_hamming(_vector_map(col, meta, vfs["codes"]), cand, qc, kk)
-        paths = col.rows_to_paths(rows)
-        return [SearchHit(paths[r][0], int(r), 1.0 - float(d) / bits, int(d), paths[r], tag_probs(int(r)))
-                for r, d in zip(rows, dist) if paths[r]]
+                rows, dist = _rerank_hamming(_vector_map(view, snap.meta, view.vector_file("codes", snap)), cand,
+                                             qc, kk)
+        paths = view.rows_to_paths(rows)
+        return [SearchHit(paths[r][0], int(r), 1.0 - float(d) / bits, int(d), paths[r], tp)
+                for r, d, tp in zip(rows, dist, tag_probs(rows)) if paths[r]]
     q = _index.l2_normalize(qf)
+    features = view.vector_file("feature", snap)
     if allowed is not None and len(allowed) <= BRUTE_FORCE_MAX:
-        rows, sims = _brute_cosine(vfs["feature"], allowed, q, kk)
+        rows, sims = _brute_cosine(features, allowed, q, kk)
     else:
-        idx = get_index(col, "feature", meta, live, nprobe=nprobe)
-        if col._cache[("index", "feature")][1].kind == "flat-ip":
+        idx = get_index(view, "feature", snap, nprobe=nprobe)
+        if index_meta(view, "feature").kind == "flat-ip":
             rows, sims = _filtered_search(idx, q, kk, allowed, len(live))
         else:  # approximate index: candidates, then exact cosine on the stored vectors
             cand, _ = _filtered_search(idx, q, min(len(pool), max(RERANK_MIN, RERANK_FACTOR * kk)), allowed, len(live))
-            rows, sims = _rerank(_vector_map(col, meta, vfs["feature"]), idx.norms, cand, q, kk)
-    paths = col.rows_to_paths(rows)
-    return [SearchHit(paths[r][0], int(r), float(s), None, paths[r], tag_probs(int(r)))
-            for r, s in zip(rows, sims) if paths[r]]
-
-
-search.__doc__ = _search.__doc__
+            rows, sims = _rerank(_vector_map(view, snap.meta, features), idx.norms, cand, q, kk)
+    paths = view.rows_to_paths(rows)
+    return [SearchHit(paths[r][0], int(r), float(s), None, paths[r], tp)
+            for r, s, tp in zip(rows, sims, tag_probs(rows)) if paths[r]]
 
 
 def _brute_cosine(vf, rows, q, k):

@@ -184,24 +184,37 @@ def read_tag_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     return records
 
 
-def collection_tag_statistics(col: Any, threshold: float | Mapping[str, float] = 0.5, *,
+def collection_tag_statistics(col: Any, threshold: float | Mapping[str, float] = 0.5, *, tagger: str | None = None,
                               chunk: int = 4096) -> TagStats:
-    """Tag frequencies over every picture of a collection indexed with a tagger.
+    """Tag frequencies over every picture of a collection that one of its taggers tagged.
 
     ``threshold``: one value, or per category (``{"general": 0.35, "character": 0.85}``),
-    as :func:`illust2vec.models.tags.resolve_thresholds` takes it.
+    as :func:`illust2vec.models.tags.resolve_thresholds` takes it.  ``tagger``:
+    whose tags (a name or identity; default: the most recently added tagger).
+    User tags count: a tag the user added has probability 1.0, one the user
+    removed is not counted, and user tags the tagger does not know are
+    counted in category ``user``.  Pictures the tagger has no tags for (not
+    tagged yet) are left out.
     """
-    from illust2vec.collection.query import TagIndex
-
-    index = TagIndex.from_db(col.conn)
-    if not index.names:
-        raise Illust2VecError(f"{col.path}: has no tags (indexed without a tagger); re-index with a tagger")
+    view = col.view
+    index = view.tag_index(tagger)
+    if index is None:
+        raise Illust2VecError(f"{col.path}: has no tags (indexed without a tagger); add a tagger with "
+                              f"'illust2vec index DIR --db {col.path} --tagger NAME'")
     table = TagTable(tuple(index.names), tuple(index.categories))
     thresholds = resolve_thresholds(table, threshold)
     rows: Sequence[int] = col.live_rows()
     counter = TagCounter()
     for i in range(0, len(rows), chunk):
-        prob = np.asarray(col.vectors("prob", rows=rows[i : i + chunk]), dtype=np.float32)
-        for result in plausible_tags(prob, table, thresholds):
+        part = rows[i : i + chunk]
+        prob = np.asarray(view.probs(part, tagger=tagger), dtype=np.float32)
+        tagged = ~np.isnan(prob).all(axis=1) if prob.shape[1] else np.ones(len(part), bool)
+        user = view.user_tags_of_rows(part)
+        for row, ok, result in zip(part, tagged, plausible_tags(np.nan_to_num(prob, nan=0.0), table, thresholds)):
+            if not ok:
+                continue
+            own = [t for t, added in user.get(int(row), {}).items() if added and not index.columns_of(t)]
+            if own:
+                result = {**result, "user": [(t, 1.0) for t in own]}
             counter.add(result)
     return counter.stats()

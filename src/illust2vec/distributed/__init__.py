@@ -5,7 +5,7 @@
   cluster (:func:`ray_runtime`) and writes one Parquet shard per slice of
   the inputs, resumable and exactly once per input.
 * :func:`iter_shards` reads a finished run back in input order.
-* :func:`illust2vec.collection.ingest.ingest_shards` (``illust2vec index
+* :func:`index_shards` (``illust2vec index
   --from-shards``) turns shards into a collection.
 
 Needs the ``ray`` extra: ``pip install 'illust2vec[ray]'``.

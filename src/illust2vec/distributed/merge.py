@@ -1,12 +1,20 @@
-"""Shards into a collection (``illust2vec index --from-shards DIR --db COLL``), one shard at a time."""
+"""Shards into a collection (``illust2vec index --from-shards DIR --db COLL``), one shard at a time.
+
+The shards' results go through the collection's store like any other
+producer's (:meth:`~illust2vec.collection.store.WriteSession.append`): one
+batch per shard, so memory stays bounded by one shard and an interrupted
+merge resumes where it stopped (paths already recorded with the same content
+are skipped).
+"""
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from illust2vec.collection import AddReport, Collection
 from illust2vec.collection.errors import CollectionError
-from illust2vec.collection.ingest import ModelRecord, PrecomputedBatch, add_precomputed
+from illust2vec.collection.store import ItemBatch, ModelRecord
 from illust2vec.distributed.shards import iter_shards, read_manifest
 from illust2vec.models.tags import TagTable
 
@@ -39,18 +47,26 @@ def index_shards(col: Collection, directory: str | os.PathLike, *, progress: boo
     """Add every row of the shards in ``directory`` to ``col`` (streaming: one shard in memory).
 
     Files already in the collection with the same content are skipped, so
-    merging the same shards twice adds nothing.
+    merging the same shards twice adds nothing.  The shards' tagger is added
+    to the collection when it is new; a stored tagger the shards do not carry
+    falls behind (:attr:`AddReport.lagging`): the next local ``index`` tags
+    the merged pictures with it.
     """
+    from tqdm import tqdm
+
     embedder, tagger = shard_models(directory)
     manifest = read_manifest(os.fspath(directory)) or {}
-
-    def batches():
-        for s in iter_shards(directory):
-            yield PrecomputedBatch(
-                paths=s.path, sizes=s.size, mtimes_ns=s.mtime_ns, sha256=s.sha256, errors=s.error,
-                features=s.vectors["feature"], codes=s.vectors["codes"],
-                probs=s.vectors.get("prob") if tagger is not None else None,
-            )
-
-    return add_precomputed(col, batches(), embedder=embedder, tagger=tagger, progress=progress,
-                           total=manifest.get("n_inputs"))
+    with col.store.writing(embedder=embedder, taggers=[tagger] if tagger is not None else []) as w:
+        bar = tqdm(total=manifest.get("n_inputs"), desc="merging", unit="img", disable=not progress,
+                   file=sys.stderr, smoothing=0.1)
+        try:
+            for s in iter_shards(directory):
+                w.append(ItemBatch(  # the shard's vectors hold its good rows, in order: one item each
+                    paths=s.path, sizes=s.size, mtimes_ns=s.mtime_ns, sha256=s.sha256, errors=s.error,
+                    features=s.vectors["feature"], codes=s.vectors["codes"],
+                    probs={tagger.identity: s.vectors["prob"]} if tagger is not None else None,
+                ))
+                bar.update(len(s.path))
+        finally:
+            bar.close()
+    return w.report

@@ -118,30 +118,29 @@ def is_collection(path: Path | str) -> bool:
     return p.is_dir() and (p / DB_NAME).is_file()
 
 
-def _collection_tags(col) -> tuple[list[str], list[str]]:
-    rows = col.conn.execute("SELECT name, category FROM tags ORDER BY id").fetchall()
-    return [r[0] for r in rows], [r[1] for r in rows]
-
-
 def features_from_collection(
     db: Path | str,
     paths: Sequence[Path | str] | None = None,
+    *,
+    tagger: str | None = None,
 ) -> tuple[list[str], np.ndarray, np.ndarray | None, list[str] | None, list[str] | None]:
     """Read ``(paths, features, probs, tag_names, tag_categories)`` from a collection.
 
     With ``paths``: those files, in that order (files the collection does not
     hold are left out).  Without: every indexed content once (its first path).
+    ``probs`` are those of ``tagger`` (default: the most recently added), with
+    the user's tags applied (added 1.0, removed 0.0).
     """
     from illust2vec.collection.core import Collection
 
     with Collection.open(db, create=False) as col:
-        by_path = dict(col.conn.execute("SELECT path, row FROM files WHERE row IS NOT NULL").fetchall())
         if paths is None:
             live = col.live_rows()
             firsts = col.rows_to_paths(live)
             out_paths = [firsts[int(r)][0] for r in live if firsts.get(int(r))]
             rows = np.array([int(r) for r in live if firsts.get(int(r))], dtype=np.int64)
         else:
+            by_path = col.view.path_rows()
             out_paths, rr = [], []
             for p in paths:
                 r = by_path.get(os.path.realpath(p))
@@ -153,12 +152,10 @@ def features_from_collection(
             raise Illust2VecError(f"{db}: the collection holds no features for these images; index them first")
         feats = np.asarray(col.vectors("feature", rows), dtype=np.float32)
         probs = names = cats = None
-        if int(col.meta.get("tag_count", 0) or 0):
-            probs = np.asarray(col.vectors("prob", rows), dtype=np.float32)
-            names, cats = _collection_tags(col)
-            if len(names) != probs.shape[1]:
-                names, cats = None, None
-                probs = None
+        ti = col.view.tag_index(tagger)
+        if ti is not None:
+            probs = np.nan_to_num(np.asarray(col.view.probs(rows, tagger=tagger), dtype=np.float32), nan=0.0)
+            names, cats = list(ti.names), list(ti.categories)
     return out_paths, feats, probs, names, cats
 
 
@@ -183,13 +180,7 @@ def face_thumbnails_from_collection(
         live = col.live_rows()
         firsts = col.rows_to_paths(live)
         rows = [int(r) for r in live if firsts.get(int(r))]
-        boxes = {}
-        for i in range(0, len(rows), 900):
-            chunk = rows[i : i + 900]
-            for r, fi, x, y, w, h in col.conn.execute(
-                    f"SELECT row, face_index, x, y, w, h FROM faces WHERE row IN ({','.join('?' * len(chunk))})",
-                    chunk):
-                boxes[r] = (fi, None if fi is None else (x, y, w, h))
+        boxes = {r: (fi, None if box is None else tuple(box)) for r, (fi, box, _) in col.view.face_fields(rows).items()}
     opts = json.loads(options)
     items = [boxes.get(r, (None, None)) for r in rows]
     refs = [face_ref(src, fi, box) for src, (fi, box) in zip(paths, items)]
@@ -302,6 +293,7 @@ def make_map(
     thumb_size: int | None = None,
     progress: bool = False,
     on_error: Callable[[Any], None] | None = None,
+    tagger: str | None = None,
 ) -> MapResult:
     """Draw a map of images: the library form of ``illust2vec map``.
 
@@ -316,7 +308,8 @@ def make_map(
     ``report`` when given.  ``on_error`` gets each unreadable image's error.
     ``thumbnails`` (a sequence or ``i -> path | PIL image | array``) are drawn
     instead of reading ``paths`` (e.g. face crops), and ``links`` are what a
-    click in the viewer opens instead of ``paths``.
+    click in the viewer opens instead of ``paths``.  ``tagger``: whose tags a
+    collection's points carry (default: its most recently added tagger).
     """
     timings: dict[str, float] = {}
     prog = _stage_progress(progress)
@@ -342,7 +335,7 @@ def make_map(
         if feats.shape[0] != len(paths):
             raise Illust2VecError(f"{feats.shape[0]} feature rows for {len(paths)} paths")
     elif root is not None and is_collection(root):
-        paths, feats, cprobs, cnames, ccats = features_from_collection(root)
+        paths, feats, cprobs, cnames, ccats = features_from_collection(root, tagger=tagger)
         faces = face_thumbnails_from_collection(root, paths) if thumbnails is None else None
         if faces is not None:  # a face collection: draw the crops, link to the pictures
             paths, thumbnails, links = faces
@@ -364,9 +357,10 @@ def make_map(
         if db is not None:
             from illust2vec.collection.core import Collection, canonical_path
 
-            tagger = model if ("prob" in model.outputs and model.tags is not None) else None
             with Collection.open(db) as col:
-                col.add([str(f) for f in files], embedder=model, tagger=tagger, batch_size=batch_size or 32,
+                col.add([str(f) for f in files], embedder=model,
+                        tagger=model if ("prob" in model.outputs and model.tags is not None) else None,
+                        batch_size=batch_size or 32,
                         workers=workers, progress=progress)
                 wanted = {canonical_path(f) for f in files}
                 for p, m in col.errors():
@@ -374,7 +368,7 @@ def make_map(
                         errors.append((str(p), str(m)))
                         if on_error:
                             on_error(f"{p}: {m}")
-            paths, feats, cprobs, cnames, ccats = features_from_collection(db, files)
+            paths, feats, cprobs, cnames, ccats = features_from_collection(db, files, tagger=tagger)
             if probs is None and cprobs is not None:
                 probs, names, cats = cprobs, cnames, ccats
         else:

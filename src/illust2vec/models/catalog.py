@@ -15,15 +15,15 @@ import fnmatch
 from typing import Any
 
 from illust2vec.errors import Illust2VecError, did_you_mean
-from illust2vec.models.families import effnet, wd
+from illust2vec.models.families import camie, cl_tagger, deepdanbooru, effnet, pixai, wd
 from illust2vec.models.families.i2v import model as i2v
 from illust2vec.models.spec import ModelFamily, ModelFile, ModelSpec
 
 __all__ = ["FAMILIES", "MODELS", "ModelFamily", "ModelFile", "ModelSpec", "get_family", "file_checks", "get_spec",
-           "list_models", "register", "suggest_models"]
+           "list_models", "register", "spec_for_hub", "suggest_models"]
 
 #: Family name -> record, in order of preference where several could read a file.
-FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (i2v.FAMILY, wd.FAMILY, effnet.FAMILY)}
+FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (i2v.FAMILY, wd.FAMILY, pixai.FAMILY, camie.FAMILY, cl_tagger.FAMILY, deepdanbooru.FAMILY, effnet.FAMILY)}
 
 MODELS: dict[str, ModelSpec] = {}
 
@@ -57,6 +57,12 @@ def suggest_models(name: str) -> str:
     labels = {n: n for n in MODELS}
     labels.update({spec.hub: f"{spec.hub} ({spec.name})" for spec in MODELS.values() if spec.hub})
     return did_you_mean(name.split("@", 1)[0], labels)
+
+
+def spec_for_hub(repo: str) -> ModelSpec | None:
+    """The zoo record whose Hub repository is ``repo`` (``ORG/NAME``, any revision), if there is one."""
+    repo_id = repo.split("@", 1)[0]
+    return next((spec for spec in MODELS.values() if spec.hub == repo_id), None)
 
 
 def get_family(name: str) -> ModelFamily:

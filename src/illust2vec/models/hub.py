@@ -89,27 +89,27 @@ def hub_offline(offline: bool | None = None) -> bool:
     return any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "ILLUST2VEC_OFFLINE"))
 
 
-def _repo_dir(ref: HubRef, cache: Path) -> Path:
-    return cache / ("models--" + ref.repo_id.replace("/", "--"))
+def _repo_dir(ref: HubRef, cache: Path, repo_type: str = "model") -> Path:
+    return cache / (f"{repo_type}s--" + ref.repo_id.replace("/", "--"))
 
 
-def _commit(ref: HubRef, cache: Path) -> str | None:
+def _commit(ref: HubRef, cache: Path, repo_type: str = "model") -> str | None:
     if _COMMIT_RE.match(ref.revision):
         return ref.revision
     try:
-        commit = (_repo_dir(ref, cache) / "refs" / ref.revision).read_text(encoding="utf-8").strip()
+        commit = (_repo_dir(ref, cache, repo_type) / "refs" / ref.revision).read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError):
         return None
     return commit if _COMMIT_RE.match(commit) else None
 
 
-def cached_file(ref: HubRef, filename: str, cache: Path | None = None) -> Path | None:
-    """The file of ``ref`` in the Hub cache, if it is there (no network)."""
+def cached_file(ref: HubRef, filename: str, cache: Path | None = None, *, repo_type: str = "model") -> Path | None:
+    """The file of ``ref`` in the Hub cache, if it is there (no network); ``repo_type`` ``"dataset"`` for a dataset."""
     cache = cache if cache is not None else hub_cache_dir()
-    commit = _commit(ref, cache)
+    commit = _commit(ref, cache, repo_type)
     if commit is None:
         return None
-    path = _repo_dir(ref, cache) / "snapshots" / commit / filename
+    path = _repo_dir(ref, cache, repo_type) / "snapshots" / commit / filename
     try:
         return path if path.is_file() and path.stat().st_size > 0 else None
     except OSError:

@@ -79,11 +79,27 @@ class ImageModel:
     device, threads, batch_size:
         Engine options; ``device`` is ``"cpu"`` or ``"cuda"``.
     precision:
-        ``"fp32"`` (default) or ``"fp16"``: half-precision weights and
-        arithmetic, on CUDA only (see :func:`illust2vec.runtime.session.to_float16`).
+        ``"fp32"`` (default); ``"int8"``: a static int8 graph calibrated on pictures,
+        cached in the model store (CPU; :mod:`illust2vec.models.quantize`); ``"bf16"``:
+        runs fp32 (no faster bf16 kernels in ONNX Runtime's CPU build, said in one line);
+        ``"auto"``: int8 on a CPU with fast int8 instructions, else fp32; ``"fp16"``:
+        half-precision weights and arithmetic, on CUDA only (see
+        :func:`illust2vec.runtime.session.to_float16`).  A model's :attr:`identity`
+        names a precision other than fp32, so a collection never mixes vectors of two.
+    calibration:
+        A folder of pictures to calibrate the int8 graph on (default: the one
+        ``models quantize --calibrate`` chose, else the drawn demo gallery).
+    keep_fp32:
+        Node names the int8 graph keeps in float32 (a family's measured sensitive layers).
+    model_dir:
+        The model store for the int8 graph (default: the store holding ``onnx_model``).
     alpha:
         Default transparency handling: ``"white"`` composites onto white,
         ``"drop"`` ignores alpha like the original i2v.
+    threshold_compare, thresholds_float32:
+        How the model's reference front-end compares a probability with its threshold
+        (:func:`illust2vec.models.tags.resolve_thresholds`): ``"gt"`` (``p > t``, default) or
+        ``"ge"`` (``p >= t``), the threshold rounded to float32 first or not.
     """
 
     def __init__(
@@ -104,8 +120,17 @@ class ImageModel:
         allow_fallback: bool = False,
         optimized_cache: str | os.PathLike | None = None,
         precision: str = "fp32",
+        threshold_compare: str = "gt",
+        thresholds_float32: bool = False,
+        calibration: str | os.PathLike | None = None,
+        keep_fp32: Sequence[str] = (),
+        model_dir: str | os.PathLike | None = None,
     ) -> None:
+        from illust2vec.models.quantize import quantized_graph, resolve_precision
+
         self.name = name
+        self.threshold_compare = threshold_compare
+        self.thresholds_float32 = thresholds_float32
         self.recipe = recipe
         self.tags = tags
         self.identity = identity or name
@@ -115,6 +140,16 @@ class ImageModel:
         self.device = device
         self.batch_size = max(1, int(batch_size))
         self.alpha: Alpha = alpha
+        #: The precision of the graph itself (``fp32`` or ``int8``); :attr:`precision` is what runs.
+        self.graph_precision = "fp32"
+        self.keep_fp32 = tuple(keep_fp32)
+        precision = resolve_precision(precision, device)
+        if precision == "int8":
+            onnx_model, calibration_hash = quantized_graph(
+                onnx_model, identity=self.identity, recipe=recipe, calibration=calibration, keep_fp32=keep_fp32,
+                model_dir=model_dir, name=name)
+            self.identity = f"{self.identity}+int8-cal{calibration_hash}"
+            self.graph_precision, precision = "int8", "fp32"
         #: The graph (path or bytes) and engine options: derived graphs (gradients) are built from them,
         #: and a pickled copy (sent to a Ray actor or a worker process) opens its own session (:meth:`__getstate__`).
         self.onnx_source: str | os.PathLike | bytes = onnx_model
@@ -129,7 +164,8 @@ class ImageModel:
         precision = self.engine_options["precision"]
         self.device = self.engine_options["device"]
         self.session = open_session(self.onnx_source, **self.engine_options)
-        self.precision = precision if "CUDAExecutionProvider" in self.session.get_providers() else "fp32"
+        on_gpu = "CUDAExecutionProvider" in self.session.get_providers()
+        self.precision = precision if precision == "fp16" and on_gpu else self.graph_precision
         self._input_name = self.session.get_inputs()[0].name
         #: What :meth:`run_all` feeds the graph (float16 for a half-precision GPU graph).
         self.input_dtype = np.dtype(np.float16 if self.session.get_inputs()[0].type == "tensor(float16)"
@@ -414,7 +450,9 @@ class ImageModel:
         """Per-tag thresholds for a rule: a constant (or per-category mapping) or i2v's calibrated f0.5/f1/f2."""
         table = self._require_tags()
         if threshold_rule == "constant":
-            return resolve_thresholds(table, self.thresholds if threshold is None else threshold)
+            return resolve_thresholds(table, self.thresholds if threshold is None else threshold,
+                                      compare=self.threshold_compare,  # type: ignore[arg-type]
+                                      float32=self.thresholds_float32)
         columns = {"f0.5": 0, "f1": 1, "f2": 2}
         if threshold_rule not in columns:
             raise Illust2VecError(f"unknown threshold_rule {threshold_rule!r}; choose constant, f0.5, f1 or f2")
@@ -428,14 +466,25 @@ class ImageModel:
     def estimate_plausible_tags(
         self, images: Any, threshold: float | Mapping[str, float] | None = 0.25,
         threshold_rule: ThresholdRule = "constant", *, alpha: Alpha | None = None, on_error: OnError | None = None,
+        drop_overlap: bool | str | os.PathLike | Mapping[str, Sequence[str]] = False,
     ) -> list[dict | None]:
         """Tags above a threshold per category (rating: all, sorted), as i2v returns them.
 
+        ``threshold=None`` uses the model's own thresholds.  ``drop_overlap`` drops the general
+        tags implied by a more specific one that is present, as dghs-imgutils does
+        (:mod:`illust2vec.models.overlap`): ``True`` (its table from the Hugging Face cache when
+        there, else the substring rule alone), a table file or a mapping.
         An image that cannot be read gives ``None`` in its place (see :meth:`predict_proba`).
         """
+        from illust2vec.models.overlap import drop_overlap_result, overlap_table
+
         thresholds = self.thresholds_for(threshold, threshold_rule)
         table = self._require_tags()
-        return self._per_image(images, alpha, on_error, lambda prob: plausible_tags(prob, table, thresholds))
+        if drop_overlap is False:
+            return self._per_image(images, alpha, on_error, lambda prob: plausible_tags(prob, table, thresholds))
+        implied = overlap_table(drop_overlap)
+        return self._per_image(images, alpha, on_error, lambda prob: [
+            drop_overlap_result(r, implied) for r in plausible_tags(prob, table, thresholds)])
 
     def estimate_specific_tags(self, images: Any, tags: Sequence[str], *, alpha: Alpha | None = None,
                                on_error: OnError | None = None) -> list[dict | None]:

@@ -16,17 +16,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from illust2vec.errors import Illust2VecError, ModelNotFoundError
-from illust2vec.models.catalog import FAMILIES, MODELS, get_family, get_spec, suggest_models
+from illust2vec.models.catalog import FAMILIES, MODELS, get_family, get_spec, spec_for_hub, suggest_models
 from illust2vec.models.compat import compat_mode, compat_recipe
 from illust2vec.models.families.i2v.model import Illustration2Vec
-from illust2vec.models.families.wd import load_wd_hub
-from illust2vec.models.hub import WD_CONTRACT, HubRef, cached_file, is_repo_id
+from illust2vec.models.hub import HubRef, cached_file, is_repo_id
 from illust2vec.models.image_model import ImageModel
-from illust2vec.models.spec import ModelSpec
+from illust2vec.models.spec import ModelFamily, ModelSpec
 from illust2vec.models.store import ModelStore
 from illust2vec.prep.preprocess import I2V_RECIPE, InputRecipe
 
-__all__ = ["DEFAULT_MODELS", "Task", "default_model_name", "load_model", "load_onnx_model", "model_available"]
+__all__ = ["DEFAULT_MODELS", "Task", "default_model_name", "hub_family", "load_model", "load_onnx_model", "model_available"]
 
 log = logging.getLogger("illust2vec")
 
@@ -47,7 +46,8 @@ def model_available(spec: ModelSpec, store: ModelStore) -> bool:
     or (Hub models) in the Hugging Face cache."""
     if all(f.package or store.find(f.filename) is not None for f in spec.files):
         return True
-    return bool(spec.hub) and all(cached_file(HubRef(spec.hub), name) is not None for name in WD_CONTRACT.values())
+    return bool(spec.hub) and all(cached_file(HubRef(spec.hub), name) is not None
+                                  for name in spec.hub_file_names.values())
 
 
 def default_model_name(task: Task, store: ModelStore | None = None) -> str:
@@ -87,9 +87,10 @@ def load_model(
     * ``name`` a ``.caffemodel`` or ``.onnx`` path: the file is used directly, with
       ``tags`` (i2v ``tag_list.json[.gz]`` or WD ``selected_tags.csv``) and, for i2v
       taggers, ``thresholds`` (the calibrated threshold file).
-    * ``name`` ``ORG/NAME[@REVISION]`` not in the zoo: a Hugging Face repository with the WD
-      contract (``model.onnx`` + ``selected_tags.csv``), from the Hub cache (or fetched into it
-      with ``download=True``).
+    * ``name`` ``ORG/NAME[@REVISION]`` not in the zoo: a Hugging Face repository, from the Hub
+      cache (or fetched into it with ``download=True``), read by :func:`hub_family`'s family: a
+      zoo record's repository by its family, else PixAI's layout when its files are cached, else
+      the WD contract (``model.onnx`` + ``selected_tags.csv``).
     * ``name`` None: the best model for ``task`` present here (:func:`default_model_name`).
 
     ``resize`` and ``exif_orientation`` override the recipe's; ``compat`` (``"kohya"``,
@@ -108,9 +109,10 @@ def load_model(
     path = Path(name)
     if path.suffix.lower() in MODEL_FILE_SUFFIXES or (isinstance(name, os.PathLike) and name not in MODELS):
         model = _load_file(path, tags=tags, thresholds=thresholds, store=store, **options)
-    elif str(name) not in MODELS and is_repo_id(str(name)):  # a Hugging Face repository with the WD contract
+    elif str(name) not in MODELS and is_repo_id(str(name)):  # a Hugging Face repository
         try:
-            model = load_wd_hub(str(name), store, download=download, offline=offline, progress=progress, **options)
+            model = hub_family(str(name)).load_hub(str(name), store, download=download,  # type: ignore[misc]
+                                                   offline=offline, progress=progress, **options)
         except ModelNotFoundError as exc:
             hint = suggest_models(str(name))  # a mistyped zoo repository: say which one
             if not hint:
@@ -122,6 +124,21 @@ def load_model(
                                               progress=progress, **options)
     model.recipe = compat_recipe(model.recipe, compat_mode(compat), resize=resize, exif_orientation=exif_orientation)
     return model
+
+
+def hub_family(repo: str) -> ModelFamily:
+    """The family that reads a Hub repository: the zoo record's, else the one whose files are all in
+    the Hugging Face cache (the family with most files first), else WD's contract."""
+    spec = spec_for_hub(repo)
+    if spec is not None and get_family(spec.family).load_hub is not None:
+        return get_family(spec.family)
+    ref = HubRef.parse(repo)
+    readers = sorted((f for f in FAMILIES.values() if f.load_hub is not None and f.hub_layout),
+                     key=lambda f: -len(f.hub_layout or {}))
+    for family in readers:
+        if all(cached_file(ref, file) is not None for file in (family.hub_layout or {}).values()):
+            return family
+    return FAMILIES["wd"]
 
 
 def _load_file(path: Path, *, tags: str | os.PathLike | None, thresholds: str | os.PathLike | None,

@@ -61,6 +61,15 @@ class ModelSpec:
     #: Hugging Face repository id whose files (in the user's Hub cache) the model uses
     #: (:mod:`illust2vec.models.hub`); ``files`` then name the files ``models import --as`` accepts.
     hub: str | None = None
+    #: Role -> file name in the Hub repository (``None``: the WD contract, ``model.onnx`` + ``selected_tags.csv``).
+    hub_layout: Mapping[str, str] | None = None
+
+    @property
+    def hub_file_names(self) -> dict[str, str]:
+        """The files the model takes from its Hub repository, by role."""
+        from illust2vec.models.hub import WD_CONTRACT
+
+        return dict(self.hub_layout) if self.hub_layout is not None else dict(WD_CONTRACT)
 
     def file(self, role: str) -> ModelFile:
         for f in self.files:
@@ -102,3 +111,7 @@ class ModelFamily:
     #: Name ending -> parser that raises ModelFormatError for a broken file of that kind
     #: (:func:`illust2vec.models.validate.check_model_file`, before a file counts as present).
     file_checks: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+    #: ``load_hub(repo, store, *, download, offline, progress, **options)``: a model of this family by Hub
+    #: repository id (``ORG/NAME[@REV]``) that is not in the zoo, with the files of ``hub_layout`` (role -> name).
+    load_hub: Callable[..., "ImageModel"] | None = None
+    hub_layout: Mapping[str, str] | None = None

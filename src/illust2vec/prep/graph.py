@@ -81,6 +81,8 @@ def graph_unsupported_reason(recipe: InputRecipe) -> str | None:
     """Why ``recipe`` cannot be computed in a graph, or ``None`` if it can."""
     if recipe.exif_orientation != "apply":
         return "exif_orientation='ignore' is not supported by the batch decoders of the in-graph path"
+    if recipe.letterbox:
+        return "resizing before padding (letterbox) has no graph form"
     if recipe.pad_to_square and recipe.pad_to_input:
         return "padding onto a canvas of the input size (pad_to_input) has no graph form"
     if recipe.resize.startswith("skimage-bilinear") or recipe.resize in _PIL_FILTERS:

@@ -87,6 +87,11 @@ class InputRecipe:
         With ``pad_to_square``: a picture smaller than the input is centred on
         a canvas of the input's side instead of being enlarged (the square's
         side is ``max(height, width, *size)``), as the WD14 web UI extension does.
+    letterbox:
+        Shrink or enlarge the picture so that its longer side fills the (square) input
+        (each side ``int(side * size / longer)``), then centre it on a ``pad_color`` canvas of
+        the input's size: resize first, pad after (DeepDanbooru's front-end).  Not with
+        ``pad_to_square``.
     exif_orientation:
         ``"apply"`` (default): the decoder turns the picture upright by its EXIF
         orientation, as viewers show it.  ``"ignore"``: the stored pixels as they
@@ -104,6 +109,7 @@ class InputRecipe:
     pad_color: tuple[int, int, int] = (255, 255, 255)
     pad_to_input: bool = False
     exif_orientation: Literal["apply", "ignore"] = "apply"
+    letterbox: bool = False
 
     def __post_init__(self) -> None:
         size = tuple(self.size)
@@ -133,6 +139,8 @@ class InputRecipe:
         if len(pad) != 3 or not all(0 <= v <= 255 for v in pad):
             raise ValueError(f"InputRecipe.pad_color must be 3 values in 0-255, not {self.pad_color!r}")
         object.__setattr__(self, "pad_color", pad)
+        if self.letterbox and (self.pad_to_square or self.size[0] != self.size[1]):
+            raise ValueError("InputRecipe.letterbox needs a square size and no pad_to_square")
         if self.exif_orientation not in ("apply", "ignore"):
             raise ValueError(f"InputRecipe.exif_orientation must be 'apply' or 'ignore', not {self.exif_orientation!r}")
 
@@ -505,13 +513,24 @@ def _prepared_hwc3(image: np.ndarray, recipe: InputRecipe) -> np.ndarray:
 
 def _resized_rgb(x: np.ndarray, recipe: InputRecipe) -> np.ndarray:
     """The general resize of a prepared (H, W, 3) image: float32 RGB of ``recipe.size``."""
+    if recipe.letterbox:
+        side = recipe.size[0]
+        scale = side / max(x.shape[0], x.shape[1])
+        inner = (int(x.shape[0] * scale), int(x.shape[1] * scale))
+        fitted = _resize_to(x, inner, recipe)
+        return _pad_square(fitted, recipe.pad_color, side).astype(np.float32, copy=False)
+    return _resize_to(x, recipe.size, recipe)
+
+
+def _resize_to(x: np.ndarray, size: tuple[int, int], recipe: InputRecipe) -> np.ndarray:
+    """``x`` resized to ``size`` with the recipe's resize rule (float32)."""
     if recipe.resize in ("skimage-bilinear", "skimage-bilinear-aa"):
-        out = _scratch.get("resized", recipe.size + (3,), np.float32)
-        return _resize_caffe_into(x, recipe.size, recipe.resize == "skimage-bilinear-aa", out)
-    if recipe.resize == "area" or (recipe.resize == "area-lanczos" and x.shape[0] >= recipe.size[0]
-                                   and x.shape[1] >= recipe.size[1]):
-        return resize_area(x, recipe.size).astype(np.float32, copy=False)
-    return _resize_pil(x, recipe.size, "pil-lanczos" if recipe.resize == "area-lanczos" else recipe.resize)
+        out = _scratch.get("resized", size + (3,), np.float32)
+        return _resize_caffe_into(x, size, recipe.resize == "skimage-bilinear-aa", out)
+    if recipe.resize == "area" or (recipe.resize == "area-lanczos" and x.shape[0] >= size[0]
+                                   and x.shape[1] >= size[1]):
+        return resize_area(x, size).astype(np.float32, copy=False)
+    return _resize_pil(x, size, "pil-lanczos" if recipe.resize == "area-lanczos" else recipe.resize)
 
 
 def _finish_into(rgb: np.ndarray, recipe: InputRecipe, dst: np.ndarray) -> None:
@@ -733,7 +752,7 @@ def _fast_into(x: np.ndarray, recipe: InputRecipe, dst: np.ndarray) -> bool:
     Returns ``False`` (nothing written) for what the general path must do: other
     dtypes or resize methods, an image already at the target size, a constant image.
     """
-    if x.dtype != np.uint8 or recipe.resize not in ("skimage-bilinear", "skimage-bilinear-aa"):
+    if x.dtype != np.uint8 or recipe.resize not in ("skimage-bilinear", "skimage-bilinear-aa") or recipe.letterbox:
         return False
     h_in, w_in = x.shape[:2]
     h, w = recipe.size

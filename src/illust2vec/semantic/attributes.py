@@ -25,8 +25,11 @@ Directions are computed once per collection state and label source, only
 for the tags asked, and cached under ``index/`` (a cache: rebuilt when the
 collection or the labels change).
 
-Labels come from the collection's tagger (stored probabilities) or, for a
-collection indexed without a tagger, from ``labels``: a JSON file (``{path:
+Labels come from one of the collection's taggers (``tagger``, default the
+most recently added: its stored probabilities, with the user's tags applied:
+a tag the user added counts as 1.0, one the user removed as 0.0, and a user
+tag that no tagger knows is a label too) or, for a collection indexed
+without a tagger, from ``labels``: a JSON file (``{path:
 [tags]}``, ``{path: {tag: probability}}``, or the records ``illust2vec tag``
 writes, JSON or JSONL; relative paths are relative to the file), a mapping of
 the same shape, or ``"captions"`` (comma-separated ``NAME.txt`` files beside
@@ -47,8 +50,8 @@ from typing import Any, Union
 import numpy as np
 
 from illust2vec.collection.errors import CollectionError, UnknownTagError
-from illust2vec.collection.query import TagIndex, normalize_tag, parse_terms
-from illust2vec.collection.search import SearchHit, query_vector
+from illust2vec.collection.query import close_tags, normalize_tag, parse_terms
+from illust2vec.collection.search import SearchHit
 from illust2vec.io.atomic import atomic_write
 
 #: Stored probability (or label weight) from which an item counts as carrying a tag.
@@ -148,17 +151,20 @@ def _caption_labels(col, rows: np.ndarray) -> dict[int, dict[str, float]]:
 class _Source:
     """Tag weights per live row, from stored probabilities or from labels."""
 
-    def __init__(self, col, meta: dict[str, str], live: np.ndarray, labels: Labels) -> None:
+    def __init__(self, col, live: np.ndarray, labels: Labels, tagger=None) -> None:
         self.col, self.live = col, live
         self.by_row: dict[int, dict[str, float]] | None = None
         if labels is None:
-            if not int(meta.get("tag_count", 0)):
+            self.tagger = col.view.tagger(tagger)
+            if self.tagger is None:
                 raise CollectionError(
-                    f"{col.path}: has no tag probabilities (indexed without a tagger); re-index with --tagger, "
+                    f"{col.path}: has no tag probabilities (indexed without a tagger); add a tagger with "
+                    f"'illust2vec index DIR --db {col.path} --tagger NAME', "
                     "or give labels (--labels tags.json, or --labels captions for NAME.txt files beside the images)"
                 )
-            self.key = f"tagger:{meta.get('tagger_identity', '')}"
-            self.tag_index = TagIndex.from_db(col.conn)
+            self.key = f"tagger:{self.tagger.identity}:user:{col.view.user_tags_stamp()}"
+            self.tag_index = col.view.tag_index(self.tagger)
+            self.user = col.view.user_tag_rows()
             return
         if isinstance(labels, str) and labels == "captions":
             self.by_row = _caption_labels(col, live)
@@ -179,28 +185,31 @@ class _Source:
     def canonical(self, tag: str) -> str:
         """The name a query term refers to (checked: unknown tags raise with suggestions)."""
         if self.by_row is None:
-            term = parse_terms(tag, set(self.tag_index.categories))[0]
-            ids = self.tag_index.resolve(term)
-            return str(term) if term.category else self.tag_index.names[ids[0]]
+            term = parse_terms(tag, self.tag_index.category_names)[0]
+            ids = self.tag_index.lookup(term) if term.category != "user" else []
+            if ids:
+                return term.label if term.category else self.tag_index.names[ids[0]]
+            if self.user.has(term.name):  # a user tag the tagger does not know
+                return f"user:{term.name}"
+            raise self.tag_index.unknown(term, self.user.names())
         name = normalize_tag(tag)
         known = {t for w in self.by_row.values() for t in w}
         if name not in known:
-            import difflib
-
-            close = difflib.get_close_matches(name, sorted(known), n=5, cutoff=0.6)
-            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise UnknownTagError(f"unknown tag {tag!r}: no labelled item carries it{hint}")
+            raise UnknownTagError(f"unknown tag {tag!r}: no labelled item carries it{close_tags(name, known)}")
         return name
 
     def weights(self, tags: list[str], rows: np.ndarray) -> np.ndarray:
         """(len(rows), len(tags)) weights (probabilities or label weights) of ``tags``; NaN rows: not labelled."""
         out = np.zeros((len(rows), len(tags)), dtype=np.float32)
-        if self.by_row is None:
-            probs = self.col.vectors("prob", rows)
-            cats = set(self.tag_index.categories)
+        if self.by_row is None:  # the tagger's probabilities with the user's decisions applied
+            probs = np.nan_to_num(self.col.view.probs(rows, tagger=self.tagger), nan=0.0)
+            cats = self.tag_index.category_names
             for j, t in enumerate(tags):
-                ids = self.tag_index.resolve(parse_terms(t, cats)[0])
-                out[:, j] = probs[:, ids].max(axis=1)
+                term = parse_terms(t, cats)[0]
+                ids = self.tag_index.lookup(term) if term.category != "user" else []
+                out[:, j] = probs[:, ids].max(axis=1) if ids else 0.0
+                if not ids:
+                    out[np.isin(rows, self.user.rows(term.name, True)), j] = 1.0
             return out
         for i, r in enumerate(rows):
             w = self.by_row.get(int(r))
@@ -212,10 +221,11 @@ class _Source:
         return out
 
 
-def _source(col, meta: dict[str, str], live: np.ndarray, labels: Labels) -> _Source:
-    """The tag source, kept in the collection's cache while the collection and a labels file stay the same."""
+def _source(col, snap, labels: Labels, tagger=None) -> _Source:
+    """The tag source, kept in the collection view's memo while the collection and a labels file stay the same."""
+    meta, live = snap.meta, snap.live
     if labels is not None and not isinstance(labels, (str, os.PathLike)):
-        return _Source(col, meta, live, labels)
+        return _Source(col, live, labels, tagger)
     stamp: tuple = ()
     if labels is not None and labels != "captions":
         try:
@@ -223,12 +233,10 @@ def _source(col, meta: dict[str, str], live: np.ndarray, labels: Labels) -> _Sou
         except OSError as exc:
             raise CollectionError(f"{labels}: cannot read labels: {exc.strerror or exc}") from None
         stamp = (str(Path(labels).resolve()), st.st_mtime_ns, st.st_size)
-    key = ("tag-source", labels if labels in (None, "captions") else "file", stamp, meta.get("rows"),
-           meta.get("delete_gen"), meta.get("tagger_identity"))
-    src = col._cache.get(key)
-    if src is None:
-        src = col._cache[key] = _Source(col, meta, live, labels)
-    return src
+    t = col.view.tagger(tagger, snap=snap) if labels is None else None
+    key = ("tag-source", labels if labels in (None, "captions") else "file", stamp, snap.key,
+           t.identity if t else None, col.view.data_version())
+    return col.view.memo(key, lambda: _Source(col, live, labels, t))
 
 
 # --------------------------------------------------------------------------- directions
@@ -248,7 +256,7 @@ def _load_cache(col, path: Path, state: str) -> dict[str, Any]:
     except OSError:
         return {}
     key = ("directions", str(path), st.st_mtime_ns, st.st_size, state)
-    hit = col._cache.get(key)
+    hit = col.view.memo(key)
     if hit is not None:
         return hit
     try:
@@ -258,18 +266,18 @@ def _load_cache(col, path: Path, state: str) -> dict[str, Any]:
             out = {k: z[k] for k in z.files}
     except Exception:  # corrupt or from another version: it is only a cache
         return {}
-    col._cache[key] = out
-    return out
+    return col.view.remember(key, out)
 
 
-def tag_directions(col, tags: str | Iterable[str], *, labels: Labels = None,
-                   threshold: float = THRESHOLD) -> tuple[dict[str, TagDirection], np.ndarray]:
+def tag_directions(col, tags: str | Iterable[str], *, labels: Labels = None, threshold: float = THRESHOLD,
+                   tagger=None) -> tuple[dict[str, TagDirection], np.ndarray]:
     """Directions of ``tags`` (``"a, b"`` or a list) and the collection's normalised mean feature.
 
     Computed in one pass over the stored features for the tags not cached
     yet, then cached under ``index/``.  ``labels``: see the module docstring
-    (``None``: the stored tagger probabilities).  ``threshold``: weight from
-    which an item carries a tag.
+    (``None``: the stored probabilities of ``tagger``, default the most
+    recently added, with user tags).  ``threshold``: weight from which an
+    item carries a tag.
 
     Returns:
         ``({query term: TagDirection}, mean)``.
@@ -280,10 +288,11 @@ def tag_directions(col, tags: str | Iterable[str], *, labels: Labels = None,
     """
     if not 0.0 < threshold <= 1.0:
         raise CollectionError(f"threshold must be in (0, 1], not {threshold}")
-    meta, live = col._snapshot()
+    snap = col.view.snapshot()
+    meta, live = snap.meta, snap.live
     if "feature_dim" not in meta or not len(live):
         raise CollectionError(f"{col.path}: the collection is empty; add images with 'illust2vec index DIR --db {col.path}'")
-    src = _source(col, meta, live, labels)
+    src = _source(col, snap, labels, tagger)
     terms = [str(t) for t in parse_terms(tags)] if isinstance(tags, str) else [str(t) for t in tags]
     wanted = {t: src.canonical(t) for t in terms}
     path = _cache_path(col, src.key)
@@ -386,26 +395,27 @@ def _split(spec) -> list[str]:
 
 
 def attribute_vector(col, image=None, vector=None, *, plus=None, minus=None, like=None, strength: float = 1.0,
-                     labels: Labels = None, embedder=None) -> np.ndarray:
+                     labels: Labels = None, embedder=None, tagger=None) -> np.ndarray:
     """The moved query feature (normalised) for an image / vector, or for ``like`` tags alone."""
     if strength <= 0:
         raise CollectionError(f"strength must be positive, not {strength}")
     plus_t, minus_t, like_t = _split(plus), _split(minus), _split(like)
     if (image is None and vector is None) == (not like_t):
         raise CollectionError("give either a query image (with plus/minus tags) or like tags, not both or neither")
-    dirs, mean = tag_directions(col, plus_t + minus_t + like_t, labels=labels)
+    dirs, mean = tag_directions(col, plus_t + minus_t + like_t, labels=labels, tagger=tagger)
     if like_t:
         base = mean
         plus_t = like_t + plus_t
     else:
-        f, _, _ = query_vector(col, image=image, vector=vector, embedder=embedder, binary=False)
+        f, _, _ = col.query_vector(image=image, vector=vector, embedder=embedder, binary=False)
         base = f[0]
     return move_query(base, [dirs[t] for t in plus_t], [dirs[t] for t in minus_t], strength=strength)
 
 
 def attribute_search(col, image=None, vector=None, *, plus=None, minus=None, like=None, strength: float = 1.0,
                      labels: Labels = None, k: int | None = 20, binary: bool = False, tags=None, not_tags=None,
-                     min_prob: float = 0.5, embedder=None, nprobe: int | None = None) -> list[SearchHit]:
+                     min_prob: float = 0.5, embedder=None, nprobe: int | None = None,
+                     tagger=None) -> list[SearchHit]:
     """Search ``col`` with a query moved toward ``plus`` tags and away from ``minus`` tags, or for ``like`` tags.
 
     Args:
@@ -417,13 +427,15 @@ def attribute_search(col, image=None, vector=None, *, plus=None, minus=None, lik
         labels: where tag directions are learned from when the collection
             has no tagger: a labels file, a mapping or ``"captions"``.
         k, binary, tags, not_tags, min_prob, embedder, nprobe: as for
-            :meth:`Collection.search` (``tags``/``not_tags`` are hard filters
-            on stored probabilities).
+            :meth:`Collection.search` (``tags``/``not_tags`` are hard filters,
+            tag expressions with user tags).
+        tagger: whose probabilities the directions and the filters use
+            (default: the most recently added tagger).
 
     Returns:
         Hits, best first (:class:`illust2vec.collection.SearchHit`).
     """
     v = attribute_vector(col, image=image, vector=vector, plus=plus, minus=minus, like=like, strength=strength,
-                         labels=labels, embedder=embedder)
+                         labels=labels, embedder=embedder, tagger=tagger)
     return col.search(vector=v, k=k, binary=binary, tags=tags, not_tags=not_tags, min_prob=min_prob,
-                      embedder=embedder, nprobe=nprobe)
+                      embedder=embedder, nprobe=nprobe, tagger=tagger)

@@ -42,7 +42,6 @@ from typing import Any
 import numpy as np
 
 from illust2vec.collection.errors import CollectionError
-from illust2vec.collection.search import nearest_rows, query_vector
 
 #: Collections up to this many items are solved exactly over all items (``method="auto"``).
 EXACT_MAX = 3000
@@ -269,18 +268,18 @@ def _midpoints(p: np.ndarray, binary: bool) -> np.ndarray:
 # --------------------------------------------------------------------------- collection level
 def _endpoint(col, x, embedder, binary: bool) -> tuple[np.ndarray, int | None, str | None]:
     if isinstance(x, np.ndarray):
-        f, c, row = query_vector(col, vector=x, embedder=embedder, binary=binary)
+        f, c, row = col.query_vector(vector=x, embedder=embedder, binary=binary)
         return (c[0] if binary else f[0]), row, None
     if isinstance(x, (str, os.PathLike)) and not Path(x).exists():
         raise CollectionError(f"{x}: morph endpoint not found")
-    f, c, row = query_vector(col, image=x, embedder=embedder, binary=binary)
+    f, c, row = col.query_vector(image=x, embedder=embedder, binary=binary)
     name = str(Path(x).resolve()) if isinstance(x, (str, os.PathLike)) else None
     return (c[0] if binary else f[0]), row, name
 
 
 def _neighbours(col, queries: np.ndarray, k: int, binary: bool) -> set[int]:
     rows: set[int] = set()
-    for r in nearest_rows(col, np.asarray(queries), k, binary=binary):
+    for r in col.nearest_rows(np.asarray(queries), k, binary=binary):
         rows.update(int(x) for x in r)
     return rows
 

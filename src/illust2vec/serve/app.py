@@ -97,14 +97,16 @@ def create_app(db: str | Path | CollectionService, *, token: str | None = None, 
     def info() -> dict[str, Any]:
         return service.info()
 
-    @api.get("/api/items", summary="Items sorted by path, filtered by tags")
+    @api.get("/api/items", summary="Items filtered by a tag expression, sorted by path (or ?sort=)")
     def items(tags: str | None = None, not_tags: str | None = Query(None, alias="not"),
-              min_prob: float = Query(0.5, alias="min"), offset: int = 0, limit: int = 100) -> dict[str, Any]:
-        return service.items(tags=tags, not_tags=not_tags, min_prob=min_prob, offset=offset, limit=limit)
+              min_prob: float = Query(0.5, alias="min"), offset: int = 0, limit: int = 100,
+              model: str | None = None, sort: str = "path") -> dict[str, Any]:
+        return service.items(tags=tags, not_tags=not_tags, min_prob=min_prob, offset=offset, limit=limit,
+                             model=model, sort=sort)
 
     @api.get("/api/items/{item_id}", summary="One item with all its tags (model and user)")
-    def item(item_id: str) -> dict[str, Any]:
-        return service.item(_item_id(item_id))
+    def item(item_id: str, model: str | None = None) -> dict[str, Any]:
+        return service.item(_item_id(item_id), model=model)
 
     @api.get("/api/items/{item_id}/similar", summary="Nearest items by features (or binary codes), itself excluded")
     def similar(item_id: str, k: int = 20, binary: int = 0) -> dict[str, Any]:
@@ -120,8 +122,9 @@ def create_app(db: str | Path | CollectionService, *, token: str | None = None, 
         return {"items": await run_in_threadpool(service.search_image, data, k=k)}
 
     @api.get("/api/tags", summary="Tag autocomplete with counts")
-    def tags(prefix: str = "", limit: int = 20, min_prob: float = Query(0.5, alias="min")) -> list[dict[str, Any]]:
-        return service.tags(prefix, limit=max(1, min(limit, MAX_LIMIT)), min_prob=min_prob)
+    def tags(prefix: str = "", limit: int = 20, min_prob: float = Query(0.5, alias="min"),
+             model: str | None = None) -> list[dict[str, Any]]:
+        return service.tags(prefix, limit=max(1, min(limit, MAX_LIMIT)), min_prob=min_prob, model=model)
 
     @api.get("/api/dupes", summary="Near-duplicate groups with per-file facts and the recommended keeper ('computing': ask again)")
     def dupes(distance: int | None = Query(None, ge=0, description="largest Hamming distance (bits); "

@@ -27,7 +27,7 @@ MAP_THUMB = 128
 def map_page(service: CollectionService, *, method: str = "tsne") -> Path:
     """The map HTML of ``service``'s collection (built, or reused while the files are unchanged)."""
     with service.lock:
-        files = service._files_now()
+        files = service.files()
         ids, rows, paths = files.ids.copy(), files.rows.copy(), list(files.paths)
         key = hashlib.sha256(repr((files.key, method)).encode()).hexdigest()
     out = service.thumb_dir.parent / "serve-map" / "map.html"
@@ -41,9 +41,9 @@ def map_page(service: CollectionService, *, method: str = "tsne") -> Path:
         raise NotFound("the collection has no items to map yet")
     with service.lock:
         feats = np.asarray(service.col.vectors("feature", rows=rows), dtype=np.float32)
-        has_tags = service._tag_index() is not None
-        probs = np.asarray(service.col.vectors("prob", rows=rows), dtype=np.float32) if has_tags else None
-        names = service._tag_index().names if has_tags else []
+        ti = service.tag_index()
+        probs = np.asarray(service.view.probs(rows), dtype=np.float32) if ti is not None else None
+        names = ti.names if ti is not None else []
     xy = reduce(feats, method=method if len(ids) >= 5 else "pca", seed=0)
     tags = top_tags(probs, names) if probs is not None else [[] for _ in ids]
     points = [ViewerPoint(float(x), float(y), p, label=Path(p).parent.name, top_tags=t, href=f"/#/item/{int(i)}")

@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import io
 import re
-import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from illust2vec.collection import Collection
-from illust2vec.collection import user_tags as _ut
+from illust2vec.collection import Collection, FileTable
 from illust2vec.collection.dupe_actions import (
     apply_plan,
     describe_group,
@@ -35,14 +32,9 @@ from illust2vec.collection.dupe_actions import (
     plan_moves,
     undo_manifest,
 )
-from illust2vec.collection.errors import CollectionError, UnknownTagError
-from illust2vec.collection.query import (
-    TagIndex,
-    TagTerm,
-    matching_rows,
-    normalize_tag,
-    parse_terms,
-)
+from illust2vec.collection.errors import CollectionError
+from illust2vec.collection.query import TagIndex, normalize_tag
+from illust2vec.collection.view import SORTS
 from illust2vec.errors import Illust2VecError
 from illust2vec.io.atomic import atomic_write
 from illust2vec.io.images import load_image
@@ -59,24 +51,14 @@ class NotFound(Illust2VecError):
     """An item id, manifest or file the caller asked for does not exist."""
 
 
-@dataclass
-class _Files:
-    """The indexed files, sorted by path: parallel arrays plus lookups."""
-
-    key: tuple
-    ids: np.ndarray
-    rows: np.ndarray
-    paths: list[str]
-    shas: list[str]
-    pos: dict[int, int]  # id -> index
-    by_path: dict[str, int]  # path -> index
-
-    def sha_rows(self, shas: set[str]) -> np.ndarray:
-        return np.unique(np.asarray([int(r) for r, s in zip(self.rows, self.shas) if s in shas], dtype=np.int64))
-
-
 class CollectionService:
     """The web app's view of one collection.
+
+    Every read goes through the collection's
+    :class:`~illust2vec.collection.view.CollectionView` (tag expressions with
+    user tags, pages of items, taggers), every write (user tags) through its
+    store.  ``model`` arguments pick one of the collection's taggers by name
+    (default: the most recently added), as ``--tagger`` does on the command line.
 
     Args:
         db: the collection directory.
@@ -91,22 +73,17 @@ class CollectionService:
     def __init__(self, db: str | Path, *, embedder=None, move_to: str | Path | None = None,
                  thumb_dir: str | Path | None = None) -> None:
         self.col = Collection.open(db, create=False)
+        self.view = self.col.view
         self.lock = threading.RLock()
         self.embedder = embedder
         self.move_to = Path(move_to).expanduser().resolve() if move_to else self.col.path / "duplicates"
         self.thumb_dir = Path(thumb_dir) if thumb_dir else self.col.path / "thumbs"
-        self._files: _Files | None = None
-        self._data_version = -1
-        self._queries: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._files: tuple[tuple, FileTable] | None = None
         self._dims: dict[str, tuple[int, int, int, int]] = {}  # path -> (mtime_ns, size, w, h)
-        self._counts: tuple[tuple, dict] | None = None
         self._dupes: tuple[tuple, list, str | None] | None = None
         self._dupes_thread: threading.Thread | None = None
         self._thumbs_mem: OrderedDict[tuple, bytes] = OrderedDict()
-        try:
-            _ut.ensure_table(self.col.conn)
-        except sqlite3.Error:  # read-only collection: user tags cannot be stored
-            pass
+        self.col.store.ensure_user_tags()  # False on read-only storage: user tags cannot be stored there
 
     def close(self) -> None:
         with self.lock:
@@ -115,32 +92,17 @@ class CollectionService:
     def idle(self) -> None:
         """Between requests: hold no snapshot of the collection, so that compaction does not wait for the app."""
         with self.lock:
-            if self.col.conn is not None:
-                self.col.release_snapshot()
+            self.col.release_snapshot()
 
     # ------------------------------------------------------------------ files
-    def _files_now(self) -> _Files:
-        c = self.col.conn
-        # PRAGMA data_version changes only when another connection commits: no table scan per request
-        version = (c.execute("PRAGMA data_version").fetchone()[0], self._manifests_key())
-        if self._files is not None and self._data_version == version:
-            return self._files
-        self._data_version = version
-        key = c.execute("SELECT COUNT(*), MAX(id), MAX(updated_at) FROM files WHERE row IS NOT NULL").fetchone()
-        key = (*key, self.col.meta.get("delete_gen"), version[1])
-        if self._files is None or self._files.key != key:
-            recs = c.execute("SELECT id, row, path, sha256 FROM files WHERE row IS NOT NULL ORDER BY path").fetchall()
+    def files(self) -> FileTable:
+        """The items: the indexed files sorted by path, less those a duplicate review moved aside."""
+        table = self.view.file_table()
+        key = (table.key, id(table), self._manifests_key())
+        if self._files is None or self._files[0] != key:
             gone = moved_paths(self.move_to)  # moved aside by a duplicate review and not put back
-            if gone:
-                recs = [r for r in recs if r[2] not in gone]
-            ids = np.fromiter((r[0] for r in recs), dtype=np.int64, count=len(recs))
-            self._files = _Files(
-                key, ids, np.fromiter((r[1] for r in recs), dtype=np.int64, count=len(recs)),
-                [r[2] for r in recs], [r[3] for r in recs], {int(i): k for k, i in enumerate(ids)},
-                {r[2]: k for k, r in enumerate(recs)},
-            )
-            self._queries.clear()
-        return self._files
+            self._files = (key, table.without(gone, (*table.key, key[2])) if gone else table)
+        return self._files[1]
 
     def _manifests_key(self) -> tuple:
         try:
@@ -148,8 +110,8 @@ class CollectionService:
         except OSError:
             return ()
 
-    def _index_of(self, item_id: int) -> tuple[_Files, int]:
-        f = self._files_now()
+    def _index_of(self, item_id: int) -> tuple[FileTable, int]:
+        f = self.files()
         k = f.pos.get(int(item_id))
         if k is None:
             raise NotFound(f"no item {item_id} in this collection")
@@ -181,132 +143,66 @@ class CollectionService:
         return w, h
 
     # ------------------------------------------------------------------ tags
-    def _tag_index(self) -> TagIndex | None:
-        if not int(self.col.meta.get("tag_count", 0)):
-            return None
-        ti = self.col._cache.get("tagindex")
-        if ti is None:
-            ti = self.col._cache["tagindex"] = TagIndex.from_db(self.col.conn)
-        return ti
+    def tag_index(self, model: str | None = None) -> TagIndex | None:
+        """The tag table of the tagger ``model`` (default: the newest); ``None`` without taggers."""
+        return self.view.tag_index(model or None)
 
-    def _model_tags(self, rows: Sequence[int], min_prob: float, top: int | None) -> list[dict[str, float]]:
-        ti = self._tag_index()
-        if ti is None or not len(rows):
-            return [{} for _ in rows]
-        P = self.col.vectors("prob", rows=np.asarray(rows, dtype=np.int64))
+    def _item_dicts(self, files: FileTable, sel: Sequence[int], min_prob: float, top: int | None,
+                    model: str | None) -> list[dict]:
+        tags = self.view.item_tags([int(files.rows[k]) for k in sel], [files.shas[k] for k in sel], min_prob, top,
+                                   tagger=model or None)
         out = []
-        for p in P:
-            idx = np.nonzero(p >= min_prob)[0]
-            idx = idx[np.argsort(-p[idx], kind="stable")][:top]
-            out.append({ti.names[i]: round(float(p[i]), 4) for i in idx})
-        return out
-
-    def _term_rows(self, term: TagTerm, ti: TagIndex | None, files: _Files, live: np.ndarray,
-                   min_prob: float) -> np.ndarray:
-        """Rows having ``term``: the model's matches, less the user's removals, plus the user's additions."""
-        added = _ut.shas_with(self.col.conn, term.name, True) if term.category in (None, "user") else set()
-        removed = _ut.shas_with(self.col.conn, term.name, False)
-        model = np.zeros(0, dtype=np.int64)
-        known = False
-        if ti is not None and term.category != "user":
-            try:
-                ids = ti.resolve(term)
-                known = True
-            except UnknownTagError:
-                if not added:
-                    raise
-            if known:
-                meta = self.col.meta
-                probs = self.col._vector_files(meta)["prob"].view(int(meta["rows"])) if float(min_prob) < float(
-                    meta.get("prob_floor", 0.01)) else None
-                model = matching_rows(self.col.conn, probs, live, [ids], [], min_prob,
-                                      float(meta.get("prob_floor", 0.01)))
-        elif not added and term.category != "user":
-            raise UnknownTagError(f"unknown tag {str(term)!r}: this collection has no model tags and no user tag of that name")
-        rows = np.setdiff1d(model, files.sha_rows(removed)) if removed else model
-        return np.union1d(rows, files.sha_rows(added)) if added else rows
-
-    def _matching(self, tags: str | None, not_tags: str | None, min_prob: float) -> np.ndarray:
-        """Indexes into the file table of the items that pass the tag filter."""
-        files = self._files_now()
-        if not (tags or "").strip() and not (not_tags or "").strip():
-            return np.arange(len(files.ids))
-        key = (tags or "", not_tags or "", float(min_prob))
-        hit = self._queries.get(key)
-        if hit is not None:
-            self._queries.move_to_end(key)
-            return hit
-        if not 0.0 <= min_prob <= 1.0:
-            raise CollectionError(f"min must be between 0 and 1, not {min_prob}")
-        ti = self._tag_index()
-        cats = set(ti.categories if ti else ()) | {"user"}
-        live = self.col.live_rows()
-        allowed: np.ndarray | None = None
-        for term in parse_terms(tags, cats):
-            r = self._term_rows(term, ti, files, live, min_prob)
-            allowed = r if allowed is None else np.intersect1d(allowed, r)
-        if allowed is None:
-            allowed = live
-        for term in parse_terms(not_tags, cats):
-            allowed = np.setdiff1d(allowed, self._term_rows(term, ti, files, live, min_prob))
-        sel = np.nonzero(np.isin(files.rows, allowed))[0]
-        self._queries[key] = sel
-        while len(self._queries) > 32:
-            self._queries.popitem(last=False)
-        return sel
-
-    def _item_dicts(self, files: _Files, sel: Sequence[int], min_prob: float, top: int | None) -> list[dict]:
-        rows = [int(files.rows[k]) for k in sel]
-        model = self._model_tags(rows, min_prob, top)
-        user = _ut.user_tags_of(self.col.conn, [files.shas[k] for k in sel])
-        out = []
-        for k, mt in zip(sel, model):
+        for k, (t, u) in zip(sel, tags):
             path = files.paths[k]
             w, h = self._dims_of(path)
-            u = user.get(files.shas[k], {})
-            out.append({"id": int(files.ids[k]), "path": path, "width": w, "height": h,
-                        "tags": _ut.effective_tags(mt, u), "user_tags": u})
+            out.append({"id": int(files.ids[k]), "path": path, "width": w, "height": h, "tags": t, "user_tags": u})
         return out
 
     # ------------------------------------------------------------------ public API
     def info(self) -> dict[str, Any]:
-        """Counts, models and settings the pages need."""
+        """Counts, models and settings the pages need (``taggers``: every tagger, newest last)."""
         with self.lock:
             m = self.col.meta
-            return {"path": str(self.col.path), "items": len(self._files_now().ids), "embedder": m.get("embedder_name"),
-                    "tagger": m.get("tagger_name") or None, "tags": int(m.get("tag_count", 0)),
-                    "has_tags": bool(int(m.get("tag_count", 0))), "move_to": str(self.move_to)}
+            taggers = self.view.taggers()
+            default = taggers[-1] if taggers else None
+            return {"path": str(self.col.path), "items": len(self.files().ids), "embedder": m.get("embedder_name"),
+                    "tagger": default.name if default else None, "tags": default.tag_count if default else 0,
+                    "has_tags": default is not None, "move_to": str(self.move_to),
+                    "taggers": [{"name": t.name, "tags": t.tag_count, "identity": t.identity} for t in taggers],
+                    "sorts": list(SORTS)}
 
     def items(self, *, tags: str | None = None, not_tags: str | None = None, min_prob: float = 0.5,
-              offset: int = 0, limit: int = 100) -> dict[str, Any]:
-        """``{"total", "offset", "items": [{"id", "path", "width", "height", "tags", "user_tags"}]}`` sorted by path.
+              offset: int = 0, limit: int = 100, model: str | None = None, sort: str = "path") -> dict[str, Any]:
+        """``{"total", "offset", "items": [{"id", "path", "width", "height", "tags", "user_tags"}]}``.
 
         ``tags``/``not_tags`` are tag expressions as in ``illust2vec search
-        --tags`` (``"a, character:b"``); ``user:NAME`` names a user tag.  User
-        decisions take precedence: a tag the user removed does not match, one
-        the user added matches whatever the model said.
+        --tags`` (``"a, -b, character:c, user:d, e>=0.3"``); ``user:NAME`` names
+        a user tag.  User decisions take precedence: a tag the user removed
+        does not match, one the user added matches whatever the model said.
+        ``model``: whose tags (a tagger's name; default the newest);
+        ``sort``: ``path`` (default), ``-path``, ``added``, ``-added`` or ``score``.
         """
         if offset < 0 or not 0 < limit <= MAX_LIMIT:
             raise CollectionError(f"offset must be >= 0 and limit between 1 and {MAX_LIMIT}")
         if not 0.0 <= min_prob <= 1.0:
             raise CollectionError(f"min must be between 0 and 1, not {min_prob}")
         with self.lock:
-            sel = self._matching(tags, not_tags, min_prob)
-            files = self._files_now()
+            files = self.files()
+            sel = self.view.select(files, tags, not_tags, min_prob=min_prob, tagger=model or None, sort=sort)
             page = sel[offset : offset + limit]
             return {"total": len(sel), "offset": int(offset),
-                    "items": self._item_dicts(files, page, min_prob, PAGE_TAGS)}
+                    "items": self._item_dicts(files, page, min_prob, PAGE_TAGS, model)}
 
-    def item(self, item_id: int) -> dict[str, Any]:
+    def item(self, item_id: int, *, model: str | None = None) -> dict[str, Any]:
         """One item with every stored tag (model probabilities >= the collection's floor, and user tags)."""
         with self.lock:
             files, k = self._index_of(item_id)
             floor = float(self.col.meta.get("prob_floor", 0.01))
-            d = self._item_dicts(files, [k], floor, None)[0]
-            d["model_tags"] = self._model_tags([int(files.rows[k])], floor, None)[0]
+            d = self._item_dicts(files, [k], floor, None, model)[0]
+            d["model_tags"] = self.view.model_tags([int(files.rows[k])], floor, None, tagger=model or None)[0]
             d["sha256"] = files.shas[k]
             d["copies"] = [int(files.ids[j]) for j in np.nonzero(files.rows == files.rows[k])[0] if j != k]
-            ti = self._tag_index()
+            ti = self.tag_index(model)
             if ti is not None:
                 cat = {n: c for n, c in zip(ti.names, ti.categories)}
                 d["categories"] = {t: cat.get(t, "user") for t in d["tags"]}
@@ -347,11 +243,12 @@ class CollectionService:
         if not 0 < k <= MAX_LIMIT:
             raise CollectionError(f"k must be between 1 and {MAX_LIMIT}")
         with self.lock:
-            files = self._files_now()
+            files = self.files()
             hits = self.col.search(image=bytes(image), k=k, embedder=self.embedder)
             return self._hits_to_items(files, hits, k, None)
 
-    def tags(self, prefix: str = "", *, limit: int = 20, min_prob: float = 0.5) -> list[dict]:
+    def tags(self, prefix: str = "", *, limit: int = 20, min_prob: float = 0.5,
+             model: str | None = None) -> list[dict]:
         """Autocomplete: ``[{"tag", "category", "count"}]`` whose name starts with ``prefix``, most used first.
 
         ``prefix`` may start with a category (``character:mi``) or ``user:``;
@@ -359,41 +256,25 @@ class CollectionService:
         (user tags: items it was added to).
         """
         with self.lock:
-            ti = self._tag_index()
+            ti = self.tag_index(model)
             cats = {c.lower() for c in (ti.categories if ti else ())} | {"user"}
             cat = None
             p = prefix.lstrip("-").strip()
             if ":" in p and p.split(":", 1)[0].strip().lower() in cats:
                 cat, p = p.split(":", 1)[0].strip().lower(), p.split(":", 1)[1]
             p = normalize_tag(p)
-            counts = self._tag_counts(min_prob)
+            counts = self.view.tag_counts(min_prob, tagger=model or None) if ti is not None else {}
             out = []
             if ti is not None and cat != "user":
                 for i, (n, c) in enumerate(zip(ti.names, ti.categories)):
                     if (cat is None or c.lower() == cat) and normalize_tag(n).startswith(p):
                         out.append({"tag": n, "category": c, "count": counts.get(i, 0)})
             if cat in (None, "user"):
-                for n, cnt in _ut.tag_counts(self.col.conn).items():
+                for n, cnt in self.view.user_tag_counts().items():
                     if n.startswith(p):
                         out.append({"tag": n, "category": "user", "count": cnt})
             out.sort(key=lambda e: (-e["count"], e["tag"]))
             return out[:limit]
-
-    def _tag_counts(self, min_prob: float) -> dict[int, int]:
-        m = self.col.meta
-        key = (m.get("rows"), m.get("delete_gen"), float(min_prob))
-        if self._counts is not None and self._counts[0] == key:
-            return self._counts[1]
-        counts: dict[int, int] = {}
-        if self._tag_index() is not None:
-            if min_prob >= float(m.get("prob_floor", 0.01)):
-                counts = dict(self.col.conn.execute(
-                    "SELECT tag_id, COUNT(*) FROM tag_probs WHERE prob >= ? GROUP BY tag_id", (float(min_prob),)).fetchall())
-            else:
-                P = self.col.vectors("prob")
-                counts = {i: int(c) for i, c in enumerate((P >= min_prob).sum(axis=0)) if c}
-        self._counts = (key, counts)
-        return counts
 
     # ------------------------------------------------------------------ duplicates
     def _dupes_key(self, max_distance: int | None) -> tuple:
@@ -418,7 +299,7 @@ class CollectionService:
 
         with self.lock:
             bits = int(self.col.meta.get("code_bytes", 0)) * 8
-            return {"default_distance": default_max_distance(self.col) if bits else None, "code_bits": bits}
+            return {"default_distance": default_max_distance(self.view) if bits else None, "code_bits": bits}
 
     def dupes(self, *, max_distance: int | None = None, wait: bool = True) -> list[dict] | None:
         """Near-duplicate groups within ``max_distance`` bits (default: the ``dupes`` command's) whose files are still there.
@@ -450,7 +331,7 @@ class CollectionService:
             _, groups, error = self._dupes
             if error:
                 raise CollectionError(error)
-            files = self._files_now()
+            files = self.files()
             by_path = files.by_path
             ids = files.ids
         out = []
@@ -470,7 +351,7 @@ class CollectionService:
         "done", "failed": [[path, reason]]}``; undo with :meth:`undo_dupes`.
         """
         with self.lock:
-            files = self._files_now()
+            files = self.files()
             groups, keepers = [], []
             for d in decisions:
                 ids = [int(i) for i in d.get("ids", [])]
@@ -501,12 +382,11 @@ class CollectionService:
                       forget: Sequence[str] = ()) -> int:
         """Add / remove user tags on items (``forget`` drops the user's decision); returns the items changed."""
         with self.lock:
-            files = self._files_now()
+            files = self.files()
             shas = [files.shas[self._index_of(i)[1]] for i in ids]
-            _ut.set_user_tags(self.col.conn, shas, add=add, remove=remove)
+            self.col.store.set_user_tags(shas, add=add, remove=remove)
             if forget:
-                _ut.forget_user_tags(self.col.conn, shas, forget)
-            self._queries.clear()
+                self.col.store.forget_user_tags(shas, forget)
             return len(ids)
 
     # ------------------------------------------------------------------ thumbnails

@@ -284,6 +284,12 @@ def build_onnx_bytes(path: str | os.PathLike[str] | None = None) -> bytes:
     return build_onnx(path).SerializeToString()
 
 
+#: Layers the int8 graph keeps in float32: the stem and the first two blocks (full resolution; measured:
+#: features' cosine to fp32 min 0.988 -> 0.996, top-1 agreement 0.89 -> 0.97 on anime36, 1.9x -> 1.6x fp32).
+KEEP_FP32 = ("conv_stem", "conv_stem_relu6", "blocks_0__depthwise_conv", "blocks_0__depthwise_conv_relu6",
+             "blocks_0__project_conv", "blocks_1__expand_conv", "blocks_1__expand_conv_relu6",
+             "blocks_1__depthwise_conv", "blocks_1__depthwise_conv_relu6", "blocks_1__project_conv")
+
 #: Bump when :func:`build_onnx` changes what it writes (invalidates cached graphs).
 BUILDER_VERSION = 1
 
@@ -302,6 +308,7 @@ def load_effnet(spec: ModelSpec | None, store: ModelStore, *, download: bool = F
     graph = store.cached_onnx(key, lambda: build_onnx_bytes(ckpt))
     names = imagenet_classes()
     options.setdefault("batch_size", 32)
+    options.setdefault("keep_fp32", KEEP_FP32)
     return ImageModel(
         graph, recipe=spec.recipe if spec is not None else recipe(),
         tags=TagTable(names, ("imagenet",) * len(names)),

@@ -1,4 +1,4 @@
-"""SmilingWolf's WD v3 taggers (``model.onnx`` + ``selected_tags.csv``).
+"""SmilingWolf's WD taggers, v3 and v1.4 (v2 generation) (``model.onnx`` + ``selected_tags.csv``).
 
 What this module knows about the family:
 
@@ -8,7 +8,7 @@ What this module knows about the family:
   display form replaces them with spaces except for the emoticon tags
   (:data:`KAOMOJI`, e.g. ``^_^``, ``0_0``), which the WD front-ends keep as they are.
 * **Input recipe**: pad to a square with white, resize to the model's input
-  size (read from the ONNX graph input, 448 for v3) with PIL bicubic, BGR,
+  size (read from the ONNX graph input, 448 for v3 and v1.4) with PIL bicubic, BGR,
   float 0-255, NHWC.
 * **Thresholds**: 0.35 general, 0.85 character (ratings are reported whole);
   or MCut (:func:`mcut_thresholds`): per image and category, the midpoint of
@@ -40,7 +40,8 @@ import numpy as np
 from illust2vec.errors import ModelFormatError, ModelNotFoundError
 from illust2vec.io.atomic import atomic_write
 from illust2vec.models.fetch import model_not_found, require_files
-from illust2vec.models.hub import HubRef, hub_files, hub_offline
+from illust2vec.models.graph_outputs import expose_outputs
+from illust2vec.models.hub import WD_CONTRACT, HubRef, hub_files, hub_offline
 from illust2vec.models.image_model import ImageModel
 from illust2vec.models.spec import ModelFamily, ModelFile, ModelSpec
 from illust2vec.models.store import ModelStore
@@ -78,15 +79,21 @@ log = logging.getLogger("illust2vec")
 
 #: selected_tags.csv category code -> illust2vec category name.
 CATEGORY_CODES: dict[int, str] = {0: "general", 1: "artist", 3: "copyright", 4: "character", 5: "meta", 9: "rating"}
-#: Default thresholds of the WD v3 taggers (ratings are reported whole, as i2v does).
+#: Default thresholds of the WD v3 and v1.4 taggers (ratings are reported whole, as i2v does).
 DEFAULT_THRESHOLDS: Mapping[str, float] = {"general": 0.35, "character": 0.85, "default": 0.35}
-#: Zoo name -> Hugging Face repository of SmilingWolf's WD v3 taggers.
+#: Zoo name -> Hugging Face repository of SmilingWolf's WD taggers.
 WD_REPOS: dict[str, str] = {
     "wd-vit-v3": "SmilingWolf/wd-vit-tagger-v3",
     "wd-swinv2-v3": "SmilingWolf/wd-swinv2-tagger-v3",
     "wd-convnext-v3": "SmilingWolf/wd-convnext-tagger-v3",
     "wd-vit-large-v3": "SmilingWolf/wd-vit-large-tagger-v3",
     "wd-eva02-large-v3": "SmilingWolf/wd-eva02-large-tagger-v3",
+    # the WD v1.4 taggers of the v2 generation: the same file layout and preprocessing
+    "wd14-moat-v2": "SmilingWolf/wd-v1-4-moat-tagger-v2",
+    "wd14-convnext-v2": "SmilingWolf/wd-v1-4-convnext-tagger-v2",
+    "wd14-convnextv2-v2": "SmilingWolf/wd-v1-4-convnextv2-tagger-v2",
+    "wd14-swinv2-v2": "SmilingWolf/wd-v1-4-swinv2-tagger-v2",
+    "wd14-vit-v2": "SmilingWolf/wd-v1-4-vit-tagger-v2",
 }
 #: Bump when :func:`add_feature_output` changes what it writes (invalidates cached graphs).
 SURGERY_VERSION = 1
@@ -348,7 +355,7 @@ def add_feature_output(model: Any, info: GraphInfo | None = None) -> Any:
     graph outputs become ``prob`` and ``feature``.  A fixed batch dimension is
     made symbolic.
     """
-    from onnx import TensorProto, helper
+    from onnx import TensorProto
 
     info = info or graph_info(model)
     graph = model.graph
@@ -357,23 +364,8 @@ def add_feature_output(model: Any, info: GraphInfo | None = None) -> Any:
         _make_batch_symbolic(model, int(fixed))  # type: ignore[arg-type]
     out_vi = next(o for o in graph.output if o.name == info.prob_output)
     elem = out_vi.type.tensor_type.elem_type or TensorProto.FLOAT
-    outputs = []
-    if info.prob_output != "prob":
-        graph.node.append(helper.make_node("Identity", [info.prob_output], ["prob"], name="illust2vec_prob"))
-    outputs.append(helper.make_tensor_value_info("prob", elem, ["N", info.n_tags]))
-    if info.embedding == "feature":
-        pass
-    else:
-        graph.node.append(helper.make_node("Identity", [info.embedding], ["feature"], name="illust2vec_feature"))
-    outputs.append(helper.make_tensor_value_info("feature", elem, ["N", info.feature_dim]))
-    del graph.output[:]
-    graph.output.extend(outputs)
-    helper.set_model_props(
-        model,
-        {**{p.key: p.value for p in model.metadata_props},
-         "illust2vec.feature_source": info.embedding, "illust2vec.prob_source": info.prob_output},
-    )
-    return model
+    return expose_outputs(model, {"prob": info.prob_output, "feature": info.embedding},
+                          {"prob": info.n_tags, "feature": info.feature_dim}, elem_type=elem)
 
 
 def wd_recipe(input_size: tuple[int, int] = (448, 448), layout: str = "NHWC") -> InputRecipe:
@@ -515,7 +507,7 @@ def _batch_ok(model: Any, marker: Path) -> bool:
 # selected_tags.csv; they are stored under per-model names because every repository uses
 # the same two file names.  Sizes and SHA-256 are not recorded here (they could not be
 # fetched when these entries were written): downloads are checked structurally instead.
-# The input size in the recipe is read from the graph when the model loads (448 for v3).
+# The input size in the recipe is read from the graph when the model loads (448 for v3 and v1.4).
 HF = "https://huggingface.co/{repo}/resolve/main/{file}"
 _WD_INFO = {
     "wd-vit-v3": "ViT-B/16",
@@ -523,6 +515,11 @@ _WD_INFO = {
     "wd-convnext-v3": "ConvNeXt-B",
     "wd-vit-large-v3": "ViT-L/16",
     "wd-eva02-large-v3": "EVA02-L",
+    "wd14-moat-v2": "MOAT",
+    "wd14-convnext-v2": "ConvNeXt",
+    "wd14-convnextv2-v2": "ConvNeXtV2",
+    "wd14-swinv2-v2": "SwinV2",
+    "wd14-vit-v2": "ViT",
 }
 
 
@@ -532,8 +529,9 @@ def _zoo_record(name: str, architecture: str) -> ModelSpec:
     return ModelSpec(
         name=name,
         family="wd",
-        description=f"WD v3 tagger ({architecture}, SmilingWolf): Danbooru general/character/rating tags "
-                    "and the embedding that feeds its classifier head",
+        description=f"WD {'v1.4 (v2 generation)' if name.startswith('wd14-') else 'v3'} tagger ({architecture}, "
+                    "SmilingWolf): Danbooru general/character/rating tags and the embedding that feeds its "
+                    "classifier head",
         files=(
             ModelFile(f"{stem}.onnx", "onnx", HF.format(repo=repo, file="model.onnx")),
             ModelFile(f"{stem}.selected_tags.csv", "tags", HF.format(repo=repo, file="selected_tags.csv")),
@@ -559,4 +557,6 @@ FAMILY = ModelFamily(
     tag_readers={".csv": _read_tag_table},
     load_files=load_wd_files,
     file_checks={".csv": read_selected_tags},
+    load_hub=load_wd_hub,
+    hub_layout=dict(WD_CONTRACT),
 )

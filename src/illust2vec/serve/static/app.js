@@ -75,7 +75,7 @@
 
   // ---------------------------------------------------------------- state
   var S = {
-    filter: { tags: "", not: "", min: 0.5 },
+    filter: { tags: "", min: 0.5, model: "" },
     total: 0, pages: new Map(), pending: new Map(), gen: 0,
     cell: 160, cols: 1, focus: 0,
     sel: new Map(),  // id -> path
@@ -84,26 +84,30 @@
   };
 
   // ---------------------------------------------------------------- filter
-  function parseFilter(text) {
-    var inc = [], exc = [];
-    text.split(",").forEach(function (t) {
-      t = t.trim();
-      if (!t) return;
-      if (t[0] === "-" && t.length > 1) exc.push(t.slice(1).trim()); else inc.push(t);
-    });
-    return { tags: inc.join(", "), not: exc.join(", ") };
-  }
+  // the filter text is a tag expression, parsed by the collection ("a, -b, character:c, user:d, e>=0.3")
   function applyFilter() {
-    var f = parseFilter($("filter").value);
-    S.filter.tags = f.tags; S.filter.not = f.not;
+    S.filter.tags = $("filter").value.trim();
     S.filter.min = parseFloat($("min").value);
+    S.filter.model = $("model").value;
     resetGrid();
+  }
+  function withModel(q) {
+    if (S.filter.model) q.set("model", S.filter.model);
+    return q;
   }
   function itemsUrl(offset, limit) {
     var q = new URLSearchParams({ offset: String(offset), limit: String(limit), min: String(S.filter.min) });
     if (S.filter.tags) q.set("tags", S.filter.tags);
-    if (S.filter.not) q.set("not", S.filter.not);
-    return "/api/items?" + q.toString();
+    return "/api/items?" + withModel(q).toString();
+  }
+  // several taggers: a choice of whose tags the grid, the filter and the item page show (newest first)
+  function showTaggers(taggers) {
+    if (!taggers || taggers.length < 2) return;
+    var sel = $("model");
+    clear(sel);
+    taggers.slice().reverse().forEach(function (t) { sel.append(el("option", { value: t.name, text: t.name })); });
+    S.filter.model = sel.value;
+    $("model-ctl").hidden = false;
   }
 
   // autocomplete on the term being typed (the text after the last comma)
@@ -117,7 +121,7 @@
     var neg = term[0] === "-";
     if (neg) term = term.slice(1);
     if (!term) { hideSuggest(); return; }
-    api("/api/tags?" + new URLSearchParams({ prefix: term, limit: "12", min: String(S.filter.min) })).then(function (rows) {
+    api("/api/tags?" + withModel(new URLSearchParams({ prefix: term, limit: "12", min: String(S.filter.min) }))).then(function (rows) {
       if (seq !== sugg.seq) return;
       sugg.items = rows; sugg.active = rows.length ? 0 : -1; sugg.neg = neg;
       var ul = $("suggest");
@@ -320,7 +324,8 @@
     var v = $("item-view");
     clear(v);
     v.append(el("p", { class: "muted", text: "loading\u2026" }));
-    Promise.all([api("/api/items/" + id), api("/api/items/" + id + "/similar?k=12"),
+    Promise.all([api("/api/items/" + id + (S.filter.model ? "?" + withModel(new URLSearchParams()).toString() : "")),
+                 api("/api/items/" + id + "/similar?k=12"),
                  api("/api/items/" + id + "/similar?k=12&binary=1"), dupesOnce()]).then(function (r) {
       var item = r[0], sim = r[1].items, simb = r[2].items;
       clear(v);
@@ -540,6 +545,7 @@
     $("filter").addEventListener("blur", function () { setTimeout(hideSuggest, 150); });
     $("min").addEventListener("input", function () { $("min-val").textContent = parseFloat($("min").value).toFixed(2); });
     $("min").addEventListener("change", applyFilter);
+    $("model").addEventListener("change", applyFilter);
     $("size").addEventListener("input", function () {
       S.cell = parseInt($("size").value, 10);
       cells.forEach(function (c) { c.remove(); }); cells.clear();
@@ -589,6 +595,7 @@
     window.addEventListener("hashchange", route);
     var ready = Promise.all([api("/api/info"), loadPage(0)]).then(function (r) {
       S.info = r[0];
+      showTaggers(r[0].taggers);
       document.title = "illust2vec \u2014 " + basename(r[0].path);
       route();
       render();

@@ -1,1 +1,0 @@
-"""The drawn demo gallery used by the documentation and `illust2vec demo`."""

@@ -1,0 +1,254 @@
+"""Precisions below fp32 on the CPU: static int8 graphs calibrated on pictures, bf16's fallback, ``auto``.
+
+* ``int8``: ONNX Runtime's static quantisation (``onnxruntime.quantization.quantize_static``):
+  QDQ format (measured as fast as QOperator through MLAS and the format ONNX Runtime fuses
+  best), per-channel symmetric int8 weights, uint8 activations with ranges from MinMax
+  calibration on pictures: the drawn demo gallery (:mod:`illust2vec.io.gallery`, 75 pictures)
+  unless a folder is given.  Layers measured to hurt accuracy stay float32 (a family passes
+  their node names as ``keep_fp32``).  The graph is cached in the model store under
+  :func:`quantized_key` (the source graph's content key + precision + calibration hash).
+* ``bf16``: ONNX Runtime's x86 CPU build has no bfloat16 convolution or matrix kernels (measured:
+  docs/incoming/h27.md), so ``bf16`` runs the fp32 graph and says so in one line.
+* ``auto``: int8 where the CPU multiplies int8 fast (VNNI or AMX; ARM dot product), otherwise fp32.
+
+The CPU's instruction sets come from ``/proc/cpuinfo``; ``ILLUST2VEC_CPU_FLAGS`` (comma- or
+space-separated flags) overrides them, to see what another CPU would get.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from illust2vec.errors import Illust2VecError
+from illust2vec.io.images import iter_image_files, load_image
+from illust2vec.models.store import ModelStore
+from illust2vec.prep.preprocess import InputRecipe, preprocess
+
+__all__ = ["CALIBRATION_LIMIT", "ENV_CPU_FLAGS", "PRECISIONS", "calibration_pictures", "cpu_flags",
+           "quantize_graph", "quantize_model", "quantized_graph", "quantized_key", "resolve_precision"]
+
+log = logging.getLogger("illust2vec")
+
+#: What ``--precision`` accepts (fp16: CUDA only, :func:`illust2vec.runtime.session.open_session`).
+PRECISIONS = ("fp32", "int8", "bf16", "auto", "fp16")
+ENV_CPU_FLAGS = "ILLUST2VEC_CPU_FLAGS"
+#: At most this many pictures of a calibration folder are used (evenly spaced in file order).
+CALIBRATION_LIMIT = 64
+#: Bump when :func:`quantize_graph` changes what it writes (invalidates cached int8 graphs).
+QUANTIZER_VERSION = 1
+
+#: Instruction sets with fast int8 dot products (x86 VNNI / AMX, ARM dot product): ``auto`` picks int8.
+INT8_FAST = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"})
+#: Instruction sets MLAS's int8 kernels need at all: without one, int8 falls back to fp32.
+INT8_NEEDS = frozenset({"avx2", "asimd"}) | INT8_FAST
+
+
+@functools.lru_cache(maxsize=8)
+def _proc_flags(override: str | None) -> frozenset[str]:
+    if override is not None:
+        return frozenset(f for f in override.replace(",", " ").lower().split() if f)
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_flags() -> frozenset[str]:
+    """This CPU's instruction-set flags (``ILLUST2VEC_CPU_FLAGS`` overrides ``/proc/cpuinfo``)."""
+    return _proc_flags(os.environ.get(ENV_CPU_FLAGS))
+
+
+def resolve_precision(precision: str, device: str = "cpu") -> str:
+    """The precision a model runs at: ``fp32``, ``fp16`` (CUDA) or ``int8``.
+
+    ``auto`` becomes int8 on a CPU with fast int8 instructions, else fp32; ``bf16``
+    and an ``int8`` the CPU cannot run become fp32 with one line saying why.
+    """
+    precision = (precision or "fp32").lower()
+    if precision not in PRECISIONS:
+        raise Illust2VecError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    gpu = str(device or "cpu").lower().startswith("cuda")
+    if precision in ("fp32", "fp16"):
+        return precision
+    if gpu:
+        if precision == "auto":
+            return "fp32"
+        raise Illust2VecError(f"--precision {precision} is for the CPU; with --device cuda use fp32 or fp16")
+    flags = cpu_flags()
+    if precision == "auto":
+        return "int8" if flags & INT8_FAST else "fp32"
+    if precision == "bf16":
+        log.warning("note: bf16 is not faster than fp32 in ONNX Runtime's CPU build (no bfloat16 kernels); "
+                    "running fp32 (int8 is the faster precision here)")
+        return "fp32"
+    if not flags & INT8_NEEDS:
+        log.warning("note: this CPU has no int8 instructions ONNX Runtime uses (AVX2, VNNI, AMX or NEON); "
+                    "running fp32")
+        return "fp32"
+    return "int8"
+
+
+# -- calibration pictures -----------------------------------------------------------
+
+def calibration_pictures(folder: str | os.PathLike | None = None) -> tuple[list[Any], str]:
+    """The calibration pictures and their hash: the demo gallery, or up to CALIBRATION_LIMIT from ``folder``.
+
+    The hash covers the pictures' bytes (file contents, or the drawn gallery's
+    pixels), so a changed folder makes a new graph.
+    """
+    digest = hashlib.sha256()
+    if folder is None:
+        from illust2vec.io.gallery import draw_character, make_characters
+
+        pictures: list[Any] = [np.asarray(draw_character(ch, v).convert("RGB"))
+                               for ch in make_characters(25) for v in range(3)]
+        for arr in pictures:
+            digest.update(arr.tobytes())
+        return pictures, digest.hexdigest()
+    files = iter_image_files([folder])
+    if not files:
+        raise Illust2VecError(f"{folder}: no pictures to calibrate on (give a folder of images)")
+    step = max(1, -(-len(files) // CALIBRATION_LIMIT))
+    chosen = files[::step][:CALIBRATION_LIMIT]
+    for path in chosen:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return list(chosen), digest.hexdigest()
+
+
+def quantized_key(source_key: str, precision: str, calibration_hash: str, keep_fp32: Sequence[str] = ()) -> str:
+    """Store key of a quantised graph: source content key + precision + calibration (+ layers kept fp32)."""
+    kept = hashlib.sha256("\0".join(sorted(keep_fp32)).encode()).hexdigest()[:6] if keep_fp32 else "all"
+    return f"{source_key}-{precision}-cal{calibration_hash[:12]}-x{kept}-q{QUANTIZER_VERSION}"
+
+
+def _batches(pictures: Sequence[Any], recipe: InputRecipe, batch: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(pictures), batch):
+        arrays = []
+        for picture in pictures[start:start + batch]:
+            try:
+                arrays.append(load_image(picture, exif_orientation=recipe.exif_orientation))
+            except Illust2VecError as exc:
+                log.warning("warning: calibration skips %s", exc)
+        if arrays:
+            yield preprocess(arrays, recipe)
+
+
+def quantize_graph(source: str | os.PathLike | bytes, pictures: Sequence[Any], recipe: InputRecipe, *,
+                   keep_fp32: Sequence[str] = ()) -> bytes:
+    """A static int8 (QDQ) copy of the float32 graph ``source``, calibrated on ``pictures``."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    proto = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(os.fspath(source))
+    feed = proto.graph.input[0]
+    first_dim = feed.type.tensor_type.shape.dim[0] if feed.type.tensor_type.shape.dim else None
+    batch = 1 if first_dim is not None and first_dim.HasField("dim_value") and first_dim.dim_value == 1 else 8
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = (({feed.name: x}) for x in _batches(pictures, recipe, batch))
+
+        def get_next(self):
+            return next(self._it, None)
+
+    names = {n.name for n in proto.graph.node}
+    missing = [n for n in keep_fp32 if n not in names]
+    if missing:
+        raise Illust2VecError(f"layers to keep in fp32 not in the graph: {', '.join(missing)}")
+    with tempfile.TemporaryDirectory(prefix="illust2vec-quantize-") as tmp:
+        src, out = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(proto, os.fspath(src))
+        del proto
+        logging.disable(logging.WARNING)  # the quantiser's advice to pre-process, on the root logger
+        try:
+            quantize_static(os.fspath(src), os.fspath(out), Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=list(keep_fp32), extra_options={"WeightSymmetric": True})
+        finally:
+            logging.disable(logging.NOTSET)
+        return out.read_bytes()
+
+
+def _store_and_key(source: str | os.PathLike | bytes, identity: str,
+                   model_dir: str | os.PathLike | None) -> tuple[ModelStore, str]:
+    """Where a quantised graph goes (the store holding the source graph) and the source's content key."""
+    if isinstance(source, (bytes, bytearray)):
+        return ModelStore(model_dir), "bytes-" + hashlib.sha256(bytes(source)).hexdigest()[:24]
+    path = Path(source)
+    if model_dir is None and path.parent.name == "onnx":
+        model_dir = path.parent.parent  # a graph converted into a store: its quantised copies go beside it
+    store = ModelStore(model_dir)
+    if path.parent.resolve() == store.onnx_dir.resolve():
+        return store, path.stem  # converted graphs are named by their source's content key
+    return store, "onnx-" + hashlib.sha256(identity.encode()).hexdigest()[:24]
+
+
+def _pointer(store: ModelStore, source_key: str, precision: str) -> Path:
+    """The file naming the graph ``models quantize --calibrate DIR`` made last for this source."""
+    return store.onnx_dir / f"{source_key}-{precision}.calibration"
+
+
+def quantized_graph(source: str | os.PathLike | bytes, *, identity: str, recipe: InputRecipe,
+                    calibration: str | os.PathLike | None = None, keep_fp32: Sequence[str] = (),
+                    model_dir: str | os.PathLike | None = None, remember: bool = False,
+                    name: str = "the model") -> tuple[Path, str]:
+    """The int8 graph of ``source`` from the store (made and cached on first use); ``(path, calibration hash)``.
+
+    Without ``calibration`` the graph last made by ``models quantize --calibrate``
+    for this source is used, else the demo gallery's.  ``remember`` makes this
+    calibration the one later loads without ``calibration`` use.
+    """
+    from illust2vec.io.atomic import atomic_write
+
+    store, source_key = _store_and_key(source, identity, model_dir)
+    pointer = _pointer(store, source_key, "int8")
+    if calibration is None and not remember:
+        try:
+            key = pointer.read_text().strip()
+            path = store.onnx_dir / f"{key}.onnx"
+            if key and path.is_file():
+                return path, key.rsplit("-cal", 1)[1][:12]
+        except (OSError, IndexError):
+            pass
+    pictures, digest = calibration_pictures(calibration)
+    digest = digest[:12]
+    key = quantized_key(source_key, "int8", digest, keep_fp32)
+    path = store.onnx_dir / f"{key}.onnx"
+    if not (path.is_file() and path.stat().st_size > 0):
+        where = "the demo gallery" if calibration is None else str(calibration)
+        log.warning("note: making the int8 graph of %s, calibrated on %s (%d pictures; once)", name, where,
+                    len(pictures))
+        path = store.cached_onnx(key, lambda: quantize_graph(source, pictures, recipe, keep_fp32=keep_fp32))
+    if remember:
+        try:
+            atomic_write(pointer, lambda fh: fh.write(key.encode()), tmp_dir=store.tmp_dir)
+        except OSError:
+            pass  # a read-only store still works
+    return path, digest
+
+
+def quantize_model(model: Any, calibration: str | os.PathLike | None = None, *,
+                   model_dir: str | os.PathLike | None = None) -> Path:
+    """Make (or find) the int8 graph of a loaded fp32 model, calibrated on ``calibration``, and remember it.
+
+    Later loads of this model with ``precision="int8"`` and no ``calibration``
+    use this graph (``illust2vec models quantize NAME --calibrate DIR``).
+    """
+    if getattr(model, "graph_precision", "fp32") != "fp32":
+        raise Illust2VecError(f"{model.name} is already {model.graph_precision}; load it with precision='fp32'")
+    path, _ = quantized_graph(model.onnx_source, identity=model.identity, recipe=model.recipe,
+                              calibration=calibration, keep_fp32=model.keep_fp32, model_dir=model_dir,
+                              remember=True, name=model.name)
+    return path

@@ -133,3 +133,21 @@ def test_database_gives_back_its_free_pages(tmp_path):
         assert col.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert len(col) == N - N // 2
     assert (db / "collection.sqlite").stat().st_size < size
+
+
+def test_a_write_session_that_prunes_gives_the_disk_back(tmp_path):
+    """``index --prune`` (a write session that prunes): the compaction runs when the session closes."""
+    db, paths, feats = _build(tmp_path)
+    for p in paths[:100]:
+        p.unlink()
+    model = ModelRecord(name="t", identity="sha256:t", outputs=("feature",), feature_dim=DIM, code_bytes=512)
+    before = _disk(db / "feature.f32")
+    with Collection.open(db) as col:
+        col.live_rows()  # this process's own earlier snapshot does not hold the holes back
+        with col.store.writing(embedder=model) as w:
+            w.prune([paths[0].parent])
+        rep = w.report.compaction
+        assert rep is not None and rep.dead_rows == 100 and rep.deferred == []
+        assert rep.vectors_freed >= (100 * 4 - 1) * 4096
+        np.testing.assert_array_equal(col.vectors("feature"), feats[100:])
+    assert before - _disk(db / "feature.f32") >= (100 * 4 - 1) * 4096

@@ -268,7 +268,8 @@ def test_dupes_finds_exactly_the_planted_groups(tmp_path, i2v_features):
 
 
 def test_default_dupes_distance_fits_simhash_codes(tmp_path):
-    """The generic embedder's SimHash codes: re-encoded and half-size copies are found with the default."""
+    """The generic embedder's SimHash codes: re-encoded, half-size, flipped, cropped and recoloured copies are
+    found with the default distance, and different pictures stay apart."""
     from illust2vec.collection.dupes import code_kind, default_max_distance
     from illust2vec.errors import Illust2VecError
     from illust2vec.models.loading import load_model
@@ -285,10 +286,12 @@ def test_default_dupes_distance_fits_simhash_codes(tmp_path):
         im.save(src / f"{p.stem}.jpg", quality=95)
         im.save(src / f"{p.stem}_q60.jpg", quality=60)
         im.resize((im.width // 2, im.height // 2)).save(src / f"{p.stem}_half.jpg", quality=90)
-        planted.append({f"{p.stem}.jpg", f"{p.stem}_q60.jpg", f"{p.stem}_half.jpg"})
+        for kind in ("flip", "crop", "recolour"):
+            _edit(im, kind).save(src / f"{p.stem}_{kind}.jpg", quality=90)
+        planted.append({f"{p.stem}{s}.jpg" for s in ("", "_q60", "_half", "_flip", "_crop", "_recolour")})
     with Collection.open(tmp_path / "col") as col:
         col.add([src], embedder=model, batch_size=12, progress=False)
-        assert code_kind(col.meta) == "simhash" and default_max_distance(col) == 512
+        assert code_kind(col.meta) == "simhash" and default_max_distance(col) == 819
         found = [{Path(p).name for p in g.paths} for g in col.dupes()]
         assert sorted(map(sorted, found)) == sorted(map(sorted, planted))
 

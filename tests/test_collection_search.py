@@ -20,6 +20,7 @@ from illust2vec.collection import Collection, ItemBatch, ModelRecord
 from illust2vec.collection import index as _index
 from illust2vec.collection import search as _search
 
+
 def _index_of(col: Collection):
     """``(index, meta)`` of the float search index the collection's view holds."""
     return col.view.memo(("index", "feature"))
@@ -267,3 +268,88 @@ def test_default_thresholds_use_pq_for_large_collections():
     assert _index.float_kind(_index.FLAT_MAX + 1) == "pq4fs-ip"
     assert _index.float_kind(1_000_000) == "pq4fs-ip"
     assert _index.float_kind(_index.IVF_MIN) == "pq4fs-ip" and _index.float_kind(_index.IVF_MIN + 1) == "pca-ivf-ip"
+
+
+def test_large_binary_index_holds_short_codes_and_reranks_exactly(grown, monkeypatch):
+    """From BINARY_SHORT_MIN rows on the binary index holds the most varied bytes of each code; search
+    re-ranks its candidates on the full codes: exact distances, the exact top k when every row is a
+    candidate, high recall with fewer; additions extend it, deletions and size classes rebuild it."""
+    col, feats, codes = grown
+    monkeypatch.setattr(_index, "BINARY_SHORT_MIN", 1000)
+    monkeypatch.setattr(_search, "BINARY_RERANK_MIN", 2000)  # every row a candidate: exact
+    live = np.arange(2000)
+    for qi in (0, 5, 1999):
+        bh = col.search(vector=codes[qi], k=25, binary=True)
+        want_rows, want_d = _hamming_topk(codes, live, codes[qi], 25)
+        assert [h.row for h in bh] == want_rows.tolist() and [h.distance for h in bh] == want_d.tolist()
+    idx = col.view.memo(("index", "codes"))[0]
+    assert not idx.exact and len(idx.columns) == _index.SHORT_BYTES and idx.shards[0].d == _index.SHORT_BYTES * 8
+    # the chosen bytes are the most varied ones
+    ent = _index_entropy(codes[:2000])
+    assert ent[idx.columns].min() >= np.sort(ent)[::-1][_index.SHORT_BYTES - 1] - 1e-9
+    # fewer candidates than rows: distances stay exact, recall@20 against the exact answer stays high
+    monkeypatch.setattr(_search, "BINARY_RERANK_MIN", 100)
+    monkeypatch.setattr(_search, "BINARY_RERANK_FACTOR", 5)
+    recalls = []
+    for qi in range(0, 2000, 50):
+        rows = col.nearest_rows(codes[qi][None], 20, binary=True)[0]
+        want_rows, want_d = _hamming_topk(codes, live, codes[qi], 20)
+        d = POP[codes[rows] ^ codes[qi]].sum(axis=1)
+        assert len(rows) == 20 and (np.diff(d) >= 0).all() and (d >= want_d).all()  # never better than exact
+        recalls.append(np.isin(rows, want_rows).mean())
+    assert np.mean(recalls) >= 0.95, np.mean(recalls)
+    # additions extend the short-code index (same columns); a filter goes through the same path
+    monkeypatch.setattr(_search, "BINARY_RERANK_MIN", 3000)
+    _append(col, feats[2000:], codes[2000:])
+    live = np.arange(3000)
+    bh = col.search(vector=codes[2999], k=30, binary=True)
+    want_rows, want_d = _hamming_topk(codes, live, codes[2999], 30)
+    assert [h.row for h in bh] == want_rows.tolist() and [h.distance for h in bh] == want_d.tolist()
+    assert col.view.memo(("index", "codes"))[0].ntotal == 3000
+    # deletions: rebuilt without them; below the threshold again: the exact full-code index
+    gone = list(range(0, 3000, 2))
+    col.store.remove_files([f"/real36/{r:06d}.jpg" for r in gone])
+    monkeypatch.setattr(_index, "BINARY_SHORT_MIN", 2000)
+    live = np.setdiff1d(np.arange(3000), gone)
+    bh = col.search(vector=codes[7], k=20, binary=True)
+    want_rows, want_d = _hamming_topk(codes, live, codes[7], 20)
+    assert [h.row for h in bh] == want_rows.tolist() and [h.distance for h in bh] == want_d.tolist()
+    assert col.view.memo(("index", "codes"))[0].exact
+
+
+def _index_entropy(codes: np.ndarray) -> np.ndarray:
+    from illust2vec.collection.mih import byte_entropy
+
+    return byte_entropy(codes)
+
+
+def test_large_collections_with_few_directions_get_a_pca_product_quantiser(grown, monkeypatch):
+    """From PCA_PQ_MIN rows, features whose energy lies in a few hundred directions are quantised after a
+    PCA projection (finer codes per dimension); spread-out features keep the full-vector quantiser."""
+    col, feats, codes = grown
+    monkeypatch.setattr(_index, "FLAT_MAX", 500)
+    monkeypatch.setattr(_index, "PCA_PQ_MIN", 1000)
+    monkeypatch.setattr(_index, "PCA_DIM", 64)  # a quicker quantiser to train than the default 256
+    monkeypatch.setattr(_search, "RERANK_MIN", 2000)  # every row a candidate: exact
+    live = np.arange(2000)
+    for i in (0, 17, 1999):
+        q = feats[i] * 3.0
+        rows = _check_float_hits(col.search(vector=q, k=15), feats, live, q, 15)
+        assert set(rows.tolist()) == set(live[np.lexsort((live, -_cosine(feats, live, q)))[:15]].tolist())
+    idx, im = _index_of(col)
+    assert im.kind == "pca-pq4fs-ip" and idx.transform.shape == (_index.PCA_DIM, feats.shape[1])
+    assert idx.shards[0].d == _index.PCA_DIM and idx.shards[0].M == _index.PCA_DIM // 2
+    monkeypatch.setattr(_search, "RERANK_MIN", 100)  # 5% of the rows as candidates: still the nearest ones
+    found = []  # share of the returned rows as close as the exact 10th (the planted exact copies tie)
+    for i in range(0, 2000, 100):
+        kth = np.sort(_cosine(feats, live, feats[i]))[::-1][9]
+        found.append((_cosine(feats, col.nearest_rows(feats[i][None], 10)[0], feats[i]) >= kth - 1e-5).mean())
+    assert np.mean(found) >= 0.9, np.mean(found)
+    # saved and loaded as its kind (the same size class as the full-vector PQ: not rebuilt)
+    with Collection.open(col.path, create=False) as other:
+        assert [h.row for h in other.search(vector=feats[3], k=5)] == [h.row for h in col.search(vector=feats[3], k=5)]
+        assert _index_of(other)[1].kind == "pca-pq4fs-ip"
+    # features spread over every direction: the full-vector product quantiser
+    spread = np.random.default_rng(0).standard_normal((2000, 256), dtype=np.float32)
+    idx2, kind = _index.build_float_index(spread, np.arange(2000))
+    assert kind == "pq4fs-ip" and idx2.transform is None

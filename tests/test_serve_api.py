@@ -344,3 +344,21 @@ def test_cli_on_another_host_requires_the_printed_token(built):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_dupes_distance_control(client):
+    """``?distance=``: the groups within that many bits; the default and the code length come with them."""
+    body = _dupes(client)
+    assert body["distance"] is None and body["code_bits"] == 4096 and body["default_distance"] == 819
+    # the default finds the flipped, cropped and recoloured copies too
+    names = [sorted(Path(f["path"]).name for f in g["items"]) for g in body["groups"]]
+    for name, (i, _) in COPIES.items():
+        assert sorted([ORIGINALS[i].name, name]) in names
+    deadline = time.monotonic() + 120
+    while (tight := client.get("/api/dupes", params={"distance": 400}).json())["computing"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    tight_names = [sorted(Path(f["path"]).name for f in g["items"]) for g in tight["groups"]]
+    assert tight["distance"] == 400 and ["00.jpg", "c0_jpeg.jpg"] in tight_names
+    assert all(g["max_distance"] <= 400 for g in tight["groups"]) and len(tight_names) < len(names)
+    assert client.get("/api/dupes", params={"distance": -1}).status_code == 422

@@ -286,6 +286,28 @@ def test_review_a_duplicate_group_apply_and_undo(app, server):
     assert _tree(server.pics) == before
 
 
+def test_duplicate_distance_control(app, server):
+    """The distance field shows the default; a smaller distance finds fewer groups, typing digits in it
+    does not choose copies."""
+    p = app.page
+    p.goto(server.url + "/#/dupes")
+    p.wait_for_selector("#dupe-title")
+    app.settle()
+    every = len(server.service.dupes())
+    assert p.input_value("#dupe-distance") == "819"
+    p.fill("#dupe-distance", "0")
+    p.press("#dupe-distance", "Enter")
+    p.wait_for_function("() => !document.getElementById('dupe-title') && "
+                        "/no near-duplicates/.test(document.getElementById('dupes-view').textContent)")
+    p.fill("#dupe-distance", "400")
+    p.press("#dupe-distance", "Enter")
+    p.wait_for_selector("#dupe-title")
+    app.settle()
+    fewer = len(server.service.dupes(max_distance=400))
+    assert 0 < fewer < every and p.text_content("#dupe-title").startswith(f"group 1 of {fewer}")
+    assert p.input_value("#dupe-distance") == "400"
+
+
 def test_map_links_each_picture_to_its_item_view(browser, server):
     ctx = browser.new_context(viewport={"width": 1280, "height": 800})
     try:

@@ -9,11 +9,14 @@ from illust2vec.errors import Illust2VecError
 
 #: Record formats of the groups, and "table" (one tab-separated line per file).
 FORMATS = ("json", "jsonl", "csv", "parquet", "table")
+#: Columns of the csv / parquet outputs: one row per file of each group (json / jsonl: one record per group).
+FLAT_COLUMNS = ("group", "files", "max_distance", "keep", "path", "width", "height", "bytes", "format", "lossless",
+                "mtime_ns", "error", "model")
 
 EXAMPLES = """\
 examples:
   illust2vec dupes --db pics.i2v > dupes.json                 groups, per-file facts, recommended keeper
-  illust2vec dupes --db pics.i2v -o dupes.csv                 one row per group (also .jsonl, .parquet)
+  illust2vec dupes --db pics.i2v -o dupes.csv                 one row per file of each group (also .parquet)
   illust2vec dupes --db pics.i2v --format table --sheet groups/   a line per file, a contact sheet per group
   illust2vec dupes --db pics.i2v --move-to review/ --dry-run   print what would be moved
   illust2vec dupes --db pics.i2v --move-to review/             move the other copies, manifest in review/
@@ -27,8 +30,9 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "dupes", help="find groups of near-duplicate images in a collection, move the extra copies aside",
-        description="Group images whose binary codes differ in at most --max-distance bits (exact FAISS "
-                    "binary range search; groups are connected components). Byte-identical files always "
+        description="Group images whose binary codes differ in at most --max-distance bits (exact; the "
+                    "pairs are kept, so a later run compares only the pictures added since). Byte-identical "
+                    "files always "
                     "form a group. Prints a JSON list of groups on stdout; each lists its files with width, "
                     f"height, bytes and format, and the copy recommended to keep ({KEEPER_RULE}). "
                     "--move-to moves the other copies into a folder (never deletes, never overwrites) and "
@@ -37,9 +41,8 @@ def register(sub) -> None:
     )
     add_db_argument(p)
     p.add_argument("--max-distance", type=int, metavar="N",
-                   help="largest Hamming distance between near-duplicates (default by kind of code: 2%% of "
-                        "the code length for i2v's codes, 82 of 4096 bits; 12.5%% for the generic embedder's "
-                        "SimHash codes, 512 of 4096 bits)")
+                   help="largest Hamming distance between near-duplicates (default: 20%% of the bits of "
+                        "SimHash codes, which finds flipped, cropped and recoloured copies; 2%% of i2v's)")
     out = add_output_arguments(p, FORMATS, what="the groups (json: with per-file facts; table: one line per file)")
     add_sheet_argument(out, "write a contact sheet PNG per group into DIR", metavar="DIR", aliases=("--sheets",))
     p.add_argument("--move-to", metavar="DIR", type=Path,
@@ -93,7 +96,9 @@ def run(args: argparse.Namespace) -> int:
         elif args.move_to is None:
             sys.stdout.write(text)
     elif args.output or args.move_to is None:
-        write_records(data, args.output, fmt, raw_csv=args.csv_raw)
+        flat = fmt in ("csv", "parquet")
+        write_records(data, args.output, fmt, raw_csv=args.csv_raw, rows=_flat_rows if flat else None,
+                      columns=FLAT_COLUMNS if flat else None)
     if args.sheet:
         from illust2vec.collection.sheet import contact_sheet
 
@@ -121,6 +126,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"{rep.done} file(s) {'moved' if args.mode == 'move' else 'linked'} into {plan.dest}, "
           f"{len(rep.failed)} failed; undo with: illust2vec dupes --undo {rep.manifest}", file=sys.stderr)
     return 1 if rep.failed else 0
+
+
+def _flat_rows(group: dict):
+    """One flat row per file of a group (csv, parquet)."""
+    for f in group["files"]:
+        yield {"group": group["group"], "files": len(group["files"]), "max_distance": group["max_distance"],
+               "keep": f["keep"], **{k: f[k] for k in FLAT_COLUMNS[4:-1]}, "model": group["model"]}
 
 
 def _table(data: list[dict]) -> str:

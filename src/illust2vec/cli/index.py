@@ -34,9 +34,8 @@ def register(sub) -> None:
                    help="add the Parquet shards of a --ray run (tag/embed/index --shards DIR) instead of images; "
                         "streaming, one shard in memory at a time")
     p.add_argument("--prune", action="store_true",
-                   help="drop files that no longer exist from the collection (each one is listed); entries "
-                        "under a folder argument (or, outside them, a file's folder) that is missing or empty "
-                        "are kept: that is what an unmounted drive looks like")
+                   help="drop files that no longer exist (each one is listed) and give back their disk (as "
+                        "'compact'); entries under a missing or empty folder are kept (an unmounted drive)")
     p.add_argument("--prune-missing", action="store_true",
                    help="with --prune: also drop the entries under missing or empty folders")
     p.add_argument("--dry-run", action="store_true",
@@ -96,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         for path, msg in report.failed:
             print(f"error: {one_line(path)}: {one_line(msg)}", file=sys.stderr)
         _print_prune(report.pruned_paths, report.prune_kept, verb="pruned")
+        if report.compaction is not None and (report.compaction.dead_rows or report.compaction.freed):
+            print(f"{args.db}: {report.compaction.describe(args.db)}", file=sys.stderr)
         info = col.info()
     if report.seen == 0 and not args.prune:
         raise Illust2VecError(f"no images found in: {', '.join(args.paths)}")

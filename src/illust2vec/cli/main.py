@@ -33,6 +33,7 @@ COMMANDS: list[str] = [
     "faces",
     "map",
     "check",
+    "compact",
     "demo",
     "explain",
     "edit",

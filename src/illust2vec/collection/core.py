@@ -6,8 +6,9 @@ Layout of a collection directory::
     feature.f32                        float features, one record per content (or face item)
     codes.u8                           packed binary codes
     prob.f32, prob-2.f32, ...          tag probabilities, one file per tagger (see .taggers)
-    index/                             FAISS indexes and other caches (rebuilt when stale)
+    index/                             FAISS indexes, near-duplicate pairs, other caches (rebuilt when stale)
     write.lock                         held while a writer adds or prunes
+    leases/                            readers' snapshot leases (see :mod:`.compact`)
 
 A :class:`Collection` holds the two halves of the collection: ``col.view``
 (:class:`~illust2vec.collection.view.CollectionView`, every read) and
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from illust2vec.collection import db as _db
+from illust2vec.collection.compact import CompactReport
 from illust2vec.collection.db import DB_NAME
 from illust2vec.collection.errors import CollectionError, ModelMismatchError
 from illust2vec.collection.paths import canonical_path
@@ -90,6 +92,7 @@ class Collection:
     def close(self) -> None:
         """Close the database (and release the writer lock if held)."""
         self.store.close()
+        self.view.release_snapshot()
         if self.conn is not None:
             self.conn.close()
             self.conn = None
@@ -104,6 +107,14 @@ class Collection:
     def __len__(self) -> int:
         """Number of indexed files (paths)."""
         return len(self.view)
+
+    def release_snapshot(self) -> None:
+        """Stop holding the last snapshot read (the next read takes one again; see :mod:`.compact`).
+
+        A reader that stays open while idle (the web app between requests)
+        calls this so that compaction of dropped pictures need not wait for it.
+        """
+        self.view.release_snapshot()
 
     # ------------------------------------------------------------------ reading
     @property
@@ -174,7 +185,7 @@ class Collection:
 
         ``max_distance`` defaults to a fraction of the code length that suits the
         kind of code (:data:`illust2vec.collection.dupes.NEAR_FRACTION`: 82 of
-        i2v's 4096 bits, 512 of the generic embedder's 4096 SimHash bits).
+        i2v's 4096 bits, 819 of the generic embedder's 4096 SimHash bits).
         """
         from illust2vec.collection.dupes import default_max_distance, find_dupes
 
@@ -233,7 +244,8 @@ class Collection:
             progress: show tqdm progress bars on stderr.
             prune: drop files that no longer exist from the collection, except
                 under a folder that is missing or empty (an unmounted drive), see
-                :mod:`illust2vec.collection.prune`.
+                :mod:`illust2vec.collection.prune`; then give back their disk
+                (:meth:`compact`, reported in ``AddReport.compaction``).
             prune_missing: with ``prune``, drop those too.
             rebuild: forget all stored vectors and taggers and recompute them
                 with these models (needed after changing the embedder).
@@ -299,9 +311,21 @@ class Collection:
         Entries under a folder (one of ``roots``, or the file's own folder)
         that is missing or empty are kept unless ``missing_roots``: an
         unmounted drive must not empty the collection.  ``dry_run`` changes
-        nothing and returns the plan.
+        nothing and returns the plan; otherwise the dropped pictures' disk is
+        given back (``plan.compaction``, see :meth:`compact`).
         """
         return self.store.prune(roots, missing_roots=missing_roots, dry_run=dry_run)
+
+    def compact(self) -> CompactReport:
+        """Give back the disk of dropped pictures' vectors and database rows; see :mod:`illust2vec.collection.compact`.
+
+        ``index --prune`` and :meth:`prune` do this already; call it when they
+        reported it deferred (a reader held an older snapshot).
+        """
+        try:
+            return self.store.compact()
+        except sqlite3.Error as exc:
+            raise _db.explain(self.path / DB_NAME, exc) from exc
 
     def set_user_tags(self, shas: Iterable[str], *, add: Iterable[str] = (), remove: Iterable[str] = ()) -> int:
         """Add or remove user tags on pictures by content hash (see :mod:`.user_tags`); returns records written."""

@@ -1,20 +1,65 @@
-"""Near-duplicate groups from binary codes.
+"""Near-duplicates from binary codes: every close pair, exactly, and the groups they make.
 
-Every pair of indexed contents whose codes differ in at most
-``max_distance`` bits is found exactly with FAISS ``range_search`` on an
-``IndexBinaryFlat`` (no N x N matrix is held); groups are the connected
-components of that "close to" graph (union-find), so A~B and B~C put A, B
+:func:`near_duplicate_pairs` finds every pair of codes that differ in at most
+``max_distance`` bits, exactly the pairs a brute-force scan finds, by
+multi-index hashing while the distance is small against the code length and
+by FAISS's exhaustive scan where that is cheaper (:mod:`.mih`).  Groups are
+the connected components of that "close to" graph, so A~B and B~C put A, B
 and C in one group.  Files with identical bytes share one content and always
 form a group.
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from illust2vec.collection import mih as _mih
 from illust2vec.collection.errors import CollectionError
+
+#: Methods of :func:`near_duplicate_pairs`.
+METHODS = _mih.METHODS
+
+
+def near_duplicate_pairs(codes: np.ndarray, max_distance: int, *, new_from: int = 0, method: str = "auto",
+                         threads: int | None = None, progress=None) -> np.ndarray:
+    """Every pair of ``codes`` within ``max_distance`` bits, exactly.
+
+    Args:
+        codes: ``(N, nbytes)`` uint8 packed binary codes (an array or a memory map).
+        max_distance: largest Hamming distance of a pair, 0 or more (any size:
+            from the code length on, every pair is returned).
+        new_from: only the pairs with at least one code from ``codes[new_from:]``
+            (the codes added since the pairs of ``codes[:new_from]`` were found).
+        method: ``"auto"`` (the cheaper of the two by an estimate from a sample),
+            ``"mih"`` (multi-index hashing; needs ``max_distance < nbytes``) or
+            ``"scan"`` (FAISS's exhaustive range search, block by block).
+        threads: threads to use (default: the CPUs this process may use, at most 8).
+        progress: ``True`` for a bar on stderr, or a bar / callable (see :mod:`illust2vec.runtime.progress`).
+
+    Returns:
+        An ``(M, 3)`` int64 array of rows ``(i, j, distance)`` with ``i < j``,
+        sorted by ``i`` then ``j``: the same as comparing every pair.
+
+    >>> c = np.array([[0b1111], [0b1110], [0b0000], [0b1111]], np.uint8)
+    >>> near_duplicate_pairs(c, 1).tolist()
+    [[0, 1, 1], [0, 3, 0], [1, 3, 1]]
+    """
+    if not isinstance(codes, np.ndarray) or codes.dtype != np.uint8 or codes.ndim != 2:
+        raise ValueError(f"codes must be an (N, nbytes) uint8 array, not {getattr(codes, 'dtype', type(codes))} "
+                         f"of shape {getattr(codes, 'shape', '?')}")
+    r = operator.index(max_distance)
+    if r < 0:
+        raise ValueError(f"max_distance must be 0 or more bits, not {r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    if method == "mih" and r >= codes.shape[1]:
+        raise ValueError(f"method 'mih' needs max_distance below {codes.shape[1]} for {codes.shape[1]}-byte codes "
+                         "(one substring per byte at most); use 'scan' or 'auto'")
+    new_from = min(max(0, operator.index(new_from)), len(codes))
+    return _mih.pairs_among(codes, None, r, new_from=new_from, method=method, threads=threads, progress=progress)
 
 
 @dataclass
@@ -39,62 +84,38 @@ class DupeGroup:
         return asdict(self)
 
 
-class UnionFind:
-    """Disjoint sets over arbitrary hashable items (path halving, union by size)."""
+def connected_components(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(nodes, root)``: the distinct rows of ``pairs`` (sorted) and the smallest row of each one's component.
 
-    def __init__(self) -> None:
-        self.parent: dict[int, int] = {}
-        self.size: dict[int, int] = {}
-
-    def find(self, x: int) -> int:
-        parent = self.parent
-        if x not in parent:
-            parent[x] = x
-            self.size[x] = 1
-            return x
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra == rb:
-            return
-        if self.size[ra] < self.size[rb]:
-            ra, rb = rb, ra
-        self.parent[rb] = ra
-        self.size[ra] += self.size[rb]
-
-
-def close_pairs(index, codes: np.ndarray, rows: np.ndarray, max_distance: int, *, chunk: int = 4096,
-                progress: Callable[[int], None] | None = None) -> list[tuple[int, int, int]]:
-    """All ``(row_a, row_b, distance)`` with ``row_a < row_b`` and Hamming distance ``<= max_distance``.
-
-    ``index`` is a binary FAISS index whose ids are rows; ``codes`` are the
-    codes of ``rows`` (the queries).
+    Vectorised hooking and pointer jumping: every round hooks the root of
+    each edge's larger end under the smaller root, then flattens the trees.
     """
-    out: list[tuple[int, int, int]] = []
-    for i in range(0, len(rows), chunk):
-        q = np.ascontiguousarray(codes[i : i + chunk], dtype=np.uint8)
-        # FAISS binary range search keeps distances strictly below the radius
-        lims, D, I = index.range_search(q, int(max_distance) + 1)
-        for j in range(len(q)):
-            a = int(rows[i + j])
-            for b, d in zip(I[lims[j] : lims[j + 1]], D[lims[j] : lims[j + 1]]):
-                if a < b and d <= max_distance:
-                    out.append((a, int(b), int(d)))
-        if progress:
-            progress(len(q))
-    return out
+    nodes = np.unique(pairs[:, :2])
+    u, v = np.searchsorted(nodes, pairs[:, 0]), np.searchsorted(nodes, pairs[:, 1])
+    parent = np.arange(len(nodes))
+    while True:
+        pu, pv = parent[u], parent[v]
+        apart = pu != pv
+        if not apart.any():
+            break
+        np.minimum.at(parent, np.maximum(pu, pv)[apart], np.minimum(pu, pv)[apart])
+        while True:
+            up = parent[parent]
+            if (up == parent).all():
+                break
+            parent = up
+    return nodes, nodes[parent]
 
 
-def find_dupes(view, max_distance: int = 8, *, progress: bool = False) -> list[DupeGroup]:
+def find_dupes(view, max_distance: int = 8, *, progress=False, method: str = "auto") -> list[DupeGroup]:
     """Groups of near-duplicate files of a collection (``view``: its
-    :class:`~illust2vec.collection.view.CollectionView`), largest groups first."""
-    from illust2vec.runtime.progress import progress_bar
+    :class:`~illust2vec.collection.view.CollectionView`), largest groups first.
 
-    from illust2vec.collection.search import get_index
+    The close pairs come from the collection's pair cache
+    (:func:`illust2vec.collection.pair_cache.close_pairs`): found exactly once,
+    then only pictures added since are compared.
+    """
+    from illust2vec.collection.pair_cache import close_pairs
 
     if max_distance < 0:
         raise CollectionError(f"max_distance must be 0 or more bits, not {max_distance}")
@@ -102,42 +123,31 @@ def find_dupes(view, max_distance: int = 8, *, progress: bool = False) -> list[D
     meta, live = snap.meta, snap.live
     if "feature_dim" not in meta or len(live) == 0:
         return []
-    bits = int(meta["code_bytes"]) * 8
-    if max_distance >= bits:
-        raise CollectionError(f"max_distance {max_distance} is not below the code length ({bits} bits); every image would match")
-    index = get_index(view, "codes", snap)
-    codes = view.vector_file("codes", snap).read(live)
-    with progress_bar(len(live), desc="dupes", enabled=progress) as bar:
-        pairs = close_pairs(index, codes, live, max_distance, progress=bar.update)
-    uf = UnionFind()
-    for a, b, _ in pairs:
-        uf.union(a, b)
-    members: dict[int, list[int]] = {}
-    for r in {x for a, b, _ in pairs for x in (a, b)}:
-        members.setdefault(uf.find(r), []).append(r)
-    root_of = {r: root for root, rs in members.items() for r in rs}
-    edges: dict[int, list[tuple[int, int, int]]] = {}
-    for a, b, d in pairs:
-        edges.setdefault(root_of[a], []).append((a, b, d))
+    pairs = close_pairs(view, snap, int(max_distance), method=method, progress=progress)
+    nodes, root = connected_components(pairs)
     # single contents with several paths (identical files) are groups too
     multi = view.copied_rows()  # in a face collection every face of a copied picture
-    for r in multi:
-        if r not in root_of:
-            members[r] = [r]
-            root_of[r] = r
-    rows_all = sorted(root_of)
-    paths = view.rows_to_paths(rows_all)
+    alone = np.setdiff1d(np.asarray(multi, np.int64), nodes)
+    nodes, root = np.concatenate([nodes, alone]), np.concatenate([root, alone])
+    order = np.lexsort((nodes, root))
+    nodes, root = nodes[order], root[order]
+    bounds = np.flatnonzero(np.concatenate([[True], root[1:] != root[:-1], [True]]))
+    edge_root = root[np.searchsorted(nodes, pairs[:, 0], sorter=np.argsort(nodes))] if len(pairs) else root[:0]
+    eorder = np.argsort(edge_root, kind="stable")
+    epairs, eroot = pairs[eorder], edge_root[eorder]
+    paths = view.rows_to_paths(nodes.tolist())
     groups = []
-    for root, rs in members.items():
-        rs = sorted(rs)
+    for k in range(len(bounds) - 1):
+        rs = sorted(int(r) for r in nodes[bounds[k] : bounds[k + 1]])
         ps = sorted(p for r in rs for p in paths.get(r, []))
         if len(ps) < 2:
             continue
-        es = sorted(edges.get(root, []))
+        lo, hi = np.searchsorted(eroot, rs[0], side="left"), np.searchsorted(eroot, rs[0], side="right")
+        es = [tuple(map(int, e)) for e in epairs[lo:hi]]
         groups.append(DupeGroup(ps, rs, max((d for *_, d in es), default=0), es))
     groups.sort(key=lambda g: (-len(g.paths), g.paths[0]))
     if meta.get("faces"):
-        info = view.face_fields(rows_all)
+        info = view.face_fields(nodes.tolist())
         for g in groups:
             for r in g.rows:
                 fi, box, _ = info.get(r, (None, None, None))
@@ -146,12 +156,23 @@ def find_dupes(view, max_distance: int = 8, *, progress: bool = False) -> list[D
 
 
 #: Default near-duplicate distance as a fraction of the code length, per kind of code.
-#: i2v's sign codes: 2% (82 of 4096 bits).  SimHash codes (random hyperplanes,
-#: the zoo's generic embedder): the Hamming fraction is the angle over pi, so
-#: 12.5% is an angle of 22.5 degrees (cosine 0.92).  Measured on anime36 with
-#: EfficientNet-Lite0: JPEG q60 re-encodes within 6.7% of their original,
-#: half-size JPEG copies within 11.1%, different pictures no closer than 25%.
-NEAR_FRACTION = {"positive": 0.02, "simhash": 0.125}
+#:
+#: * ``simhash`` (random hyperplanes: the generic embedder, the WD taggers'
+#:   embeddings): the Hamming fraction is the angle over pi.  Measured with
+#:   generic-effnet-lite0 on anime36 and five edited copies of each
+#:   (``benchmarks/bench_dupes.py --parts distances``): largest distance of a
+#:   copy to its original JPEG q60 7.4%, half size 9.4%, horizontal flip
+#:   15.5%, 10% crop 17.3%, recolour 17.9%; two different pictures never
+#:   closer than 23.3% (1st percentile 28%).  20% (819 of 4096 bits) finds all
+#:   of those copies.  Such a radius is beyond what multi-index hashing can
+#:   search faster than comparing all pairs (see :mod:`.mih`), so these
+#:   collections take FAISS's exhaustive scan the first time (about 90 s for
+#:   100k pictures on 2 cores, hours for 1M) and then only new pictures.
+#: * ``positive`` (i2v's ``sigmoid(encode1) > 0.5``): 2% (82 of 4096 bits),
+#:   not measured: the published model's weights are not available here, and
+#:   the fixture model's random weights put copies at 5.6-11% (flips 23%) and
+#:   different pictures from 10.6%, which says nothing about trained codes.
+NEAR_FRACTION = {"positive": 0.02, "simhash": 0.20}
 
 
 def code_kind(meta: dict[str, str]) -> str:

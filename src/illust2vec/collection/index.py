@@ -17,7 +17,20 @@
   approximate indexes only pick candidates: search re-ranks them by exact
   cosine on the stored full vectors (:mod:`.search`), using the row norms
   kept with the index, so a 4096-d scan of every row is never needed.
-* Binary codes: exact Hamming distance over every code (``IndexBinaryFlat``).
+* Binary codes: up to ``BINARY_SHORT_MIN`` (200 000) live rows, exact
+  Hamming distance over every code (``IndexBinaryFlat``).  From there on a
+  scan of every code is memory-bound (512 MB per query at 1M 4096-bit codes:
+  ~50 ms on 2 cores), so the index holds a *short code* of each row instead:
+  ``SHORT_BYTES`` (64) of the code's bytes, the most varied ones on a
+  sample (:func:`short_code_columns`), 64 MB per 1M rows; a query takes the
+  best candidates by the short code's Hamming distance and :mod:`.search`
+  re-ranks them exactly on the full codes in ``codes.u8`` (a memory map).
+  A short code is a coarser estimate of the same distance (for codes whose
+  bits are sign projections, such as i2v's and SimHash, 512 of the 4096
+  bits estimate the Hamming fraction to about 2%), so candidates and the
+  exact re-rank find the exact top k unless the neighbours are crowded
+  within that noise (recall on the benchmark's clustered 1M codes:
+  ``benchmarks/bench_1m.py --parts binary``).
 
 Exhaustive scans are split into shards (:class:`ShardedIndex`: disjoint
 row ranges, each a FAISS index; one per CPU, four per CPU for binary codes)
@@ -56,6 +69,10 @@ FLAT_MAX = 20_000
 #: grows linearly (~24 ms of CPU per 1M rows for 1000 candidates): ~30 ms end to end at 2M rows on 2 cores.
 IVF_MIN = 2_000_000
 PCA_DIM = 256
+#: From this many rows on, a PQ FastScan index is built on a PCA projection (PCA_DIM dimensions, two per
+#: sub-quantiser) when the projection keeps PCA_PQ_ENERGY of the sample's energy (see :func:`new_float_index`).
+PCA_PQ_MIN = 200_000
+PCA_PQ_ENERGY = 0.9
 PQ_M = 256  # at most 256: FastScan adds M 8-bit table entries in 16-bit accumulators
 DEFAULT_NPROBE = 32
 #: Shards searched by parallel threads; ``None``: one per CPU this process may use (at most 8).
@@ -64,6 +81,10 @@ SEARCH_THREADS: int | None = None
 PARALLEL_MIN_BYTES = 4 << 20
 #: Binary indexes are cut finer than one shard per thread, so that threads can balance the work between them.
 BINARY_SHARDS_PER_THREAD = 4
+#: From this many live rows on, the binary index holds short codes (candidates for an exact re-rank).
+BINARY_SHORT_MIN = 200_000
+#: Bytes of a short code.
+SHORT_BYTES = 64
 #: Binary indexes from this many bytes get their code arrays moved to 2 MB pages (see :func:`_huge_pages_later`).
 HUGE_PAGES_MIN_BYTES = 64 << 20
 _CHUNK = 16_384
@@ -74,7 +95,7 @@ class IndexMeta:
     """What an index file covers (stored as JSON beside it)."""
 
     format: int
-    kind: str  # "flat-ip", "pq4fs-ip", "pca-ivf-ip", "binary-flat"
+    kind: str  # "flat-ip", "pq4fs-ip", "pca-pq4fs-ip", "pca-ivf-ip", "binary-flat", "binary-short"
     identity: str
     rows_upto: int  # vector rows [0, rows_upto) were considered
     delete_gen: int
@@ -169,16 +190,20 @@ class ShardedIndex:
         binary: Hamming distances (smaller is closer) instead of inner products.
         transform: ``(d_out, d_in)`` matrix applied to float queries and added
             vectors before the shards see them (the PCA projection).
+        columns: binary only: the byte columns of the full codes that the
+            shards hold (short codes: candidates to re-rank), ``None``: all.
         norms: float32 norm of every stored vector row ``[0, len(norms))``
             (NaN for rows not in the index), for exact re-ranking.
     """
 
     def __init__(self, shards: list, ids: list[np.ndarray | None], *, binary: bool,
-                 transform: np.ndarray | None = None, norms: np.ndarray | None = None) -> None:
+                 transform: np.ndarray | None = None, norms: np.ndarray | None = None,
+                 columns: np.ndarray | None = None) -> None:
         self.shards = list(shards)
         self.ids = [None if i is None else np.asarray(i, dtype=np.int64) for i in ids]
         self.binary = binary
         self.transform = None if transform is None else np.ascontiguousarray(transform, dtype=np.float32)
+        self.columns = None if columns is None else np.asarray(columns, dtype=np.int64)
         self.norms = np.zeros(0, np.float32) if norms is None else np.asarray(norms, dtype=np.float32)
         self.threads: int | None = None  # None: search_threads()
 
@@ -216,7 +241,7 @@ class ShardedIndex:
                 self.norms = np.concatenate([self.norms, np.full(top - len(self.norms), np.nan, np.float32)])
             self.norms[rows] = norms
         if self.binary:
-            x = np.ascontiguousarray(x, dtype=np.uint8)
+            x = np.ascontiguousarray(x if self.columns is None else x[:, self.columns], dtype=np.uint8)
         else:
             x = np.ascontiguousarray(x, dtype=np.float32)
             if self.transform is not None:
@@ -244,9 +269,14 @@ class ShardedIndex:
         out[ok] = ids[labels[ok]]
         return out
 
+    @property
+    def exact(self) -> bool:
+        """Whether results are final (``False``: short codes, whose candidates need an exact re-rank)."""
+        return self.columns is None
+
     def _prepare(self, x: np.ndarray) -> np.ndarray:
         if self.binary:
-            return np.ascontiguousarray(x, dtype=np.uint8)
+            return np.ascontiguousarray(x if self.columns is None else x[:, self.columns], dtype=np.uint8)
         x = np.ascontiguousarray(x, dtype=np.float32)
         if self.transform is not None:
             x = project(x, self.transform)
@@ -372,6 +402,11 @@ def float_kind(n: int, *, flat_max: int | None = None, ivf_min: int | None = Non
     return "flat-ip" if n <= flat_max else "pq4fs-ip" if n <= ivf_min else "pca-ivf-ip"
 
 
+def size_class(kind: str) -> str:
+    """The :func:`float_kind` a float index of ``kind`` was built for (the PQ kinds share one size class)."""
+    return "pq4fs-ip" if kind == "pca-pq4fs-ip" else kind
+
+
 def _pca(sample: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Top ``k`` principal directions ``(k, D)`` of the *uncentred* sample (randomized SVD:
     seconds, not the minutes of a full 4096-d eigendecomposition).  With orthonormal rows
@@ -406,6 +441,21 @@ def new_float_index(dim: int, n: int, *, flat_max: int | None = None, ivf_min: i
     if sample is None:
         raise ValueError(f"a {kind} index needs a sample of vectors to train on")
     sample = np.ascontiguousarray(sample, dtype=np.float32)
+    if kind == "pq4fs-ip" and n >= PCA_PQ_MIN and dim > PCA_DIM:
+        # Features whose energy lies in a few hundred directions (measured at 1M: the benchmark's clustered
+        # vectors keep 99.96% in 256): 4 bits per 16 dimensions of the full vectors lose the fine
+        # differences between neighbours (candidate recall 0.73 of the top 20), 4 bits per 2 projected
+        # dimensions keep them (0.97) at half the scan.  Vectors spread over thousands of directions (57%
+        # in 256) keep the full-vector PQ, which finds them (bench_search.py --parts ivf1m).
+        pd = min(PCA_DIM, len(sample))
+        A = _pca(sample, pd, seed)
+        proj = np.ascontiguousarray(sample @ A.T)
+        if float(np.square(proj, dtype=np.float64).sum()) >= PCA_PQ_ENERGY * float(np.square(sample, dtype=np.float64).sum()):
+            m = next(m for m in range(max(1, pd // 2), 0, -1) if pd % m == 0)
+            pq = faiss.IndexPQFastScan(pd, m, 4, faiss.METRIC_INNER_PRODUCT)
+            pq.train(proj)
+            return ShardedIndex([faiss.clone_index(pq) for _ in range(nsh)], [np.zeros(0, np.int64)] * nsh,
+                                binary=False, transform=A), "pca-pq4fs-ip"
     if kind == "pq4fs-ip":
         m = pq_subquantizers(dim)
         pq = faiss.IndexPQFastScan(dim, m, 4, faiss.METRIC_INNER_PRODUCT)
@@ -496,26 +546,60 @@ def _add_to_shard(index: ShardedIndex, s: int, x: np.ndarray, rows: np.ndarray, 
         index.ids[s] = np.concatenate([index.ids[s], rows])
 
 
-def build_binary_index(codes: np.ndarray, live_rows: np.ndarray, *, shards: int | None = None) -> ShardedIndex:
-    """Exact Hamming index over the ``live_rows`` of ``codes`` ((R, B) uint8), :data:`BINARY_SHARDS_PER_THREAD` shards per search thread.
+def binary_exact(n: int, code_bytes: int, *, short_min: int | None = None) -> bool:
+    """Whether the binary index for ``n`` live rows of ``code_bytes``-byte codes holds the full codes (else short codes)."""
+    return n < (BINARY_SHORT_MIN if short_min is None else short_min) or code_bytes <= SHORT_BYTES
 
-    Runs of consecutive rows go into FAISS in one call each, straight from
-    ``codes`` (a memory map of ``codes.u8``): one copy, no regrowth.
+
+def short_code_columns(sample: np.ndarray, short: int = SHORT_BYTES) -> np.ndarray:
+    """The ``short`` byte columns of a code that vary most on ``sample`` (entropy), ascending."""
+    from illust2vec.collection.mih import byte_entropy
+
+    ent = byte_entropy(np.asarray(sample))
+    return np.sort(np.argsort(-ent, kind="stable")[:short])
+
+
+def build_binary_index(codes: np.ndarray, live_rows: np.ndarray, *, shards: int | None = None,
+                       short_min: int | None = None) -> ShardedIndex:
+    """Hamming index over the ``live_rows`` of ``codes`` ((R, B) uint8), :data:`BINARY_SHARDS_PER_THREAD` shards per search thread.
+
+    Exact (the full codes) below ``short_min`` (:data:`BINARY_SHORT_MIN`) live
+    rows; from there on the :data:`SHORT_BYTES` most varied bytes of each code
+    (see the module docstring).  Runs of consecutive rows go into FAISS in one
+    call each, straight from ``codes`` (a memory map of ``codes.u8``).
     """
     import faiss
 
     live_rows = np.asarray(live_rows, dtype=np.int64)
-    nsh = max(1, min(search_threads() * BINARY_SHARDS_PER_THREAD if shards is None else shards, max(1, len(live_rows))))
-    index = ShardedIndex([faiss.IndexBinaryFlat(codes.shape[1] * 8) for _ in range(nsh)],
-                         [np.zeros(0, np.int64)] * nsh, binary=True)
+    columns = None
+    if not binary_exact(len(live_rows), codes.shape[1], short_min=short_min):
+        pick = live_rows[np.linspace(0, len(live_rows) - 1, min(len(live_rows), 8192)).astype(np.int64)]
+        columns = short_code_columns(codes[pick])
+    # short codes: one shard per thread (a query asks each shard for thousands of candidates: fewer, bigger
+    # shards cost less than balancing gains); exact codes: finer shards that threads balance between them
+    per_thread = BINARY_SHARDS_PER_THREAD if columns is None else 1
+    nsh = max(1, min(search_threads() * per_thread if shards is None else shards, max(1, len(live_rows))))
+    width = codes.shape[1] if columns is None else len(columns)
+    index = ShardedIndex([faiss.IndexBinaryFlat(width * 8) for _ in range(nsh)],
+                         [np.zeros(0, np.int64)] * nsh, binary=True, columns=columns)
+    if columns is not None:
+        for shard in index.shards:
+            # counting selection instead of a heap: 3-4x faster for thousands of candidates (measured at 1M:
+            # 2000 candidates 15 -> 4 ms); the same distances, ties at the cut in scan order (the re-rank is exact)
+            shard.use_heap = False
+
+    def part_of(block: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(block if columns is None else block[:, columns], dtype=np.uint8)
+
     for s, part in enumerate(np.array_split(live_rows, nsh)):
         runs = np.split(part, np.nonzero(np.diff(part) != 1)[0] + 1) if len(part) else []
         if len(runs) * 1024 <= len(part):  # long runs: slices of the memory map
             for run in runs:
-                index.shards[s].add(np.ascontiguousarray(codes[run[0] : run[-1] + 1], dtype=np.uint8))
+                for a in range(run[0], run[-1] + 1, _CHUNK * 4):
+                    index.shards[s].add(part_of(codes[a : min(run[-1] + 1, a + _CHUNK * 4)]))
         else:  # scattered rows (many deletions): gathered in chunks
             for i in range(0, len(part), _CHUNK * 4):
-                index.shards[s].add(np.ascontiguousarray(codes[part[i : i + _CHUNK * 4]], dtype=np.uint8))
+                index.shards[s].add(part_of(codes[part[i : i + _CHUNK * 4]]))
         index.ids[s] = part.copy()
     _huge_pages_later(index)
     return index

@@ -29,6 +29,8 @@ class PrunePlan:
     drop: list[str] = field(default_factory=list)
     #: folder (a root, or a file's folder) that is missing or empty -> entries kept under it
     kept: dict[str, list[str]] = field(default_factory=dict)
+    #: after a prune that was carried out: the disk given back (a :class:`~illust2vec.collection.compact.CompactReport`)
+    compaction: object | None = None
 
 
 def _unavailable(folder: str) -> bool:

@@ -24,6 +24,9 @@ BRUTE_FORCE_MAX_BINARY = 100_000
 #: Candidates taken from an approximate index (PQ FastScan, PCA+IVF) and re-ranked exactly: max(RERANK_MIN, RERANK_FACTOR * k).
 RERANK_MIN = 1000
 RERANK_FACTOR = 20
+#: The same for the binary index's short codes (re-ranked on the full codes).
+BINARY_RERANK_MIN = 2000
+BINARY_RERANK_FACTOR = 50
 
 
 @dataclass
@@ -80,14 +83,16 @@ def get_index(view: CollectionView, kind: str, snap: Snapshot, *, nprobe: int | 
         idx, im = cached
         if im.identity != ident or im.delete_gen != gen or im.rows_upto > rows:
             cached = None
-        elif kind == "feature" and im.kind != _index.float_kind(im.ntotal):
+        elif kind == "feature" and _index.size_class(im.kind) != _index.float_kind(im.ntotal):
             cached = None  # built for another size class (or other thresholds)
+        elif kind == "codes" and idx.exact != _index.binary_exact(len(live), int(meta["code_bytes"])):
+            cached = None  # grew into (or shrank out of) the short codes' size class
         elif im.rows_upto < rows:
             vectors = vf.view(rows)
             new = live[np.searchsorted(live, im.rows_upto):]
             if kind == "codes":
                 _index.add_binary_rows(idx, vectors, new)
-            elif _index.float_kind(im.ntotal + len(new)) != im.kind:
+            elif _index.float_kind(im.ntotal + len(new)) != _index.size_class(im.kind):
                 cached = None  # grew past the size of this kind: rebuild as the next one
             else:
                 _index.add_float_rows(idx, vectors, new)
@@ -98,7 +103,7 @@ def get_index(view: CollectionView, kind: str, snap: Snapshot, *, nprobe: int | 
         vectors = vf.view(rows)
         if kind == "codes":
             idx = _index.build_binary_index(vectors, live)
-            k = "binary-flat"
+            k = "binary-flat" if idx.exact else "binary-short"
             for old in (path, path.with_suffix(".json")):  # written by format 1; the codes file is the index now
                 try:
                     old.unlink(missing_ok=True)
@@ -126,8 +131,8 @@ def index_meta(view: CollectionView, kind: str = "feature") -> _index.IndexMeta 
     return None if cached is None else cached[1]
 
 
-def _feature_map(view: CollectionView, meta, vf) -> np.ndarray:
-    """A memory map of the float features kept open across queries (re-mapping per query costs page faults).
+def _vector_map(view: CollectionView, meta, vf) -> np.ndarray:
+    """A memory map of a vector file kept open across queries (re-mapping per query costs page faults).
 
     Keyed by the rows, ``delete_gen`` and the file's inode: a ``--rebuild``
     replaces the file, and rows only grow otherwise.
@@ -135,9 +140,9 @@ def _feature_map(view: CollectionView, meta, vf) -> np.ndarray:
     rows = int(meta["rows"])
     st = os.stat(vf.path)
     key = (rows, meta.get("delete_gen"), st.st_ino, st.st_dev)
-    cached = view.memo(("mmap", "feature"))
+    cached = view.memo(("mmap", vf.path.name))
     if cached is None or cached[0] != key:
-        cached = view.remember(("mmap", "feature"), (key, vf.view(rows)))
+        cached = view.remember(("mmap", vf.path.name), (key, vf.view(rows)))
     return cached[1]
 
 
@@ -217,15 +222,20 @@ def nearest_rows(view: CollectionView, queries: np.ndarray, k: int, *, binary: b
         return [np.zeros(0, np.int64) for _ in range(len(queries))]
     if binary:
         idx = get_index(view, "codes", snap)
-        _, rows = idx.search(np.ascontiguousarray(queries, dtype=np.uint8), kk)
-        return [r[r >= 0].astype(np.int64) for r in rows]
+        qc = np.ascontiguousarray(queries, dtype=np.uint8)
+        if idx.exact:
+            _, rows = idx.search(qc, kk)
+            return [r[r >= 0].astype(np.int64) for r in rows]
+        _, cand = idx.search(qc, min(len(live), max(BINARY_RERANK_MIN, BINARY_RERANK_FACTOR * kk)))
+        mm = _vector_map(view, snap.meta, view.vector_file("codes", snap))
+        return [_rerank_hamming(mm, cand[j], qc[j : j + 1], kk)[0] for j in range(len(qc))]
     q = _index.l2_normalize(np.asarray(queries, dtype=np.float32).reshape(len(queries), -1))
     idx = get_index(view, "feature", snap)
     if index_meta(view, "feature").kind == "flat-ip":
         _, rows = idx.search(q, kk)
         return [r[r >= 0].astype(np.int64) for r in rows]
     _, cand = idx.search(q, min(len(live), max(RERANK_MIN, RERANK_FACTOR * kk)))
-    mm = _feature_map(view, snap.meta, view.vector_file("feature", snap))
+    mm = _vector_map(view, snap.meta, view.vector_file("feature", snap))
     return [_rerank(mm, idx.norms, cand[j], q[j : j + 1], kk)[0] for j in range(len(q))]
 
 
@@ -364,7 +374,13 @@ def _vector_hits(view: CollectionView, snap: Snapshot, allowed, qf, qc, kk: int,
             rows, dist = _brute_hamming(view.vector_file("codes", snap), allowed, qc, kk)
         else:
             idx = get_index(view, "codes", snap)
-            rows, dist = _filtered_search(idx, qc, kk, allowed, len(live))
+            if idx.exact:
+                rows, dist = _filtered_search(idx, qc, kk, allowed, len(live))
+            else:  # short codes: candidates, then the exact distance on the full codes
+                want = min(len(pool), max(BINARY_RERANK_MIN, BINARY_RERANK_FACTOR * kk))
+                cand, _ = _filtered_search(idx, qc, want, allowed, len(live))
+                rows, dist = _rerank_hamming(_vector_map(view, snap.meta, view.vector_file("codes", snap)), cand,
+                                             qc, kk)
         paths = view.rows_to_paths(rows)
         return [SearchHit(paths[r][0], int(r), 1.0 - float(d) / bits, int(d), paths[r], tp)
                 for r, d, tp in zip(rows, dist, tag_probs(rows)) if paths[r]]
@@ -378,7 +394,7 @@ def _vector_hits(view: CollectionView, snap: Snapshot, allowed, qf, qc, kk: int,
             rows, sims = _filtered_search(idx, q, kk, allowed, len(live))
         else:  # approximate index: candidates, then exact cosine on the stored vectors
             cand, _ = _filtered_search(idx, q, min(len(pool), max(RERANK_MIN, RERANK_FACTOR * kk)), allowed, len(live))
-            rows, sims = _rerank(_feature_map(view, snap.meta, features), idx.norms, cand, q, kk)
+            rows, sims = _rerank(_vector_map(view, snap.meta, features), idx.norms, cand, q, kk)
     paths = view.rows_to_paths(rows)
     return [SearchHit(paths[r][0], int(r), float(s), None, paths[r], tp)
             for r, s, tp in zip(rows, sims, tag_probs(rows)) if paths[r]]
@@ -392,15 +408,26 @@ def _brute_cosine(vf, rows, q, k):
     return rows[order], sims[order]
 
 
-_POP = np.array([bin(i).count("1") for i in range(256)], dtype=np.int32)
+def _hamming(codes: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Hamming distance of each code (rows of ``codes``) to the code ``q``."""
+    x = np.bitwise_xor(codes, q)
+    return np.bitwise_count(x.view(np.uint64) if x.shape[1] % 8 == 0 else x).sum(axis=1, dtype=np.int64)
 
 
 def _brute_hamming(vf, rows, qc, k):
-    dist = np.empty(len(rows), dtype=np.int32)
+    dist = np.empty(len(rows), dtype=np.int64)
     for i in range(0, len(rows), 65_536):
-        dist[i : i + 65_536] = _POP[np.bitwise_xor(vf.read(rows[i : i + 65_536]), qc[0])].sum(axis=1)
+        dist[i : i + 65_536] = _hamming(vf.read(rows[i : i + 65_536]), qc[0])
     order = np.lexsort((rows, dist))[:k]
     return rows[order], dist[order]
+
+
+def _rerank_hamming(mm: np.ndarray, cand: np.ndarray, qc: np.ndarray, k: int):
+    """Exact Hamming distances of the candidate rows (read from the memory map of the codes), best ``k``."""
+    cand = np.unique(cand[cand >= 0])
+    dist = _hamming(np.asarray(mm[cand]), qc[0]) if len(cand) else np.zeros(0, np.int64)
+    order = np.lexsort((cand, dist))[:k]
+    return cand[order], dist[order]
 
 
 def _filtered_search(idx, q, k, allowed, total):

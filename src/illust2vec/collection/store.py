@@ -40,6 +40,7 @@ import numpy as np
 from illust2vec.collection import db as _db
 from illust2vec.collection import faces as _faces
 from illust2vec.collection import user_tags as _ut
+from illust2vec.collection.compact import CompactReport, compact
 from illust2vec.collection.errors import CollectionError, ModelMismatchError
 from illust2vec.collection.paths import canonical_path
 from illust2vec.collection.prune import PrunePlan, plan_prune
@@ -73,6 +74,7 @@ class AddReport:
     untagged: list[tuple[str, str]] = field(default_factory=list)
     #: taggers that do not cover every picture after this run (name -> pictures without their tags)
     lagging: dict[str, int] = field(default_factory=dict)
+    compaction: CompactReport | None = None  # with prune: the disk given back (see collection.compact)
 
 
 class ModelRecord:
@@ -238,10 +240,32 @@ class CollectionStore:
             return _plan(self.conn, roots, missing_roots)
         self._acquire_lock()
         try:
-            return _prune(self.conn, roots, missing_roots)
+            plan = _prune(self.conn, roots, missing_roots)
+            plan.compaction = self._compact()
+            return plan
         finally:
             self._release_lock()
             self.view.forget()
+
+    def compact(self) -> CompactReport:
+        """Give back the disk of dropped pictures' vectors and database rows; see :mod:`.compact`.
+
+        :meth:`prune` and a write session that pruned do it already; call this
+        when they reported it deferred (a reader held an older snapshot).
+        """
+        self._acquire_lock()
+        try:
+            return self._compact()
+        finally:
+            self._release_lock()
+            self.view.forget()
+
+    def _compact(self) -> CompactReport:
+        """:func:`.compact.compact` under the writer lock this store holds."""
+        self.view.release_snapshot()  # this process's own reading must not hold the holes back
+        snap = self.view.snapshot()
+        files = [] if snap.empty else self.view.vector_files(snap)
+        return compact(self.conn, self.path, snap, files)
 
     def remove_files(self, paths: Iterable[str | os.PathLike]) -> int:
         """Take files out of the collection (the files themselves are not touched); returns how many were recorded.
@@ -320,6 +344,7 @@ class WriteSession:
         self._open_vectors()
         self._known: dict[str, tuple] | None = None
         self._sha_row: dict[str, int] | None = None
+        self.pruned = False  # prune ran in this session: compaction when it closes
 
     # ------------------------------------------------------------------ set-up
     def __enter__(self) -> WriteSession:
@@ -340,6 +365,8 @@ class WriteSession:
                 rows = self.rows
                 self.report.lagging = {t.name: rows - t.rows for t in read_taggers(self.conn, _db.get_all_meta(self.conn))
                                        if t.rows < rows}
+                if self.pruned:  # give the disk of what was dropped back, still under the lock
+                    self.report.compaction = self.store._compact()
         finally:
             self.store._release_lock()
             self.store.view.forget()
@@ -480,9 +507,11 @@ class WriteSession:
         return len(gone)
 
     def prune(self, roots: Sequence[str | os.PathLike] = (), *, missing_roots: bool = False) -> PrunePlan:
-        """Drop files that no longer exist (see :mod:`.prune`), under this session's lock."""
+        """Drop files that no longer exist (see :mod:`.prune`), under this session's lock; their disk is given
+        back when the session closes (:meth:`CollectionStore.compact`, ``report.compaction``)."""
         plan = _prune(self.conn, roots, missing_roots)
         self.report.pruned, self.report.pruned_paths, self.report.prune_kept = len(plan.drop), plan.drop, plan.kept
+        self.pruned = True
         return plan
 
     def _probs_of(self, batch: ItemBatch, n_items: int) -> dict[str, np.ndarray]:

@@ -38,6 +38,7 @@ import numpy as np
 
 from illust2vec.collection import db as _db
 from illust2vec.collection import user_tags as _ut
+from illust2vec.collection.compact import ReaderLease
 from illust2vec.collection.errors import CollectionError
 from illust2vec.collection.paths import canonical_path
 from illust2vec.collection.query import TagIndex, TagMatch, TagQuery, evaluate, model_matches
@@ -161,6 +162,7 @@ class CollectionView:
         self.conn = conn
         self._memo: dict[Any, Any] = {}
         self._queries: OrderedDict[tuple, Any] = OrderedDict()
+        self._lease = ReaderLease(self.path)
 
     # ------------------------------------------------------------------ memo
     def memo(self, key: Any, build: Callable[[], Any] | None = None) -> Any:
@@ -203,7 +205,29 @@ class CollectionView:
         return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
 
     def snapshot(self) -> Snapshot:
-        """Metadata, live rows and taggers read in one transaction (consistent with the vector files)."""
+        """Metadata, live rows and taggers read in one transaction (consistent with the vector files).
+
+        Under this reader's lease on the snapshot's ``delete_gen`` (taken
+        before the read, read again if a deletion committed in between), so
+        that compaction leaves the rows of this snapshot alone (see :mod:`.compact`);
+        :meth:`release_snapshot` gives the lease up.
+        """
+        while True:
+            gen = int(_db.get_meta(self.conn, "delete_gen", "0") or 0)
+            self._lease.hold(gen)
+            snap = self._read_snapshot()
+            if int(snap.meta.get("delete_gen", 0) or 0) == gen:
+                return snap
+
+    def release_snapshot(self) -> None:
+        """Stop holding the lease of the last snapshot read (the next read takes one again).
+
+        A reader that stays open while idle (the web app between requests)
+        calls this so that compaction need not wait for it; see :mod:`.compact`.
+        """
+        self._lease.release()
+
+    def _read_snapshot(self) -> Snapshot:
         c = self.conn
         c.execute("BEGIN")
         try:
@@ -302,6 +326,12 @@ class CollectionView:
                                       + NO_TAGGER_HINT)
             return VectorFile(self.path / t.file, t.tag_count, "float32", create=True)
         raise CollectionError(f"{self.path}: has no {kind!r} vectors (kinds: feature, codes, prob)")
+
+    def vector_files(self, snap: Snapshot | None = None) -> list[VectorFile]:
+        """Every vector file of the collection: features, codes and each tagger's probabilities."""
+        snap = self.require_items(snap)
+        return [self.vector_file("feature", snap), self.vector_file("codes", snap),
+                *(self.vector_file("prob", snap, tagger=t) for t in snap.taggers)]
 
     def vectors(self, kind: str = "feature", rows: Sequence[int] | np.ndarray | None = None, *,
                 tagger: str | TaggerInfo | None = None) -> np.ndarray:

@@ -91,14 +91,17 @@ class RecordSink:
     """Streams records to stdout or a file in ``json``, ``jsonl``, ``csv`` or ``parquet``.
 
     Use as a context manager.  ``rows`` turns one record into flat rows for
-    ``csv``/``parquet`` (default: :func:`flat_row`).  A file output is written
+    ``csv``/``parquet`` (default: :func:`flat_row`); ``columns`` fixes their
+    columns, so that a CSV has its header and a Parquet file its schema even
+    with no records (default: the first row's keys).  A file output is written
     to a temporary file and renamed into place on success; on an exception it is
     discarded and an existing file keeps its content.
     """
 
     def __init__(self, output: str | os.PathLike | None, fmt: str, *,
                  rows: Callable[[dict[str, Any]], Iterable[dict[str, Any]]] | None = None,
-                 stdout: IO[str] | None = None, raw_csv: bool = False) -> None:
+                 columns: Sequence[str] | None = None, stdout: IO[str] | None = None,
+                 raw_csv: bool = False) -> None:
         if fmt not in ("json", "jsonl", "csv", "parquet"):
             raise Illust2VecError(f"records cannot be written as {fmt}")
         self.output = None if output in (None, "-") else Path(output)
@@ -108,7 +111,7 @@ class RecordSink:
         self.raw_csv = raw_csv
         self._stdout = stdout
         self._csv: Any = None
-        self._columns: list[str] | None = None
+        self._columns: list[str] | None = None if columns is None else list(columns)
         self._table_rows: list[dict[str, Any]] = []
         self._file: AtomicFile | None = None
 
@@ -120,7 +123,14 @@ class RecordSink:
             self._fh = self._file  # type: ignore[assignment]
         if self.fmt == "json":
             self._fh.write("[")
+        if self.fmt == "csv" and self._columns is not None:
+            self._start_csv(self._columns)
         return self
+
+    def _start_csv(self, columns: list[str]) -> None:
+        self._columns = columns
+        self._csv = csv.DictWriter(self._fh, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        self._csv.writeheader()
 
     def write(self, record: dict[str, Any]) -> None:
         fh = self._fh
@@ -131,10 +141,7 @@ class RecordSink:
         elif self.fmt == "csv":
             for row in self.rows(record):
                 if self._csv is None:
-                    self._columns = list(row)
-                    self._csv = csv.DictWriter(fh, fieldnames=self._columns, extrasaction="ignore",
-                                               lineterminator="\n")
-                    self._csv.writeheader()
+                    self._start_csv(list(row))
                 self._csv.writerow({k: csv_cell(v, raw=self.raw_csv) for k, v in row.items()})
         else:
             self._table_rows.extend({k: utf8_safe(v) if isinstance(v, str) else v for k, v in row.items()}
@@ -162,7 +169,10 @@ class RecordSink:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            table = pa.Table.from_pylist(self._table_rows) if self._table_rows else pa.table({"path": []})
+            if self._table_rows:
+                table = pa.Table.from_pylist(self._table_rows)
+            else:
+                table = pa.table({c: pa.array([], pa.string()) for c in self._columns or ["path"]})
             atomic_write(self.output, lambda f: pq.write_table(table, f), fsync=True)
         else:
             self._fh.flush()
@@ -170,7 +180,7 @@ class RecordSink:
 
 def write_records(records: Iterable[dict[str, Any]], output: str | os.PathLike | None, fmt: str, *,
                   rows: Callable[[dict[str, Any]], Iterable[dict[str, Any]]] | None = None,
-                  raw_csv: bool = False) -> int:
+                  columns: Sequence[str] | None = None, raw_csv: bool = False) -> int:
     """Write all ``records`` with a :class:`RecordSink`; returns how many were written."""
-    with RecordSink(output, fmt, rows=rows, raw_csv=raw_csv) as sink:
+    with RecordSink(output, fmt, rows=rows, columns=columns, raw_csv=raw_csv) as sink:
         return sink.write_all(records)

@@ -79,6 +79,12 @@ def create_app(db: str | Path | CollectionService, *, token: str | None = None, 
                   docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     api.state.service = service
 
+    @api.middleware("http")
+    async def _idle(request: Request, call_next):
+        response = await call_next(request)
+        await run_in_threadpool(service.idle)  # no snapshot held between requests (see collection.compact)
+        return response
+
     @api.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound):
         return JSONResponse({"detail": str(exc)}, status_code=404)
@@ -121,10 +127,11 @@ def create_app(db: str | Path | CollectionService, *, token: str | None = None, 
         return service.tags(prefix, limit=max(1, min(limit, MAX_LIMIT)), min_prob=min_prob, model=model)
 
     @api.get("/api/dupes", summary="Near-duplicate groups with per-file facts and the recommended keeper ('computing': ask again)")
-    def dupes() -> dict[str, Any]:
-        groups = service.dupes(wait=False)
+    def dupes(distance: int | None = Query(None, ge=0, description="largest Hamming distance (bits); "
+                                                                       "default: the dupes command's")) -> dict[str, Any]:
+        groups = service.dupes(max_distance=distance, wait=False)
         return {"computing": groups is None, "groups": groups or [], "manifests": service.manifests(),
-                "move_to": str(service.move_to)}
+                "move_to": str(service.move_to), "distance": distance, **service.dupes_settings()}
 
     @api.post("/api/dupes/apply", summary="Move every copy but the keeper of each group (manifest written)")
     def dupes_apply(req: ApplyRequest) -> dict[str, Any]:

@@ -89,6 +89,11 @@ class CollectionService:
         with self.lock:
             self.col.close()
 
+    def idle(self) -> None:
+        """Between requests: hold no snapshot of the collection, so that compaction does not wait for the app."""
+        with self.lock:
+            self.col.release_snapshot()
+
     # ------------------------------------------------------------------ files
     def files(self) -> FileTable:
         """The items: the indexed files sorted by path, less those a duplicate review moved aside."""
@@ -272,32 +277,43 @@ class CollectionService:
             return out[:limit]
 
     # ------------------------------------------------------------------ duplicates
-    def _dupes_key(self) -> tuple:
+    def _dupes_key(self, max_distance: int | None) -> tuple:
         m = self.col.meta
-        return (m.get("rows"), m.get("delete_gen"), m.get("embedder_identity"))
+        return (m.get("rows"), m.get("delete_gen"), m.get("embedder_identity"), max_distance)
 
     def _compute_dupes(self, key: tuple) -> None:
-        """Find the groups on a connection of its own (minutes for 100k+ items), so requests go on meanwhile."""
+        """Find the groups on a connection of its own, so requests go on meanwhile (the pair cache makes
+        a later call compare only what was added; the first one at a new distance may take minutes)."""
         try:
             with Collection.open(self.col.path, create=False) as col:
-                groups, error = col.dupes(), None
+                groups, error = col.dupes(key[-1]), None
         except Exception as exc:  # noqa: BLE001 - reported to the page, the server goes on
             groups, error = [], f"cannot find duplicates: {exc}"
         with self.lock:
             self._dupes = (key, groups, error)
             self._dupes_thread = None
 
-    def dupes(self, *, wait: bool = True) -> list[dict] | None:
-        """Near-duplicate groups (the ``dupes`` command's default distance) whose files are still there.
+    def dupes_settings(self) -> dict[str, Any]:
+        """``{"default_distance", "code_bits"}``: the distance ``dupes`` uses unless told, and its upper end."""
+        from illust2vec.collection.dupes import default_max_distance
+
+        with self.lock:
+            bits = int(self.col.meta.get("code_bytes", 0)) * 8
+            return {"default_distance": default_max_distance(self.view) if bits else None, "code_bits": bits}
+
+    def dupes(self, *, max_distance: int | None = None, wait: bool = True) -> list[dict] | None:
+        """Near-duplicate groups within ``max_distance`` bits (default: the ``dupes`` command's) whose files are still there.
 
         Each: ``{"items": [{"id", "path", "width", "height", "bytes", "format", "lossless", "keep"}],
         "keeper": id, "max_distance"}``; the keeper by
         :data:`~illust2vec.collection.dupe_actions.KEEPER_RULE`.  Groups are found
-        in a background thread once per state of the collection; with ``wait``
-        false, ``None`` means they are still being found (ask again).
+        in a background thread once per state of the collection and distance;
+        with ``wait`` false, ``None`` means they are still being found (ask again).
         """
+        if max_distance is not None and max_distance < 0:
+            raise CollectionError(f"distance must be 0 or more bits, not {max_distance}")
         with self.lock:
-            key = self._dupes_key()
+            key = self._dupes_key(max_distance)
             if self._dupes is None or self._dupes[0] != key:
                 if self._dupes_thread is None:
                     self._dupes_thread = threading.Thread(target=self._compute_dupes, args=(key,), daemon=True,
@@ -310,7 +326,7 @@ class CollectionService:
             if not wait:
                 return None
             thread.join()
-            return self.dupes(wait=wait)
+            return self.dupes(max_distance=max_distance, wait=wait)
         with self.lock:
             _, groups, error = self._dupes
             if error:

@@ -391,8 +391,9 @@
   // ---------------------------------------------------------------- duplicate review
   function dupesOnce() {
     if (S.dupes) return Promise.resolve(S.dupes);
-    return api("/api/dupes").then(function (r) {
+    return api("/api/dupes" + (S.dupeDistance != null ? "?distance=" + S.dupeDistance : "")).then(function (r) {
       S.manifests = r.manifests; S.moveTo = r.move_to; S.dupesComputing = r.computing;
+      S.dupeDefault = r.default_distance; S.codeBits = r.code_bits;
       if (!r.computing) S.dupes = r.groups;
       return r.groups;
     });
@@ -404,6 +405,7 @@
       if (S.dupesComputing) {
         var v = $("dupes-view");
         clear(v);
+        v.append(distanceControl());
         v.append(el("p", { id: "dupes-wait", text: "finding near-duplicates\u2026 (this page updates when they are found)" }));
         setTimeout(function () { if (S.view === "dupes" && !S.dupes) renderDupes(); }, 1500);
         return;
@@ -411,10 +413,27 @@
       drawDupes();
     }).catch(fail);
   }
+  function distanceControl() {
+    var d = el("input", { type: "number", id: "dupe-distance", min: "0", max: String(S.codeBits || 0), step: "1",
+                          value: String(S.dupeDistance != null ? S.dupeDistance : S.dupeDefault),
+                          "aria-label": "largest distance in bits" });
+    d.addEventListener("keydown", function (ev) { ev.stopPropagation(); });  // digits are not review keys here
+    d.addEventListener("change", function () {
+      var x = parseInt(d.value, 10);
+      if (!(x >= 0)) return;
+      S.dupeDistance = x === S.dupeDefault ? null : x;
+      S.dupeIdx = 0; S.decisions.clear();
+      renderDupes();
+    });
+    return el("p", null, el("label", { for: "dupe-distance", text: "largest distance " }), d,
+              el("span", { class: "muted", text: " of " + S.codeBits + " bits (default " + S.dupeDefault +
+                           "; larger finds more edited copies, and more pictures that are only alike)" }));
+  }
   function drawDupes() {
     var v = $("dupes-view");
     clear(v);
     var groups = S.dupes;
+    v.append(distanceControl());
     v.append(el("p", { class: "muted", text: "Keys: \u2190/\u2192 or 1-9 choose the copy to keep, k keep this choice, s skip, " +
                        "p previous, a apply. Apply moves the other copies into " + S.moveTo + " (never deletes) and can be undone." }));
     if (!groups.length) v.append(el("p", { text: "no near-duplicates found" }));

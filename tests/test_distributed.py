@@ -69,7 +69,7 @@ def _local_outputs(model, sources, output):
     return out, errors
 
 
-def test_shards_equal_local_pipeline_rerun_skips_and_merge(cluster, images, i2v_tagger, i2v_features, tmp_path):
+def test_shards_equal_local_pipeline_rerun_skips_and_merge(cluster, images, i2v_tagger, i2v_features, tmp_path, capsys):
     from illust2vec.collection import Collection
     from illust2vec.collection.infer import binarize
     from illust2vec.distributed import expand_sources, index_shards, iter_shards, run_shards
@@ -112,6 +112,14 @@ def test_shards_equal_local_pipeline_rerun_skips_and_merge(cluster, images, i2v_
         merged = (col.rows_to_paths(col.live_rows()), col.vectors("feature"), col.vectors("prob"),
                   col.vectors("codes"))
         assert index_shards(col, shards).unchanged == len(sources) - 1  # merging twice adds nothing
+    # the command line: --prune after a merge counts what it dropped (nothing is gone here)
+    from illust2vec.cli.main import main
+
+    capsys.readouterr()
+    rc = main(["index", "--from-shards", shards, "--db", str(tmp_path / "from-shards"), "--prune", "-q"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "broken.jpg: not an image file" in err  # the shards' failed file, told again
+    assert "16 unchanged, 1 failed, 0 pruned;" in err and "PrunePlan" not in err
     with Collection.open(tmp_path / "local") as col:
         col.add([images], embedder=i2v_features, tagger=i2v_tagger, progress=False, workers=0)
         local = (col.rows_to_paths(col.live_rows()), col.vectors("feature"), col.vectors("prob"),

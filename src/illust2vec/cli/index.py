@@ -139,7 +139,8 @@ def run_from_shards(args: argparse.Namespace) -> int:
         for path, msg in report.failed:
             print(f"error: {path}: {msg}", file=sys.stderr)
         if args.prune:
-            report.pruned = col.prune()
+            report.record_prune(col.prune(missing_roots=args.prune_missing))
+            _print_prune(report.pruned_paths, report.prune_kept, verb="pruned")
         info = col.info()
     return _summary(args, report, info)
 
@@ -184,7 +185,8 @@ def run_ray(args: argparse.Namespace) -> int:
             report = AddReport()
         report.unchanged += len(sources) - len(todo)
         if args.prune:
-            report.pruned = col.prune()
+            report.record_prune(col.prune(missing_roots=args.prune_missing))
+            _print_prune(report.pruned_paths, report.prune_kept, verb="pruned")
         info = col.info()
     return _summary(args, report, info)
 

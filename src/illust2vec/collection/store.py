@@ -76,6 +76,12 @@ class AddReport:
     lagging: dict[str, int] = field(default_factory=dict)
     compaction: CompactReport | None = None  # with prune: the disk given back (see collection.compact)
 
+    def record_prune(self, plan: PrunePlan) -> None:
+        """Count what a prune dropped and kept (and the disk it gave back) in this report."""
+        self.pruned, self.pruned_paths, self.prune_kept = len(plan.drop), plan.drop, plan.kept
+        if plan.compaction is not None:
+            self.compaction = plan.compaction
+
 
 class ModelRecord:
     """What a collection records about a model whose results come precomputed (no session).
@@ -510,7 +516,7 @@ class WriteSession:
         """Drop files that no longer exist (see :mod:`.prune`), under this session's lock; their disk is given
         back when the session closes (:meth:`CollectionStore.compact`, ``report.compaction``)."""
         plan = _prune(self.conn, roots, missing_roots)
-        self.report.pruned, self.report.pruned_paths, self.report.prune_kept = len(plan.drop), plan.drop, plan.kept
+        self.report.record_prune(plan)
         self.pruned = True
         return plan
 

@@ -43,7 +43,7 @@ ENV_CPU_FLAGS = "ILLUST2VEC_CPU_FLAGS"
 #: At most this many pictures of a calibration folder are used (evenly spaced in file order).
 CALIBRATION_LIMIT = 64
 #: Bump when :func:`quantize_graph` changes what it writes (invalidates cached int8 graphs).
-QUANTIZER_VERSION = 1
+QUANTIZER_VERSION = 2
 
 #: Instruction sets with fast int8 dot products (x86 VNNI / AMX, ARM dot product): ``auto`` picks int8.
 INT8_FAST = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"})
@@ -167,6 +167,10 @@ def quantize_graph(source: str | os.PathLike | bytes, pictures: Sequence[Any], r
     missing = [n for n in keep_fp32 if n not in names]
     if missing:
         raise Illust2VecError(f"layers to keep in fp32 not in the graph: {', '.join(missing)}")
+    # AveragePool stays float32: ONNX Runtime 1.23 (the newest for Python 3.10) fuses a quantised one
+    # into QLinearAveragePool and then refuses to load the graph ("Scale and Zero-point must be a
+    # scalar"); pooling is a sliver of the work, so nothing is lost elsewhere.
+    exclude = list(keep_fp32) + [n.name for n in proto.graph.node if n.op_type == "AveragePool" and n.name]
     with tempfile.TemporaryDirectory(prefix="illust2vec-quantize-") as tmp:
         src, out = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(proto, os.fspath(src))
@@ -175,7 +179,7 @@ def quantize_graph(source: str | os.PathLike | bytes, pictures: Sequence[Any], r
         try:
             quantize_static(os.fspath(src), os.fspath(out), Reader(), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            nodes_to_exclude=list(keep_fp32), extra_options={"WeightSymmetric": True})
+                            nodes_to_exclude=exclude, extra_options={"WeightSymmetric": True})
         finally:
             logging.disable(logging.NOTSET)
         return out.read_bytes()

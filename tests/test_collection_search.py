@@ -364,7 +364,7 @@ def test_pq_index_grown_past_pca_pq_min_is_rebuilt_once_with_the_projection(grow
     monkeypatch.setattr(_index, "PCA_DIM", 64)
     monkeypatch.setattr(_search, "RERANK_MIN", 3000)  # every row a candidate: exact
     col.search(vector=feats[1], k=5)
-    idx, im = _index_of(col)
+    _, im = _index_of(col)
     assert im.kind == "pq4fs-ip" and im.built_ntotal == 2000
     _append(col, feats[2000:2600], codes[2000:2600])
     live = np.arange(2600)

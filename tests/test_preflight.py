@@ -49,12 +49,14 @@ def test_a_missing_face_detector_is_one_line_not_one_per_picture(pictures, tmp_p
     for argv in (["faces", str(pictures), "-q"],
                  ["faces", str(pictures), "-q", "--workers", "2", "--crops", "crops"],
                  ["embed", str(pictures), "--faces", "-q", "-o", "f.npy", *EMBEDDER],
-                 ["tag", str(pictures), "--faces-only", "-q", *TAGGER]):
+                 ["tag", str(pictures), "--faces-only", "-q", *TAGGER],
+                 ["index", str(pictures), "--faces", "-q", "--db", "f.i2v", *EMBEDDER],
+                 ["map", str(pictures), "--faces", "-q", "-o", "f.png", "--method", "pca", *EMBEDDER]):
         r = run_hidden(["animeface"], *argv, cwd=tmp_path)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 1, (argv, r.stderr)
         assert len(lines) == 1 and lines[0].startswith("error: ") and want in lines[0], (argv, r.stderr)
-        assert r.stdout == "" and not (tmp_path / "f.npy").exists() and not (tmp_path / "crops").exists()
+        assert r.stdout == "" and list(tmp_path.iterdir()) == [], (argv, list(tmp_path.iterdir()))
 
 
 def test_the_library_raises_a_missing_detector_once(tmp_path):

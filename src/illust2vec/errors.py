@@ -117,7 +117,7 @@ OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
     "scipy": ("maps", "maps"),
     "umap": ("UMAP maps", "umap"),
     "av": ("video (PyAV)", "video"),
-    "animeface": ("anime faces", "faces"),
+    "animeface": ("face detection (faces, --faces)", "faces"),
     "fastapi": ("the web app", "serve"),
     "uvicorn": ("the web app", "serve"),
     "ray": ("Ray clusters", "ray"),

@@ -188,3 +188,16 @@ def test_a_missing_input_is_an_error_line_not_an_image(tmp_path, monkeypatch) ->
     code, out, err = run_cli("tag", "nonexist/", ANIME36 / "00.jpg", *tagger, "-q", "--format", "json")
     assert code == 1 and [r["path"] for r in json.loads(out)] == [str(ANIME36 / "00.jpg")]
     assert "error: nonexist: no such file" in err
+
+
+def test_like_with_a_picture_says_it_takes_tags_and_how_to_search_by_picture(tmp_path) -> None:
+    pictures = _dataset(tmp_path, "pics")
+    db = tmp_path / "pics.i2v"
+    code, _, err = run_cli("index", pictures, "--db", db, "-m", "generic-effnet-lite0", "-q")
+    assert code == 0, err
+    picture = pictures / "10.jpg"
+    code, out, err = run_cli("search", "--like", picture, "--db", db)
+    lines = err.strip().splitlines()
+    assert code == 1 and out == "" and len(lines) == 1, err
+    assert "--like takes tag names" in lines[0] and "'illust2vec models tags generic-effnet-lite0'" in lines[0]
+    assert f"illust2vec search {picture} --db {db}" in lines[0]

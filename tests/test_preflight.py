@@ -74,7 +74,9 @@ def test_the_library_raises_a_missing_detector_once(tmp_path):
     assert r.stdout.strip() == "FaceDetectorUnavailable", r.stderr
 
 
-def test_missing_optional_libraries_are_said_before_the_work(pictures, tmp_path):
+def test_missing_optional_libraries_are_said_before_the_work(pictures, tmp_path, tmp_path_factory):
+    collection = tmp_path_factory.mktemp("db") / "pics.i2v"
+    assert run_cli("index", pictures, "--db", collection, "-q", *EMBEDDER)[0] == 1  # broken.jpg
     cases = [
         (["pyarrow"], ["tag", str(pictures), "-q", "-o", "tags.parquet", *TAGGER], "illust2vec[parquet]"),
         (["pyarrow"], ["embed", str(pictures), "-q", "-o", "f.parquet", *EMBEDDER], "illust2vec[parquet]"),
@@ -82,6 +84,8 @@ def test_missing_optional_libraries_are_said_before_the_work(pictures, tmp_path)
         (["umap"], ["map", str(pictures), "-q", "-o", "m.png", "--method", "umap", *EMBEDDER], "illust2vec[umap]"),
         (["onnxruntime"], ["demo", "--out", "demo", "-q"], "illust2vec[cpu]"),
         (["onnxruntime"], ["tag", str(pictures), "-q", *TAGGER], "illust2vec[cpu]"),
+        (["onnxruntime"], ["map", str(pictures), "-q", "-o", "m.png"], "illust2vec[cpu]"),  # no "note:" first
+        (["faiss"], ["dupes", "--db", str(collection), "-o", "d.csv"], "illust2vec[collections]"),
     ]
     for hidden, argv, want in cases:
         r = run_hidden(hidden, *argv, cwd=tmp_path)

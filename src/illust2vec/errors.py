@@ -111,7 +111,7 @@ def describe_os_error(exc: OSError) -> str:
 OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
     "onnxruntime": ("ONNX Runtime (every model)", "cpu"),
     "faiss": ("collections (index, search, dupes)", "collections"),
-    "pyarrow": ("Parquet files", "parquet"),
+    "pyarrow": ("reading and writing Parquet", "parquet"),
     "openTSNE": ("maps (t-SNE)", "maps"),
     "sklearn": ("maps", "maps"),
     "scipy": ("maps", "maps"),

@@ -44,7 +44,7 @@ def demo_requirements(args: argparse.Namespace) -> tuple[str, ...]:
     """The engine and the map's modules: said before the gallery is drawn, not after."""
     from illust2vec.cli.map import map_requirements
 
-    return ("onnxruntime", *map_requirements(args))
+    return map_requirements(args)
 
 
 def run(args: argparse.Namespace) -> int:

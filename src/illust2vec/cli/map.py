@@ -59,8 +59,13 @@ def register(sub) -> None:
 
 
 def map_requirements(args: argparse.Namespace) -> tuple[str, ...]:
-    """The optional modules a map with ``args.method`` needs (checked before any feature is computed)."""
-    return ("faiss", "scipy", "sklearn") + {"tsne": ("openTSNE",), "umap": ("umap",)}.get(args.method, ())
+    """The optional modules a map with ``args.method`` needs (checked before any feature is computed):
+    the engine too, unless the map reads a collection's stored vectors."""
+    from illust2vec.maps.pipeline import is_collection
+
+    paths = getattr(args, "paths", ())
+    engine = () if len(paths) == 1 and is_collection(paths[0]) else ("onnxruntime",)
+    return (*engine, "faiss", "scipy", "sklearn") + {"tsne": ("openTSNE",), "umap": ("umap",)}.get(args.method, ())
 
 
 def run(args: argparse.Namespace) -> int:

@@ -201,3 +201,6 @@ def test_like_with_a_picture_says_it_takes_tags_and_how_to_search_by_picture(tmp
     assert code == 1 and out == "" and len(lines) == 1, err
     assert "--like takes tag names" in lines[0] and "'illust2vec models tags generic-effnet-lite0'" in lines[0]
     assert f"illust2vec search {picture} --db {db}" in lines[0]
+    # a Danbooru tag asked of a collection tagged by the ImageNet classifier: whose tags these are
+    code, out, err = run_cli("search", "--tags", "blue hair", "--db", db)
+    assert code == 1 and "did you mean" in err and "'illust2vec models tags generic-effnet-lite0'" in err, err

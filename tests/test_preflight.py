@@ -1,7 +1,8 @@
 """What a command needs is checked before any work: one line, said once, before a picture is decoded.
 
-Optional libraries are hidden the way ``test_product`` hides them (``sys.modules[name] = None``
-in a fresh interpreter); read-only storage is a real read-only bind mount (``test_reliability``).
+Optional libraries are hidden in a fresh interpreter by a finder first on ``sys.meta_path`` that
+refuses them (:func:`run_hidden`); read-only storage is a real read-only bind mount
+(``test_reliability``).
 """
 from __future__ import annotations
 
@@ -34,9 +35,16 @@ def pictures(tmp_path_factory) -> Path:
 
 
 def run_hidden(hidden: list[str], *argv: str, cwd: Path) -> subprocess.CompletedProcess:
-    """``illust2vec ARGV`` in a fresh interpreter in which the ``hidden`` modules cannot be imported."""
-    code = ("import sys\n"
-            f"for name in {hidden!r}: sys.modules[name] = None\n"
+    """``illust2vec ARGV`` in a fresh interpreter in which the ``hidden`` modules cannot be imported:
+    a finder first on ``sys.meta_path`` refuses them, as an interpreter without the package would
+    (``importlib.util.find_spec`` and ``import`` both fail, nothing is planted in ``sys.modules``)."""
+    code = ("import importlib.abc, sys\n"
+            f"HIDDEN = {set(hidden)!r}\n"
+            "class Hide(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in HIDDEN:\n"
+            "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+            "sys.meta_path.insert(0, Hide())\n"
             "from illust2vec.cli.main import main\n"
             f"sys.exit(main({list(argv)!r}))")
     env = {k: v for k, v in os.environ.items() if k != "ILLUST2VEC_NVXS_LIBRARY"}

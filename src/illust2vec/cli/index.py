@@ -67,7 +67,7 @@ def _print_prune(dropped: list[str], kept: dict[str, list[str]], *, verb: str) -
 
 
 def run(args: argparse.Namespace) -> int:
-    from illust2vec.cli.common import collection_models_from_args
+    from illust2vec.cli.common import collection_models_from_args, require_inputs
     from illust2vec.cli.face_options import face_options_from_args, faces_requested
     from illust2vec.collection import Collection
 
@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         raise Illust2VecError("give image folders to index (or --from-shards DIR)")
     if getattr(args, "ray", None) is not None:
         return run_ray(args)
+    if not args.prune:  # --prune reads a missing folder as "its files were deleted"
+        require_inputs(args.paths)
     faces = face_options_from_args(args) if faces_requested(args) else None
     if args.dry_run:
         if not args.prune:

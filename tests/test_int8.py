@@ -173,7 +173,9 @@ def _depthwise_graph(seed: int) -> bytes:
                             pads=[1, 1, 1, 1])
     io = [helper.make_tensor_value_info(t, TensorProto.FLOAT, ["N", 3, 16, 16]) for t in ("input", "y")]
     graph = helper.make_graph([node], "dw", io[:1], io[1:], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # ONNX Runtime 1.23 (Python 3.10) reads IR <= 11
+    return model.SerializeToString()
 
 
 def test_bias_correction_removes_the_mean_shift_of_rounded_weights(monkeypatch):

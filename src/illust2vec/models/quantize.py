@@ -4,8 +4,9 @@
   QDQ format (measured as fast as QOperator through MLAS and the format ONNX Runtime fuses
   best), per-channel symmetric int8 weights, uint8 activations with ranges from MinMax
   calibration on pictures: the drawn demo gallery (:mod:`illust2vec.io.gallery`, 75 pictures)
-  unless a folder is given.  Layers measured to hurt accuracy stay float32 (a family passes
-  their node names as ``keep_fp32``).  The graph is cached in the model store under
+  unless a folder is given.  Each int8 Conv's bias is then corrected for the mean shift of its
+  rounded weights on the calibration pictures (:func:`_correct_biases`).  Layers measured to hurt
+  accuracy stay float32 (a family passes their node names as ``keep_fp32``).  The graph is cached in the model store under
   :func:`quantized_key` (the source graph's content key + precision + calibration hash).
 * ``bf16``: ONNX Runtime's x86 CPU build has no bfloat16 convolution or matrix kernels (measured:
   docs/incoming/h27.md), so ``bf16`` runs the fp32 graph and says so in one line.

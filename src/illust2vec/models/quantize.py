@@ -153,11 +153,14 @@ def _input_means(proto: Any, batches: Sequence[np.ndarray], tensors: Sequence[st
 
     feed = proto.graph.input[0].name
     inner = sorted(set(tensors) - {feed})
-    probe = onnx.ModelProto()
-    probe.CopyFrom(proto)
-    del probe.graph.output[:]
-    probe.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in inner)
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"]) if inner else None
+    outputs = list(proto.graph.output)  # the probe is the graph itself with other outputs (no copy of a big graph)
+    del proto.graph.output[:]
+    proto.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in inner)
+    try:
+        session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]) if inner else None
+    finally:
+        del proto.graph.output[:]
+        proto.graph.output.extend(outputs)
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
     for x in batches:

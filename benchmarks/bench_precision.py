@@ -4,12 +4,13 @@ Models (all through ``load_model``/``from_caffemodel`` with ``precision=``, as u
 
 * ``i2v-tag`` and ``i2v-feature`` at the published size with **random weights** (the i2v layout;
   the real weights are not available offline); ``--i2v-tag`` / ``--i2v-feature`` reuse caffemodels;
-* ``generic-effnet-lite0`` with its **real trained weights**.
+* ``generic-effnet-lite0`` with its **real trained weights**: ``effnet`` as it loads (blocks before 14 float32),
+  ``effnet-fast`` with ``keep_fp32=KEEP_FP32_FAST`` (only the stem and blocks 0-1 float32).
 
 Speed: one batch of ``--batch-size`` pictures, fp32 and int8 sessions run in turn for ``--rounds``
 rounds (median pictures/s; the ratio is the median of per-round ratios).  bf16: what ONNX Runtime's
 CPU build offers is probed (a bfloat16 Conv/MatMul graph; the fp16 graph on the CPU) and reported.
-Error: over anime36 + the 75 drawn demo-gallery pictures, int8 against fp32.
+Error: over anime36 + the 75 drawn demo-gallery pictures, int8 against fp32, and over anime36 alone.
 
     flock /tmp/i2v-heavy.lock .venv/bin/python benchmarks/bench_precision.py --out bench-out
 """
@@ -140,7 +141,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench-out"))
     ap.add_argument("--i2v-tag", type=Path, help="a full-size i2v tag caffemodel (default: written under --out)")
     ap.add_argument("--i2v-feature", type=Path, help="a full-size i2v feature caffemodel (default: written)")
-    ap.add_argument("--models", default="i2v-tag,i2v-feature,effnet")
+    ap.add_argument("--models", default="i2v-tag,i2v-feature,effnet,effnet-fast")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "precision.json")
@@ -150,6 +151,7 @@ def main() -> None:
     from illust2vec import Illustration2Vec
     from illust2vec.io.gallery import draw_character, make_characters
     from illust2vec.models.families.i2v.caffe.writer import i2v_layers, write_caffemodel
+    from illust2vec.models.families.effnet import KEEP_FP32_FAST
     from illust2vec.models.loading import load_model
 
     info = machine()
@@ -168,6 +170,8 @@ def main() -> None:
             if not path.exists():
                 write_caffemodel(path, i2v_layers(head="feature"), v1=True)
             load = lambda **kw: Illustration2Vec.from_caffemodel(path, model_dir=store, name=which, **kw)
+        elif which == "effnet-fast":  # the faster trade: only the stem and blocks 0-1 stay float32
+            load = lambda **kw: load_model("generic-effnet-lite0", model_dir=store, keep_fp32=KEEP_FP32_FAST, **kw)
         else:
             load = lambda **kw: load_model("generic-effnet-lite0", model_dir=store, **kw)
         fp32 = load()
@@ -175,16 +179,19 @@ def main() -> None:
         int8 = load(precision="int8")
         made = time.perf_counter() - t
         batch = fp32.preprocess(pictures[: args.batch_size])
-        row = {"weights": "real (ImageNet)" if which == "effnet" else "random, published layout",
+        anime36 = len(sorted(ANIME36.glob("*.jpg")))
+        row = {"weights": "real (ImageNet)" if which.startswith("effnet") else "random, published layout",
                "int8_load_or_quantize_s": round(made, 1), **speed({"fp32": fp32, "int8": int8}, batch, args.rounds),
-               "errors": errors(fp32, int8, pictures), "load": os.getloadavg()}
+               "errors": errors(fp32, int8, pictures), "errors_anime36": errors(fp32, int8, pictures[:anime36]),
+               "load": os.getloadavg()}
         if which == "effnet":
             row["bf16_probe"] = bf16_probe(Path(fp32.onnx_source), batch)
         results["models"][which] = row
         print(f"{which:12s} fp32 {row['fp32_pics_per_s']:7.2f}/s  int8 {row['int8_pics_per_s']:7.2f}/s  "
               f"x{row['int8_over_fp32']:.2f}  bf16 = fp32 (no kernels)  load {row['load'][0]:.2f}", flush=True)
-        print("   errors vs fp32: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                               for k, v in row["errors"].items()), flush=True)
+        for part in ("errors", "errors_anime36"):
+            print(f"   {part} vs fp32: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                                  for k, v in row[part].items()), flush=True)
         if "bf16_probe" in row:
             print(f"   bf16 probe: {row['bf16_probe']}", flush=True)
         del fp32, int8

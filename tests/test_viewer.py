@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from illust2vec.errors import Illust2VecError
-from illust2vec.maps.viewer import ViewerPoint, write_viewer
+from illust2vec.maps.viewer import ViewerOptions, ViewerPoint, write_viewer
 
 from conftest import SHARED  # noqa: E402
 ANIME36 = SHARED / "data" / "anime36"
@@ -86,7 +86,7 @@ def built(tmp_path_factory, files, thumbs) -> dict:
     pts = _points(files, xss=True)
     names = {0: "group zero", 1: XSS_CLUSTER}
     quality = {"trustworthiness": 0.9312, "knn_preservation": 0.4123, "label_accuracy_map": 0.875}
-    emb = write_viewer(d / "map.html", pts, thumbs, title="anime36 </title><script>window.__xss=4</script>",
+    emb = write_viewer(d / "map.html", pts, thumbs, ViewerOptions(title="anime36 </title><script>window.__xss=4</script>"),
                        cluster_names=names, quality=quality)
     calls: list[int] = []
 
@@ -94,7 +94,7 @@ def built(tmp_path_factory, files, thumbs) -> dict:
         calls.append(i)
         return thumbs[i]
 
-    ext = write_viewer(d / "ext.html", _points(files), lazy, embed=False, thumb_size=64)
+    ext = write_viewer(d / "ext.html", _points(files), lazy, ViewerOptions(embed=False, thumb_size=64))
     return {"embed": emb, "external": ext, "points": pts, "calls": calls, "dir": d}
 
 
@@ -133,7 +133,7 @@ def test_thumbnail_keeps_aspect_letterboxed(tmp_path):
     wide = Image.new("RGB", (300, 100), (200, 30, 30))
     tall = Image.new("RGBA", (50, 200), (30, 200, 30, 255))
     pts = [ViewerPoint(0, 0, "wide.png"), ViewerPoint(1, 1, "tall.png")]
-    out = write_viewer(tmp_path / "a.html", pts, [wide, tall], thumb_size=96)
+    out = write_viewer(tmp_path / "a.html", pts, [wide, tall], ViewerOptions(thumb_size=96))
     data = _data_of(out.read_text(encoding="utf-8"))
     assert data["size"][:4] == [96, 32, 32, 11]  # hi w, h; base w, h (32 px base cells)
     assert data["size"][4:6] == [24, 96]
@@ -147,7 +147,7 @@ def test_bad_input_is_reported(tmp_path):
     with pytest.raises(Illust2VecError, match="non-finite position"):
         write_viewer(tmp_path / "x.html", [ViewerPoint(float("nan"), 0, "a")], [img])
     with pytest.raises(Illust2VecError, match="thumb_size"):
-        write_viewer(tmp_path / "x.html", [ViewerPoint(0, 0, "a")], [img], thumb_size=4)
+        write_viewer(tmp_path / "x.html", [ViewerPoint(0, 0, "a")], [img], ViewerOptions(thumb_size=4))
     with pytest.raises(Illust2VecError, match="not a PIL.Image"):
         write_viewer(tmp_path / "x.html", [ViewerPoint(0, 0, "a")], lambda i: "nope")
     assert not list(tmp_path.glob("x.html*"))
@@ -535,7 +535,7 @@ def test_level_of_detail_many_points(open_page, tmp_path, thumbs):
     decodes the hi pages of the visible points and draws them at full resolution."""
     n, cols = 600, 30
     pts = [ViewerPoint(float(k % cols), float(k // cols), f"img_{k:03d}.jpg", label=f"c{k % 36 // 6}") for k in range(n)]
-    html = write_viewer(tmp_path / "lod.html", pts, lambda i: thumbs[i % 36], thumb_size=128)
+    html = write_viewer(tmp_path / "lod.html", pts, lambda i: thumbs[i % 36], ViewerOptions(thumb_size=128))
     data = _data_of(html.read_text(encoding="utf-8"))
     assert data["atlas"]["hiPages"] == 3 and data["atlas"]["basePages"] == 1
     p = open_page(html)

@@ -9,6 +9,7 @@ import pytest
 
 from illust2vec.video.encode import VideoWriter
 from illust2vec.video.scenes import ShotDetector, detect_shots, representative_times
+from illust2vec.video.options import IntervalOptions, SamplingOptions, VideoOptions
 from illust2vec.video.timeline import tag_intervals, tag_video
 
 from conftest import SHARED  # noqa: E402
@@ -119,7 +120,7 @@ def test_intervals_hysteresis_merging_and_min_duration():
 
 
 def test_tag_video_every_frame_with_plain_callable(shots_video):
-    tl = tag_video(shots_video, colour_model, tag_names=TAGS, threshold=0.5, batch_size=8)
+    tl = tag_video(shots_video, colour_model, VideoOptions(intervals=IntervalOptions(threshold=0.5), batch_size=8), tag_names=TAGS)
     assert len(tl) == N
     assert tl.probs.shape == (N, 3)
     assert [s.start_frame for s in tl.shots] == pytest.approx(CUTS, abs=1)
@@ -137,10 +138,10 @@ def test_tag_video_every_frame_with_plain_callable(shots_video):
 
 
 def test_tag_video_every_and_scenes(shots_video):
-    tl = tag_video(shots_video, colour_model, tag_names=TAGS, every=0.5, threshold=0.5)
+    tl = tag_video(shots_video, colour_model, VideoOptions(SamplingOptions(every=0.5), intervals=IntervalOptions(threshold=0.5)), tag_names=TAGS)
     assert tl.times == pytest.approx(np.arange(8) * 0.5)
     assert tl.sampling == {"mode": "every", "every": 0.5}
-    sc = tag_video(shots_video, colour_model, tag_names=TAGS, scenes=True, threshold=0.5)
+    sc = tag_video(shots_video, colour_model, VideoOptions(SamplingOptions(scenes=True), intervals=IntervalOptions(threshold=0.5)), tag_names=TAGS)
     assert len(sc) == len(CUTS)
     assert list(sc.shot_of) == list(range(len(CUTS)))
     for k, shot in enumerate(sc.shots):
@@ -156,7 +157,7 @@ def test_tag_video_with_fixture_model_and_json(shots_video, tmp_path):
     store = tmp_path / "store"
     tagger = Illustration2Vec.from_caffemodel(FIX / "tag_w8_v1.caffemodel", tags=FIX / "tag_list.json", model_dir=store)
     feats = Illustration2Vec.from_caffemodel(FIX / "feature_w16_e1024.caffemodel", model_dir=store)
-    tl = tag_video(shots_video, tagger, every=1.0, feature_model=feats, batch_size=2)
+    tl = tag_video(shots_video, tagger, VideoOptions(SamplingOptions(every=1.0), batch_size=2), feature_model=feats)
     assert tl.probs.shape == (4, 1539)
     assert tl.features is not None and tl.features.shape == (4, 1024)
     # The same frames through the image path give the same probabilities.
@@ -180,7 +181,7 @@ def test_truncated_video_keeps_timeline_up_to_the_break(shots_video, tmp_path):
     data = full.read_bytes()
     cut = tmp_path / "cut.mkv"
     cut.write_bytes(data[: len(data) // 2])
-    tl = tag_video(cut, colour_model, tag_names=TAGS, threshold=0.5, every=0.25)
+    tl = tag_video(cut, colour_model, VideoOptions(SamplingOptions(every=0.25), intervals=IntervalOptions(threshold=0.5)), tag_names=TAGS)
     assert tl.problem is not None and "cut.mkv" in tl.problem
     assert 0 < len(tl) < N / RATE / 0.25
     assert tl.stopped_at is not None and tl.times[-1] <= tl.stopped_at + 1e-6

@@ -584,3 +584,57 @@ def test_level_of_detail_many_points(open_page, tmp_path, thumbs):
     ref_hi = np.asarray(t.resize(size, box=(6.4, 6.4, 121.6, 121.6)), dtype=np.float64)
     ref_lo = np.asarray(lo.resize(size, box=(1.6, 1.6, 30.4, 30.4)), dtype=np.float64)
     assert np.abs(got - ref_hi).mean() < np.abs(got - ref_lo).mean()
+
+
+def _overlap_share(screen: list[dict]) -> float:
+    """Largest share of one thumbnail box that another covers (boxes: size x size around the centres)."""
+    xy = np.array([(s["x"], s["y"]) for s in screen])
+    size = np.array([s["size"] for s in screen])
+    d = np.abs(xy[:, None, :] - xy[None, :, :])
+    side = (size[:, None] + size[None, :]) / 2
+    inter = np.clip(side[..., None] - d, 0, None).prod(axis=-1)
+    np.fill_diagonal(inter, 0)
+    return float((inter / (size[:, None] ** 2)).max())
+
+
+def _tsne_points(files: list[Path], thumbs) -> list[ViewerPoint]:
+    """A real t-SNE map of anime36 (pixels as features): characters crowd into clusters."""
+    from illust2vec.maps.reduce import reduce
+
+    feats = np.stack([np.asarray(t.resize((24, 24)), dtype=np.float32).ravel() for t in thumbs])
+    emb = reduce(feats, method="tsne", seed=0)
+    return [ViewerPoint(float(emb[i, 0]), float(emb[i, 1]), f.name, label=f"character {f.stem[0]}")
+            for i, f in enumerate(files)]
+
+
+@pytest.mark.browser
+def test_first_zoom_thumbnails_do_not_hide_each_other(open_page, tmp_path, files, thumbs):
+    """At the opening (fitted) zoom of a t-SNE map, no thumbnail box covers another; without
+    the writer's spreading, the same map's thumbnails do."""
+    pts = _tsne_points(files, thumbs)
+    crowded = open_page(write_viewer(tmp_path / "raw.html", pts, thumbs, ViewerOptions(avoid_overlap=False)))
+    before = _overlap_share(_screens(crowded))
+    spread = open_page(write_viewer(tmp_path / "map.html", pts, thumbs))
+    screen = _screens(spread)
+    after = _overlap_share(screen)
+    assert before > 0.2, before  # the raw layout really overlaps (the test can fail)
+    assert after <= 0.01, after
+    assert all(0 < s["x"] < 1280 and 0 < s["y"] < 800 for s in screen)  # still all on screen
+    assert min(s["size"] for s in screen) > 20  # and still thumbnails, not dots
+
+
+def test_viewer_and_png_share_one_legend(tmp_path, thumbs):
+    """The clusters of the PNG legend are the viewer's: same names, counts and order, noise included."""
+    from illust2vec.maps.render import legend_entries
+
+    cluster_ids = np.array([0, 0, 1, -1, 1, 1, -1, 0, 2])
+    names = {0: "red hair", 1: "blue eyes", 2: "cat ears"}
+    pts = [ViewerPoint(float(i), float(i % 3), f"{i}.png", cluster=int(c)) for i, c in enumerate(cluster_ids)]
+    data = _data_of(write_viewer(tmp_path / "l.html", pts, [thumbs[0]] * len(pts), cluster_names=names)
+                    .read_text(encoding="utf-8"))
+    viewer = [(name, int((cluster_ids == c).sum())) for c, name in data["clusters"]]
+    _, sections = legend_entries(None, cluster_ids, names)
+    png = dict(sections)["Clusters"]
+    assert [text for _, text in png] == [f"{name} ({k})" for name, k in viewer]
+    assert viewer[0] == ("noise", 2)
+    assert png[0][0] == (200, 200, 200)  # noise is grey in the PNG as in the viewer

@@ -249,11 +249,12 @@ def tsne(
         if early_exaggeration_iter > 0:
             emb = emb.optimize(
                 n_iter=early_exaggeration_iter, exaggeration=early_exaggeration, momentum=0.8,
-                learning_rate="auto", inplace=True, **fft_kw,
+                learning_rate="auto", inplace=True, propagate_exception=True, **fft_kw,
             )
         done[0] = early_exaggeration_iter
         if n_iter > 0:
-            emb = emb.optimize(n_iter=n_iter, momentum=0.8, learning_rate="auto", inplace=True, **fft_kw)
+            emb = emb.optimize(n_iter=n_iter, momentum=0.8, learning_rate="auto", inplace=True,
+                               propagate_exception=True, **fft_kw)
         report(total)
     except OptimizationInterrupt as interrupt:
         exc = stop[0] if stop else Cancelled("t-SNE: stopped by a callback")

@@ -117,11 +117,10 @@ class ViewerOptions:
         image_format: ``"jpeg"`` (fast to encode and decode, default) or
             ``"webp"`` (about 20% smaller, several times slower to encode).
         image_quality: Encoder quality, 1-100.
-        avoid_overlap: At the first (fitted) zoom every thumbnail is a square of
-            half the mean spacing of N points (the PNG's density); points are
-            nudged apart as little as needed so that none hides another
-            (:func:`spread_points`, up to 50,000 points).  The page's ``x``/``y``
-            are then the nudged positions.
+        avoid_overlap: Points whose thumbnails would overlap at the first
+            (fitted) zoom are nudged apart as little as needed so that none
+            hides another (:func:`spread_points`, up to 50,000 points).  The
+            page's ``x``/``y`` are then the nudged positions.
     """
 
     title: str = "illust2vec map"
@@ -575,19 +574,22 @@ def _asset(name: str) -> str:
 def spread_points(xy: np.ndarray) -> tuple[np.ndarray, float]:
     """Nudge map positions apart so that thumbnails of the first zoom do not overlap.
 
-    The page fits the map's larger extent to the window; a thumbnail's side is
-    ``0.5 / sqrt(N)`` of that extent (the density of the PNG map).  Returns the
-    new positions (within the old extent) and the side as a fraction of the new
-    extent (the page's ``pointSize``).
+    The page fits the map's larger extent to the window and draws a thumbnail
+    of ``min(0.25, 0.8 / sqrt(N))`` of that extent.  Overlapping squares of that
+    side are pushed apart as little as needed
+    (:func:`illust2vec.maps.render.remove_overlaps`; a crowded cluster may grow
+    the extent).  Returns the new positions and the side as a fraction of the
+    new extent (the page's ``pointSize``).
     """
     from illust2vec.maps.render import remove_overlaps
 
     n = xy.shape[0]
     lo, hi = xy.min(0), xy.max(0)
     span = float(max(hi - lo)) or 1.0
-    side = min(0.25, 0.5 / math.sqrt(n)) * span
-    corner = xy - side / 2
-    x, y = remove_overlaps(corner[:, 0], corner[:, 1], side, (*(lo - side / 2), *(hi - side / 2)), gap=0.0)
-    out = np.column_stack([x, y]) + side / 2
+    side = min(0.25, 0.8 / math.sqrt(n)) * span
+    room = np.array([-span, -span, span, span], dtype=np.float64)
+    box = np.concatenate([lo, hi]) + room
+    x, y = remove_overlaps(xy[:, 0], xy[:, 1], side, tuple(box), gap=0.0)  # centres: the same squares
+    out = np.column_stack([x, y])
     new_span = float(max(out.max(0) - out.min(0))) or 1.0
     return out, side / new_span

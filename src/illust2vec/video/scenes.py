@@ -16,8 +16,11 @@ in HSV colour space with three measures:
 into a score in [0, 1].  A frame starts a new shot when its score is
 above an absolute ``threshold`` **and** ``ratio`` times above the median score
 of the recent frames of the current shot (an adaptive threshold: busy,
-fast-moving shots need a larger jump), and the current shot is at least
-``min_shot`` seconds long.
+fast-moving shots need a larger jump) or at least twice ``threshold`` (a change
+no motion makes), and the current shot is at least ``min_shot`` seconds long.
+Only scores below ``threshold`` feed the median: a cut that ``min_shot`` or the
+ratio held back must not raise the bar for the next one (with sparse samples,
+``--every 1``, one missed cut used to hide every later one).
 """
 from __future__ import annotations
 
@@ -134,7 +137,8 @@ class ShotDetector:
         threshold: minimum score (0-1) for a cut.  0.3 finds hard cuts in
             animation while ignoring most motion; lower it for subtle cuts.
         ratio: a cut's score must also exceed ``ratio`` x the median score of
-            the last ``window`` frames of the current shot (adaptive part).
+            the last ``window`` quiet frames (scores under ``threshold``) of the
+            current shot (adaptive part), unless it is ``2 x threshold`` or more.
         window: frames in the running median.
         min_shot: shortest shot in seconds; a cut sooner than this after the
             previous one is ignored (flashes, strobing).
@@ -219,7 +223,7 @@ class ShotDetector:
         base = float(np.median(self._recent)) if self._recent else 0.0
         is_cut = (
             s >= self.threshold
-            and s >= self.ratio * base
+            and (s >= self.ratio * base or s >= 2 * self.threshold)
             and self._shot_start is not None
             and time - self._shot_start >= self.min_shot - 1e-9
         )
@@ -228,7 +232,8 @@ class ShotDetector:
             self._shot_start = time
             self.cuts.append((float(time), int(index)))
             return True
-        self._recent.append(s)
+        if s < self.threshold:
+            self._recent.append(s)
         return False
 
 

@@ -30,11 +30,10 @@ def test_callback_protocol_and_cancel():
     rec = Recorder("work", 2)
     report, close = progress_callback(rec, label="work", unit="pair", total=10)
     report(1)
-    report(2)
-    with pytest.raises(Cancelled, match="work: stopped by the progress callback after 3 pairs"):
-        report(3)
+    with pytest.raises(Cancelled, match="work: stopped by the progress callback after 2 pairs"):
+        report(2)
     close()
-    assert rec.calls[0] == ("work", "pair", 1, 10)
+    assert rec.calls[:2] == [("work", "pair", 0, 10), ("work", "pair", 1, 10)]
     with pytest.raises(TypeError, match="progress must be"):
         progress_callback(3, label="x")
 

@@ -4,20 +4,20 @@ Each stage of :func:`illust2vec.maps.pipeline.make_map` reads one frozen record;
 ``illust2vec map`` and ``illust2vec demo`` fill them from their flags one to one
 (:func:`illust2vec.cli.map.map_options`), so a flag and a field share a name:
 
-==================  ==============================
-``--db``            ``FeatureOptions.db``
-``--tagger``        ``FeatureOptions.tagger``
-``--batch-size``    ``FeatureOptions.batch_size``
-``--workers``       ``FeatureOptions.workers``
-``--method``        ``LayoutOptions.method``
-``--seed``          ``LayoutOptions.seed``
-``--perplexity``    ``LayoutOptions.perplexity``
-``--grid``          ``LayoutOptions.grid``
-``--title``         ``RenderOptions.title``
-``--max-size``      ``RenderOptions.max_size``
-``--thumb-size``    ``RenderOptions.thumb_size``
-``--label-by``      ``MapOptions.label_by``
-==================  ==============================
+| flag | option field |
+| --- | --- |
+| ``--db`` | ``FeatureOptions.db`` |
+| ``--tagger`` | ``FeatureOptions.tagger`` |
+| ``--batch-size`` | ``FeatureOptions.batch_size`` |
+| ``--workers`` | ``FeatureOptions.workers`` |
+| ``--method`` | ``LayoutOptions.method`` |
+| ``--seed`` | ``LayoutOptions.seed`` |
+| ``--perplexity`` | ``LayoutOptions.perplexity`` |
+| ``--grid`` | ``LayoutOptions.grid`` |
+| ``--title`` | ``RenderOptions.title`` |
+| ``--max-size`` | ``RenderOptions.max_size`` |
+| ``--thumb-size`` | ``RenderOptions.thumb_size`` |
+| ``--label-by`` | ``MapOptions.label_by`` |
 
 >>> MapOptions(layout=LayoutOptions(method="pca", grid=True)).layout.method
 'pca'

@@ -20,7 +20,7 @@ iterations), ``"pair"``, ``"file"``, ``"B"`` (bytes).
 ...                                   label="t-SNE", unit="it", total=10)
 >>> report(5); close()
 >>> seen
-[(5, 10, 'it')]
+[(0, 10, 'it'), (5, 10, 'it')]
 """
 from __future__ import annotations
 
@@ -127,6 +127,7 @@ def progress_callback(progress: Any, *, label: str, unit: str = "img", total: in
                       leave: bool = False) -> tuple[Callable[..., None], Callable[[], None]]:
     """``(report, close)`` for a stage's ``progress`` argument (see the module docstring).
 
+    The callback is called with ``done=0`` at once (the stage starts).
     ``report(done, total=...)`` passes the count on and raises :class:`Cancelled`
     when the callback returns ``True``; ``close`` closes only a bar made here.
     """
@@ -147,8 +148,10 @@ def progress_callback(progress: Any, *, label: str, unit: str = "img", total: in
         if total is not None:
             known[0] = total
         if fn(int(done), known[0], unit=unit, label=label) is True:
+            close()
             raise Cancelled(f"{label}: stopped by the progress callback after {done} {UNITS.get(unit, unit)}")
 
+    report(0)  # the stage starts: a bar starts its clock, a callback may stop it before any work
     return report, close
 
 

@@ -1,21 +1,21 @@
 """Option records of :func:`illust2vec.video.timeline.tag_video`, one field per ``illust2vec video`` flag.
 
-==========================  =================================
-``--every``, ``--fps``      ``SamplingOptions.every``, ``.fps``
-``--scenes``                ``SamplingOptions.scenes``
-``--per-shot``              ``SamplingOptions.per_shot``
-``--representative``        ``SamplingOptions.representative``
-``--start``, ``--end``      ``SamplingOptions.start``, ``.end``
-``--max-side``              ``SamplingOptions.max_side``
-``--no-shots``              ``ShotOptions.detect`` (``False``)
-``--shot-threshold``        ``ShotOptions.threshold``
-``--min-shot``              ``ShotOptions.min_shot``
-``--threshold``, ``--rule`` ``IntervalOptions.threshold``, ``.threshold_rule``
-``--exit-ratio``            ``IntervalOptions.exit_ratio``
-``--min-gap``               ``IntervalOptions.min_gap``
-``--min-duration``          ``IntervalOptions.min_duration``
-``--batch-size``            ``VideoOptions.batch_size``
-==========================  =================================
+| flag | option field |
+| --- | --- |
+| ``--every``, ``--fps`` | ``SamplingOptions.every``, ``.fps`` |
+| ``--scenes`` | ``SamplingOptions.scenes`` |
+| ``--per-shot`` | ``SamplingOptions.per_shot`` |
+| ``--representative`` | ``SamplingOptions.representative`` |
+| ``--start``, ``--end`` | ``SamplingOptions.start``, ``.end`` |
+| ``--max-side`` | ``SamplingOptions.max_side`` |
+| ``--no-shots`` | ``ShotOptions.detect`` (``False``) |
+| ``--shot-threshold`` | ``ShotOptions.threshold`` |
+| ``--min-shot`` | ``ShotOptions.min_shot`` |
+| ``--threshold``, ``--general``, ``--character``, ``--copyright``, ``--threshold-rule`` | ``IntervalOptions.threshold`` (resolved per tag for the model) |
+| ``--exit-ratio`` | ``IntervalOptions.exit_ratio`` |
+| ``--min-gap`` | ``IntervalOptions.min_gap`` |
+| ``--min-duration`` | ``IntervalOptions.min_duration`` |
+| ``--batch-size`` | ``VideoOptions.batch_size`` |
 
 >>> VideoOptions(sampling=SamplingOptions(every=1.0)).sampling.every
 1.0

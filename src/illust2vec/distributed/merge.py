@@ -9,7 +9,6 @@ are skipped).
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 from illust2vec.collection import AddReport, Collection

@@ -106,6 +106,7 @@ RENDER_CHILD = r"""
 import sys, time, json, resource
 from pathlib import Path
 import numpy as np
+from illust2vec.maps.options import RenderOptions
 from illust2vec.maps.render import render_map
 n, out = int(sys.argv[1]), sys.argv[2]
 src = sorted(Path(sys.argv[3]).glob("*.jpg"))
@@ -114,7 +115,7 @@ pos = np.random.default_rng(0).standard_normal((n, 2))
 labels = [str(i % 25) for i in range(n)]
 t = time.perf_counter()
 c0 = resource.getrusage(resource.RUSAGE_SELF)
-r = render_map(out, pos, paths, labels=labels, title=f"{n} thumbnails", max_size=4096)
+r = render_map(out, pos, paths, labels=labels, options=RenderOptions(title=f"{n} thumbnails", max_size=4096))
 wall = time.perf_counter() - t
 c1 = resource.getrusage(resource.RUSAGE_SELF)
 cpu = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)

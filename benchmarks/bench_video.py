@@ -98,6 +98,7 @@ def main() -> None:
     from illust2vec import Illustration2Vec
     from illust2vec.runtime.batches import iter_batches
     from illust2vec.video import iter_video_frames
+    from illust2vec.video.options import SamplingOptions, VideoOptions
     from illust2vec.video.timeline import tag_video
 
     clip = args.out / f"clip_1080p_{args.seconds:g}s_{args.rate}fps_gop{args.gop}.mp4"
@@ -132,8 +133,8 @@ def main() -> None:
         runs["net"].append(measure(lambda: [model.run(b) for b in batches], lambda r: sum(len(x) for x in r)))
         runs["images"].append(measure(lambda: list(iter_batches(model, files, batch_size=bs)),
                                       lambda r: sum(len(x) for x in r)))
-        runs["all"].append(measure(lambda: tag_video(clip, model, end=end_all + 1e-3, batch_size=bs), len))
-        every_tl = tag_video(clip, model, every=1.0, batch_size=bs)
+        runs["all"].append(measure(lambda: tag_video(clip, model, VideoOptions(SamplingOptions(end=end_all + 1e-3), batch_size=bs)), len))
+        every_tl = tag_video(clip, model, VideoOptions(SamplingOptions(every=1.0), batch_size=bs))
         runs["every"].append((len(every_tl), every_tl.seconds, float("nan")))
 
     def rate(key: str) -> float:

@@ -38,7 +38,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from illust2vec.maps.viewer import ViewerPoint, write_viewer  # noqa: E402
+from illust2vec.maps.viewer import ViewerOptions, ViewerPoint, write_viewer  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 CHROMIUM = "/usr/bin/chromium"
@@ -155,8 +155,8 @@ def main() -> int:
                     continue
                 html = out / f"viewer_{n}_{mode}.html"
                 t, c = time.perf_counter(), time.process_time()
-                write_viewer(html, pts, lambda i: pool[i % len(pool)], thumb_size=args.thumb_size,
-                             embed=(mode == "embed"), title=f"bench {n}")
+                write_viewer(html, pts, lambda i: pool[i % len(pool)],
+                             ViewerOptions(thumb_size=args.thumb_size, embed=(mode == "embed"), title=f"bench {n}"))
                 build, cpu = time.perf_counter() - t, time.process_time() - c
                 r = measure_load(browser, html)
                 r.update(n=n, mode=mode, build=build, cpu=cpu, size=dir_size(html))

@@ -211,6 +211,7 @@ def test_export_has_one_record_per_face_with_its_box(face_db, tmp_path, capsys, 
 
 
 def test_map_of_a_face_collection_draws_each_face_crop(face_db, tmp_path):
+    from illust2vec.maps.options import LayoutOptions, MapOptions
     from illust2vec.maps.pipeline import face_thumbnails_from_collection, features_from_collection, make_map
 
     _, _, db, _ = face_db
@@ -229,7 +230,7 @@ def test_map_of_a_face_collection_draws_each_face_crop(face_db, tmp_path):
             assert refs[i] == f"{src}#face{fi} [{','.join(map(str, box))}]"
             want = crop_padded(load_image(src), crop_region(box, margin=DEFAULT_MARGIN))
             np.testing.assert_array_equal(thumb(i), want)
-    result = make_map(db, tmp_path / "faces.png", method="pca", grid=False)
+    result = make_map(db, tmp_path / "faces.png", options=MapOptions(layout=LayoutOptions(method="pca", grid=False)))
     assert result.paths == refs and result.png.exists()
 
 

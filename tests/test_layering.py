@@ -167,3 +167,47 @@ def test_collection_modules_import_downward():
     upward = [f"{short(m)} -> {short(d)}" for m, deps in inside.items() for d in deps
               if d.startswith("illust2vec.collection") and COLLECTION_LAYERS[short(d)] >= COLLECTION_LAYERS[short(m)]]
     assert not upward, "collection modules importing their own layer or above:\n" + "\n".join(sorted(upward))
+
+
+#: Most parameters a public function or method may take (``self`` not counted).
+MAX_PARAMETERS = 12
+#: Packages whose entry points became stage chains configured by option records (the rest: h24p's list).
+STAGED = ("maps", "video", "runtime/progress.py")
+#: Functions allowed more (none: a new one takes an options record instead).
+PARAMETER_SKIP: set[str] = set()
+
+
+def public_signatures(root: Path):
+    """``(qualified name, parameter count)`` of every public function and method under ``root``."""
+    files = [root] if root.suffix == ".py" else sorted(root.rglob("*.py"))
+    for path in files:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        module = module_name(path) if PACKAGE in path.parents else path.stem
+
+        def walk(node, owner: str | None = None):
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, ast.ClassDef) and not child.name.startswith("_"):
+                    yield from walk(child, child.name)
+                elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    if child.name.startswith("_") and child.name != "__init__":
+                        continue
+                    a = child.args
+                    n = len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs) + bool(a.vararg) + bool(a.kwarg)
+                    first = (a.posonlyargs + a.args)[:1]
+                    if owner and first and first[0].arg in ("self", "cls"):
+                        n -= 1
+                    yield f"{module}.{owner + '.' if owner else ''}{child.name}", n
+
+        yield from walk(tree)
+
+
+def test_staged_entry_points_take_option_records():
+    too_many = {name: n for part in STAGED for name, n in public_signatures(PACKAGE / part)
+                if n > MAX_PARAMETERS and name not in PARAMETER_SKIP}
+    assert too_many == {}, f"more than {MAX_PARAMETERS} parameters (take an options record): {too_many}"
+
+
+def test_the_parameter_check_counts_every_kind(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("class A:\n    def m(self, a, /, b, *c, d, **e): ...\ndef f(a, b=1): ...\ndef _g(*a): ...\n")
+    assert dict(public_signatures(f)) == {"m.A.m": 5, "m.f": 2}

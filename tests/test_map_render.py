@@ -10,6 +10,7 @@ from PIL import Image
 
 from illust2vec.maps.grid import snap_to_grid
 from illust2vec.maps.reduce import reduce
+from illust2vec.maps.options import RenderOptions
 from illust2vec.maps.render import remove_overlaps, render_map
 
 from conftest import SHARED  # noqa: E402
@@ -63,7 +64,7 @@ def test_png_of_anime36_shows_every_image_once_inside_canvas(tmp_path, anime):
     paths, pos = anime
     out = tmp_path / "map.png"
     labels = [p.stem for p in paths]  # one label per image: 36 distinct frame colours
-    res = render_map(out, pos, paths, labels=labels, title="anime36", max_size=2048)
+    res = render_map(out, pos, paths, labels=labels, options=RenderOptions(title="anime36", max_size=2048))
     assert max(res.size) <= 2048
     assert res.failed == []
     _check_every_image_once(out, res, paths)
@@ -76,7 +77,7 @@ def test_grid_png_has_no_overlaps_and_uses_the_cells(tmp_path, anime):
     paths, pos = anime
     layout = snap_to_grid(pos)
     out = tmp_path / "grid.png"
-    res = render_map(out, pos, paths, labels=[p.stem for p in paths], grid=layout, max_size=1500)
+    res = render_map(out, pos, paths, labels=[p.stem for p in paths], grid=layout, options=RenderOptions(max_size=1500))
     _check_every_image_once(out, res, paths)
     # same column -> same x centre, same row -> same y centre
     cx = (res.rects[:, 0] + res.rects[:, 2]) / 2
@@ -104,7 +105,7 @@ def test_canvas_is_bounded_for_many_images_and_bad_files_become_placeholders(tmp
             return tmp_path / "missing.png"
         return Image.new("RGB", (40 + i % 30, 30), tuple(int(c) for c in colours[i]))
 
-    res = render_map(tmp_path / "big.png", pos, thumb, max_size=1024, labels=[str(i % 50) for i in range(n)])
+    res = render_map(tmp_path / "big.png", pos, thumb, options=RenderOptions(max_size=1024), labels=[str(i % 50) for i in range(n)])
     w, h = res.size
     assert w <= 1024 and h <= 1024
     assert (res.rects[:, 0] >= 0).all() and (res.rects[:, 2] <= w).all()

@@ -14,6 +14,7 @@ from illust2vec.video.annotate import annotate_video
 from illust2vec.video.encode import VideoWriter
 from illust2vec.video.outputs import write_timeline
 from illust2vec.video.plot import PlotLayout, plot_timeline
+from illust2vec.video.options import IntervalOptions, VideoOptions
 from illust2vec.video.timeline import tag_video
 
 from conftest import SHARED  # noqa: E402
@@ -43,7 +44,7 @@ def video(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def timeline(video):
-    return tag_video(video, colour_model, tag_names=TAGS, threshold=0.5, min_gap=0.0)
+    return tag_video(video, colour_model, VideoOptions(intervals=IntervalOptions(threshold=0.5, min_gap=0.0)), tag_names=TAGS)
 
 
 def test_json_and_csv(timeline, tmp_path):

@@ -9,6 +9,7 @@ import pytest
 
 from illust2vec.video.encode import VideoWriter
 from illust2vec.video.scenes import ShotDetector, detect_shots, representative_times
+from illust2vec.video.options import IntervalOptions, SamplingOptions, VideoOptions
 from illust2vec.video.timeline import tag_intervals, tag_video
 
 from conftest import SHARED  # noqa: E402
@@ -119,7 +120,7 @@ def test_intervals_hysteresis_merging_and_min_duration():
 
 
 def test_tag_video_every_frame_with_plain_callable(shots_video):
-    tl = tag_video(shots_video, colour_model, tag_names=TAGS, threshold=0.5, batch_size=8)
+    tl = tag_video(shots_video, colour_model, VideoOptions(intervals=IntervalOptions(threshold=0.5), batch_size=8), tag_names=TAGS)
     assert len(tl) == N
     assert tl.probs.shape == (N, 3)
     assert [s.start_frame for s in tl.shots] == pytest.approx(CUTS, abs=1)
@@ -137,10 +138,10 @@ def test_tag_video_every_frame_with_plain_callable(shots_video):
 
 
 def test_tag_video_every_and_scenes(shots_video):
-    tl = tag_video(shots_video, colour_model, tag_names=TAGS, every=0.5, threshold=0.5)
+    tl = tag_video(shots_video, colour_model, VideoOptions(SamplingOptions(every=0.5), intervals=IntervalOptions(threshold=0.5)), tag_names=TAGS)
     assert tl.times == pytest.approx(np.arange(8) * 0.5)
     assert tl.sampling == {"mode": "every", "every": 0.5}
-    sc = tag_video(shots_video, colour_model, tag_names=TAGS, scenes=True, threshold=0.5)
+    sc = tag_video(shots_video, colour_model, VideoOptions(SamplingOptions(scenes=True), intervals=IntervalOptions(threshold=0.5)), tag_names=TAGS)
     assert len(sc) == len(CUTS)
     assert list(sc.shot_of) == list(range(len(CUTS)))
     for k, shot in enumerate(sc.shots):
@@ -156,7 +157,7 @@ def test_tag_video_with_fixture_model_and_json(shots_video, tmp_path):
     store = tmp_path / "store"
     tagger = Illustration2Vec.from_caffemodel(FIX / "tag_w8_v1.caffemodel", tags=FIX / "tag_list.json", model_dir=store)
     feats = Illustration2Vec.from_caffemodel(FIX / "feature_w16_e1024.caffemodel", model_dir=store)
-    tl = tag_video(shots_video, tagger, every=1.0, feature_model=feats, batch_size=2)
+    tl = tag_video(shots_video, tagger, VideoOptions(SamplingOptions(every=1.0), batch_size=2), feature_model=feats)
     assert tl.probs.shape == (4, 1539)
     assert tl.features is not None and tl.features.shape == (4, 1024)
     # The same frames through the image path give the same probabilities.
@@ -180,7 +181,7 @@ def test_truncated_video_keeps_timeline_up_to_the_break(shots_video, tmp_path):
     data = full.read_bytes()
     cut = tmp_path / "cut.mkv"
     cut.write_bytes(data[: len(data) // 2])
-    tl = tag_video(cut, colour_model, tag_names=TAGS, threshold=0.5, every=0.25)
+    tl = tag_video(cut, colour_model, VideoOptions(SamplingOptions(every=0.25), intervals=IntervalOptions(threshold=0.5)), tag_names=TAGS)
     assert tl.problem is not None and "cut.mkv" in tl.problem
     assert 0 < len(tl) < N / RATE / 0.25
     assert tl.stopped_at is not None and tl.times[-1] <= tl.stopped_at + 1e-6
@@ -189,3 +190,68 @@ def test_truncated_video_keeps_timeline_up_to_the_break(shots_video, tmp_path):
     assert d["complete"] is False and d["stopped_at"] == pytest.approx(tl.stopped_at)
     # What was decoded is still tagged: the first (red) shot is there.
     assert tl.intervals["red"][0].start == 0.0
+
+
+# 8 pictures of anime36, one per second; neighbours are different characters (cuts a person sees)
+SLIDES = ["00", "10", "20", "30", "40", "50", "01", "11"]
+
+
+@pytest.fixture(scope="module")
+def slideshow(tmp_path_factory):
+    from PIL import Image
+
+    anime = SHARED / "data" / "anime36"
+    if not (anime / "00.jpg").exists():
+        pytest.skip(f"{anime} is missing")
+    path = tmp_path_factory.mktemp("slides") / "slides.mp4"
+    with VideoWriter(path, 256, 192, rate=RATE) as w:
+        for name in SLIDES:
+            with Image.open(anime / f"{name}.jpg") as im:
+                frame = np.asarray(im.convert("RGB").resize((256, 192)))
+            for _ in range(RATE):
+                w.write(frame)
+    return path
+
+
+def test_slideshow_every_second_gives_every_cut(slideshow):
+    tl = tag_video(slideshow, colour_model, VideoOptions(SamplingOptions(every=1.0)), tag_names=TAGS)
+    assert [s.start for s in tl.shots] == pytest.approx(range(len(SLIDES)))
+    assert list(tl.shot_of) == list(range(len(SLIDES)))
+
+
+def test_slideshow_scenes_gives_one_shot_per_picture(slideshow):
+    sc = tag_video(slideshow, colour_model, VideoOptions(SamplingOptions(scenes=True)), tag_names=TAGS)
+    assert [s.start_frame for s in sc.shots] == [RATE * k for k in range(len(SLIDES))]
+    assert len(sc) == len(SLIDES)
+
+
+def test_cli_video_every_second_on_the_slideshow(slideshow, tmp_path):
+    from illust2vec.cli.main import main
+
+    out = tmp_path / "t.json"
+    code = main(["video", str(slideshow), "--every", "1", "--weights", str(FIX / "tag_w8_v1.caffemodel"),
+                 "--tag-list", str(FIX / "tag_list.json"), "--model-dir", str(tmp_path / "store"), "-o", str(out),
+                 "--quiet"])
+    assert code == 0
+    assert len(json.loads(out.read_text())["shots"]) == len(SLIDES)
+
+
+def test_a_progress_callback_counts_frames_and_stops_tagging(slideshow):
+    from illust2vec.runtime.progress import Cancelled
+
+    calls = []
+
+    def progress(done, total, *, unit, label):
+        calls.append((label, unit, done, total))
+        return label == "tagging" and done >= 4
+
+    with pytest.raises(Cancelled):
+        tag_video(slideshow, colour_model, VideoOptions(SamplingOptions(fps=4.0), batch_size=2), tag_names=TAGS,
+                  progress=progress)
+    assert {c[:2] for c in calls} == {("tagging", "frame")}
+    assert calls[-1][2] == 4 and calls[0][3] == 4 * len(SLIDES)  # stopped after 4 of 32 frames
+    calls.clear()
+    tl = tag_video(slideshow, colour_model, VideoOptions(SamplingOptions(scenes=True)), tag_names=TAGS,
+                   progress=lambda done, total, **kw: calls.append((kw["label"], kw["unit"], done)))
+    assert len(tl) == len(SLIDES)
+    assert {c[:2] for c in calls} == {("finding shots", "frame"), ("tagging", "frame")}

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from illust2vec.errors import Illust2VecError
-from illust2vec.maps.viewer import ViewerPoint, write_viewer
+from illust2vec.maps.viewer import ViewerOptions, ViewerPoint, write_viewer
 
 from conftest import SHARED  # noqa: E402
 ANIME36 = SHARED / "data" / "anime36"
@@ -86,7 +86,7 @@ def built(tmp_path_factory, files, thumbs) -> dict:
     pts = _points(files, xss=True)
     names = {0: "group zero", 1: XSS_CLUSTER}
     quality = {"trustworthiness": 0.9312, "knn_preservation": 0.4123, "label_accuracy_map": 0.875}
-    emb = write_viewer(d / "map.html", pts, thumbs, title="anime36 </title><script>window.__xss=4</script>",
+    emb = write_viewer(d / "map.html", pts, thumbs, ViewerOptions(title="anime36 </title><script>window.__xss=4</script>"),
                        cluster_names=names, quality=quality)
     calls: list[int] = []
 
@@ -94,7 +94,7 @@ def built(tmp_path_factory, files, thumbs) -> dict:
         calls.append(i)
         return thumbs[i]
 
-    ext = write_viewer(d / "ext.html", _points(files), lazy, embed=False, thumb_size=64)
+    ext = write_viewer(d / "ext.html", _points(files), lazy, ViewerOptions(embed=False, thumb_size=64))
     return {"embed": emb, "external": ext, "points": pts, "calls": calls, "dir": d}
 
 
@@ -133,7 +133,7 @@ def test_thumbnail_keeps_aspect_letterboxed(tmp_path):
     wide = Image.new("RGB", (300, 100), (200, 30, 30))
     tall = Image.new("RGBA", (50, 200), (30, 200, 30, 255))
     pts = [ViewerPoint(0, 0, "wide.png"), ViewerPoint(1, 1, "tall.png")]
-    out = write_viewer(tmp_path / "a.html", pts, [wide, tall], thumb_size=96)
+    out = write_viewer(tmp_path / "a.html", pts, [wide, tall], ViewerOptions(thumb_size=96))
     data = _data_of(out.read_text(encoding="utf-8"))
     assert data["size"][:4] == [96, 32, 32, 11]  # hi w, h; base w, h (32 px base cells)
     assert data["size"][4:6] == [24, 96]
@@ -147,7 +147,7 @@ def test_bad_input_is_reported(tmp_path):
     with pytest.raises(Illust2VecError, match="non-finite position"):
         write_viewer(tmp_path / "x.html", [ViewerPoint(float("nan"), 0, "a")], [img])
     with pytest.raises(Illust2VecError, match="thumb_size"):
-        write_viewer(tmp_path / "x.html", [ViewerPoint(0, 0, "a")], [img], thumb_size=4)
+        write_viewer(tmp_path / "x.html", [ViewerPoint(0, 0, "a")], [img], ViewerOptions(thumb_size=4))
     with pytest.raises(Illust2VecError, match="not a PIL.Image"):
         write_viewer(tmp_path / "x.html", [ViewerPoint(0, 0, "a")], lambda i: "nope")
     assert not list(tmp_path.glob("x.html*"))
@@ -535,7 +535,7 @@ def test_level_of_detail_many_points(open_page, tmp_path, thumbs):
     decodes the hi pages of the visible points and draws them at full resolution."""
     n, cols = 600, 30
     pts = [ViewerPoint(float(k % cols), float(k // cols), f"img_{k:03d}.jpg", label=f"c{k % 36 // 6}") for k in range(n)]
-    html = write_viewer(tmp_path / "lod.html", pts, lambda i: thumbs[i % 36], thumb_size=128)
+    html = write_viewer(tmp_path / "lod.html", pts, lambda i: thumbs[i % 36], ViewerOptions(thumb_size=128))
     data = _data_of(html.read_text(encoding="utf-8"))
     assert data["atlas"]["hiPages"] == 3 and data["atlas"]["basePages"] == 1
     p = open_page(html)
@@ -584,3 +584,57 @@ def test_level_of_detail_many_points(open_page, tmp_path, thumbs):
     ref_hi = np.asarray(t.resize(size, box=(6.4, 6.4, 121.6, 121.6)), dtype=np.float64)
     ref_lo = np.asarray(lo.resize(size, box=(1.6, 1.6, 30.4, 30.4)), dtype=np.float64)
     assert np.abs(got - ref_hi).mean() < np.abs(got - ref_lo).mean()
+
+
+def _overlap_share(screen: list[dict]) -> float:
+    """Largest share of one thumbnail box that another covers (boxes: size x size around the centres)."""
+    xy = np.array([(s["x"], s["y"]) for s in screen])
+    size = np.array([s["size"] for s in screen])
+    d = np.abs(xy[:, None, :] - xy[None, :, :])
+    side = (size[:, None] + size[None, :]) / 2
+    inter = np.clip(side[..., None] - d, 0, None).prod(axis=-1)
+    np.fill_diagonal(inter, 0)
+    return float((inter / (size[:, None] ** 2)).max())
+
+
+def _tsne_points(files: list[Path], thumbs) -> list[ViewerPoint]:
+    """A real t-SNE map of anime36 (pixels as features): characters crowd into clusters."""
+    from illust2vec.maps.reduce import reduce
+
+    feats = np.stack([np.asarray(t.resize((24, 24)), dtype=np.float32).ravel() for t in thumbs])
+    emb = reduce(feats, method="tsne", seed=0)
+    return [ViewerPoint(float(emb[i, 0]), float(emb[i, 1]), f.name, label=f"character {f.stem[0]}")
+            for i, f in enumerate(files)]
+
+
+@pytest.mark.browser
+def test_first_zoom_thumbnails_do_not_hide_each_other(open_page, tmp_path, files, thumbs):
+    """At the opening (fitted) zoom of a t-SNE map, no thumbnail box covers another; without
+    the writer's spreading, the same map's thumbnails do."""
+    pts = _tsne_points(files, thumbs)
+    crowded = open_page(write_viewer(tmp_path / "raw.html", pts, thumbs, ViewerOptions(avoid_overlap=False)))
+    before = _overlap_share(_screens(crowded))
+    spread = open_page(write_viewer(tmp_path / "map.html", pts, thumbs))
+    screen = _screens(spread)
+    after = _overlap_share(screen)
+    assert before > 0.2, before  # the raw layout really overlaps (the test can fail)
+    assert after <= 0.01, after
+    assert all(0 < s["x"] < 1280 and 0 < s["y"] < 800 for s in screen)  # still all on screen
+    assert min(s["size"] for s in screen) > 20  # and still thumbnails, not dots
+
+
+def test_viewer_and_png_share_one_legend(tmp_path, thumbs):
+    """The clusters of the PNG legend are the viewer's: same names, counts and order, noise included."""
+    from illust2vec.maps.render import legend_entries
+
+    cluster_ids = np.array([0, 0, 1, -1, 1, 1, -1, 0, 2])
+    names = {0: "red hair", 1: "blue eyes", 2: "cat ears"}
+    pts = [ViewerPoint(float(i), float(i % 3), f"{i}.png", cluster=int(c)) for i, c in enumerate(cluster_ids)]
+    data = _data_of(write_viewer(tmp_path / "l.html", pts, [thumbs[0]] * len(pts), cluster_names=names)
+                    .read_text(encoding="utf-8"))
+    viewer = [(name, int((cluster_ids == c).sum())) for c, name in data["clusters"]]
+    _, sections = legend_entries(None, cluster_ids, names)
+    png = dict(sections)["Clusters"]
+    assert [text for _, text in png] == [f"{name} ({k})" for name, k in viewer]
+    assert viewer[0] == ("noise", 2)
+    assert png[0][0] == (200, 200, 200)  # noise is grey in the PNG as in the viewer

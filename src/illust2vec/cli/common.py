@@ -433,10 +433,10 @@ class ErrorReport:
 
 
 def progress_bar(args: argparse.Namespace, total: int | None, unit: str = "img", desc: str | None = None):
-    """The command's progress bar (:func:`illust2vec.runtime.progress.progress_bar`), silent with ``--quiet``."""
-    from illust2vec.runtime.progress import progress_bar as bar
+    """The command's :class:`~illust2vec.runtime.progress.ProgressBar`, silent with ``--quiet``."""
+    from illust2vec.runtime.progress import ProgressBar
 
-    return bar(total, desc=desc, unit=unit, enabled=not getattr(args, "quiet", False))
+    return ProgressBar(desc, unit=unit, total=total, enabled=not getattr(args, "quiet", False))
 
 
 def split_tags(values: str | list[str] | None) -> list[str]:

@@ -52,7 +52,10 @@ def run(args: argparse.Namespace) -> int:
 
     from illust2vec.errors import Illust2VecError
     from illust2vec.io.gallery import write_gallery
-    from illust2vec.maps.pipeline import format_quality, make_map
+    from dataclasses import replace
+
+    from illust2vec.cli.map import map_options
+    from illust2vec.maps.pipeline import MapData, format_quality, make_map
     from illust2vec.models.loading import load_model
 
     if args.characters < 2 or args.variants < 1:
@@ -78,12 +81,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {p}: {m}", file=sys.stderr)
     keep = [paths.index(p) for p in ok]
     title = f"illust2vec demo: {args.characters} characters x {args.variants} ({model.name}, {args.method})"
-    result = make_map(
-        ok, out / "map.png", html=out / "map.html", report=out / "report.json", features=feats,
-        labels=[items[i].character for i in keep], tag_probs=probs[keep], tag_names=vocab,
-        method=args.method, grid=args.grid, seed=args.seed, title=title, max_size=3072,
-        progress=not args.quiet, model=model.name,
-    )
+    options = map_options(args)
+    options = replace(options, render=replace(options.render, title=title, max_size=3072))
+    data = MapData(features=feats, labels=[items[i].character for i in keep], tag_probs=probs[keep], tag_names=vocab)
+    result = make_map(ok, out / "map.png", html=out / "map.html", report=out / "report.json", options=options,
+                      data=data, progress=not args.quiet, model=model.name)
     print(format_quality(result.quality))
     for c in result.clusters:
         print(f"  cluster {c.name} ({c.size} images)")

@@ -4,8 +4,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from illust2vec.cli.common import ErrorReport, add_model_arguments, add_tagger_choice, model_from_args
+
+if TYPE_CHECKING:
+    from illust2vec.maps.options import MapOptions
 
 EXAMPLES = """\
 examples:
@@ -68,10 +72,24 @@ def map_requirements(args: argparse.Namespace) -> tuple[str, ...]:
     return (*engine, "faiss", "scipy", "sklearn") + {"tsne": ("openTSNE",), "umap": ("umap",)}.get(args.method, ())
 
 
+def map_options(args: argparse.Namespace) -> MapOptions:
+    """The map's option records from the flags of ``map`` or ``demo``, one field per flag."""
+    from illust2vec.maps.options import FeatureOptions, LayoutOptions, MapOptions, RenderOptions
+
+    get = lambda name, default=None: getattr(args, name, default)  # noqa: E731 - demo has fewer flags
+    return MapOptions(
+        features=FeatureOptions(db=get("db"), tagger=get("tagger"), batch_size=get("batch_size"),
+                                workers=get("workers") or None),
+        layout=LayoutOptions(method=args.method, seed=args.seed, perplexity=get("perplexity", 30.0), grid=args.grid),
+        render=RenderOptions(title=get("title"), max_size=get("max_size", 4096), thumb_size=get("thumb_size")),
+        label_by=get("label_by"),
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from illust2vec.errors import Illust2VecError, one_line
-    from illust2vec.maps.pipeline import format_quality, is_collection, make_map
     from illust2vec.io.images import missing_inputs
+    from illust2vec.maps.pipeline import MapData, format_quality, is_collection, make_map
 
     if args.output is None and args.html is None and args.report is None:
         print("error: nothing to write; give -o FILE.png, --html FILE.html and/or --report FILE.json",
@@ -104,11 +122,9 @@ def run(args: argparse.Namespace) -> int:
 
         face_refs, face_kw, face_errors = map_face_inputs(model, inputs, args, on_error=report_errors)
     result = make_map(
-        inputs if face_refs is None else face_refs, args.output, html=args.html, report=args.report, method=args.method, model=model,
-        label_by=args.label_by, grid=args.grid, seed=args.seed, max_size=args.max_size, title=args.title,
-        db=args.db, perplexity=args.perplexity, batch_size=args.batch_size,
-        workers=args.workers or None, thumb_size=args.thumb_size, progress=not args.quiet,
-        on_error=report_errors, tagger=args.tagger, **face_kw,
+        inputs if face_refs is None else face_refs, args.output, html=args.html, report=args.report,
+        options=map_options(args), model=model, data=MapData(**face_kw), progress=not args.quiet,
+        on_error=report_errors,
     )
     print(format_quality(result.quality))
     for c in result.clusters[:20]:

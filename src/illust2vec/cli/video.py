@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from illust2vec.cli.common import (
     add_model_arguments, add_output_arguments, add_threshold_arguments, engine_options, model_from_args,
-    output_format, progress_bar,
+    output_format,
 )
 from illust2vec.errors import Illust2VecError
+
+if TYPE_CHECKING:
+    from illust2vec.video.options import VideoOptions
 
 EXAMPLES = """\
 examples:
@@ -87,31 +89,25 @@ def _feature_model(args: argparse.Namespace) -> Any:
                       offline=args.offline, progress=not args.quiet, **engine_options(args))
 
 
-def _bar(args: argparse.Namespace, total: int | None, desc: str) -> Any:
-    return progress_bar(args, total, unit="frame", desc=desc)
+def video_options(args: argparse.Namespace, threshold: Any = None) -> VideoOptions:
+    """The video's option records from its flags, one field per flag (``threshold``: resolved for the model)."""
+    from illust2vec.video.options import IntervalOptions, SamplingOptions, ShotOptions, VideoOptions
 
-
-def _expected_samples(info: Any, args: argparse.Namespace) -> int | None:
-    dur = info.duration
-    if dur is None:
-        return None
-    start = args.start or 0.0
-    end = min(dur, args.end) if args.end is not None else dur
-    span = max(0.0, end - start)
-    if args.every:
-        return max(1, math.ceil(span / args.every - 1e-9))
-    if args.fps:
-        return max(1, math.ceil(span * args.fps - 1e-9))
-    if args.scenes:
-        return None
-    if info.frame_count and args.start is None and args.end is None:
-        return info.frame_count
-    return round(span * info.average_rate) if info.average_rate else None
+    return VideoOptions(
+        sampling=SamplingOptions(every=args.every, fps=args.fps, scenes=args.scenes, per_shot=args.per_shot,
+                                 representative=args.representative, start=args.start, end=args.end,
+                                 max_side=args.max_side),
+        shots=ShotOptions(detect=not args.no_shots, threshold=args.shot_threshold, min_shot=args.min_shot),
+        intervals=IntervalOptions(threshold=threshold, exit_ratio=args.exit_ratio, min_gap=args.min_gap,
+                                  min_duration=args.min_duration),
+        batch_size=args.batch_size,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from illust2vec.cli.common import prepare_outputs
     from illust2vec.cli.tag import _thresholds
+    from illust2vec.runtime.progress import ProgressBar
     from illust2vec.video import probe_video
     from illust2vec.video.outputs import save_frame, write_timeline, write_timeline_json
     from illust2vec.video.timeline import tag_video
@@ -120,12 +116,11 @@ def run(args: argparse.Namespace) -> int:
     fmt = output_format(args, FORMATS)
     if fmt == "csv" and args.output is None:
         raise Illust2VecError("--format csv needs an output file: -o FILE.csv")
-    if args.every is not None and args.every <= 0:
-        raise Illust2VecError(f"--every {args.every}: must be a positive number of seconds")
-    if args.fps is not None and args.fps <= 0:
-        raise Illust2VecError(f"--fps {args.fps}: must be a positive number")
-    if args.per_shot < 1:
-        raise Illust2VecError(f"--per-shot {args.per_shot}: must be at least 1")
+    try:
+        video_options(args).sampling.check()
+    except ValueError as exc:  # name the flag, not the field
+        flag = str(exc).split("=", 1)[0].replace("_", "-")
+        raise Illust2VecError(f"--{flag} {str(exc).split('=', 1)[1]}") from None
     prepare_outputs(args.output, args.plot, args.annotate, dirs=(args.frames,))  # before the work
     try:
         info = probe_video(path)
@@ -136,44 +131,17 @@ def run(args: argparse.Namespace) -> int:
     thresholds = _thresholds(args, model)
     feature_model = _feature_model(args) if args.feature_model else None
 
-    scan_bar = None
-    if args.scenes:
-        scan_bar = _bar(args, info.frame_count, "finding shots")
-    bar = None
-
-    def on_scan(n: int) -> None:
-        if scan_bar is not None:
-            scan_bar.update(n - scan_bar.n)
-
-    def on_progress(done: int, t: float) -> None:
-        nonlocal bar
-        if bar is None:
-            if scan_bar is not None:
-                scan_bar.close()
-            bar = _bar(args, _expected_samples(info, args), "tagging")
-        bar.update(done - bar.n)
-        bar.set_postfix_str(f"{t:.1f}s", refresh=False)
-
     def sink(frame: Any, shot: int) -> None:
         save_frame(frame.image, args.frames, frame.time, frame.index, shot, ext=args.frame_format)
 
+    bars = ProgressBar(unit="frame", enabled=not args.quiet)
     try:
-        timeline = tag_video(
-            path, model, every=args.every, fps=args.fps, scenes=args.scenes, per_shot=args.per_shot,
-            representative=args.representative, start=args.start, end=args.end,
-            batch_size=args.batch_size, threshold=thresholds, exit_ratio=args.exit_ratio,
-            min_gap=args.min_gap, min_duration=args.min_duration, feature_model=feature_model,
-            max_side=args.max_side, shots=not args.no_shots, shot_threshold=args.shot_threshold,
-            min_shot=args.min_shot, progress=on_progress, scan_progress=on_scan,
-            frame_sink=sink if args.frames else None,
-        )
+        timeline = tag_video(path, model, video_options(args, thresholds), feature_model=feature_model,
+                             progress=bars, frame_sink=sink if args.frames else None)
     except ValueError as exc:
         raise Illust2VecError(f"{path}: {exc}") from None
     finally:
-        if bar is not None:
-            bar.close()
-        if scan_bar is not None:
-            scan_bar.close()
+        bars.close()
 
     if args.output is None:
         import json
@@ -192,11 +160,8 @@ def run(args: argparse.Namespace) -> int:
     if args.annotate:
         from illust2vec.video.annotate import annotate_video
 
-        abar = _bar(args, info.frame_count, "annotating")
-        try:
-            annotate_video(timeline, args.annotate, top=args.annotate_top, progress=lambda n: abar.update(1))
-        finally:
-            abar.close()
+        with ProgressBar("annotating", unit="frame", total=info.frame_count, enabled=not args.quiet) as abar:
+            annotate_video(timeline, args.annotate, top=args.annotate_top, progress=abar)
 
     rate = len(timeline) / timeline.seconds if timeline.seconds > 0 else 0.0
     print(

@@ -43,7 +43,7 @@ def index_files(w: WriteSession, view: CollectionView, paths: Sequence[str | os.
     The session's taggers that lag behind the stored rows are filled first
     (after the scan, so moved files are found at their new paths).
     """
-    from illust2vec.runtime.progress import progress_bar
+    from illust2vec.runtime.progress import progress_counter
 
     report = w.report
     files = list_image_files(paths)
@@ -53,8 +53,9 @@ def index_files(w: WriteSession, view: CollectionView, paths: Sequence[str | os.
     todo: dict[str, list[tuple[str, int, int]]] = {}  # sha -> [(path, size, mtime)]
     link: list[tuple[str, int, int, str, int]] = []
     errs: list[tuple[str, int, int, str | None, str]] = []
-    bar = progress_bar(len(files), desc="scanning", unit="file", enabled=progress, leave=False, iterable=files)
-    for path in bar:
+    step, close = progress_counter(progress, label="scanning", unit="file", total=len(files))
+    for path in files:
+        step(1)
         try:
             st = os.stat(path)
         except OSError as exc:
@@ -82,7 +83,7 @@ def index_files(w: WriteSession, view: CollectionView, paths: Sequence[str | os.
             report.still_bad += 1
         else:
             todo.setdefault(sha, []).append((path, st.st_size, st.st_mtime_ns))
-    bar.close()
+    close()
     w.record_files([(p, size, mtime, sha, row, None) for p, size, mtime, sha, row in link]
                    + [(p, size, mtime, sha, None, msg) for p, size, mtime, sha, msg in errs])
     report.linked += len(link)
@@ -117,11 +118,12 @@ def _record_copies(w: WriteSession, todo, shas: list[str], rows: list[int | None
 
 
 def _add_contents(w: WriteSession, todo, embedder, taggers, *, batch_size, workers, progress) -> None:
-    from illust2vec.runtime.progress import progress_bar
+    from illust2vec.runtime.progress import progress_counter
 
     shas = list(todo)
     reps = [todo[s][0] for s in shas]
-    bar = progress_bar(len(reps), desc="indexing", enabled=bool(progress and reps))
+    step, close = progress_counter(progress if reps else None, label="indexing", unit="img", total=len(reps),
+                                   leave=True)
     ids = [t.identity for t in taggers]
     try:
         for batch in infer([p for p, _, _ in reps], embedder, taggers, batch_size=batch_size, workers=workers):
@@ -135,9 +137,9 @@ def _add_contents(w: WriteSession, todo, embedder, taggers, *, batch_size, worke
                 probs=dict(zip(ids, batch.probs)),
             ))
             _record_copies(w, todo, [shas[j] for j in entries], res.rows, {shas[j]: m for j, m in batch.errors})
-            bar.update(len(entries))
+            step(len(entries))
     finally:
-        bar.close()
+        close()
 
 
 def fill_taggers(w: WriteSession, view: CollectionView, taggers: Sequence, *, batch_size: int = 32,
@@ -150,7 +152,7 @@ def fill_taggers(w: WriteSession, view: CollectionView, taggers: Sequence, *, ba
     files are all gone and files that cannot be decoded get no tags (NaN
     records); the latter two are listed in ``w.report.untagged``.
     """
-    from illust2vec.runtime.progress import progress_bar
+    from illust2vec.runtime.progress import progress_counter
 
     models = {t.identity: t for t in taggers}
     lagging = [t for t in w.lagging() if t.identity in models]
@@ -163,7 +165,8 @@ def fill_taggers(w: WriteSession, view: CollectionView, taggers: Sequence, *, ba
     live = view.snapshot().live
     live = live[(live >= start) & (live < w.rows)]
     names = ", ".join(repr(t.name) for t in lagging)
-    bar = progress_bar(len(live), desc=f"tagging stored pictures ({names})", enabled=bool(progress and len(live)))
+    step, close = progress_counter(progress if len(live) else None, label=f"tagging stored pictures ({names})",
+                                   unit="img", total=len(live), leave=True)
     try:
         for c0 in range(0, len(live), FILL_CHUNK):
             chunk = live[c0 : c0 + FILL_CHUNK]
@@ -181,7 +184,7 @@ def fill_taggers(w: WriteSession, view: CollectionView, taggers: Sequence, *, ba
                     results[have[j]] = [p[k] for p in batch.probs]
                 for j, msg in batch.errors:
                     w.report.untagged.append((paths[have[j]], msg))
-                bar.update(len(batch.indices) + len(batch.errors))
+                step(len(batch.indices) + len(batch.errors))
             for t in w.lagging():
                 if t.identity not in models or t.rows >= upto:
                     continue
@@ -192,9 +195,9 @@ def fill_taggers(w: WriteSession, view: CollectionView, taggers: Sequence, *, ba
                 done = int(np.isfinite(block[:, 0]).sum()) if t.tag_count else 0
                 w.append_probs(t, block)
                 w.report.tagged[t.name] = w.report.tagged.get(t.name, 0) + done
-            bar.update(len(chunk) - len(have))
+            step(len(chunk) - len(have))
     finally:
-        bar.close()
+        close()
 
 
 # --------------------------------------------------------------------------- faces

@@ -459,7 +459,7 @@ def pairs_among(codes: np.ndarray, rows: np.ndarray | None, max_distance: int, *
     :func:`illust2vec.collection.dupes.near_duplicate_pairs` for the
     arguments; no validation here.
     """
-    from illust2vec.runtime.progress import as_progress
+    from illust2vec.runtime.progress import progress_counter
 
     n = len(codes) if rows is None else len(rows)
     nbytes = codes.shape[1]
@@ -475,8 +475,8 @@ def pairs_among(codes: np.ndarray, rows: np.ndarray | None, max_distance: int, *
     old = int((~has_new).sum())
     if method == "auto":
         method = choose_method(codes, at, r, new_start=old, threads=threads)[0]
-    update, close = as_progress(progress, r + 1 if method == "mih" else len(at), desc="dupes",
-                                unit="pass" if method == "mih" else "code")
+    update, close = progress_counter(progress, label="dupes", total=r + 1 if method == "mih" else len(at),
+                                     unit="pass" if method == "mih" else "code")
     try:
         search = mih_pairs if method == "mih" else scan_pairs
         found = search(codes, at, r, new_start=old, threads=threads, progress=update)

@@ -9,7 +9,6 @@ are skipped).
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 from illust2vec.collection import AddReport, Collection
@@ -52,13 +51,13 @@ def index_shards(col: Collection, directory: str | os.PathLike, *, progress: boo
     falls behind (:attr:`AddReport.lagging`): the next local ``index`` tags
     the merged pictures with it.
     """
-    from tqdm import tqdm
+    from illust2vec.runtime.progress import progress_counter
 
     embedder, tagger = shard_models(directory)
     manifest = read_manifest(os.fspath(directory)) or {}
     with col.store.writing(embedder=embedder, taggers=[tagger] if tagger is not None else []) as w:
-        bar = tqdm(total=manifest.get("n_inputs"), desc="merging", unit="img", disable=not progress,
-                   file=sys.stderr, smoothing=0.1)
+        step, close = progress_counter(progress, label="merging", unit="img", total=manifest.get("n_inputs"),
+                                       leave=True)
         try:
             for s in iter_shards(directory):
                 w.append(ItemBatch(  # the shard's vectors hold its good rows, in order: one item each
@@ -66,7 +65,7 @@ def index_shards(col: Collection, directory: str | os.PathLike, *, progress: boo
                     features=s.vectors["feature"], codes=s.vectors["codes"],
                     probs={tagger.identity: s.vectors["prob"]} if tagger is not None else None,
                 ))
-                bar.update(len(s.path))
+                step(len(s.path))
         finally:
-            bar.close()
+            close()
     return w.report

@@ -30,6 +30,7 @@ from illust2vec.distributed.shards import (
 )
 from illust2vec.distributed.stages import RunModels, ModelStage, prepare_shard, write_shard_row
 from illust2vec.errors import Illust2VecError
+from illust2vec.runtime.progress import progress_counter
 from illust2vec.runtime.batches import ItemError
 
 #: Inputs per shard by default: ~80 MB of preprocessed 224x224 float32 pixels in flight per shard.
@@ -163,7 +164,8 @@ def run_shards(
     device:
         ``"cpu"`` or ``"cuda"`` for the actors (default: the models' own).
     progress:
-        A tqdm-like object updated with the number of inputs done.
+        ``True`` or a callback (:mod:`illust2vec.runtime.progress`) counting the
+        inputs done (images); returning ``True`` stops reading results.
     on_error:
         Called with an :class:`~illust2vec.runtime.batches.ItemError` per failed input, as shards finish.
 
@@ -190,10 +192,22 @@ def run_shards(
     finished = existing_shards(directory)
     todo = [s for s in slices if s.name not in finished]
     report.reused = [s.name for s in slices if s.name in finished]
-    if progress is not None and report.reused:
-        progress.update(sum(len(s.sources) for s in slices if s.name in finished))
-    if not todo:
-        return report
+    step, close = progress_counter(progress, label="images", unit="img", total=sum(len(s.sources) for s in slices),
+                                   leave=True)
+    try:
+        if report.reused:
+            step(sum(len(s.sources) for s in slices if s.name in finished))
+        if todo:
+            _run_todo(todo, directory, models, tagger, embedder, report, step, on_error, shard_size=shard_size,
+                      actors=actors, min_actors=min_actors, gpu=gpu, actor_cpus=actor_cpus, device=device)
+    finally:
+        close()
+    return report
+
+
+def _run_todo(todo, directory, models, tagger, embedder, report, step, on_error, *, shard_size, actors, min_actors,
+              gpu, actor_cpus, device) -> None:
+    import ray
 
     resources = ray.cluster_resources()
     if actors is None:
@@ -227,7 +241,5 @@ def run_shards(
                 on_error(err)
         report.done += int(row["items"])
         report.per_node[row["node"]] = report.per_node.get(row["node"], 0) + int(row["items"])
-        if progress is not None:
-            progress.update(int(row["items"]))
-    return report
+        step(int(row["items"]))
 

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from illust2vec.errors import Illust2VecError, MissingDependency, is_missing_dependency
-from illust2vec.runtime.progress import as_progress
+from illust2vec.runtime.progress import progress_counter
 from illust2vec.faces.detect import (
     DEFAULT_MARGIN,
     DEFAULT_MAX_SIDE,
@@ -180,8 +180,8 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def _make_progress(progress: bool | Callable[[int], None] | None, total: int | None) -> tuple[Callable[[int], None], Callable[[], None]]:
-    return as_progress(progress, total, desc="faces", leave=False)
+def _make_progress(progress: Any, total: int | None) -> tuple[Callable[[int], None], Callable[[], None]]:
+    return progress_counter(progress, label="faces", unit="img", total=total)
 
 
 def iter_detections(
@@ -194,7 +194,7 @@ def iter_detections(
     square: bool = True,
     keep_image: str = "never",
     chunksize: int = 4,
-    progress: bool | Callable[[int], None] | None = None,
+    progress: Any = None,
     start_method: str | None = None,
     scan: str = "fine",
 ) -> Iterator[Detection]:
@@ -322,7 +322,7 @@ def iter_face_items(
     min_likelihood: float = 0.0,
     max_side: int | None = DEFAULT_MAX_SIDE,
     chunksize: int = 4,
-    progress: bool | Callable[[int], None] | None = None,
+    progress: Any = None,
     start_method: str | None = None,
     scan: str = "fine",
 ) -> Iterator[FaceItem | FaceItemError]:

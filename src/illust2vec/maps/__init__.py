@@ -7,7 +7,8 @@ Stages, each a plain function on arrays (imported lazily, so ``import illust2vec
 - :func:`~illust2vec.maps.clusters.find_clusters`, :func:`~illust2vec.maps.clusters.explain_clusters`
 - :func:`~illust2vec.maps.quality.map_quality`: trustworthiness, k-NN preservation, label accuracy
 - :func:`~illust2vec.maps.render.render_map`: the PNG; :func:`~illust2vec.maps.viewer.write_viewer`: the HTML
-- :func:`~illust2vec.maps.pipeline.make_map`: all of it, as ``illust2vec map`` does
+- :func:`~illust2vec.maps.pipeline.make_map`: all of it, as ``illust2vec map`` does, configured by
+  :class:`~illust2vec.maps.options.MapOptions` (one record per stage)
 """
 from __future__ import annotations
 
@@ -17,6 +18,13 @@ from typing import Any
 _EXPORTS = {
     "make_map": "pipeline",
     "MapResult": "pipeline",
+    "MapData": "pipeline",
+    "gather_features": "pipeline",
+    "layout_map": "pipeline",
+    "MapOptions": "options",
+    "FeatureOptions": "options",
+    "LayoutOptions": "options",
+    "RenderOptions": "options",
     "snap_to_grid": "grid",
     "find_clusters": "clusters",
     "explain_clusters": "clusters",

@@ -1,15 +1,16 @@
 """``make_map``: images (or a collection) -> features -> 2-D map -> PNG, HTML viewer and report.
 
-Stages (each also callable alone, see :mod:`illust2vec.maps`):
+Stages (each also callable alone, each configured by one record of :mod:`.options`):
 
-1. features: from a collection if one is given (``db``, or the input *is* a
-   collection directory), else computed with the model (``iter_batches``);
-   tag probabilities come along when the collection or model has them;
-2. reduce: L2-normalise, PCA 50, openTSNE / UMAP / PCA (:mod:`.reduce`);
-3. optional grid snap (:mod:`.grid`);
-4. clusters with distinctive tags (:mod:`.clusters`), on the 2-D map;
-5. quality numbers (:mod:`.quality`);
-6. PNG (:mod:`.render`), HTML viewer (:mod:`.viewer`), JSON report.
+1. :func:`gather_features` (:class:`~.options.FeatureOptions`): from a collection
+   (``db``, or the input *is* a collection directory), else computed with the
+   model (``iter_batches``); tag probabilities come along when the collection or
+   model has them;
+2. :func:`layout_map` (:class:`~.options.LayoutOptions`): L2-normalise, PCA 50,
+   openTSNE / UMAP / PCA (:mod:`.reduce`), optional grid snap (:mod:`.grid`),
+   clusters with distinctive tags (:mod:`.clusters`), quality (:mod:`.quality`);
+3. PNG (:func:`.render.render_map`, :class:`~.options.RenderOptions`), HTML viewer
+   (:func:`write_map_viewer`), JSON report.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from illust2vec.io.atomic import atomic_write, json_safe
 from illust2vec.maps.clusters import ClusterInfo, explain_clusters, find_clusters
 from illust2vec.maps.grid import GridLayout, snap_to_grid
 from illust2vec.maps.labels import labels_from_spec
+from illust2vec.maps.options import FeatureOptions, LayoutOptions, MapOptions
 
 REPORT_SCHEMA = 1
 #: Up to this many images the viewer is one self-contained file; above, atlases go beside it.
@@ -83,31 +85,6 @@ class MapResult:
             "errors": [{"path": p, "message": m} for p, m in self.errors],
             "points": pts,
         }
-
-
-def _stage_progress(enabled: bool) -> Callable[[str, int, int], None] | None:
-    """A ``progress(stage, done, total)`` that drives one tqdm bar per stage on stderr."""
-    if not enabled:
-        return None
-    from illust2vec.runtime.progress import progress_bar
-
-    bars: dict[str, Any] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        bar = bars.get(stage)
-        if bar is None:
-            for other in list(bars.values()):
-                other.close()
-            bars.clear()
-            bar = bars[stage] = progress_bar(total, desc=stage, leave=False)
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-        if done >= total:
-            bar.close()
-            bars.pop(stage, None)
-
-    return progress
 
 
 def is_collection(path: Path | str) -> bool:
@@ -263,238 +240,308 @@ def _href(path: str, html: Path) -> str:
         return target.as_uri()
 
 
+@dataclass(frozen=True)
+class MapData:
+    """Data a caller already has, so that :func:`make_map` does not compute or read it.
+
+    ``features`` (N, D), with ``inputs`` the matching list of image paths, skips
+    feature extraction.  ``labels``: one per image (instead of ``label_by``).
+    ``tag_probs``/``tag_names``/``tag_categories`` explain clusters when the model
+    or collection has no tag probabilities.  ``thumbnails`` (a sequence or
+    ``i -> path | PIL image | array``) are drawn instead of reading the paths
+    (e.g. face crops), and ``links`` are what a click in the viewer opens.
+    """
+
+    features: np.ndarray | None = None
+    labels: Sequence[str | None] | None = None
+    tag_probs: np.ndarray | None = None
+    tag_names: Sequence[str] | None = None
+    tag_categories: Sequence[str] | None = None
+    thumbnails: Sequence[Any] | Callable[[int], Any] | None = None
+    links: Sequence[str] | None = None
+
+
+@dataclass
+class MapFeatures:
+    """What the features stage gives the layout: one row per image that worked."""
+
+    paths: list[str]
+    features: np.ndarray
+    probs: np.ndarray | None = None
+    names: list[str] | None = None
+    categories: list[str] | None = None
+    root: Path | None = None
+    model: str | None = None
+    thumbnails: Sequence[Any] | Callable[[int], Any] | None = None
+    links: Sequence[str] | None = None
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class MapLayout:
+    """What the layout stage computed: positions, optional grid, clusters, quality."""
+
+    embedding: np.ndarray
+    grid: GridLayout | None
+    cluster_ids: np.ndarray
+    clusters: list[ClusterInfo]
+    quality: dict
+    exclude: np.ndarray | None
+
+
+def _input_root(inputs: Sequence[Path | str] | Path | str) -> tuple[list, Path | None]:
+    single = isinstance(inputs, (str, Path))
+    input_list = [inputs] if single else list(inputs)  # type: ignore[list-item]
+    root = Path(input_list[0]) if len(input_list) == 1 and Path(input_list[0]).is_dir() else None
+    return input_list, root
+
+
+def gather_features(
+    inputs: Sequence[Path | str] | Path | str,
+    *,
+    model: Any = None,
+    data: MapData = MapData(),
+    options: FeatureOptions = FeatureOptions(),
+    progress: Any = False,
+    on_error: Callable[[Any], None] | None = None,
+) -> MapFeatures:
+    """Stage 1: the features of ``inputs`` (given in ``data``, read from a collection, or computed)."""
+    input_list, root = _input_root(inputs)
+    if data.features is not None:
+        paths = [str(p) for p in input_list]
+        feats = np.asarray(data.features, dtype=np.float32)
+        if feats.shape[0] != len(paths):
+            raise Illust2VecError(f"{feats.shape[0]} feature rows for {len(paths)} paths")
+        name = model if isinstance(model, str) or model is None else getattr(model, "name", None)
+        out = MapFeatures(paths, feats, root=root, model=name)
+    elif root is not None and is_collection(root):
+        paths, feats, probs, names, cats = features_from_collection(root, tagger=options.tagger)
+        out = MapFeatures(paths, feats, probs, names, cats, model="collection")
+        faces = face_thumbnails_from_collection(root, paths) if data.thumbnails is None else None
+        if faces is not None:  # a face collection: draw the crops, link to the pictures
+            out.paths, out.thumbnails, out.links = faces
+    else:
+        out = _model_features(input_list, root, model, options, progress, on_error)
+    if data.thumbnails is not None:
+        out.thumbnails, out.links = data.thumbnails, data.links
+    elif data.links is not None:
+        out.links = data.links
+    if data.tag_probs is not None:
+        out.probs = data.tag_probs
+        out.names = list(data.tag_names) if data.tag_names is not None else None
+        out.categories = list(data.tag_categories) if data.tag_categories is not None else None
+    n = len(out.paths)
+    if n == 0:
+        raise Illust2VecError("no images to map")
+    if out.probs is not None and (out.probs.shape[0] != n or out.names is None):
+        raise Illust2VecError(f"tag probabilities have {out.probs.shape[0]} rows for {n} images")
+    return out
+
+
+def _model_features(input_list: list, root: Path | None, model: Any, options: FeatureOptions, progress: Any,
+                    on_error: Callable[[Any], None] | None) -> MapFeatures:
+    from illust2vec.io.images import iter_image_files
+
+    files = iter_image_files([str(p) for p in input_list])
+    if not files:
+        raise Illust2VecError(f"no images found in: {', '.join(map(str, input_list))}")
+    if model is None or isinstance(model, str):
+        from illust2vec.models.loading import load_model
+
+        model = load_model(model, task="feature", progress=bool(progress))
+    name = getattr(model, "name", None)
+    tags = "prob" in model.outputs and model.tags is not None
+    if options.db is None:
+        paths, feats, probs, errors = compute_features(
+            model, files, batch_size=options.batch_size, workers=options.workers, progress=progress or None,
+            on_error=on_error,
+        )
+        out = MapFeatures(paths, feats, root=root, model=name, errors=errors)
+        if probs is not None:
+            out.probs, out.names = probs, list(model.tags.names)
+            out.categories = list(getattr(model.tags, "categories", []) or []) or None
+        return out
+    from illust2vec.collection.core import Collection, canonical_path
+
+    errors: list[tuple[str, str]] = []
+    with Collection.open(options.db) as col:
+        col.add([str(f) for f in files], embedder=model, tagger=model if tags else None,
+                batch_size=options.batch_size or 32, workers=options.workers, progress=progress)
+        wanted = {canonical_path(f) for f in files}
+        for p, m in col.errors():
+            if p in wanted:
+                errors.append((str(p), str(m)))
+                if on_error:
+                    on_error(f"{p}: {m}")
+    paths, feats, probs, names, cats = features_from_collection(options.db, files, tagger=options.tagger)
+    return MapFeatures(paths, feats, probs, names, cats, root=root, model=name, errors=errors)
+
+
+def layout_map(
+    feats: np.ndarray,
+    *,
+    labels: Sequence[str | None] | None = None,
+    probs: np.ndarray | None = None,
+    names: Sequence[str] | None = None,
+    categories: Sequence[str] | None = None,
+    options: LayoutOptions = LayoutOptions(),
+    progress: Any = None,
+    timings: dict[str, float] | None = None,
+) -> MapLayout:
+    """Stage 2: reduce to 2-D, snap to the grid, find and explain clusters, measure quality."""
+    from threadpoolctl import threadpool_limits
+
+    from illust2vec.maps.reduce import effective_jobs, reduce
+
+    timings = {} if timings is None else timings
+    n = feats.shape[0]
+    with threadpool_limits(limits=effective_jobs(n, options.n_jobs)):
+        t = time.perf_counter()
+        emb = reduce(feats, method=options.method, seed=options.seed, perplexity=options.perplexity,
+                     n_jobs=options.n_jobs, progress=progress)
+        timings["reduce"] = time.perf_counter() - t
+        layout = None
+        if options.grid:
+            t = time.perf_counter()
+            layout = snap_to_grid(emb)
+            timings["grid"] = time.perf_counter() - t
+        t = time.perf_counter()
+        cluster_ids = find_clusters(emb, min_cluster_size=options.min_cluster_size)
+        exclude = None
+        if categories is not None and probs is not None and len(categories) == probs.shape[1]:
+            exclude = np.array([c == "rating" for c in categories])
+        clusters = explain_clusters(emb, cluster_ids, probs, names, exclude=exclude)
+        timings["clusters"] = time.perf_counter() - t
+        t = time.perf_counter()
+        quality = _quality(feats, emb, layout, labels, options)
+        timings["quality"] = time.perf_counter() - t
+    return MapLayout(emb, layout, cluster_ids, clusters, quality, exclude)
+
+
+def _quality(feats, emb, layout, labels, options: LayoutOptions) -> dict:
+    n = feats.shape[0]
+    if n < 3:
+        return {}
+    from illust2vec.maps.quality import map_quality
+
+    queries = 2000 if n <= 20_000 else 1000  # each query ranks all N points in D dimensions
+    k, seed = options.quality_k, options.seed
+    quality = map_quality(feats, emb, labels, k=k, seed=seed, max_queries=queries)
+    quality["layout"] = options.method
+    if layout is not None:
+        # equal cell distances are ordered by the t-SNE/UMAP distance underneath
+        unit = (emb - emb.min(0)) / np.maximum(np.ptp(emb, axis=0), 1e-12)
+        gq = map_quality(feats, layout.cells + 1e-3 * unit, labels, k=k, seed=seed, max_queries=queries)
+        quality["grid"] = {key: v for key, v in gq.items()
+                           if key in ("trustworthiness", "knn_preservation", "knn_label_accuracy_map")}
+    return quality
+
+
+def write_map_viewer(html: Path | str, found: MapFeatures, lay: MapLayout, labels, *, title: str | None,
+                     progress: Any = None) -> Path:
+    """Stage 4: the HTML viewer of a laid-out map (one file up to :data:`VIEWER_EMBED_MAX` images)."""
+    from illust2vec.maps.render import load_thumbnail
+    from illust2vec.maps.viewer import ViewerOptions, ViewerPoint, write_viewer
+
+    html = Path(html)
+    paths, n = found.paths, len(found.paths)
+    probs, names = found.probs, found.names
+    tt = top_tags(probs, names, exclude=lay.exclude) if probs is not None and names is not None else None
+    pos = lay.grid.cells.astype(np.float64) if lay.grid is not None else lay.embedding
+    links = found.links
+    points = [
+        ViewerPoint(x=float(pos[i, 0]), y=float(pos[i, 1]), path=paths[i],
+                    label=labels[i] if labels is not None else None,
+                    cluster=int(lay.cluster_ids[i]), top_tags=tt[i] if tt else [],
+                    href=_href(paths[i] if links is None else links[i], html))
+        for i in range(n)
+    ]
+    qnum = {k: float(v) for k, v in lay.quality.items() if isinstance(v, float)}
+    qnum.update({f"grid_{k}": float(v) for k, v in lay.quality.get("grid", {}).items()})
+    thumbs = found.thumbnails
+    thumb = paths.__getitem__ if thumbs is None else (thumbs if callable(thumbs) else thumbs.__getitem__)
+    options = ViewerOptions(title=title or "illust2vec map", embed=n <= VIEWER_EMBED_MAX,
+                            avoid_overlap=lay.grid is None)
+    return write_viewer(html, points, lambda i: load_thumbnail(thumb(i), 256), options,
+                        cluster_names={c.id: c.name for c in lay.clusters}, quality=qnum, progress=progress)
+
+
 def make_map(
     inputs: Sequence[Path | str] | Path | str,
     out_png: Path | str | None = None,
     *,
     html: Path | str | None = None,
     report: Path | str | None = None,
-    method: str = "tsne",
+    options: MapOptions = MapOptions(),
     model: Any = None,
-    label_by: str | None = None,
-    labels: Sequence[str | None] | None = None,
-    grid: bool = False,
-    seed: int = 0,
-    max_size: int = 4096,
-    title: str | None = None,
-    db: Path | str | None = None,
-    features: np.ndarray | None = None,
-    tag_probs: np.ndarray | None = None,
-    tag_names: Sequence[str] | None = None,
-    tag_categories: Sequence[str] | None = None,
-    thumbnails: Sequence[Any] | Callable[[int], Any] | None = None,
-    links: Sequence[str] | None = None,
-    perplexity: float = 30.0,
-    quality_k: int = 10,
-    min_cluster_size: int | None = None,
-    batch_size: int | None = None,
-    workers: int | None = None,
-    n_jobs: int = 2,
-    thumb_size: int | None = None,
-    progress: bool = False,
+    data: MapData = MapData(),
+    progress: Any = False,
     on_error: Callable[[Any], None] | None = None,
-    tagger: str | None = None,
 ) -> MapResult:
     """Draw a map of images: the library form of ``illust2vec map``.
 
+    A chain of stages, each callable alone: :func:`gather_features` ->
+    labels (:func:`~illust2vec.maps.labels.labels_from_spec`) ->
+    :func:`layout_map` -> PNG (:func:`~illust2vec.maps.render.render_map`) ->
+    viewer (:func:`write_map_viewer`) -> JSON report.
+
     ``inputs``: image files/directories/globs, or a collection directory.
-    ``features`` (with ``inputs`` the matching list of image paths) skips
-    feature extraction.  ``model``: an :class:`~illust2vec.models.image_model.ImageModel` or a
-    zoo name (default: the best feature model available offline).  ``db``: a
-    collection used as a feature cache (images are indexed into it first).
-    ``label_by``: ``folder``, ``regex:PATTERN`` or ``csv:FILE``; or pass
-    ``labels``.  ``tag_probs``/``tag_names`` explain clusters when the model or
-    collection has no tag probabilities.  Writes ``out_png``, ``html`` and
-    ``report`` when given.  ``on_error`` gets each unreadable image's error.
-    ``thumbnails`` (a sequence or ``i -> path | PIL image | array``) are drawn
-    instead of reading ``paths`` (e.g. face crops), and ``links`` are what a
-    click in the viewer opens instead of ``paths``.  ``tagger``: whose tags a
-    collection's points carry (default: its most recently added tagger).
+    ``options`` (:class:`~illust2vec.maps.options.MapOptions`): one record per
+    stage.  ``model``: an :class:`~illust2vec.models.image_model.ImageModel` or a
+    zoo name (default: the best feature model available offline).  ``data``:
+    features, labels, tags, thumbnails or links the caller already has
+    (:class:`MapData`).  Writes ``out_png``, ``html`` and ``report`` when given.
+    ``progress``: ``True`` for bars on stderr, or a callback
+    (:mod:`illust2vec.runtime.progress`) that can stop the run.  ``on_error`` gets
+    each unreadable image's error.
     """
-    timings: dict[str, float] = {}
-    prog = _stage_progress(progress)
     t0 = time.perf_counter()
-    errors: list[tuple[str, str]] = []
-    root: Path | None = None
-    model_name: str | None = None
-    probs = tag_probs
-    names = list(tag_names) if tag_names is not None else None
-    cats = list(tag_categories) if tag_categories is not None else None
+    bars = None
+    if progress is True:
+        from illust2vec.runtime.progress import ProgressBar
 
-    single = isinstance(inputs, (str, Path))
-    input_list = [inputs] if single else list(inputs)  # type: ignore[list-item]
-    if single and Path(inputs).is_dir():  # type: ignore[arg-type]
-        root = Path(inputs)  # type: ignore[arg-type]
-    elif len(input_list) == 1 and Path(input_list[0]).is_dir():
-        root = Path(input_list[0])
+        progress = bars = ProgressBar(leave=False)
+    try:
+        found = gather_features(inputs, model=model, data=data, options=options.features, progress=progress,
+                                on_error=on_error)
+        timings = {"features": time.perf_counter() - t0}
+        n = len(found.paths)
+        labels = data.labels
+        if labels is None and options.label_by:
+            labels = labels_from_spec(options.label_by, found.paths, found.root)
+        if labels is not None and len(labels) != n:
+            raise Illust2VecError(f"{len(labels)} labels for {n} images")
+        lay = layout_map(found.features, labels=labels, probs=found.probs, names=found.names,
+                         categories=found.categories, options=options.layout, progress=progress, timings=timings)
+        result = MapResult(paths=found.paths, embedding=lay.embedding,
+                           labels=list(labels) if labels is not None else None, cluster_ids=lay.cluster_ids,
+                           clusters=lay.clusters, quality=lay.quality, grid=lay.grid, model=found.model,
+                           timings=timings, errors=found.errors)
+        if out_png is not None:
+            from illust2vec.maps.render import render_map
 
-    if features is not None:
-        paths = [str(p) for p in input_list]
-        feats = np.asarray(features, dtype=np.float32)
-        model_name = model if isinstance(model, str) or model is None else getattr(model, "name", None)
-        if feats.shape[0] != len(paths):
-            raise Illust2VecError(f"{feats.shape[0]} feature rows for {len(paths)} paths")
-    elif root is not None and is_collection(root):
-        paths, feats, cprobs, cnames, ccats = features_from_collection(root, tagger=tagger)
-        faces = face_thumbnails_from_collection(root, paths) if thumbnails is None else None
-        if faces is not None:  # a face collection: draw the crops, link to the pictures
-            paths, thumbnails, links = faces
-        root = None
-        if probs is None and cprobs is not None:
-            probs, names, cats = cprobs, cnames, ccats
-        model_name = "collection"
-    else:
-        from illust2vec.io.images import iter_image_files
-
-        files = iter_image_files([str(p) for p in input_list])
-        if not files:
-            raise Illust2VecError(f"no images found in: {', '.join(map(str, input_list))}")
-        if model is None or isinstance(model, str):
-            from illust2vec.models.loading import load_model
-
-            model = load_model(model, task="feature", progress=progress)
-        model_name = getattr(model, "name", None)
-        if db is not None:
-            from illust2vec.collection.core import Collection, canonical_path
-
-            with Collection.open(db) as col:
-                col.add([str(f) for f in files], embedder=model,
-                        tagger=model if ("prob" in model.outputs and model.tags is not None) else None,
-                        batch_size=batch_size or 32,
-                        workers=workers, progress=progress)
-                wanted = {canonical_path(f) for f in files}
-                for p, m in col.errors():
-                    if p in wanted:
-                        errors.append((str(p), str(m)))
-                        if on_error:
-                            on_error(f"{p}: {m}")
-            paths, feats, cprobs, cnames, ccats = features_from_collection(db, files, tagger=tagger)
-            if probs is None and cprobs is not None:
-                probs, names, cats = cprobs, cnames, ccats
-        else:
-            paths, feats, mprobs, errs = compute_features(
-                model, files, batch_size=batch_size, workers=workers, progress=True if progress else None,
-                on_error=on_error,
-            )
-            errors.extend(errs)
-            if probs is None and mprobs is not None:
-                probs = mprobs
-                names = list(model.tags.names)
-                cats = list(getattr(model.tags, "categories", []) or []) or None
-    timings["features"] = time.perf_counter() - t0
-    n = len(paths)
-    if n == 0:
-        raise Illust2VecError("no images to map")
-    if probs is not None and (probs.shape[0] != n or names is None):
-        raise Illust2VecError(f"tag probabilities have {probs.shape[0]} rows for {n} images")
-
-    if labels is None and label_by:
-        labels = labels_from_spec(label_by, paths, root)
-    if labels is not None and len(labels) != n:
-        raise Illust2VecError(f"{len(labels)} labels for {n} images")
-
-    from threadpoolctl import threadpool_limits
-
-    from illust2vec.maps.reduce import effective_jobs
-
-    with threadpool_limits(limits=effective_jobs(n, n_jobs)):
-        return _finish(
-            paths, feats, probs, names, cats, labels, root, errors, timings, t0, model_name, out_png=out_png,
-            html=html, report=report, method=method, label_by=label_by, grid=grid, seed=seed,
-            max_size=max_size, title=title, perplexity=perplexity, quality_k=quality_k,
-            min_cluster_size=min_cluster_size, n_jobs=n_jobs, thumb_size=thumb_size, progress=progress,
-            prog=prog, thumbnails=thumbnails, links=links,
-        )
-
-
-def _finish(paths, feats, probs, names, cats, labels, root, errors, timings, t0, model_name, *, out_png, html,
-            report, method, label_by, grid, seed, max_size, title, perplexity, quality_k, min_cluster_size,
-            n_jobs, thumb_size, progress, prog, thumbnails=None, links=None) -> MapResult:
-    n = len(paths)
-
-    from illust2vec.maps.reduce import reduce
-
-    t = time.perf_counter()
-    emb = reduce(feats, method=method, seed=seed, perplexity=perplexity, n_jobs=n_jobs, progress=prog)
-    timings["reduce"] = time.perf_counter() - t
-
-    layout = None
-    if grid:
-        t = time.perf_counter()
-        layout = snap_to_grid(emb)
-        timings["grid"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    cluster_ids = find_clusters(emb, min_cluster_size=min_cluster_size)
-    exclude = None
-    if cats is not None and probs is not None and len(cats) == probs.shape[1]:
-        exclude = np.array([c == "rating" for c in cats])
-    clusters = explain_clusters(emb, cluster_ids, probs, names, exclude=exclude)
-    timings["clusters"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    quality: dict = {}
-    if n >= 3:
-        from illust2vec.maps.quality import map_quality
-
-        queries = 2000 if n <= 20_000 else 1000  # each query ranks all N points in D dimensions
-        quality = map_quality(feats, emb, labels, k=quality_k, seed=seed, max_queries=queries)
-        quality["layout"] = method
-        if layout is not None:
-            # equal cell distances are ordered by the t-SNE/UMAP distance underneath
-            unit = (emb - emb.min(0)) / np.maximum(np.ptp(emb, axis=0), 1e-12)
-            gq = map_quality(feats, layout.cells + 1e-3 * unit, labels, k=quality_k, seed=seed,
-                             max_queries=queries)
-            quality["grid"] = {k: v for k, v in gq.items()
-                               if k in ("trustworthiness", "knn_preservation", "knn_label_accuracy_map")}
-    timings["quality"] = time.perf_counter() - t
-
-    cluster_names = {c.id: c.name for c in clusters}
-    result = MapResult(paths=paths, embedding=emb, labels=list(labels) if labels is not None else None,
-                       cluster_ids=cluster_ids, clusters=clusters, quality=quality, grid=layout,
-                       model=model_name, timings=timings, errors=errors)
-
-    if out_png is not None:
-        from illust2vec.maps.render import render_map
-
-        t = time.perf_counter()
-        rr = render_map(out_png, emb, paths if thumbnails is None else thumbnails, labels=labels,
-                        cluster_ids=cluster_ids, cluster_names=cluster_names, title=title, grid=layout, max_size=max_size, thumb_size=thumb_size, progress=prog)
-        result.png, result.rects = rr.path, rr.rects
-        timings["png"] = time.perf_counter() - t
-
-    if html is not None:
-        from illust2vec.maps.render import load_thumbnail
-        from illust2vec.maps.viewer import ViewerPoint, write_viewer
-
-        t = time.perf_counter()
-        html = Path(html)
-        tt = top_tags(probs, names, exclude=exclude) if probs is not None and names is not None else None
-        pos = layout.cells.astype(np.float64) if layout is not None else emb
-        points = [
-            ViewerPoint(x=float(pos[i, 0]), y=float(pos[i, 1]), path=paths[i],
-                        label=labels[i] if labels is not None else None,
-                        cluster=int(cluster_ids[i]), top_tags=tt[i] if tt else [],
-                        href=_href(paths[i] if links is None else links[i], html))
-            for i in range(n)
-        ]
-        qnum = {k: float(v) for k, v in quality.items() if isinstance(v, float)}
-        qnum.update({f"grid_{k}": float(v) for k, v in quality.get("grid", {}).items()})
-        thumb = paths.__getitem__ if thumbnails is None else (
-            thumbnails if callable(thumbnails) else thumbnails.__getitem__)
-        write_viewer(html, points, lambda i: load_thumbnail(thumb(i), 256), title=title or "illust2vec map",
-                     cluster_names=cluster_names, quality=qnum, progress=progress,
-                     embed=n <= VIEWER_EMBED_MAX)
-        result.html = html
-        timings["html"] = time.perf_counter() - t
-
+            t = time.perf_counter()
+            rr = render_map(out_png, lay.embedding, found.paths if found.thumbnails is None else found.thumbnails,
+                            labels=labels, cluster_ids=lay.cluster_ids,
+                            cluster_names={c.id: c.name for c in lay.clusters}, grid=lay.grid,
+                            options=options.render, progress=progress)
+            result.png, result.rects = rr.path, rr.rects
+            timings["png"] = time.perf_counter() - t
+        if html is not None:
+            t = time.perf_counter()
+            result.html = write_map_viewer(html, found, lay, labels, title=options.render.title, progress=progress)
+            timings["html"] = time.perf_counter() - t
+    finally:
+        if bars is not None:
+            bars.close()
     timings["total"] = time.perf_counter() - t0
     if report is not None:
-        report = Path(report)
-        data = result.report_dict(method=method, seed=seed, grid=bool(grid), label_by=label_by, title=title)
-        text = json_safe(json.dumps(data, indent=1, ensure_ascii=False))
-        atomic_write(report, lambda fh: fh.write(text), text=True)
-        result.report = report
+        lo = options.layout
+        data_out = result.report_dict(method=lo.method, seed=lo.seed, grid=bool(lo.grid), label_by=options.label_by,
+                                      title=options.render.title)
+        text = json_safe(json.dumps(data_out, indent=1, ensure_ascii=False))
+        atomic_write(Path(report), lambda fh: fh.write(text), text=True)
+        result.report = Path(report)
     return result
 
 

@@ -1,7 +1,8 @@
 """Dimensionality reduction for maps: features -> PCA (50) -> t-SNE / UMAP -> 2-D.
 
 Every stage is a plain function on numpy arrays, seeded, with an optional
-progress callback ``progress(stage: str, done: int, total: int)``:
+``progress`` (:mod:`illust2vec.runtime.progress`: t-SNE reports its iterations and
+stops when the callback returns ``True``):
 
 * :func:`pca` - centred PCA by randomized SVD on float32 (fast for 4096-d).
 * :func:`knn` - exact (or HNSW for very large N) nearest neighbours with FAISS.
@@ -14,14 +15,12 @@ so Euclidean distance in the PCA space approximates cosine distance.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
 from illust2vec.errors import Illust2VecError
-
-#: ``progress(stage, done, total)``; return value ignored.
-ProgressFn = Callable[[str, int, int], None]
+from illust2vec.runtime.progress import Cancelled, progress_callback
 
 METHODS = ("tsne", "umap", "pca")
 
@@ -176,7 +175,7 @@ def tsne(
     neighbors: str = "auto",
     gradient: str = "auto",
     ints_in_interval: float = DEFAULT_INTS_IN_INTERVAL,
-    progress: ProgressFn | None = None,
+    progress: Any = None,
 ) -> np.ndarray:
     """t-SNE of ``x`` (e.g. PCA-50 coordinates) to 2-D with openTSNE.
 
@@ -197,7 +196,9 @@ def tsne(
     trustworthiness (0.998); 2 gives 27 s and 0.444.  Only used with FFT.
     Below :data:`THREADS_MIN_N` points one thread is used whatever ``n_jobs``
     says: thread start-up costs more than it saves there, and much more on a
-    busy machine.  Returns ``(N, 2)`` float32.
+    busy machine.  ``progress`` counts iterations (unit ``"it"``); when it returns
+    ``True`` the optimisation stops and :class:`~illust2vec.runtime.progress.Cancelled`
+    is raised with the embedding so far in its ``partial`` attribute.  Returns ``(N, 2)`` float32.
     """
     from openTSNE import TSNEEmbedding, affinity, initialization
     from openTSNE.nearest_neighbors import PrecomputedNeighbors
@@ -214,8 +215,7 @@ def tsne(
     perp = default_perplexity(n, perplexity)
     k = int(min(n - 1, max(1, int(3 * perp))))
     total = early_exaggeration_iter + n_iter
-    if progress:
-        progress("neighbours", 0, total)
+    report, close = progress_callback(progress, label="t-SNE", unit="it", total=total)
     idx, dist = knn(x, k, method=neighbors, n_jobs=n_jobs, seed=seed)
     aff = affinity.PerplexityBasedNN(
         knn_index=PrecomputedNeighbors(idx, dist), perplexity=perp, n_jobs=n_jobs,
@@ -228,27 +228,40 @@ def tsne(
     init = initialization.rescale(np.array(init, dtype=np.float64))
     init = initialization.jitter(init, random_state=seed)
     done = [0]
+    stop: list[Cancelled] = []
 
     def _callback(iteration: int, error: float, embedding) -> bool:
-        if progress:
-            progress("tsne", min(total, done[0] + iteration), total)
+        try:
+            report(min(total, done[0] + iteration))
+        except Cancelled as exc:  # openTSNE stops cleanly when a callback returns True
+            stop.append(exc)
+            return True
         return False
+
+    from openTSNE.tsne import OptimizationInterrupt
 
     fft_kw = {"ints_in_interval": float(ints_in_interval)} if gradient == "fft" else {}
     emb = TSNEEmbedding(
         np.ascontiguousarray(init), aff, negative_gradient_method=gradient, n_jobs=n_jobs,
         random_state=seed, callbacks=_callback if progress else None, callbacks_every_iters=25,
     )
-    if early_exaggeration_iter > 0:
-        emb = emb.optimize(
-            n_iter=early_exaggeration_iter, exaggeration=early_exaggeration, momentum=0.8,
-            learning_rate="auto", inplace=True, **fft_kw,
-        )
-    done[0] = early_exaggeration_iter
-    if n_iter > 0:
-        emb = emb.optimize(n_iter=n_iter, momentum=0.8, learning_rate="auto", inplace=True, **fft_kw)
-    if progress:
-        progress("tsne", total, total)
+    try:
+        if early_exaggeration_iter > 0:
+            emb = emb.optimize(
+                n_iter=early_exaggeration_iter, exaggeration=early_exaggeration, momentum=0.8,
+                learning_rate="auto", inplace=True, propagate_exception=True, **fft_kw,
+            )
+        done[0] = early_exaggeration_iter
+        if n_iter > 0:
+            emb = emb.optimize(n_iter=n_iter, momentum=0.8, learning_rate="auto", inplace=True,
+                               propagate_exception=True, **fft_kw)
+        report(total)
+    except OptimizationInterrupt as interrupt:
+        exc = stop[0] if stop else Cancelled("t-SNE: stopped by a callback")
+        exc.partial = np.asarray(interrupt.final_embedding, dtype=np.float32)  # type: ignore[attr-defined]
+        raise exc from None
+    finally:
+        close()
     return np.asarray(emb, dtype=np.float32)
 
 
@@ -259,7 +272,7 @@ def umap(
     min_dist: float = 0.1,
     seed: int = 0,
     n_jobs: int = 2,
-    progress: ProgressFn | None = None,
+    progress: Any = None,
 ) -> np.ndarray:
     """UMAP of ``x`` to 2-D (umap-learn, an optional extra).
 
@@ -277,15 +290,15 @@ def umap(
     n = x.shape[0]
     if n < 4:
         return _tiny_layout(x)
-    if progress:
-        progress("umap", 0, 1)
+    report, close = progress_callback(progress, label="UMAP", unit="step", total=1)
+    report(0)
     reducer = umap_lib.UMAP(
         n_components=2, n_neighbors=int(min(n_neighbors, n - 1)), min_dist=min_dist,
         random_state=seed, init="spectral" if n > 10 else "random",
     )
     out = reducer.fit_transform(np.asarray(x, dtype=np.float32))
-    if progress:
-        progress("umap", 1, 1)
+    report(1)
+    close()
     return np.asarray(out, dtype=np.float32)
 
 
@@ -310,7 +323,7 @@ def reduce(
     normalize: bool = True,
     perplexity: float = 30.0,
     n_jobs: int = 2,
-    progress: ProgressFn | None = None,
+    progress: Any = None,
     **method_kwargs,
 ) -> np.ndarray:
     """Map ``features`` (N, D) to 2-D: L2-normalise (cosine), PCA to ``pca_dims``, then ``method``.
@@ -341,11 +354,7 @@ def _reduce(features, *, method, seed, pca_dims, normalize, perplexity, n_jobs, 
     n = x.shape[0]
     if n == 1:
         return np.zeros((1, 2), dtype=np.float32)
-    if progress:
-        progress("pca", 0, 1)
     reduced = pca(x, pca_dims if method != "pca" else max(2, min(pca_dims, 2)), seed=seed)
-    if progress:
-        progress("pca", 1, 1)
     if method == "pca":
         out = np.zeros((n, 2), dtype=np.float32)
         out[:, : reduced.shape[1]] = reduced[:, :2]

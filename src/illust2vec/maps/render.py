@@ -24,10 +24,11 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 from illust2vec.io.atomic import atomic_write
 from illust2vec.io.images import save_image
 from illust2vec.maps.grid import GridLayout
+from illust2vec.maps.options import RenderOptions
+from illust2vec.runtime.progress import progress_callback
 
 ThumbSource = Union[str, Path, Image.Image, np.ndarray]
 Thumbnails = Union[Sequence[ThumbSource], Callable[[int], ThumbSource]]
-ProgressFn = Callable[[str, int, int], None]
 
 #: Distinct frame colours (Tableau 20 order, strong colours first).
 PALETTE: list[tuple[int, int, int]] = [
@@ -217,110 +218,109 @@ def _layout(
     return int(map_w), int(map_h), int(map_w), int(map_h), t, 0
 
 
-def render_map(
-    out_path: Path | str | None,
-    positions: np.ndarray,
-    thumbnails: Thumbnails,
-    *,
-    labels: Sequence[Hashable | None] | None = None,
-    cluster_ids: np.ndarray | None = None,
-    cluster_names: dict[int, str] | None = None,
-    title: str | None = None,
-    grid: GridLayout | None = None,
-    max_size: int = 4096,
-    thumb_size: int | None = None,
-    legend: bool = True,
-    background: tuple[int, int, int] = (255, 255, 255),
-    frame_colors: dict[Hashable, tuple[int, int, int]] | None = None,
-    workers: int = 2,
-    avoid_overlap: bool = True,
-    keep_image: bool = False,
-    progress: ProgressFn | None = None,
-) -> RenderResult:
-    """Draw the map as a PNG (or any format Pillow writes, by extension) at ``out_path``.
+@dataclass(frozen=True)
+class _Canvas:
+    """Sizes of one drawing: canvas, map area, thumbnail box and fonts."""
 
-    ``positions``: (N, 2) map coordinates (ignored for placement when ``grid`` is
-    given, except for cluster numbers).  ``thumbnails``: a sequence or a callable
-    ``i -> path | PIL image | array``, read lazily.  Frames are coloured by
-    ``labels`` if given, else by ``cluster_ids`` (noise grey); the legend lists
-    labels and ``cluster_names``.  ``max_size`` bounds both canvas sides;
-    ``thumb_size`` overrides the automatic thumbnail size.  ``out_path=None``
-    skips writing (use ``keep_image=True`` to get the picture).
-    ``avoid_overlap`` nudges thumbnails apart (as little as needed) so that no
-    image hides another, up to 50,000 images.
+    width: int
+    height: int
+    map_box: tuple[int, int, int, int]
+    thumb: int
+    cell: int
+    margin: int
+    font: int
+    legend_w: int
+    title_h: int
+
+
+def legend_entries(labels: Sequence[Hashable | None] | None, cluster_ids: np.ndarray | None,
+                   cluster_names: dict[int, str] | None,
+                   frame_colors: dict[Hashable, tuple[int, int, int]] | None = None,
+                   ) -> tuple[list[tuple[int, int, int]] | None, list[tuple[str, list]]]:
+    """``(colour per label or None, legend sections)``; sections are ``(heading, [(colour, text)])``.
+
+    The names, counts and order are those of the HTML viewer (:mod:`.legend`),
+    the grey noise points included.
     """
-    pos = np.asarray(positions, dtype=np.float64)
-    n = pos.shape[0]
-    if pos.ndim != 2 or pos.shape[1] != 2:
-        raise ValueError(f"positions must be (N, 2), got {pos.shape}")
-    if labels is not None and len(labels) != n:
-        raise ValueError(f"{len(labels)} labels for {n} positions")
-    if max_size < 128:
-        raise ValueError(f"max_size {max_size} is too small; use at least 128 pixels")
-    get = thumbnails if callable(thumbnails) else thumbnails.__getitem__
-    if not callable(thumbnails) and len(thumbnails) != n:
-        raise ValueError(f"{len(thumbnails)} thumbnails for {n} positions")
+    from illust2vec.maps.legend import cluster_legend, label_legend
 
-    # colours and legend entries
-    colors: list[tuple[int, int, int]]
-    entries: list[tuple[tuple[int, int, int] | None, str]] = []
+    sections: list[tuple[str, list]] = []
+    colors = None
     if labels is not None:
         cmap = dict(frame_colors or label_colors(labels))
-        counts: dict[Hashable, int] = {}
-        for lab in labels:
-            if lab is not None:
-                counts[lab] = counts.get(lab, 0) + 1
-        for lab in sorted(counts, key=lambda k: (-counts[k], str(k))):
+        entries = []
+        for lab, count in label_legend(labels):
             cmap.setdefault(lab, color_for(len(cmap)))
-            entries.append((cmap[lab], f"{lab} ({counts[lab]})"))
+            entries.append((cmap[lab], f"{lab} ({count})"))
         colors = [cmap[lab] if lab is not None else UNLABELLED for lab in labels]
-    elif cluster_ids is not None:
-        colors = [color_for(int(c)) if c >= 0 else UNLABELLED for c in cluster_ids]
-    else:
-        colors = [UNLABELLED] * n
-    cluster_entries: list[tuple[tuple[int, int, int] | None, str]] = []
-    if cluster_ids is not None and cluster_names:
-        for cid in sorted(cluster_names):
-            size = int((np.asarray(cluster_ids) == cid).sum())
-            col = color_for(cid) if labels is None else None
-            cluster_entries.append((col, f"{cluster_names[cid]} ({size})"))
+        if entries:
+            sections.append(("Labels", entries))
+    if cluster_ids is not None and (cluster_names or (np.asarray(cluster_ids) == -1).any()):
+        shown = cluster_legend(cluster_ids, cluster_names)
+        entries = [((UNLABELLED if c == -1 else color_for(c)) if labels is None else None, f"{name} ({k})")
+                   for c, name, k in shown if c == -1 or c in (cluster_names or {})]
+        if entries:
+            sections.append(("Clusters", entries))
+    return colors, sections
 
-    has_legend = legend and bool(entries or cluster_entries)
+
+def _frame_colors(n: int, labels, cluster_ids, label_cols) -> list[tuple[int, int, int]]:
+    if label_cols is not None:
+        return label_cols
+    if cluster_ids is not None:
+        return [color_for(int(c)) if c >= 0 else UNLABELLED for c in cluster_ids]
+    return [UNLABELLED] * n
+
+
+def _plan(pos: np.ndarray, grid: GridLayout | None, options: RenderOptions, sections: list, title: str | None
+          ) -> _Canvas:
+    n = pos.shape[0]
+    max_size = options.max_size
+    has_legend = options.legend and bool(sections)
     margin = max(8, min(32, max_size // 128))
-    base_font = max(11, min(22, max_size // 160))
+    font = max(11, min(22, max_size // 160))
     legend_w = int(min(480, max(220, max_size * 0.2))) if has_legend else 0
-    title_h = int(base_font * 2.2) if title else 0
+    title_h = int(font * 2.2) if title else 0
     span = pos.max(0) - pos.min(0) if n else np.ones(2)
     aspect = float(span[0] / span[1]) if span[1] > 0 and span[0] > 0 else 1.0
-    _, _, map_w, map_h, t, cell = _layout(n, aspect, grid, max_size, thumb_size, legend_w, title_h, margin)
-    legend_h_needed = (len(entries) + len(cluster_entries) + 3) * int(base_font * 1.5) + 2 * margin
+    _, _, map_w, map_h, t, cell = _layout(n, aspect, grid, max_size, options.thumb_size, legend_w, title_h, margin)
+    rows = sum(len(items) for _, items in sections)
+    legend_h_needed = (rows + 3) * int(font * 1.5) + 2 * margin
     canvas_w = map_w + 2 * margin + legend_w
     canvas_h = max(map_h + title_h + 2 * margin, min(max_size, legend_h_needed) if has_legend else 0)
-    canvas_w, canvas_h = min(canvas_w, max_size), min(canvas_h, max_size)
     mx0, my0 = margin, margin + title_h
-    canvas = Image.new("RGB", (canvas_w, canvas_h), background)
-    draw = ImageDraw.Draw(canvas)
+    return _Canvas(min(canvas_w, max_size), min(canvas_h, max_size), (mx0, my0, mx0 + map_w, my0 + map_h), t, cell,
+                   margin, font, legend_w, title_h)
 
-    fw = max(1, t // 24)
-    inner = max(1, t - 2 * fw)
-    # top-left of each thumbnail box (t x t)
+
+def _boxes(pos: np.ndarray, grid: GridLayout | None, c: _Canvas, avoid_overlap: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Top-left corner of each ``thumb`` x ``thumb`` box on the canvas."""
+    n = pos.shape[0]
+    mx0, my0, mx1, my1 = c.map_box
+    t = c.thumb
     if grid is not None:
         cells = np.asarray(grid.cells, dtype=np.int64)
-        off = (cell - t) // 2
-        bx = mx0 + cells[:, 0] * cell + off
-        by = my0 + cells[:, 1] * cell + off
-    else:
-        lo = pos.min(0) if n else np.zeros(2)
-        sp = np.where(span > 0, span, 1.0)
-        u = (pos - lo) / sp
-        u[:, span <= 0] = 0.5
-        fx = mx0 + u[:, 0] * (map_w - t)
-        fy = my0 + u[:, 1] * (map_h - t)
-        if avoid_overlap and 1 < n <= 50_000:
-            fx, fy = remove_overlaps(fx, fy, t, (mx0, my0, mx0 + map_w - t, my0 + map_h - t))
-        bx = np.round(fx).astype(np.int64)
-        by = np.round(fy).astype(np.int64)
+        off = (c.cell - t) // 2
+        return mx0 + cells[:, 0] * c.cell + off, my0 + cells[:, 1] * c.cell + off
+    lo = pos.min(0) if n else np.zeros(2)
+    span = pos.max(0) - lo if n else np.ones(2)
+    u = (pos - lo) / np.where(span > 0, span, 1.0)
+    u[:, span <= 0] = 0.5
+    fx = mx0 + u[:, 0] * (mx1 - mx0 - t)
+    fy = my0 + u[:, 1] * (my1 - my0 - t)
+    if avoid_overlap and 1 < n <= 50_000:
+        fx, fy = remove_overlaps(fx, fy, t, (mx0, my0, mx1 - t, my1 - t))
+    return np.round(fx).astype(np.int64), np.round(fy).astype(np.int64)
 
+
+def _paste(canvas: Image.Image, get: Callable[[int], ThumbSource], bx, by, colors, c: _Canvas, workers: int,
+           report: Callable[[int], None]) -> tuple[np.ndarray, list[int], int]:
+    """Paste every thumbnail in its frame; ``(rects, failed, frame width)``."""
+    n = len(colors)
+    draw = ImageDraw.Draw(canvas)
+    t = c.thumb
+    fw = max(1, t // 24)
+    inner = max(1, t - 2 * fw)
     rects = np.zeros((n, 4), dtype=np.int64)
     failed: list[int] = []
 
@@ -350,81 +350,138 @@ def render_map(
                 else:
                     canvas.paste(im, (x0 + fw, y0 + fw))
                 rects[i] = (x0, y0, x1, y1)
-            if progress:
-                progress("render", min(n, start + chunk), n)
+            report(min(n, start + chunk))
+    return rects, failed, fw
 
-    # cluster numbers at cluster centres
-    if cluster_ids is not None and cluster_names:
-        cid_arr = np.asarray(cluster_ids)
-        cf = _font(max(10, min(base_font, t // 2 + 6)))
-        for cid in sorted(cluster_names):
-            m = cid_arr == cid
-            if not m.any():
-                continue
-            cx = float(((rects[m, 0] + rects[m, 2]) / 2).mean())
-            cy = float(((rects[m, 1] + rects[m, 3]) / 2).mean())
-            text = f"#{cid}"
-            tw = draw.textlength(text, font=cf)
-            th = cf.size if hasattr(cf, "size") else 12
-            x0 = int(min(max(mx0, cx - tw / 2 - 3), mx0 + map_w - tw - 6))
-            y0 = int(min(max(my0, cy - th / 2 - 2), my0 + map_h - th - 4))
-            draw.rectangle((x0, y0, x0 + tw + 6, y0 + th + 4), fill=(255, 255, 255), outline=(0, 0, 0))
-            draw.text((x0 + 3, y0 + 1), text, fill=(0, 0, 0), font=cf)
 
-    if title:
-        tf = _font(int(base_font * 1.4))
-        draw.text((margin, margin // 2), _fit_text(draw, title, tf, canvas_w - 2 * margin), fill=(0, 0, 0), font=tf)
+def _cluster_numbers(draw: ImageDraw.ImageDraw, rects: np.ndarray, cluster_ids, cluster_names, c: _Canvas) -> None:
+    """``#N`` at the centre of each named cluster."""
+    cid_arr = np.asarray(cluster_ids)
+    mx0, my0, mx1, my1 = c.map_box
+    cf = _font(max(10, min(c.font, c.thumb // 2 + 6)))
+    for cid in sorted(cluster_names):
+        m = cid_arr == cid
+        if not m.any():
+            continue
+        cx = float(((rects[m, 0] + rects[m, 2]) / 2).mean())
+        cy = float(((rects[m, 1] + rects[m, 3]) / 2).mean())
+        text = f"#{cid}"
+        tw = draw.textlength(text, font=cf)
+        th = cf.size if hasattr(cf, "size") else 12
+        x0 = int(min(max(mx0, cx - tw / 2 - 3), mx1 - tw - 6))
+        y0 = int(min(max(my0, cy - th / 2 - 2), my1 - th - 4))
+        draw.rectangle((x0, y0, x0 + tw + 6, y0 + th + 4), fill=(255, 255, 255), outline=(0, 0, 0))
+        draw.text((x0 + 3, y0 + 1), text, fill=(0, 0, 0), font=cf)
 
-    if has_legend:
-        lf = _font(base_font)
-        hf = _font(int(base_font * 1.15))
-        lx = canvas_w - legend_w + margin // 2
-        lw = legend_w - margin
-        line = int(base_font * 1.5)
-        y = my0
-        max_y = canvas_h - margin - line
-        sections = []
-        if entries:
-            sections.append(("Labels", entries))
-        if cluster_entries:
-            sections.append(("Clusters", cluster_entries))
-        for head, items in sections:
-            if y > max_y:
-                break
-            draw.text((lx, y), head, fill=(0, 0, 0), font=hf)
-            y += line
-            for j, (col, text) in enumerate(items):
-                if y > max_y - line and j < len(items) - 1:
-                    draw.text((lx, y), f"… and {len(items) - j} more", fill=(80, 80, 80), font=lf)
-                    y += line
-                    break
-                sw = int(base_font * 0.9)
-                tx = lx
-                if col is not None:
-                    draw.rectangle((lx, y + 2, lx + sw, y + 2 + sw), fill=col, outline=(60, 60, 60))
-                    tx = lx + sw + 6
-                draw.text((tx, y), _fit_text(draw, text, lf, lw - (tx - lx)), fill=(20, 20, 20), font=lf)
+
+def _legend(draw: ImageDraw.ImageDraw, sections: list, c: _Canvas) -> None:
+    base_font, margin = c.font, c.margin
+    lf = _font(base_font)
+    hf = _font(int(base_font * 1.15))
+    lx = c.width - c.legend_w + margin // 2
+    lw = c.legend_w - margin
+    line = int(base_font * 1.5)
+    y = c.map_box[1]
+    max_y = c.height - margin - line
+    for head, items in sections:
+        if y > max_y:
+            break
+        draw.text((lx, y), head, fill=(0, 0, 0), font=hf)
+        y += line
+        for j, (col, text) in enumerate(items):
+            if y > max_y - line and j < len(items) - 1:
+                draw.text((lx, y), f"… and {len(items) - j} more", fill=(80, 80, 80), font=lf)
                 y += line
-            y += line // 2
+                break
+            sw = int(base_font * 0.9)
+            tx = lx
+            if col is not None:
+                draw.rectangle((lx, y + 2, lx + sw, y + 2 + sw), fill=col, outline=(60, 60, 60))
+                tx = lx + sw + 6
+            draw.text((tx, y), _fit_text(draw, text, lf, lw - (tx - lx)), fill=(20, 20, 20), font=lf)
+            y += line
+        y += line // 2
 
+
+def _save(canvas: Image.Image, out_path: Path) -> None:
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    ext = out_path.suffix.lower()
+    kwargs: dict[str, Any] = {"compress_level": 3} if ext in ("", ".png") else {}
+    if ext in (".jpg", ".jpeg", ".webp"):
+        kwargs = {"quality": 90}
+    if ext == "":
+        atomic_write(out_path, lambda fh: canvas.save(fh, format="PNG", **kwargs))
+    else:  # atomic: a failure (full disk...) leaves an earlier map as it was, never a 0-byte file
+        save_image(canvas, out_path, **kwargs)
+
+
+def render_map(
+    out_path: Path | str | None,
+    positions: np.ndarray,
+    thumbnails: Thumbnails,
+    *,
+    labels: Sequence[Hashable | None] | None = None,
+    cluster_ids: np.ndarray | None = None,
+    cluster_names: dict[int, str] | None = None,
+    grid: GridLayout | None = None,
+    options: RenderOptions = RenderOptions(),
+    keep_image: bool = False,
+    progress: Any = None,
+) -> RenderResult:
+    """Draw the map as a PNG (or any format Pillow writes, by extension) at ``out_path``.
+
+    ``positions``: (N, 2) map coordinates (ignored for placement when ``grid`` is
+    given, except for cluster numbers).  ``thumbnails``: a sequence or a callable
+    ``i -> path | PIL image | array``, read lazily.  Frames are coloured by
+    ``labels`` if given, else by ``cluster_ids`` (noise grey); the legend lists
+    labels, ``cluster_names`` and the noise points, as the viewer does.
+    ``options`` (:class:`~illust2vec.maps.options.RenderOptions`): title, size
+    bounds, overlap removal.  ``out_path=None`` skips writing (use
+    ``keep_image=True`` to get the picture).  ``progress`` counts images drawn.
+
+    Stages: legend and colours -> canvas plan -> thumbnail boxes -> paste ->
+    cluster numbers, title, legend -> save.
+    """
+    pos = np.asarray(positions, dtype=np.float64)
+    n = pos.shape[0]
+    if pos.ndim != 2 or pos.shape[1] != 2:
+        raise ValueError(f"positions must be (N, 2), got {pos.shape}")
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"{len(labels)} labels for {n} positions")
+    if options.max_size < 128:
+        raise ValueError(f"max_size {options.max_size} is too small; use at least 128 pixels")
+    get = thumbnails if callable(thumbnails) else thumbnails.__getitem__
+    if not callable(thumbnails) and len(thumbnails) != n:
+        raise ValueError(f"{len(thumbnails)} thumbnails for {n} positions")
+
+    label_cols, sections = legend_entries(labels, cluster_ids, cluster_names, options.frame_colors)
+    colors = _frame_colors(n, labels, cluster_ids, label_cols)
+    c = _plan(pos, grid, options, sections, options.title)
+    canvas = Image.new("RGB", (c.width, c.height), options.background)
+    bx, by = _boxes(pos, grid, c, options.avoid_overlap)
+    report, close = progress_callback(progress, label="map image", unit="img", total=n)
+    try:
+        rects, failed, fw = _paste(canvas, get, bx, by, colors, c, options.workers, report)
+    finally:
+        close()
+    draw = ImageDraw.Draw(canvas)
+    if cluster_ids is not None and cluster_names:
+        _cluster_numbers(draw, rects, cluster_ids, cluster_names, c)
+    if options.title:
+        tf = _font(int(c.font * 1.4))
+        draw.text((c.margin, c.margin // 2), _fit_text(draw, options.title, tf, c.width - 2 * c.margin),
+                  fill=(0, 0, 0), font=tf)
+    if c.legend_w:
+        _legend(draw, sections, c)
     if out_path is not None:
-        out_path = Path(out_path)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        ext = out_path.suffix.lower()
-        kwargs: dict[str, Any] = {"compress_level": 3} if ext in ("", ".png") else {}
-        if ext in (".jpg", ".jpeg", ".webp"):
-            kwargs = {"quality": 90}
-        if ext == "":
-            atomic_write(out_path, lambda fh: canvas.save(fh, format="PNG", **kwargs))
-        else:  # atomic: a failure (full disk...) leaves an earlier map as it was, never a 0-byte file
-            save_image(canvas, out_path, **kwargs)
+        _save(canvas, Path(out_path))
     return RenderResult(
         path=Path(out_path) if out_path is not None else None,
-        size=(canvas_w, canvas_h),
+        size=(c.width, c.height),
         rects=rects,
-        thumb_size=t,
+        thumb_size=c.thumb,
         frame_width=fw,
-        map_box=(mx0, my0, mx0 + map_w, my0 + map_h),
+        map_box=c.map_box,
         colors=colors,
         failed=failed,
         image=canvas if keep_image else None,

@@ -50,15 +50,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
 
 from illust2vec.errors import Illust2VecError
 from illust2vec.io.atomic import AtomicFile, json_safe
+from illust2vec.maps.legend import cluster_legend, natural_key
+from illust2vec.runtime.progress import progress_callback
 
-__all__ = ["ViewerPoint", "write_viewer", "ATLAS_PAGE_SIZE"]
+__all__ = ["ViewerOptions", "ViewerPoint", "write_viewer", "spread_points", "ATLAS_PAGE_SIZE"]
 
 #: Side of one atlas page in pixels (every WebGL implementation supports 2048).
 ATLAS_PAGE_SIZE = 2048
@@ -96,19 +98,48 @@ class ViewerPoint:
 ThumbnailSource = Sequence[Image.Image] | Callable[[int], Image.Image]
 
 
+@dataclass(frozen=True)
+class ViewerOptions:
+    """How :func:`write_viewer` builds the page.
+
+    Attributes:
+        title: Page title and heading.
+        thumb_size: Cell size in pixels of the full-resolution atlas, 16-512
+            (128 is sharp on screen; 64 halves the size of big maps).
+        embed: ``True``: one self-contained file with all atlases inside as
+            base64.  ``False``: the full-resolution atlas pages go to
+            ``NAME_files/`` beside the page (loaded on demand through relative
+            ``<script src>``; keep the folder with the page) and only the small
+            overview atlas stays inside.  Above roughly 20k images
+            ``embed=False`` keeps the page quick to open (an embedded map
+            costs about 6 kB per image at ``thumb_size=128``, all read at
+            open), because the browser then reads only the pages it shows.
+        image_format: ``"jpeg"`` (fast to encode and decode, default) or
+            ``"webp"`` (about 20% smaller, several times slower to encode).
+        image_quality: Encoder quality, 1-100.
+        avoid_overlap: Points whose thumbnails would overlap at the first
+            (fitted) zoom are nudged apart as little as needed so that none
+            hides another (:func:`spread_points`, up to 50,000 points).  The
+            page's ``x``/``y`` are then the nudged positions.
+    """
+
+    title: str = "illust2vec map"
+    thumb_size: int = 128
+    embed: bool = True
+    image_format: str = "jpeg"
+    image_quality: int = 85
+    avoid_overlap: bool = True
+
+
 def write_viewer(
     out_html: Path,
     points: Sequence[ViewerPoint],
     thumbnails: ThumbnailSource,
+    options: ViewerOptions = ViewerOptions(),
     *,
-    title: str = "illust2vec map",
     cluster_names: dict[int, str] | None = None,
     quality: dict[str, float] | None = None,
-    thumb_size: int = 128,
-    embed: bool = True,
-    progress: bool = False,
-    image_format: str = "jpeg",
-    image_quality: int = 85,
+    progress: Any = None,
 ) -> Path:
     """Write the interactive viewer for ``points`` to ``out_html``.
 
@@ -122,28 +153,17 @@ def write_viewer(
             point, one at a time (so 100k originals never sit in memory
             together).  Any size and mode; alpha is composited onto the
             letterbox colour.  Sequence items are not modified.
-        title: Page title and heading.
+        options: Title, atlas cell size, embedding, image format, overlap
+            removal (:class:`ViewerOptions`).
         cluster_names: Names for cluster ids (shown in the legend), e.g. the
             clusters' most distinctive tags.  Missing ids are shown as
-            ``cluster N``; ``-1`` as ``noise``.
+            ``cluster N``; ``-1`` as ``noise`` (:mod:`illust2vec.maps.legend`).
         quality: Map quality numbers shown in the info panel, e.g.
             ``{"trustworthiness": 0.93, "knn_preservation": 0.41,
             "label_accuracy_map": 0.88}``; keys are shown as given (underscores
             as spaces), values with three decimals.
-        thumb_size: Cell size in pixels of the full-resolution atlas, 16-512
-            (128 is sharp on screen; 64 halves the size of big maps).
-        embed: ``True``: one self-contained file with all atlases inside as
-            base64.  ``False``: the full-resolution atlas pages go to
-            ``NAME_files/`` beside the page (loaded on demand through relative
-            ``<script src>``; keep the folder with the page) and only the small
-            overview atlas stays inside.  Above roughly 20k images
-            ``embed=False`` keeps the page quick to open (an embedded map
-            costs about 6 kB per image at ``thumb_size=128``, all read at
-            open), because the browser then reads only the pages it shows.
-        progress: Show a tqdm progress bar on stderr while making thumbnails.
-        image_format: ``"jpeg"`` (fast to encode and decode, default) or
-            ``"webp"`` (about 20% smaller, several times slower to encode).
-        image_quality: Encoder quality, 1-100.
+        progress: ``True`` for a bar on stderr, or a callback
+            (:mod:`illust2vec.runtime.progress`) counting thumbnails.
 
     Returns:
         ``out_html``.
@@ -154,6 +174,8 @@ def write_viewer(
             an out-of-range option.
     """
     out_html = Path(out_html)
+    title, thumb_size, embed = options.title, options.thumb_size, options.embed
+    image_format, image_quality = options.image_format, options.image_quality
     n = len(points)
     if n == 0:
         raise Illust2VecError("write_viewer: no points to show; give at least one ViewerPoint")
@@ -180,6 +202,9 @@ def write_viewer(
             f"({points[i].x!r}, {points[i].y!r}); drop it or fix the layout"
         )
 
+    point_size = None
+    if options.avoid_overlap and 1 < n <= 50_000:
+        xy, point_size = spread_points(xy)
     order = _z_order(xy)  # atlas slot k holds point order[k]
     slot = np.empty(n, dtype=np.int64)
     slot[order] = np.arange(n)
@@ -250,7 +275,9 @@ def write_viewer(
         hi_packer = _Packer(thumb_size, n, lambda idx, img: emit("hi", idx, img, hi_pages))
         base_packer = _Packer(base_cell, n, lambda idx, img: emit("base", idx, img, base_pages))
 
-        for k, i in enumerate(_progress(order, progress, n)):
+        report, close = progress_callback(progress, label="viewer thumbnails", unit="img", total=n)
+        for k, i in enumerate(order):
+            report(k)
             i = int(i)
             try:
                 src = get_thumb(i)
@@ -268,12 +295,16 @@ def write_viewer(
             avg[3 * i : 3 * i + 3] = base.reduce((base.width, base.height)).tobytes()
             hi_packer.add(k, hi)
             base_packer.add(k, base)
+        report(n)
+        close()
         hi_packer.finish()
         base_packer.finish()
         while pending:
             drain_one()
 
         data = _build_data(points, xy, slot, sizes, thumb_size, base_cell, title, cluster_names, quality)
+        if point_size is not None:
+            data["pointSize"] = point_size
         data["avg"] = base64.b64encode(bytes(avg)).decode("ascii")
         data["atlas"] = {
             "page": ATLAS_PAGE_SIZE,
@@ -466,15 +497,11 @@ def _build_data(
         tags.append(flat)
         hrefs.append(_safe_href(p.href))
     # legend order: natural sort ("char 2" before "char 10"); indices follow it
-    order = sorted(range(len(labels)), key=lambda k: _natural_key(labels[k]))
+    order = sorted(range(len(labels)), key=lambda k: natural_key(labels[k]))
     remap = {old: new for new, old in enumerate(order)}
     labels = [labels[k] for k in order]
     lab = [remap[v] if v >= 0 else -1 for v in lab]
-    clusters = sorted({c for c in clu if c != -2})
-    names = {int(k): str(v) for k, v in (cluster_names or {}).items()}
-    cluster_list = [
-        [c, names.get(c, "noise" if c == -1 else f"cluster {c}")] for c in clusters
-    ]
+    cluster_list = [[c, name] for c, name, _ in cluster_legend([c for c in clu if c != -2], cluster_names)]
     q = []
     for k, v in (quality or {}).items():
         try:
@@ -500,10 +527,6 @@ def _build_data(
         "size": sizes.reshape(-1).tolist(),
         "quality": q,
     }
-
-
-def _natural_key(s: str) -> list:
-    return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", s) if t]
 
 
 def _safe_href(href: str | None) -> str | None:
@@ -548,9 +571,25 @@ def _asset(name: str) -> str:
     return resources.files("illust2vec.maps").joinpath("viewer_assets").joinpath(name).read_text(encoding="utf-8")
 
 
-def _progress(order: np.ndarray, enabled: bool, n: int) -> Iterator:
-    if not enabled:
-        return iter(order)
-    from illust2vec.runtime.progress import progress_bar
+def spread_points(xy: np.ndarray) -> tuple[np.ndarray, float]:
+    """Nudge map positions apart so that thumbnails of the first zoom do not overlap.
 
-    return iter(progress_bar(n, desc="viewer thumbnails", iterable=order))
+    The page fits the map's larger extent to the window and draws a thumbnail
+    of ``min(0.25, 0.8 / sqrt(N))`` of that extent.  Overlapping squares of that
+    side are pushed apart as little as needed
+    (:func:`illust2vec.maps.render.remove_overlaps`; a crowded cluster may grow
+    the extent).  Returns the new positions and the side as a fraction of the
+    new extent (the page's ``pointSize``).
+    """
+    from illust2vec.maps.render import remove_overlaps
+
+    n = xy.shape[0]
+    lo, hi = xy.min(0), xy.max(0)
+    span = float(max(hi - lo)) or 1.0
+    side = min(0.25, 0.8 / math.sqrt(n)) * span
+    room = np.array([-span, -span, span, span], dtype=np.float64)
+    box = np.concatenate([lo, hi]) + room
+    x, y = remove_overlaps(xy[:, 0], xy[:, 1], side, tuple(box), gap=0.0)  # centres: the same squares
+    out = np.column_stack([x, y])
+    new_span = float(max(out.max(0) - out.min(0))) or 1.0
+    return out, side / new_span

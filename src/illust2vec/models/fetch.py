@@ -169,7 +169,7 @@ def _attempt(
     desc: str,
 ) -> None:
     """One HTTP request that appends to (or restarts) ``part``.  Raises ``_Interrupted`` to retry."""
-    from illust2vec.runtime.progress import progress_bar
+    from illust2vec.runtime.progress import ProgressBar
 
     have = part.stat().st_size if part.exists() else 0
     if size is not None and have >= size:
@@ -231,10 +231,8 @@ def _attempt(
             _meta_path(part).write_text(json.dumps({"url": url, "validator": validator, "total": full_length}))
         total = size if size is not None else (have + expected_body if expected_body is not None else None)
         received = 0
-        with open(part, mode) as fh, progress_bar(
-            total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, enabled=progress,
-            leave=False,
-        ) as bar:
+        with open(part, mode) as fh, ProgressBar(desc, total=total, initial=have, unit="B", enabled=progress,
+                                                 leave=False) as bar:
             try:
                 while True:
                     chunk = resp.read(_CHUNK)

@@ -26,7 +26,7 @@ from illust2vec.errors import Illust2VecError
 from illust2vec.io.images import failure_reason, load_image, source_name
 from illust2vec.prep.preprocess import InputRecipe, preprocess_one, warm_up
 from illust2vec.runtime.background import iterate_in_thread
-from illust2vec.runtime.progress import progress_bar
+from illust2vec.runtime.progress import progress_counter
 
 
 @dataclass(frozen=True)
@@ -122,14 +122,6 @@ def record_error(errors: list[ItemError], on_error: Callable[[ItemError], None] 
         on_error(err)
 
 
-def _progress_bar(progress: Any, total: int | None, desc: str, unit: str):
-    if progress is None or progress is False:
-        return None
-    if progress is True:
-        return progress_bar(total, desc=desc, unit=unit)
-    return progress  # a tqdm-like object supplied by the caller
-
-
 def iter_batches(
     model,
     inputs: Iterable[Any],
@@ -160,10 +152,11 @@ def iter_batches(
     outputs:
         Graph outputs to compute (default: all of the model's).
     progress:
-        ``True`` for a tqdm bar on stderr, or a tqdm-like object to update.
+        ``True`` for a bar on stderr, or a callable
+        ``progress(done, total, *, unit, label)`` (:mod:`illust2vec.runtime.progress`;
+        returning ``True`` stops the run with :class:`~illust2vec.runtime.progress.Cancelled`).
     desc, unit:
-        The label and the unit of the bar that ``progress=True`` makes (``"faces"``, ``"face"``
-        for face crops).
+        The label and the unit of the bar (``"faces"``, ``"face"`` for face crops).
     on_error:
         Called with each :class:`ItemError` as soon as it happens (with
         ``workers >= 2`` from the engine's thread).
@@ -172,15 +165,14 @@ def iter_batches(
     alpha = alpha or model.alpha
     names = tuple(outputs or model.outputs)
     total = len(inputs) if hasattr(inputs, "__len__") else None
-    bar = _progress_bar(progress, total, desc, unit)
+    bar, close = progress_counter(progress, label=desc, unit=unit, total=total, leave=True)
     try:
         if workers and workers >= 2:
             yield from _batches_from_processes(model, inputs, batch_size, workers, alpha, names, bar, on_error)
         else:
             yield from _batches_from_thread(model, inputs, batch_size, alpha, names, bar, on_error)
     finally:
-        if bar is not None and progress is True:
-            bar.close()
+        close()
 
 
 def _batches_from_thread(model, inputs, batch_size, alpha, names, bar, on_error) -> Iterator[BatchResult]:
@@ -219,8 +211,7 @@ def _batches_from_thread(model, inputs, batch_size, alpha, names, bar, on_error)
                 result = model.run_all(np.stack(arrays), names)
             else:
                 result = {n: np.zeros((0, 0), np.float32) for n in names}
-            if bar is not None:
-                bar.update(len(arrays) + len(errors))
+            bar(len(arrays) + len(errors))
             yield BatchResult(indices, sources, result, errors)
     finally:
         for _, _, fut in pending:
@@ -351,8 +342,7 @@ def _batches_from_processes(model, inputs, batch_size, workers, alpha, names, ba
             else:
                 result = {n: np.zeros((0, 0), np.float32) for n in names}
             submit(slot)  # the engine is done with this buffer: refill it
-            if bar is not None:
-                bar.update(len(good) + len(errors))
+            bar(len(good) + len(errors))
             yield BatchResult([items[g][0] for g in good], [source_name(items[g][1]) for g in good], result, errors)
 
     try:

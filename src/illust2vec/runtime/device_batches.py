@@ -34,7 +34,8 @@ from illust2vec.runtime import batches as pipeline
 from illust2vec.runtime.background import iterate_in_thread
 from illust2vec.io.gpu_decode import BatchDecoder
 from illust2vec.io.images import source_name
-from illust2vec.runtime.batches import BatchResult, ItemError, _progress_bar, record_error
+from illust2vec.runtime.batches import BatchResult, ItemError, record_error
+from illust2vec.runtime.progress import progress_counter
 from illust2vec.prep.graph import GRAPH_OUTPUT, GraphPreprocessor, size_buckets
 
 __all__ = ["InGraphRunner", "iter_batches_in_graph"]
@@ -246,7 +247,7 @@ def iter_batches_in_graph(
     device = "cpu" if runner.device_type == "cpu" else f"cuda:{runner.device_id}"
     decoder = BatchDecoder(decode, device=device, alpha=alpha)  # type: ignore[arg-type]
     total = len(inputs) if hasattr(inputs, "__len__") else None
-    bar = _progress_bar(progress, total, desc, unit)
+    bar, close = progress_counter(progress, label=desc, unit=unit, total=total, leave=True)
     if decoder.backend == "cpu" and workers and workers >= 2:
         # the workers fork here, before any thread of this run exists
         batches = _batches_from_pool(inputs, batch_size, workers, alpha, ARENA_IMAGE_BYTES)
@@ -266,10 +267,8 @@ def iter_batches_in_graph(
                 result = runner.run_images([decoded[j][0] for j in good], names)  # type: ignore[misc]
             else:
                 result = {n: np.zeros((0, 0), np.float32) for n in names}
-            if bar is not None:
-                bar.update(len(items))
+            bar(len(items))
             yield BatchResult([items[j][0] for j in good], [source_name(items[j][1]) for j in good], result, errors)
     finally:
         batches.close()
-        if bar is not None and progress is True:
-            bar.close()
+        close()

@@ -17,7 +17,7 @@ from PIL import Image
 from illust2vec.io.atomic import atomic_write
 from illust2vec.maps.pipeline import top_tags
 from illust2vec.maps.reduce import reduce
-from illust2vec.maps.viewer import ViewerPoint, write_viewer
+from illust2vec.maps.viewer import ViewerOptions, ViewerPoint, write_viewer
 from illust2vec.serve.service import CollectionService, NotFound
 
 #: The viewer's thumbnail cell size on the served map.
@@ -56,6 +56,6 @@ def map_page(service: CollectionService, *, method: str = "tsne") -> Path:
         except Exception:  # noqa: BLE001 - a file gone since indexing gets a grey cell
             return Image.new("RGB", (MAP_THUMB, MAP_THUMB), (60, 60, 60))
 
-    write_viewer(out, points, thumb, title=f"illust2vec map: {service.col.path.name}", thumb_size=MAP_THUMB)
+    write_viewer(out, points, thumb, ViewerOptions(title=f"illust2vec map: {service.col.path.name}", thumb_size=MAP_THUMB))
     atomic_write(stamp, lambda fh: fh.write(key), text=True)
     return out

@@ -10,10 +10,11 @@ and duration.  Audio is not copied.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from illust2vec.runtime.progress import progress_callback
 from illust2vec.video.decode import iter_video_frames
 from illust2vec.video.encode import VideoWriter, pick_codec
 from illust2vec.video.timeline import Timeline
@@ -59,7 +60,7 @@ def annotate_video(
     top: int = 5,
     codec: str | None = None,
     crf: int = 23,
-    progress: Callable[[int], None] | None = None,
+    progress: Any = None,
 ) -> dict[str, Any]:
     """Write ``output`` (e.g. ``.mp4``): ``source`` (default: the timeline's video) with tags drawn on.
 
@@ -70,7 +71,8 @@ def annotate_video(
         top: most tags drawn per frame.
         codec: encoder (default libx264 if available, else mpeg4).
         crf: quality for libx264 (lower is better, 18-28 is typical).
-        progress: called with the number of frames written so far.
+        progress: ``True`` or a callback (:mod:`illust2vec.runtime.progress`)
+            counting the frames written.
 
     Returns:
         ``{"frames": written, "codec": name, "problem": message or None}``.
@@ -78,6 +80,7 @@ def annotate_video(
     src = Path(source if source is not None else timeline.source)
     frames = iter_video_frames(src)
     info = frames.info
+    report, close = progress_callback(progress, label="annotating", unit="frame", total=info.frame_count)
     tb = info.time_base
     scenes = timeline.sampling.get("mode") == "scenes"
     shot_starts = np.asarray([s.start for s in timeline.shots], dtype=np.float64)
@@ -111,9 +114,9 @@ def annotate_video(
             pts = int(round(fr.time / float(tb)))
             writer.write(draw_tags(fr.image, lines), pts=pts)
             written += 1
-            if progress is not None:
-                progress(written)
+            report(written)
     finally:
+        close()
         if writer is not None:
             writer.close()
         frames.close()

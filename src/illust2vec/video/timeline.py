@@ -8,8 +8,9 @@ appearance intervals computed with hysteresis (:func:`tag_intervals`).
 """
 from __future__ import annotations
 
+import math
 import time as _time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,9 @@ from illust2vec.errors import Illust2VecError
 from illust2vec.models.image_model import chunks
 from illust2vec.runtime.batches import ModelSet, iter_batches
 from illust2vec.models.tags import TagTable, resolve_thresholds
+from illust2vec.runtime.progress import progress_callback
 from illust2vec.video.decode import VideoFrame, VideoInfo, iter_video_frames
+from illust2vec.video.options import IntervalOptions, SamplingOptions, ShotOptions, VideoOptions
 from illust2vec.video.scenes import (
     Shot,
     ShotDetector,
@@ -31,13 +34,12 @@ from illust2vec.video.scenes import (
     shots_from_cuts,
 )
 
-__all__ = ["Interval", "Timeline", "tag_intervals", "tag_video", "DEFAULT_THRESHOLD"]
+__all__ = ["Interval", "Timeline", "expected_samples", "sample_frames", "tag_intervals", "tag_video",
+           "DEFAULT_THRESHOLD"]
 
 #: Enter threshold used when neither the caller nor the model gives one.
 DEFAULT_THRESHOLD = 0.5
 
-#: Called with (frames done, time in seconds of the latest frame).
-ProgressFn = Callable[[int, float], None]
 #: Receives each tagged frame with its shot index (e.g. to save frames as images).
 FrameSink = Callable[[VideoFrame, int], None]
 
@@ -342,122 +344,83 @@ class _Runner:
 # tagging
 
 
-def tag_video(
-    path: str | Path,
-    model: Any,
-    *,
-    every: float | None = None,
-    fps: float | None = None,
-    scenes: bool = False,
-    per_shot: int = 1,
-    representative: str = "middle",
-    start: float | None = None,
-    end: float | None = None,
-    batch_size: int = 16,
-    threshold: float | Mapping[str, float] | np.ndarray | None = None,
-    threshold_rule: str = "constant",
-    exit_ratio: float = 0.7,
-    min_gap: float = 1.0,
-    min_duration: float = 0.0,
-    feature_model: Any | None = None,
-    max_side: int | None = None,
-    shots: bool = True,
-    shot_threshold: float = 0.3,
-    min_shot: float = 0.4,
-    tag_names: Sequence[str] | None = None,
-    progress: ProgressFn | None = None,
-    scan_progress: Callable[[int], None] | None = None,
-    frame_sink: FrameSink | None = None,
-) -> Timeline:
-    """Tag a video frame by frame and build its :class:`Timeline`.
+def expected_samples(info: VideoInfo, sampling: SamplingOptions) -> int | None:
+    """How many frames ``sampling`` tags in a video of ``info`` (``None``: not known before)."""
+    dur = info.duration
+    if dur is None or sampling.scenes:
+        return None
+    start = sampling.start or 0.0
+    end = min(dur, sampling.end) if sampling.end is not None else dur
+    span = max(0.0, end - start)
+    if sampling.every:
+        return max(1, math.ceil(span / sampling.every - 1e-9))
+    if sampling.fps:
+        return max(1, math.ceil(span * sampling.fps - 1e-9))
+    if info.frame_count and sampling.start is None and sampling.end is None:
+        return info.frame_count
+    return round(span * info.average_rate) if info.average_rate else None
 
-    Args:
-        path: the video file.
-        model: an ``ImageModel`` with a tag output (frames go through its
-            ``preprocess`` and ``run`` in batches), or a plain callable
-            ``list[RGB array] -> (N, T) probabilities`` with ``tag_names``.
-        every: tag the frame on screen every this many seconds (seeks over gaps).
-        fps: tag this many frames per second.
-        scenes: find the shots first (every frame, thumbnails) and tag
-            ``per_shot`` representative frames of each (``representative``:
-            ``"middle"`` or ``"typical"``, see :func:`representative_times`).
-            With none of ``every``/``fps``/``scenes`` every frame is tagged.
-        start, end: the part of the video to tag (seconds).
-        batch_size: frames per model call.
-        threshold: enter threshold(s): a number, ``{category: value}`` or a
-            per-tag array; default: the model's own defaults (0.5 for callables).
-        threshold_rule: ``"constant"`` (use ``threshold``) or i2v's calibrated
-            ``"f0.5"``/``"f1"``/``"f2"`` (``ImageModel.thresholds_for``).
-        exit_ratio: exit threshold = ``exit_ratio`` x enter threshold (hysteresis).
-        min_gap: merge intervals of a tag closer than this (seconds).
-        min_duration: drop intervals shorter than this (seconds).
-        feature_model: also keep feature vectors from this ImageModel (its
-            ``feature`` output; may be ``model`` itself if it has one).
-        max_side: downscale frames while decoding (speeds up big videos; the
-            model resizes anyway).  ``None`` gives the model full frames.
-        shots: in ``every``/``fps``/all-frames modes, detect shot changes
-            between the tagged frames (exact for all frames, approximate when
-            sampling).  Ignored with ``scenes``.
-        shot_threshold, min_shot: cut detector settings (:class:`ShotDetector`).
-        tag_names: names of the callable's outputs (plain callables only).
-        progress: called with (frames tagged, time of the latest frame).
-        scan_progress: with ``scenes``, called with the number of frames the
-            shot detector has looked at.
-        frame_sink: receives each tagged frame and its shot index.
 
-    Returns:
-        The :class:`Timeline`.  If the stream breaks half-way, the timeline
-        covers the part before the break and ``problem``/``stopped_at`` say where.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r}: must be >= 1")
-    if not 0 < exit_ratio <= 1:
-        raise ValueError(f"exit_ratio={exit_ratio!r}: must be in (0, 1]")
-    if scenes and (every is not None or fps is not None):
-        raise ValueError("scenes=True samples by shot: do not combine it with every= or fps=")
-    runner = _Runner(model, tag_names, feature_model)
-    table = runner.table
-    thr = runner.thresholds(threshold, threshold_rule)
-    t0 = _time.perf_counter()
+@dataclass
+class _Samples:
+    """Stage 1's result: the frames to tag and what sampling knows of the shots."""
 
-    detection = None
-    shot_list: list[Shot] = []
-    if scenes:
+    frames: Any
+    sampling: dict[str, Any]
+    detection: Any = None
+    shots: list[Shot] = field(default_factory=list)
+    pick_shot: dict[float, int] = field(default_factory=dict)
+
+
+def sample_frames(path: str | Path, sampling: SamplingOptions, shots: ShotOptions, *, progress: Any = None
+                  ) -> _Samples:
+    """Stage 1: the frames ``sampling`` picks (with ``scenes``, after finding the shots)."""
+    sampling.check()
+    if sampling.scenes:
         detection = detect_shots(
-            path, start=start, end=end, threshold=shot_threshold, min_shot=min_shot,
-            keep_histograms=representative == "typical", progress=scan_progress,
+            path, start=sampling.start, end=sampling.end, threshold=shots.threshold, min_shot=shots.min_shot,
+            keep_histograms=sampling.representative == "typical", progress=progress,
         )
-        shot_list = detection.shots
-        picks = representative_times(detection, per_shot=per_shot, method=representative)
-        frames = iter_video_frames(path, times=[t for _, t in picks], max_side=max_side)
-        pick_shot = {round(t, 6): s for s, t in picks}
-        sampling: dict[str, Any] = {"mode": "scenes", "per_shot": per_shot, "representative": representative}
+        picks = representative_times(detection, per_shot=sampling.per_shot, method=sampling.representative)
+        frames = iter_video_frames(path, times=[t for _, t in picks], max_side=sampling.max_side)
+        mode: dict[str, Any] = {"mode": "scenes", "per_shot": sampling.per_shot,
+                                "representative": sampling.representative}
+        out = _Samples(frames, mode, detection, detection.shots, {round(t, 6): k for k, t in picks})
     else:
-        frames = iter_video_frames(path, every=every, fps=fps, start=start, end=end, max_side=max_side)
-        if every is not None:
-            sampling = {"mode": "every", "every": every}
-        elif fps is not None:
-            sampling = {"mode": "fps", "fps": fps}
+        frames = iter_video_frames(path, every=sampling.every, fps=sampling.fps, start=sampling.start,
+                                   end=sampling.end, max_side=sampling.max_side)
+        if sampling.every is not None:
+            mode = {"mode": "every", "every": sampling.every}
+        elif sampling.fps is not None:
+            mode = {"mode": "fps", "fps": sampling.fps}
         else:
-            sampling = {"mode": "all"}
-    if start is not None:
-        sampling["start"] = start
-    if end is not None:
-        sampling["end"] = end
-    info = frames.info
-    detector = ShotDetector(threshold=shot_threshold, min_shot=min_shot) if (shots and not scenes) else None
+            mode = {"mode": "all"}
+        out = _Samples(frames, mode)
+    if sampling.start is not None:
+        out.sampling["start"] = sampling.start
+    if sampling.end is not None:
+        out.sampling["end"] = sampling.end
+    return out
 
-    # Decoding (and shot detection) run ahead in a thread (background.iterate_in_thread);
-    # ImageModels then take the image pipeline's path (pipeline.iter_batches:
-    # preprocessing overlapped with ONNX Runtime, which releases the GIL).
-    meta: list[tuple[float, int, int]] = []  # (time, frame index, shot) per sample
+
+def _tag_frames(runner: _Runner, samples: _Samples, detector: ShotDetector | None, batch_size: int,
+                frame_sink: FrameSink | None, report: Callable[[int], None]
+                ) -> tuple[list[tuple[float, int, int]], np.ndarray, np.ndarray | None]:
+    """Stage 2: decode (and detect cuts) in a thread, tag in batches; ``(meta, probs, features)``.
+
+    ``meta`` holds ``(time, frame index, shot)`` per sample.  ImageModels take
+    the image pipeline's path (``iter_batches``: preprocessing overlapped with
+    ONNX Runtime, which releases the GIL).
+    """
+    frames = samples.frames
+    meta: list[tuple[float, int, int]] = []
 
     def frame_images() -> Iterator[np.ndarray]:
         shot_idx = 0
         try:
             for fr in frames:
-                if scenes:
-                    shot_idx = pick_shot.get(round(fr.time, 6), assign_shots([fr.time], shot_list)[0])
+                if samples.detection is not None:
+                    shot_idx = samples.pick_shot.get(round(fr.time, 6), assign_shots([fr.time], samples.shots)[0])
                 elif detector is not None:
                     if detector.update(fr.time, fr.index, fr.image):
                         shot_idx = len(detector.cuts) - 1
@@ -479,72 +442,137 @@ def tag_video(
             if f is not None:
                 feats.append(f)
             done += p.shape[0]
-            if progress is not None:
-                progress(done, meta[done - 1][0])
+            report(done)
     finally:
         stream.close()
+    prob = np.concatenate(probs).astype(np.float32) if probs else np.zeros((0, len(runner.table)), np.float32)
+    return meta, prob, (np.concatenate(feats) if feats else None)
 
-    n = len(meta)
-    times = np.asarray([m[0] for m in meta], dtype=np.float64)
-    idx = np.asarray([m[1] for m in meta], dtype=np.int64)
-    shot_of = np.asarray([m[2] for m in meta], dtype=np.int64)
-    prob = np.concatenate(probs).astype(np.float32) if probs else np.zeros((0, len(table)), np.float32)
-    feat = np.concatenate(feats) if feats else None
 
-    problem = frames.problem or (detection.problem if detection is not None else None)
-    stopped_at = frames.stopped_at if frames.problem else (detection.stopped_at if detection else None)
-
-    # Where the covered time ends.
-    if scenes:
-        end_time = shot_list[-1].end if shot_list else 0.0
-    else:
-        step = every if every is not None else (1.0 / fps if fps is not None else info.frame_duration)
-        end_time = float(times[-1]) + step if n else 0.0
-        if end is not None:
-            end_time = min(end_time, end)
-        dur = info.duration
-        if n and dur and frames.problem is None and dur > times[-1]:
-            end_time = min(end_time, dur)
-
-    if scenes:
-        shot_end = {s.index: s.end for s in shot_list}
-        shot_start = {s.index: s.start for s in shot_list}
+def _coverage(samples: _Samples, sampling: SamplingOptions, times: np.ndarray, shot_of: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Stage 3: where each sample's coverage starts and ends, and where the covered time ends."""
+    n = times.size
+    frames, info = samples.frames, samples.frames.info
+    if samples.detection is not None:
+        shot_end = {s.index: s.end for s in samples.shots}
+        shot_start = {s.index: s.start for s in samples.shots}
         ends = np.empty(n, dtype=np.float64)
+        cover_start = times.copy()
         for i in range(n):
             # Representative samples of one shot split the shot between them.
             same = np.flatnonzero(shot_of == shot_of[i])
             k = int(np.searchsorted(same, i))
             ends[i] = times[same[k + 1]] if k + 1 < same.size else shot_end.get(int(shot_of[i]), times[i])
             if k == 0:
-                times_start = shot_start.get(int(shot_of[i]), times[i])
-                ends[i] = max(ends[i], times_start)
-        cover_start = times.copy()
-        for i in range(n):
-            same = np.flatnonzero(shot_of == shot_of[i])
-            if same[0] == i:
                 cover_start[i] = shot_start.get(int(shot_of[i]), times[i])
-    else:
-        ends = np.append(times[1:], end_time) if n else np.zeros(0)
-        cover_start = times
-        if detector is not None and n:
-            shot_list = shots_from_cuts(detector.cuts, end_time, int(idx[-1]) + 1)
+                ends[i] = max(ends[i], cover_start[i])
+        return cover_start, ends, samples.shots[-1].end if samples.shots else 0.0
+    every, fps = sampling.every, sampling.fps
+    step = every if every is not None else (1.0 / fps if fps is not None else info.frame_duration)
+    end_time = float(times[-1]) + step if n else 0.0
+    if sampling.end is not None:
+        end_time = min(end_time, sampling.end)
+    dur = info.duration
+    if n and dur and frames.problem is None and dur > times[-1]:
+        end_time = min(end_time, dur)
+    ends = np.append(times[1:], end_time) if n else np.zeros(0)
+    return times, ends, end_time
 
-    exit_thr = thr * exit_ratio
+
+def _intervals(table: TagTable, cover_start: np.ndarray, ends: np.ndarray, prob: np.ndarray, thr: np.ndarray,
+               exit_thr: np.ndarray, options: IntervalOptions) -> dict[str, list[Interval]]:
+    """Stage 4: the intervals of every tag that reaches its threshold somewhere."""
     intervals: dict[str, list[Interval]] = {}
-    if n:
-        candidates = np.flatnonzero((prob >= thr).any(axis=0))
-        for j in candidates:
-            ivs = tag_intervals(
-                cover_start, ends, prob[:, j], enter=float(thr[j]), exit=float(exit_thr[j]),
-                min_gap=min_gap, min_duration=min_duration,
-            )
-            if ivs:
-                intervals[table.names[j]] = ivs
+    if not prob.shape[0]:
+        return intervals
+    for j in np.flatnonzero((prob >= thr).any(axis=0)):
+        ivs = tag_intervals(cover_start, ends, prob[:, j], enter=float(thr[j]), exit=float(exit_thr[j]),
+                            min_gap=options.min_gap, min_duration=options.min_duration)
+        if ivs:
+            intervals[table.names[j]] = ivs
+    return intervals
 
+
+def tag_video(
+    path: str | Path,
+    model: Any,
+    options: VideoOptions = VideoOptions(),
+    *,
+    feature_model: Any | None = None,
+    tag_names: Sequence[str] | None = None,
+    progress: Any = None,
+    frame_sink: FrameSink | None = None,
+) -> Timeline:
+    """Tag a video frame by frame and build its :class:`Timeline`.
+
+    Stages: :func:`sample_frames` (with ``scenes``, shots first) -> tag the
+    frames in batches (cuts found on the way) -> coverage of each sample ->
+    tag intervals with hysteresis (:func:`tag_intervals`).
+
+    Args:
+        path: the video file.
+        model: an ``ImageModel`` with a tag output (frames go through its
+            ``preprocess`` and ``run`` in batches), or a plain callable
+            ``list[RGB array] -> (N, T) probabilities`` with ``tag_names``.
+        options: sampling, shot detection, thresholds and intervals, batch size
+            (:class:`~illust2vec.video.options.VideoOptions`).
+        feature_model: also keep feature vectors from this ImageModel (its
+            ``feature`` output; may be ``model`` itself if it has one).
+        tag_names: names of the callable's outputs (plain callables only).
+        progress: ``True`` for bars on stderr, or a callback
+            (:mod:`illust2vec.runtime.progress`) counting frames: ``"finding
+            shots"`` (with ``scenes``) then ``"tagging"``; returning ``True`` stops.
+        frame_sink: receives each tagged frame and its shot index.
+
+    Returns:
+        The :class:`Timeline`.  If the stream breaks half-way, the timeline
+        covers the part before the break and ``problem``/``stopped_at`` say where.
+    """
+    sampling, shots, iv = options.sampling, options.shots, options.intervals
+    if options.batch_size < 1:
+        raise ValueError(f"batch_size={options.batch_size!r}: must be >= 1")
+    if not 0 < iv.exit_ratio <= 1:
+        raise ValueError(f"exit_ratio={iv.exit_ratio!r}: must be in (0, 1]")
+    sampling.check()
+    runner = _Runner(model, tag_names, feature_model)
+    table = runner.table
+    thr = runner.thresholds(iv.threshold, iv.threshold_rule)
+    t0 = _time.perf_counter()
+    bars = None
+    if progress is True:
+        from illust2vec.runtime.progress import ProgressBar
+
+        progress = bars = ProgressBar(unit="frame")
+    try:
+        samples = sample_frames(path, sampling, shots, progress=progress)
+        frames, detection = samples.frames, samples.detection
+        detector = (ShotDetector(threshold=shots.threshold, min_shot=shots.min_shot)
+                    if (shots.detect and detection is None) else None)
+        report, close = progress_callback(progress, label="tagging", unit="frame",
+                                          total=expected_samples(frames.info, sampling))
+        try:
+            meta, prob, feat = _tag_frames(runner, samples, detector, options.batch_size, frame_sink, report)
+        finally:
+            close()
+    finally:
+        if bars is not None:
+            bars.close()
+
+    times = np.asarray([m[0] for m in meta], dtype=np.float64)
+    idx = np.asarray([m[1] for m in meta], dtype=np.int64)
+    shot_of = np.asarray([m[2] for m in meta], dtype=np.int64)
+    problem = frames.problem or (detection.problem if detection is not None else None)
+    stopped_at = frames.stopped_at if frames.problem else (detection.stopped_at if detection else None)
+    cover_start, ends, end_time = _coverage(samples, sampling, times, shot_of)
+    shot_list = samples.shots
+    if detector is not None and len(meta):
+        shot_list = shots_from_cuts(detector.cuts, end_time, int(idx[-1]) + 1)
+    exit_thr = thr * iv.exit_ratio
     return Timeline(
         source=str(path),
-        info=info,
-        sampling=sampling,
+        info=frames.info,
+        sampling=samples.sampling,
         tags=table,
         times=times,
         ends=ends,
@@ -554,12 +582,12 @@ def tag_video(
         thresholds=thr,
         exit_thresholds=exit_thr,
         shots=shot_list,
-        intervals=intervals,
+        intervals=_intervals(table, cover_start, ends, prob, thr, exit_thr, iv),
         features=feat,
         problem=problem,
         stopped_at=stopped_at,
         frames_decoded=frames.decoded + (detection.frames_decoded if detection else 0),
         seconds=_time.perf_counter() - t0,
         model_name=runner.name,
-        interval_options={"exit_ratio": exit_ratio, "min_gap": min_gap, "min_duration": min_duration},
+        interval_options={"exit_ratio": iv.exit_ratio, "min_gap": iv.min_gap, "min_duration": iv.min_duration},
     )

@@ -68,7 +68,8 @@
     var cx = (x0 + x1) / 2, cy = (y0 + y1) / 2;
     for (i = 0; i < N; i++) { wx[i] = (D.x[i] - cx) / span; wy[i] = (D.y[i] - cy) / span; }
   })();
-  var WORLD_SIZE = Math.min(0.25, 0.8 / Math.sqrt(N)); // side of a thumbnail in world units
+  // side of a thumbnail in world units (the writer's, when it spread the points for it)
+  var WORLD_SIZE = D.pointSize || Math.min(0.25, 0.8 / Math.sqrt(N));
   var AVG = b64ToBytes(D.avg); // mean colour per thumbnail (RGB)
   var ext = new Float32Array(2 * N); // content half-extent fractions (aspect)
   for (var i0 = 0; i0 < N; i0++) {

@@ -112,6 +112,7 @@ def _expected_samples(info: Any, args: argparse.Namespace) -> int | None:
 def run(args: argparse.Namespace) -> int:
     from illust2vec.cli.common import prepare_outputs
     from illust2vec.cli.tag import _thresholds
+    from illust2vec.io.atomic import DurableBatch
     from illust2vec.video import probe_video
     from illust2vec.video.outputs import save_frame, write_timeline, write_timeline_json
     from illust2vec.video.timeline import tag_video
@@ -154,8 +155,10 @@ def run(args: argparse.Namespace) -> int:
         bar.update(done - bar.n)
         bar.set_postfix_str(f"{t:.1f}s", refresh=False)
 
+    frames = DurableBatch()  # the saved frames, durable when tagging ends
+
     def sink(frame: Any, shot: int) -> None:
-        save_frame(frame.image, args.frames, frame.time, frame.index, shot, ext=args.frame_format)
+        save_frame(frame.image, args.frames, frame.time, frame.index, shot, ext=args.frame_format, batch=frames)
 
     try:
         timeline = tag_video(
@@ -174,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
         if scan_bar is not None:
             scan_bar.close()
+        frames.commit()
 
     if args.output is None:
         import json

@@ -25,12 +25,13 @@ cost of a few journal commits instead of two per file.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -221,29 +222,31 @@ class AtomicFile:
 class DurableBatch:
     """Many files written as :func:`atomic_write` writes one, with a few ``fsync`` rounds in all.
 
-    :meth:`write` puts the complete bytes of one file under a temporary name
-    beside it; nothing is visible yet.  :meth:`commit` (also run by
-    :meth:`write` every ``max_pending`` files, and on leaving a ``with``
-    block, an exception included: what was handed over is kept)
-    ``fsync``'s the pending files in parallel, renames each over its target
-    (atomic: readers see the old file or the new one) and ``fsync``'s each
-    directory once; when it returns the files survive a power cut.  A file
-    written twice ends with the later bytes.
+    :meth:`write` (whole bytes) or :meth:`open` (a stream) puts the complete
+    new contents of one file under a temporary name beside it; nothing is
+    visible yet.  :meth:`commit` (also run every ``max_pending`` files, and on
+    leaving a ``with`` block, an exception included: what was handed over is
+    kept) ``fsync``'s the pending files in parallel, renames each over its
+    target (atomic: readers see the old file or the new one) and ``fsync``'s
+    each directory once; when it returns the files survive a power cut.  A
+    file written twice ends with the later contents; created files get the
+    mode :func:`open` gives, replaced ones keep theirs.  :meth:`discard`
+    forgets the pending files (for a set that must land whole or not at all).
 
-    Failures name the file and touch no other: :meth:`write` raises the
-    ``OSError`` (``ENOSPC`` on a full disk, with the target's name) at once
-    and keeps the earlier files pending; a file whose ``fsync`` or rename
-    fails at commit time goes to ``on_error(path, exc)``, or, without it,
-    :meth:`commit` raises the first such error after committing the rest.
-    The old file (if any) stays as it was and no temporary file is left.
+    Failures name the file and touch no other: :meth:`write` and :meth:`open`
+    raise the ``OSError`` (``ENOSPC`` on a full disk, with the target's name)
+    at once and keep the earlier files pending; a file whose ``fsync`` or
+    rename fails at commit time goes to ``on_error(path, exc)``, or, without
+    it, :meth:`commit` raises the first such error after committing the
+    rest.  The old file (if any) stays as it was; no temporary file is left.
     """
 
     def __init__(self, *, max_pending: int = 256, workers: int = 32,
                  on_error: Callable[[Path, OSError], Any] | None = None) -> None:
-        self.max_pending = max(1, int(max_pending))
+        self.max_pending = max(1, int(max_pending))  # open descriptors held: well under the usual 1024
         self.workers = max(1, int(workers))
         self.on_error = on_error
-        self._pending: list[tuple[Path, str, int]] = []  # (target, temporary, open fd)
+        self._pending: list[tuple[Path, str, IO[Any]]] = []  # (target, temporary, its open file)
         self._made: set[Path] = set()
 
     def __len__(self) -> int:
@@ -251,9 +254,19 @@ class DurableBatch:
 
     def write(self, path: str | os.PathLike, data: bytes | str) -> None:
         """Queue ``data`` (``str``: UTF-8, surrogate escapes as their bytes) as the new ``path``."""
-        path = Path(path)
         if isinstance(data, str):
             data = data.encode("utf-8", "surrogateescape")
+        with self.open(path) as fh:
+            fh.write(data)
+
+    @contextlib.contextmanager
+    def open(self, path: str | os.PathLike, *, text: bool = False,
+             newline: str | None = None) -> Iterator[IO[Any]]:
+        """A file to write the new ``path`` into (text: UTF-8 as :func:`atomic_write`'s); queued on closing.
+
+        An exception inside the block discards this file (the others stay pending).
+        """
+        path = Path(path)
         folder = path.parent
         if folder not in self._made:
             folder.mkdir(parents=True, exist_ok=True)
@@ -263,19 +276,22 @@ class DurableBatch:
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".part")
         except OSError as exc:
             raise _named_error(exc, path) from None
+        fh: IO[Any] | None = None
         try:
             if hasattr(os, "fchmod"):
                 os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            fh = (os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline=newline) if text
+                  else os.fdopen(fd, "wb"))
+            yield fh
+            fh.flush()
         except BaseException as exc:
-            os.close(fd)
+            with contextlib.suppress(OSError):
+                fh.close() if fh is not None else os.close(fd)
             Path(tmp).unlink(missing_ok=True)
             if isinstance(exc, OSError):
                 raise _named_error(exc, path) from None
             raise
-        self._pending.append((path, tmp, fd))
+        self._pending.append((path, tmp, fh))
         if len(self._pending) >= self.max_pending:
             self.commit()
 
@@ -285,18 +301,17 @@ class DurableBatch:
         if not pending:
             return []
 
-        def sync(item: tuple[Path, str, int]) -> OSError | None:
+        def sync(item: tuple[Path, str, IO[Any]]) -> OSError | None:
             try:
-                os.fsync(item[2])
+                with item[2] as fh:
+                    os.fsync(fh.fileno())
                 return None
             except OSError as exc:
                 return exc
-            finally:
-                os.close(item[2])
 
         if len(pending) == 1 or self.workers == 1:
             synced = [sync(item) for item in pending]
-        else:
+        else:  # fsync frees the GIL: the file system commits these together
             with ThreadPoolExecutor(min(self.workers, len(pending))) as pool:
                 synced = list(pool.map(sync, pending))
         done: list[Path] = []
@@ -318,6 +333,14 @@ class DurableBatch:
                 raise failed[0][1]
             self.on_error(path, exc)
         return done
+
+    def discard(self) -> None:
+        """Forget the pending files: their targets stay as they were."""
+        pending, self._pending = self._pending, []
+        for _, tmp, fh in pending:
+            with contextlib.suppress(OSError):
+                fh.close()
+            Path(tmp).unlink(missing_ok=True)
 
     def __enter__(self) -> DurableBatch:
         return self

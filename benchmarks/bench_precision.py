@@ -149,7 +149,7 @@ def main() -> None:
 
     from illust2vec import Illustration2Vec
     from illust2vec.io.gallery import draw_character, make_characters
-    from illust2vec.models.families.i2v.caffe.writer import i2v_layers, write_caffemodel
+    from caffe_writer import i2v_layers, write_caffemodel
     from illust2vec.models.loading import load_model
 
     info = machine()

@@ -153,9 +153,9 @@ def handler(args: argparse.Namespace) -> int:
     write_records(records, args.output, fmt, rows=face_rows)
     if args.sheet:
         if thumbnails:
-            from illust2vec.faces.sheet import compose_sheet
+            from illust2vec.io.drawing import contact_sheet
 
-            save_image(compose_sheet(thumbnails, cell=args.sheet_cell), args.sheet)
+            save_image(contact_sheet(thumbnails, cell=args.sheet_cell, caption_lines=1, pad=0, dark=True), args.sheet)
         else:
             failed += report_errors([(args.sheet, "no picture could be read, sheet not written")])
     n_faces = sum(len(r["faces"]) for r in records)

@@ -464,7 +464,7 @@ def _finish(paths, feats, probs, names, cats, labels, root, errors, timings, t0,
         timings["png"] = time.perf_counter() - t
 
     if html is not None:
-        from illust2vec.maps.render import load_thumbnail
+        from illust2vec.io.drawing import thumbnail
         from illust2vec.maps.viewer import ViewerPoint, write_viewer
 
         t = time.perf_counter()
@@ -482,7 +482,7 @@ def _finish(paths, feats, probs, names, cats, labels, root, errors, timings, t0,
         qnum.update({f"grid_{k}": float(v) for k, v in quality.get("grid", {}).items()})
         thumb = paths.__getitem__ if thumbnails is None else (
             thumbnails if callable(thumbnails) else thumbnails.__getitem__)
-        write_viewer(html, points, lambda i: load_thumbnail(thumb(i), 256), title=title or "illust2vec map",
+        write_viewer(html, points, lambda i: thumbnail(thumb(i), 256), title=title or "illust2vec map",
                      cluster_names=cluster_names, quality=qnum, progress=progress,
                      embed=n <= VIEWER_EMBED_MAX)
         result.html = html

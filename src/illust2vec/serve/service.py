@@ -37,6 +37,7 @@ from illust2vec.collection.query import TagIndex, normalize_tag
 from illust2vec.collection.view import SORTS
 from illust2vec.errors import Illust2VecError
 from illust2vec.io.atomic import atomic_write
+from illust2vec.io.drawing import thumbnail
 from illust2vec.io.images import load_image
 
 #: Largest ``limit`` of one items page and ``k`` of one similarity query.
@@ -410,8 +411,7 @@ class CollectionService:
             arr = load_image(path)
         except Illust2VecError as exc:
             raise NotFound(f"item {item_id}: {exc}") from None
-        im = Image.fromarray(arr)
-        im.thumbnail((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        im = thumbnail(arr, size)
         buf = io.BytesIO()
         im.save(buf, "JPEG", quality=85)
         data = buf.getvalue()

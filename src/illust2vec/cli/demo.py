@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from illust2vec.errors import Illust2VecError
     from illust2vec.io.gallery import write_gallery
     from illust2vec.maps.pipeline import format_quality, make_map
-    from illust2vec.models.loading import load_model
+    from illust2vec.cli.common import model_args, model_from_args
 
     if args.characters < 2 or args.variants < 1:
         raise Illust2VecError("--characters must be at least 2 and --variants at least 1")
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     gallery = out / "gallery"
     items = write_gallery(gallery, characters=args.characters, variants=args.variants, seed=args.seed)
     print(f"drew {len(items)} images of {args.characters} characters in {gallery}", file=sys.stderr)
-    model = load_model(args.model, task="feature", offline=True, progress=not args.quiet)
+    model = model_from_args(model_args(args, args.model, offline=True), task="feature")
     # The gallery knows what it drew: those tags explain the clusters (no tagger works offline).
     vocab = sorted({t for it in items for t in it.tags})
     col = {t: j for j, t in enumerate(vocab)}

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from illust2vec.cli.common import (
-    add_model_arguments, add_output_arguments, add_threshold_arguments, engine_options, model_from_args,
+    add_model_arguments, add_output_arguments, add_threshold_arguments, model_args, model_from_args,
     output_format, progress_bar,
 )
 from illust2vec.errors import Illust2VecError
@@ -81,10 +81,7 @@ def register(sub) -> None:
 
 
 def _feature_model(args: argparse.Namespace) -> Any:
-    from illust2vec.models.loading import load_model
-
-    return load_model(args.feature_model, task="feature", model_dir=args.model_dir, download=args.download,
-                      offline=args.offline, progress=not args.quiet, **engine_options(args))
+    return model_from_args(model_args(args, args.feature_model), task="feature")
 
 
 def _bar(args: argparse.Namespace, total: int | None, desc: str) -> Any:

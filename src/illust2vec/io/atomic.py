@@ -32,7 +32,6 @@ import re
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -330,6 +329,8 @@ class DurableBatch:
         if len(pending) == 1 or self.workers == 1:
             synced = [sync(item) for item in pending]
         else:  # fsync frees the GIL: the file system commits these together
+            from concurrent.futures import ThreadPoolExecutor
+
             with ThreadPoolExecutor(min(self.workers, len(pending))) as pool:
                 synced = list(pool.map(sync, pending))
         done: list[Path] = []

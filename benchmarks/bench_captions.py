@@ -113,7 +113,8 @@ def bench_tag(work: Path, n: int, rounds: int, threshold: float) -> dict:
     runs = {
         "tag -o x.json": exe + ["tag", str(folder), *model, "-o", str(work / "x.json")],
         "tag --captions": exe + ["tag", str(folder), *model, "--captions"],
-        "tag --captions, per-file fsync": [sys.executable, "-c", PER_FILE_TAG, "tag", str(folder), *model, "--captions"],
+        "tag --captions, per-file fsync": [sys.executable, "-c", PER_FILE_TAG, "tag", str(folder), *model,
+                                           "--captions"],
     }
     subprocess.run(runs["tag -o x.json"], check=True)  # converts the model once, warms the page cache
 
@@ -149,7 +150,8 @@ def main() -> None:
     out: dict = {"machine_before": machine()}
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         work = Path(tmp)
-        out["filesystem"] = subprocess.run(["df", "-T", str(work)], capture_output=True, text=True).stdout.split("\n")[1:2]
+        df = subprocess.run(["df", "-T", str(work)], capture_output=True, text=True)
+        out["filesystem"] = df.stdout.split("\n")[1:2]
         if args.files:
             out["caption_files"] = bench_files(work, args.files, args.rounds)
             print(json.dumps(out["caption_files"]["median_s"]), out["caption_files"]["speedup"], "x", flush=True)

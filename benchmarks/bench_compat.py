@@ -64,8 +64,10 @@ def main() -> None:
             times: dict[str, list[float]] = {name: [] for name in recipes}
             for _ in range(args.rounds):
                 for path in paths:  # interleaved picture by picture: the machine's noise hits all alike
-                    one = interleaved_rounds({name: (lambda r=recipe, p=path: preprocess_one(
-                        load_image(p, exif_orientation=r.exif_orientation), r, out=out)) for name, recipe in recipes.items()}, 1)
+                    cases = {name: (lambda r=recipe, p=path: preprocess_one(
+                        load_image(p, exif_orientation=r.exif_orientation), r, out=out))
+                        for name, recipe in recipes.items()}
+                    one = interleaved_rounds(cases, 1)
                     for name, ts in one.items():
                         times[name] += ts
             baseline = statistics.median(times[next(iter(recipes))])

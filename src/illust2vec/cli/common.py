@@ -339,8 +339,8 @@ def collection_models_from_args(args: argparse.Namespace, info: dict[str, Any] |
     weights = getattr(args, "tagger_weights", None)
     named = None
     if flag is not None or weights is not None:
-        named = model_from_args(model_args(args, flag, weights=weights, tag_file=getattr(args, "tagger_tag_file", None)),
-                                task="tag")
+        named = model_from_args(
+            model_args(args, flag, weights=weights, tag_file=getattr(args, "tagger_tag_file", None)), task="tag")
     out = []
     for stored in info.get("taggers", []):
         if named is not None and named.identity == stored["identity"]:

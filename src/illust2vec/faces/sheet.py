@@ -1,4 +1,7 @@
-"""Draw detected faces (boxes and landmarks); lay the thumbnails out with :func:`illust2vec.io.drawing.contact_sheet`."""
+"""Draw detected faces (boxes and landmarks) on pictures and face thumbnails.
+
+A sheet of them: :func:`illust2vec.io.drawing.contact_sheet`.
+"""
 from __future__ import annotations
 
 from typing import Any, Sequence

@@ -1,16 +1,19 @@
 """Inputs shared by the benchmark scripts: the full-size random i2v tag model and a JPEG folder."""
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test helpers: caffe_writer
+
 
 def make_model(path: Path) -> Path:
     """A random-weight tag model with the published i2v layout (~188 MB, V1 format), written once."""
-    from illust2vec.models.families.i2v.caffe.writer import i2v_layers, write_caffemodel
+    from caffe_writer import i2v_layers, write_caffemodel
 
     path = Path(path)
     if not path.exists():

@@ -15,14 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from _timing import cpu_model, interleaved_rounds
 
 from illust2vec.io.images import load_image
 from illust2vec.models.compat import COMPAT_MODES, compat_recipe
@@ -47,16 +47,6 @@ def make_pictures(folder: Path) -> dict[str, list[Path]]:
     return kinds
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=7)
@@ -73,11 +63,13 @@ def main() -> None:
         for kind, paths in kinds.items():
             times: dict[str, list[float]] = {name: [] for name in recipes}
             for _ in range(args.rounds):
-                for path in paths:
-                    for name, recipe in recipes.items():  # interleaved: the machine's noise hits all alike
-                        t0 = time.perf_counter()
-                        preprocess_one(load_image(path, exif_orientation=recipe.exif_orientation), recipe, out=out)
-                        times[name].append(time.perf_counter() - t0)
+                for path in paths:  # interleaved picture by picture: the machine's noise hits all alike
+                    cases = {name: (lambda r=recipe, p=path: preprocess_one(
+                        load_image(p, exif_orientation=r.exif_orientation), r, out=out))
+                        for name, recipe in recipes.items()}
+                    one = interleaved_rounds(cases, 1)
+                    for name, ts in one.items():
+                        times[name] += ts
             baseline = statistics.median(times[next(iter(recipes))])
             for name, ts in times.items():
                 med = statistics.median(ts)

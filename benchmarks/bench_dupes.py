@@ -32,13 +32,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from _timing import cpu_model
 from illust2vec.collection import mih
 from illust2vec.collection.dupes import near_duplicate_pairs
 
@@ -46,16 +46,6 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 NBYTES = 512
 ROWS: list[tuple[str, str, str]] = []
 RESULTS: dict[str, object] = {}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def load_avg() -> str:

@@ -19,29 +19,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
+from _timing import cpu_model, interleaved_rounds  # noqa: E402
 
 SHARED = HERE.parents[1] / "shared"
 ANIME36 = SHARED / "data" / "anime36"
 RESULTS = HERE / "results" / "families.json"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def build_models(tmp: Path) -> dict[str, object]:
@@ -83,12 +72,9 @@ def main() -> None:
         models = build_models(Path(tmp))
         for m in models.values():
             m.predict_proba(pictures[:2])  # warm up: session, taps
-        rates: dict[str, list[float]] = {k: [] for k in models}
-        for _ in range(args.rounds):
-            for name, m in models.items():
-                t = time.perf_counter()
-                m.predict_proba(pictures)
-                rates[name].append(len(pictures) / (time.perf_counter() - t))
+        times = interleaved_rounds({name: (lambda m=m: m.predict_proba(pictures)) for name, m in models.items()},
+                                   args.rounds)
+        rates = {name: [len(pictures) / t for t in ts] for name, ts in times.items()}
     base = statistics.median(rates[next(iter(rates))])
     out = {
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "loadavg": os.getloadavg()},

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # map_synthetic
 SHARED = ROOT.parent / "shared"
 
 
@@ -57,7 +58,7 @@ def _quality(x, emb, labels, queries):
 
 def bench_reduce(n: int, args) -> list[dict]:
     from illust2vec.maps.reduce import l2_normalize, pca, reduce
-    from illust2vec.maps.synthetic import clustered_features
+    from map_synthetic import clustered_features
 
     x, y = clustered_features(n, args.dim, n_clusters=args.clusters, seed=0)
     labels = [int(v) for v in y]

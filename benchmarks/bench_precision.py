@@ -150,8 +150,8 @@ def main() -> None:
 
     from illust2vec import Illustration2Vec
     from illust2vec.io.gallery import draw_character, make_characters
-    from illust2vec.models.families.i2v.caffe.writer import i2v_layers, write_caffemodel
     from illust2vec.models.families.effnet import KEEP_FP32_FAST
+    from caffe_writer import i2v_layers, write_caffemodel
     from illust2vec.models.loading import load_model
 
     info = machine()

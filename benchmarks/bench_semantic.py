@@ -38,12 +38,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # semantic_evaluate
 import bench_search as bs
 
 from illust2vec.collection import Collection
 from illust2vec.semantic.attributes import attribute_search, tag_directions
-from illust2vec.semantic.evaluate import attribute_precision, morph_recovers, pixel_blends
 from illust2vec.semantic.morph import morph
+from semantic_evaluate import attribute_precision, morph_recovers, pixel_blends
 
 ANIME36 = bs.SHARED / "data" / "anime36"
 row = bs.row

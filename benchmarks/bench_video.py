@@ -1,7 +1,7 @@
 """Video benchmark: frames/s of ``tag_video`` on a 1080p H.264 clip next to the image pipeline.
 
 Builds (once, under --out) a random-weight i2v tag model of the real size
-(``illust2vec.models.families.i2v.caffe.writer.i2v_layers``, as in bench_core.py) and a synthetic
+(``tests/caffe_writer.py``'s ``i2v_layers``, as in bench_core.py) and a synthetic
 1920x1080 H.264 clip (moving gradients and shapes, keyframe every --gop
 frames), then measures on this machine, each the median of --repeats runs:
 

@@ -13,13 +13,14 @@ linear embedding of the 4x4 grid); the refined stage adds a second embedding of 
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from onnx_support import checked_model, conv_stem, write_csv
 
 SIZE = 512
 EMBED = 12
@@ -57,17 +58,13 @@ def _weights(seed: int):
 
 def build_camie_model(refined: bool, seed: int = 11):
     """``model.onnx`` (``refined=True``, both stages) or ``model_initial_only.onnx``."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     w = _weights(seed)
     t = len(TAGS)
     p = "initial/" if refined else ""
     nodes = [
-        helper.make_node("Conv", ["input", "conv.w", "conv.b"], ["c"], kernel_shape=[16, 16], strides=[16, 16]),
-        helper.make_node("Relu", ["c"], ["r"]),
-        helper.make_node("AveragePool", ["r"], ["pool"], kernel_shape=[8, 8], strides=[8, 8]),
-        helper.make_node("Flatten", ["pool"], ["f"], axis=1),
+        *conv_stem("input", 8, pooled="pool"),
         helper.make_node("Gemm", ["f", "emb.w", "emb.b"], [f"{p}embedding"], transB=1),
         helper.make_node("Gemm", [f"{p}embedding", "head.w", "head.b"], [f"{p}logits"], transB=1),
         helper.make_node("Sigmoid", [f"{p}logits"], [f"{p}output"]),
@@ -90,10 +87,7 @@ def build_camie_model(refined: bool, seed: int = 11):
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", dims[n.rsplit("/", 1)[-1]]]) for n in names],
         initializer=[numpy_helper.from_array(v, k) for k, v in w.items() if k in used],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return checked_model(graph)
 
 
 def write_camie_repo(folder: Path) -> dict[str, bytes]:
@@ -104,11 +98,8 @@ def write_camie_repo(folder: Path) -> dict[str, bytes]:
     d.mkdir(parents=True, exist_ok=True)
     onnx.save(build_camie_model(True), str(d / "model.onnx"))
     onnx.save(build_camie_model(False), str(d / "model_initial_only.onnx"))
-    with open(d / "selected_tags.csv", "w", newline="", encoding="utf-8") as fh:
-        wr = csv.writer(fh)
-        wr.writerow(["tag_id", "name", "category", "count"])
-        for i, (name, cat) in enumerate(TAGS):
-            wr.writerow([i, name, cat, 1000 - i])
+    write_csv(d / "selected_tags.csv", ["tag_id", "name", "category", "count"],
+              ([i, name, cat, 1000 - i] for i, (name, cat) in enumerate(TAGS)))
     (d / "preprocess.json").write_text(json.dumps(PREPROCESS, indent=2), encoding="utf-8")
     table = {cat: {mode: {"threshold": round(t + 0.02 * k, 2), "f1": 0.5} for k, mode in enumerate(MODES)}
              for cat, t in THRESHOLDS.items()}

@@ -9,12 +9,13 @@ an 8x8 pool, a linear head on the 4x4 grid), so the black letterbox bands and th
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from onnx_support import checked_model, conv_stem, write_csv
 
 SIZE = 512
 REPO = "deepghs/imgutils-models"
@@ -29,7 +30,6 @@ TAGS: list[tuple[str, str, int]] = [
 
 
 def build_deepdanbooru_model(seed: int = 13):
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
@@ -40,11 +40,7 @@ def build_deepdanbooru_model(seed: int = 13):
     bh = rng.normal(-1.0, 0.8, t).astype(np.float32)
     graph = helper.make_graph(
         [
-            helper.make_node("Transpose", ["input_1"], ["x"], perm=[0, 3, 1, 2]),
-            helper.make_node("Conv", ["x", "conv.w", "conv.b"], ["c"], kernel_shape=[16, 16], strides=[16, 16]),
-            helper.make_node("Relu", ["c"], ["r"]),
-            helper.make_node("AveragePool", ["r"], ["p"], kernel_shape=[8, 8], strides=[8, 8]),
-            helper.make_node("Flatten", ["p"], ["f"], axis=1),
+            *conv_stem("input_1", 8, nhwc=True),
             helper.make_node("Gemm", ["f", "head.w", "head.b"], ["logits"], transB=1),
             helper.make_node("Sigmoid", ["logits"], ["activation"]),
         ],
@@ -54,10 +50,7 @@ def build_deepdanbooru_model(seed: int = 13):
         initializer=[numpy_helper.from_array(wc, "conv.w"), numpy_helper.from_array(bc, "conv.b"),
                      numpy_helper.from_array(wh, "head.w"), numpy_helper.from_array(bh, "head.b")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return checked_model(graph)
 
 
 def write_deepdanbooru_repo(folder: Path) -> dict[str, bytes]:
@@ -66,11 +59,8 @@ def write_deepdanbooru_repo(folder: Path) -> dict[str, bytes]:
     d = folder / "deepdanbooru"
     d.mkdir(parents=True, exist_ok=True)
     onnx.save(build_deepdanbooru_model(), str(d / "deepdanbooru.onnx"))
-    with open(d / "deepdanbooru_tags.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["tag_id", "name", "real_name", "category", "count"])
-        for i, (name, real, cat) in enumerate(TAGS):
-            w.writerow([i, name, real, cat, 100 - i])
+    write_csv(d / "deepdanbooru_tags.csv", ["tag_id", "name", "real_name", "category", "count"],
+              ([i, name, real, cat, 100 - i] for i, (name, real, cat) in enumerate(TAGS)))
     return {f"deepdanbooru/{p.name}": p.read_bytes() for p in sorted(d.iterdir())}
 
 

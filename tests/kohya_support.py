@@ -10,13 +10,13 @@ recorded captions were made from it.
 """
 from __future__ import annotations
 
-import csv
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from conftest import SHARED
+from onnx_support import checked_model, conv_stem, write_csv
 
 ANIME36 = SHARED / "data" / "anime36"
 FIXTURES = Path(__file__).parent / "fixtures" / "kohya"
@@ -41,17 +41,12 @@ WEIGHT_SD = 0.02
 
 
 def write_selected_tags(path: Path) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["tag_id", "name", "category", "count"])
-        for i, (name, cat) in enumerate(TAGS):
-            w.writerow([2000 + i, name, cat, 9000 - i])
-    return path
+    return write_csv(path, ["tag_id", "name", "category", "count"],
+                     ([2000 + i, name, cat, 9000 - i] for i, (name, cat) in enumerate(TAGS)))
 
 
 def build_parity_model(seed: int = 25):
     """The ONNX graph (``onnx.ModelProto``) of the held-out tagger."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
@@ -65,11 +60,7 @@ def build_parity_model(seed: int = 25):
     name = "input_1:0"
     graph = helper.make_graph(
         [
-            helper.make_node("Transpose", [name], ["x"], perm=[0, 3, 1, 2]),
-            helper.make_node("Conv", ["x", "conv.w", "conv.b"], ["c"], kernel_shape=[16, 16], strides=[16, 16]),
-            helper.make_node("Relu", ["c"], ["r"]),
-            helper.make_node("AveragePool", ["r"], ["p"], kernel_shape=[4, 4], strides=[4, 4]),
-            helper.make_node("Flatten", ["p"], ["f"], axis=1),
+            *conv_stem(name, 4, nhwc=True),
             helper.make_node("Gemm", ["f", "head.w", "head.b"], ["logits"], transB=1),
             helper.make_node("Sigmoid", ["logits"], ["predictions_sigmoid"]),
         ],
@@ -79,10 +70,7 @@ def build_parity_model(seed: int = 25):
         initializer=[numpy_helper.from_array(wc, "conv.w"), numpy_helper.from_array(bc, "conv.b"),
                      numpy_helper.from_array(wh, "head.w"), numpy_helper.from_array(bh, "head.b")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return checked_model(graph)
 
 
 def write_parity_model(folder: Path) -> Path:

@@ -17,13 +17,14 @@ recorded from it; ``python tests/pixai_support.py OUT`` writes the repository to
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from onnx_support import checked_model, conv_stem, write_csv
 
 SIZE = 448
 EMBED = 16
@@ -49,7 +50,6 @@ PREPROCESS = {"stages": [
 
 def build_pixai_model(seed: int = 9):
     """The ONNX graph (``onnx.ModelProto``) of the tiny PixAI-layout tagger."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
@@ -64,10 +64,7 @@ def build_pixai_model(seed: int = 9):
     bh = (rng.normal(-0.4, 0.8, t) - wh.astype(np.float64) @ grey).astype(np.float32)
     graph = helper.make_graph(
         [
-            helper.make_node("Conv", ["input", "conv.w", "conv.b"], ["c"], kernel_shape=[16, 16], strides=[16, 16]),
-            helper.make_node("Relu", ["c"], ["r"]),
-            helper.make_node("AveragePool", ["r"], ["p"], kernel_shape=[4, 4], strides=[4, 4]),
-            helper.make_node("Flatten", ["p"], ["f"], axis=1),
+            *conv_stem("input", 4),
             helper.make_node("Gemm", ["f", "emb.w", "emb.b"], ["embedding"], transB=1),
             helper.make_node("Gemm", ["embedding", "head.w", "head.b"], ["logits"], transB=1),
             helper.make_node("Sigmoid", ["logits"], ["prediction"]),
@@ -81,10 +78,7 @@ def build_pixai_model(seed: int = 9):
                      numpy_helper.from_array(we, "emb.w"), numpy_helper.from_array(be, "emb.b"),
                      numpy_helper.from_array(wh, "head.w"), numpy_helper.from_array(bh, "head.b")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return checked_model(graph)
 
 
 def write_pixai_repo(folder: Path) -> dict[str, bytes]:
@@ -93,15 +87,9 @@ def write_pixai_repo(folder: Path) -> dict[str, bytes]:
 
     folder.mkdir(parents=True, exist_ok=True)
     onnx.save(build_pixai_model(), str(folder / "model.onnx"))
-    with open(folder / "selected_tags.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["name", "category", "ips"])
-        for name, cat, ips in TAGS:
-            w.writerow([name, cat, json.dumps(ips)])
-    with open(folder / "thresholds.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["category", "name", "threshold"])
-        w.writerows(THRESHOLDS)
+    write_csv(folder / "selected_tags.csv", ["name", "category", "ips"],
+              ([name, cat, json.dumps(ips)] for name, cat, ips in TAGS))
+    write_csv(folder / "thresholds.csv", ["category", "name", "threshold"], THRESHOLDS)
     (folder / "preprocess.json").write_text(json.dumps(PREPROCESS, indent=2), encoding="utf-8")
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 

@@ -1,6 +1,6 @@
 """The Caffe importer against an independent numpy implementation of Caffe's layer semantics.
 
-Nets are written with :mod:`illust2vec.models.families.i2v.caffe.writer` in both file formats (V2
+Nets are written with the test helper `tests/caffe_writer.py` in both file formats (V2
 and legacy V1), imported, run in ONNX Runtime, and compared with a direct
 numpy forward pass that follows Caffe's definitions (pooling output size with
 ceil rounding clipped at the padding; average pooling divided by the window
@@ -17,7 +17,7 @@ import pytest
 
 from illust2vec.models.families.i2v.caffe.net import read_caffemodel
 from illust2vec.models.families.i2v.caffe.to_onnx import caffe_to_onnx
-from illust2vec.models.families.i2v.caffe.writer import LayerSpec, i2v_layers, write_caffemodel
+from caffe_writer import LayerSpec, i2v_layers, write_caffemodel
 from illust2vec.errors import ModelFormatError
 
 RNG = np.random.default_rng(7)

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ANIME36, I2V_FIXTURES
 from illust2vec.datasets.captions import (
-    CaptionError, CaptionOptions, make_caption, parse_replacements, plan_captions, write_caption,
+    CaptionError, CaptionOptions, caption_batch, make_caption, parse_replacements, plan_captions, write_caption,
 )
 from illust2vec.errors import Illust2VecError
 
@@ -125,6 +125,21 @@ def test_write_caption_modes_and_faults(tmp_path):
     with pytest.raises(CaptionError, match="not a text file"):
         write_caption(blob, "hat")
     assert blob.read_bytes() == b"\x89PNG\r\n\x1a\n\0\0\0"
+
+
+def test_captions_in_one_batch_appear_at_commit_with_the_same_rules(tmp_path):
+    old = tmp_path / "old.txt"
+    old.write_text("smile, hat\n")
+    errors: list[CaptionError] = []
+    with caption_batch(errors.append) as batch:
+        assert write_caption(tmp_path / "new.txt", "smile", batch=batch) == "written"
+        assert write_caption(old, "hat, cat", CaptionOptions(mode="append"), batch=batch) == "appended"
+        (tmp_path / "late.txt").mkdir()  # turns into a directory after the check: fails at commit
+        batch.write(tmp_path / "late.txt", "hat\n")
+        assert not (tmp_path / "new.txt").exists() and old.read_text() == "smile, hat\n"  # nothing visible yet
+    assert (tmp_path / "new.txt").read_text() == "smile\n" and old.read_text() == "smile, hat, cat\n"
+    assert [str(e) for e in errors] == [f"{tmp_path / 'late.txt'}: cannot write the caption (Is a directory)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["late.txt", "new.txt", "old.txt"]
 
 
 # --------------------------------------------------------------------------- the CLI, in process

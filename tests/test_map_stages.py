@@ -11,7 +11,7 @@ from illust2vec.maps.grid import grid_shape, snap_to_grid
 from illust2vec.maps.labels import LabelSpecError, labels_from_spec
 from illust2vec.maps.quality import knn_preservation, map_quality, trustworthiness
 from illust2vec.maps.reduce import ReduceError, default_perplexity, pca, reduce
-from illust2vec.maps.synthetic import clustered_features
+from map_synthetic import clustered_features
 
 
 def _blobs(n_per: int = 15, k: int = 4, dim: int = 64, seed: int = 0):

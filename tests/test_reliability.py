@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
@@ -19,7 +20,7 @@ import pytest
 from conftest import ANIME36, I2V_FIXTURES
 
 from illust2vec.cli.main import main
-from illust2vec.io.atomic import AtomicFile, atomic_write
+from illust2vec.io.atomic import AtomicFile, DurableBatch, atomic_write
 from illust2vec.io.records import FORMULA_PREFIXES
 
 ORIGINALS = sorted(ANIME36.glob("*.jpg"))
@@ -151,6 +152,90 @@ def test_tag_output_on_a_full_disk_keeps_the_good_json(small_disk, model_store):
     assert len(lines) == 1 and str(out) in lines[0] and "ENOSPC" in lines[0], err
     assert "Traceback" not in err
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "tags.json"]
+
+
+def test_a_durable_batch_shows_nothing_before_commit_then_every_file_whole(tmp_path):
+    old = os.umask(0o022)
+    try:
+        kept = tmp_path / "a" / "kept.txt"
+        kept.parent.mkdir()
+        kept.write_text("old caption\n")
+        kept.chmod(0o640)
+        batch = DurableBatch(max_pending=1000)
+        batch.write(kept, "new caption\n")
+        for i in range(40):
+            batch.write(tmp_path / ("a" if i % 2 else "b") / f"{i}.txt", f"tag{i}, smile\n")
+        assert kept.read_text() == "old caption\n" and not (tmp_path / "b" / "0.txt").exists()
+        assert len(batch) == 41
+        done = batch.commit()
+    finally:
+        os.umask(old)
+    assert len(done) == 41 and len(batch) == 0
+    assert kept.read_text() == "new caption\n" and stat.S_IMODE(kept.stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "b" / "0.txt").stat().st_mode) == 0o644
+    assert all((tmp_path / ("a" if i % 2 else "b") / f"{i}.txt").read_text() == f"tag{i}, smile\n" for i in range(40))
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".part")]
+
+
+def test_a_durable_batch_commits_what_it_holds_when_the_caller_fails(tmp_path):
+    with pytest.raises(RuntimeError), DurableBatch(max_pending=3) as batch:
+        for i in range(5):  # 3 committed on the way, 2 pending when the caller fails
+            batch.write(tmp_path / f"{i}.txt", b"x")
+        raise RuntimeError("the model failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{i}.txt" for i in range(5)]
+
+
+def test_a_durable_batch_names_the_file_it_cannot_rename_and_keeps_the_rest(tmp_path):
+    (tmp_path / "taken.txt").mkdir()  # a directory where a file should go: the rename fails
+    failed = []
+    with DurableBatch(on_error=lambda path, exc: failed.append((path, exc))) as batch:
+        batch.write(tmp_path / "one.txt", "1\n")
+        batch.write(tmp_path / "taken.txt", "2\n")
+        batch.write(tmp_path / "three.txt", "3\n")
+    assert [p for p, _ in failed] == [tmp_path / "taken.txt"] and failed[0][1].filename == str(tmp_path / "taken.txt")
+    assert (tmp_path / "one.txt").read_text() == "1\n" and (tmp_path / "three.txt").read_text() == "3\n"
+    assert (tmp_path / "taken.txt").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.txt", "taken.txt", "three.txt"]
+    batch = DurableBatch()  # without on_error, commit raises after committing the others
+    batch.write(tmp_path / "taken.txt", "2\n")
+    batch.write(tmp_path / "four.txt", "4\n")
+    with pytest.raises(OSError) as info:
+        batch.commit()
+    assert info.value.filename == str(tmp_path / "taken.txt") and (tmp_path / "four.txt").read_text() == "4\n"
+
+
+def test_a_durable_batch_on_a_full_disk_names_the_file_and_keeps_the_earlier_ones(small_disk):
+    (small_disk / "old.txt").write_text("old\n")
+    fill(small_disk, leave=6 * 4096)
+    batch = DurableBatch()
+    written = []
+    with pytest.raises(OSError) as info:
+        for i in range(100):
+            target = small_disk / f"{i:03d}.txt"
+            batch.write(target, f"caption {i}\n" * 300)  # ~4 KiB each
+            written.append(target)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(small_disk / f"{len(written):03d}.txt")
+    batch.write(small_disk / "old.txt", "")  # an empty file needs no data block
+    batch.commit()
+    assert written and all(p.read_text() == f"caption {int(p.stem)}\n" * 300 for p in written)
+    assert (small_disk / "old.txt").read_text() == ""
+    assert sorted(p.name for p in small_disk.iterdir()) == sorted(["filler", "old.txt", *(p.name for p in written)])
+
+
+def test_tag_captions_on_a_full_disk_name_each_lost_caption_and_keep_the_rest(small_disk, model_store, tmp_path):
+    _need_shared()
+    F = I2V_FIXTURES
+    model = ["--weights", F / "tag_w8_v1.caffemodel", "--tags", F / "tag_list.json", "-q", "--model-dir", model_store]
+    fill(small_disk, leave=64 * 1024)  # the random fixture model's captions are ~20 KiB: a few fit
+    rc, _, err = run_cli("tag", *ORIGINALS[:8], *model, "--captions", "--caption-dir", small_disk)
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    written = sorted(p for p in small_disk.iterdir() if p.suffix == ".txt")
+    assert rc == 1 and "Traceback" not in err, err
+    assert written and lines and len(written) + len(lines) == 8, err
+    assert all("No space left" in ln and str(small_disk) in ln for ln in lines), err
+    assert all(p.read_text().endswith("\n") and p.read_text().strip() for p in written)
+    assert not [p for p in small_disk.iterdir() if p.name.endswith(".part")]
+    assert f"tagged {len(written)} of 8 images" in err, err
 
 
 # ---------------------------------------------------------------- odd names, collections

@@ -24,7 +24,7 @@ from PIL import Image
 from illust2vec.cli.main import main
 from illust2vec.collection import Collection, CollectionError, UnknownTagError
 from illust2vec.semantic.attributes import attribute_search, attribute_vector, move_query, tag_directions
-from illust2vec.semantic.evaluate import attribute_precision, morph_recovers, pixel_blends
+from semantic_evaluate import attribute_precision, morph_recovers, pixel_blends
 from illust2vec.semantic.morph import best_path, morph
 
 pytestmark = pytest.mark.skipif(not ANIME36.is_dir(), reason=f"needs the shared test images in {ANIME36} "

@@ -113,6 +113,25 @@ def test_upload_search_finds_the_original(client, tmp_path):
     assert bad.status_code == 400 and "Traceback" not in bad.text and bad.json()["detail"]
 
 
+def test_the_query_embedder_can_be_a_loader_called_on_the_first_query_image(built):
+    db, _, model = built
+    calls = []
+
+    def load():  # what `illust2vec serve` passes: its model flags through model_from_args
+        calls.append(1)
+        return model
+
+    service = CollectionService(db, embedder=load)
+    try:
+        assert calls == []  # nothing loaded to start the app
+        first = service.search_image(ORIGINALS[3].read_bytes(), k=2)
+        again = service.search_image(ORIGINALS[3].read_bytes(), k=2)
+    finally:
+        service.close()
+    assert calls == [1] and [h["id"] for h in first] == [h["id"] for h in again]
+    assert first[0]["path"].endswith(ORIGINALS[3].name)
+
+
 @pytest.mark.parametrize("url", [
     "/image/999999", "/thumb/999999", "/api/items/999999", "/api/items/999999/similar",
     "/image/..%2F..%2F..%2Fetc%2Fpasswd", "/image/%2e%2e%2f%2e%2e%2fetc%2fpasswd", "/thumb/..%2Fconftest.py",

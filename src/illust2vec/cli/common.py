@@ -222,14 +222,36 @@ def resolve_engine_defaults(args: argparse.Namespace) -> None:
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The :class:`~illust2vec.models.image_model.ImageModel` keywords the engine flags set."""
+    """The :class:`~illust2vec.models.image_model.ImageModel` keywords the engine flags set.
+
+    A command without the engine flags (:func:`add_model_arguments`) gets none: the defaults.
+    """
+    if not hasattr(args, "allow_cpu_fallback"):
+        return {}
     return dict(device=args.device, threads=args.threads, batch_size=args.batch_size, alpha=args.alpha,
                 allow_fallback=args.allow_cpu_fallback, calibration=getattr(args, "calibrate", None),
                 precision=getattr(args, "precision", None) or ("fp16" if getattr(args, "fp16", False) else "fp32"))
 
 
-def model_from_args(args: argparse.Namespace, task: str):
-    """The model the flags describe, through the one route :func:`~illust2vec.models.loading.load_model`."""
+def model_args(args: argparse.Namespace, name: str | None = None, *, weights: Path | None = None,
+               tag_file: Path | None = None, **changes: Any) -> argparse.Namespace:
+    """``args`` for another model than the flags name (a second model of the command, or a command's own
+    NAME argument): the same engine and store options, this model, no threshold file or resize rule."""
+    a = copy.copy(args)
+    a.model, a.weights, a.tag_file = name, weights, tag_file
+    a.threshold_file = None
+    a.resize = None
+    for key, value in changes.items():
+        setattr(a, key, value)
+    return a
+
+
+def model_from_args(args: argparse.Namespace, task: str | None):
+    """The model the flags describe, through the one route :func:`~illust2vec.models.loading.load_model`.
+
+    ``task`` ``"tag"`` or ``"feature"`` picks the default model and refuses one that cannot do it;
+    ``None`` takes any model.  Flags the command does not have take their defaults.
+    """
     from illust2vec.cli.kohya_flags import kohya_model_files
     from illust2vec.models.loading import load_model
 
@@ -239,9 +261,10 @@ def model_from_args(args: argparse.Namespace, task: str):
     if kohya is not None:
         name, tags = kohya
     model = load_model(
-        name, task=task, tags=tags, thresholds=getattr(args, "threshold_file", None),
-        model_dir=args.model_dir, download=getattr(args, "download", False), offline=args.offline,
-        progress=not args.quiet, resize=getattr(args, "resize", None),
+        name, task=task or "feature", tags=tags, thresholds=getattr(args, "threshold_file", None),
+        model_dir=getattr(args, "model_dir", None), download=getattr(args, "download", False),
+        offline=getattr(args, "offline", None), progress=not getattr(args, "quiet", False),
+        resize=getattr(args, "resize", None),
         exif_orientation=getattr(args, "exif_orientation", None), compat=getattr(args, "compat", None),
         **engine_options(args),
     )
@@ -310,20 +333,14 @@ def collection_models_from_args(args: argparse.Namespace, info: dict[str, Any] |
     if not need_tagger:
         return embedder, []
 
-    def tagger_args(name=None, weights=None, tag_file=None):
-        t = copy.copy(args)
-        t.model, t.weights, t.tag_file = name, weights, tag_file
-        t.threshold_file = None
-        t.resize = None
-        return t
-
     flag = getattr(args, "tagger", None)
     if flag == "none":
         return embedder, []
     weights = getattr(args, "tagger_weights", None)
     named = None
     if flag is not None or weights is not None:
-        named = model_from_args(tagger_args(flag, weights, getattr(args, "tagger_tag_file", None)), task="tag")
+        named = model_from_args(
+            model_args(args, flag, weights=weights, tag_file=getattr(args, "tagger_tag_file", None)), task="tag")
     out = []
     for stored in info.get("taggers", []):
         if named is not None and named.identity == stored["identity"]:
@@ -337,14 +354,14 @@ def collection_models_from_args(args: argparse.Namespace, info: dict[str, Any] |
                 f"{args.db}: tag probabilities come from the model file {stored['name']!r}; pass it again with "
                 "--tagger-weights FILE (and --tag-list FILE)"
             )
-        out.append(model_from_args(tagger_args(stored["name"]), task="tag"))
+        out.append(model_from_args(model_args(args, stored["name"]), task="tag"))
     if named is not None:
         if all(named.identity != m.identity for m in out):
             out.append(named)
     elif not info.get("embedder"):  # a new collection: tags by default
         default = None if (args.model is not None or args.weights is not None) else _default_tagger(args)
         if default is not None:
-            out.append(model_from_args(tagger_args(default), task="tag"))
+            out.append(model_from_args(model_args(args, default), task="tag"))
         elif getattr(embedder, "is_tagger", False):
             out.append(embedder)
     return embedder, out

@@ -54,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
     from illust2vec.io.gallery import write_gallery
     from dataclasses import replace
 
+    from illust2vec.cli.common import model_args, model_from_args
     from illust2vec.cli.map import map_options
     from illust2vec.maps.pipeline import MapData, format_quality, make_map
-    from illust2vec.models.loading import load_model
 
     if args.characters < 2 or args.variants < 1:
         raise Illust2VecError("--characters must be at least 2 and --variants at least 1")
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     gallery = out / "gallery"
     items = write_gallery(gallery, characters=args.characters, variants=args.variants, seed=args.seed)
     print(f"drew {len(items)} images of {args.characters} characters in {gallery}", file=sys.stderr)
-    model = load_model(args.model, task="feature", offline=True, progress=not args.quiet)
+    model = model_from_args(model_args(args, args.model, offline=True), task="feature")
     # The gallery knows what it drew: those tags explain the clusters (no tagger works offline).
     vocab = sorted({t for it in items for t in it.tags})
     col = {t: j for j, t in enumerate(vocab)}

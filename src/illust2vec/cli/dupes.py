@@ -100,11 +100,13 @@ def run(args: argparse.Namespace) -> int:
         write_records(data, args.output, fmt, raw_csv=args.csv_raw, rows=_flat_rows if flat else None,
                       columns=FLAT_COLUMNS if flat else None)
     if args.sheet:
-        from illust2vec.collection.sheet import contact_sheet
+        from illust2vec.io.drawing import contact_sheet
+        from illust2vec.io.images import save_image
 
         for i, g in enumerate(data, 1):
-            contact_sheet([(f["path"], _caption(f)) for f in g["files"]], args.sheet / f"group_{i:04d}.png",
-                          title=f"group {i}: {len(g['files'])} files, max distance {g['max_distance']}")
+            save_image(contact_sheet([(_caption(f), f["path"]) for f in g["files"]],
+                                     title=f"group {i}: {len(g['files'])} files, max distance {g['max_distance']}"),
+                       args.sheet / f"group_{i:04d}.png")
     n = sum(len(g.paths) for g in groups)
     print(f"{len(groups)} group{'s' if len(groups) != 1 else ''} of near-duplicates ({n} files, "
           f"max distance {d} bits)" + (f"; sheets in {args.sheet}" if args.sheet else ""), file=sys.stderr)

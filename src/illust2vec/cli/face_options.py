@@ -95,11 +95,6 @@ def _unit_float(text: str) -> float:
     return value
 
 
-def check_face_arguments(args: argparse.Namespace) -> None:
-    """Refuse face options that cannot work, with a message naming the flag."""
-    face_options_from_args(args)
-
-
 def faces_requested(args: argparse.Namespace) -> bool:
     """True when ``--faces`` or ``--faces-only`` was given."""
     return bool(getattr(args, "faces", False) or getattr(args, "faces_only", False))

@@ -89,6 +89,7 @@ def handler(args: argparse.Namespace) -> int:
     from illust2vec.errors import Illust2VecError
     from illust2vec.cli.common import output_format
     from illust2vec.cli.face_options import expand_paths, report_errors
+    from illust2vec.io.atomic import DurableBatch
     from illust2vec.io.images import save_image
     from illust2vec.io.records import write_records
     from illust2vec.faces.items import iter_detections
@@ -114,38 +115,47 @@ def handler(args: argparse.Namespace) -> int:
 
     records: list[dict[str, Any]] = []
     thumbnails: list[tuple[str, Any]] = []
-    for det in iter_detections(
-        files,
-        workers=args.workers,
-        min_likelihood=args.min_likelihood,
-        max_side=args.max_side or None,
-        margin=args.margin if crops_dir is not None else None,
-        square=not args.no_square,
-        keep_image="always" if args.sheet else "never",  # workers send pictures back only for the sheet
-        progress=not args.quiet,
-        scan=args.scan,
-    ):
-        if det.error is not None:
-            failed += report_errors([(det.source, det.error)])
-            continue
-        records.append(det.to_dict())
-        if args.sheet and det.image is not None and len(thumbnails) < args.sheet_max:
-            from illust2vec.faces.sheet import face_thumbnail
+    lost: list[tuple[str, str]] = []  # crops that could not be written: ``PATH: reason``
+    crops = DurableBatch(on_error=lambda path, exc: lost.append((str(path), exc.strerror or str(exc))))
+    with crops:  # every crop on disk, durably, when the block ends (an exception included)
+        for det in iter_detections(
+            files,
+            workers=args.workers,
+            min_likelihood=args.min_likelihood,
+            max_side=args.max_side or None,
+            margin=args.margin if crops_dir is not None else None,
+            square=not args.no_square,
+            keep_image="always" if args.sheet else "never",  # workers send pictures back only for the sheet
+            progress=not args.quiet,
+            scan=args.scan,
+        ):
+            if det.error is not None:
+                failed += report_errors([(det.source, det.error)])
+                continue
+            records.append(det.to_dict())
+            if args.sheet and det.image is not None and len(thumbnails) < args.sheet_max:
+                from illust2vec.faces.sheet import face_thumbnail
 
-            thumbnails.append((f"{Path(det.source).name} ({len(det.faces)})", face_thumbnail(det.image, det.faces, cell=args.sheet_cell)))
-            det.image = None
-        if crops_dir is not None and det.crops:
-            from PIL import Image
+                thumbnails.append((f"{Path(det.source).name} ({len(det.faces)})", face_thumbnail(det.image, det.faces, cell=args.sheet_cell)))
+                det.image = None
+            if crops_dir is not None and det.crops:
+                from PIL import Image
 
-            for k, crop in enumerate(det.crops):
-                Image.fromarray(crop).save(crops_dir / f"{names[det.index]}_face{k}.png")
+                for k, crop in enumerate(det.crops):
+                    target = crops_dir / f"{names[det.index]}_face{k}.png"
+                    try:
+                        with crops.open(target) as fh:
+                            Image.fromarray(crop).save(fh, format="PNG")
+                    except OSError as exc:
+                        lost.append((str(target), exc.strerror or str(exc)))
+    failed += report_errors(lost)
 
     write_records(records, args.output, fmt, rows=face_rows)
     if args.sheet:
         if thumbnails:
-            from illust2vec.faces.sheet import compose_sheet
+            from illust2vec.io.drawing import contact_sheet
 
-            save_image(compose_sheet(thumbnails, cell=args.sheet_cell), args.sheet)
+            save_image(contact_sheet(thumbnails, cell=args.sheet_cell, caption_lines=1, pad=0, dark=True), args.sheet)
         else:
             failed += report_errors([(args.sheet, "no picture could be read, sheet not written")])
     n_faces = sum(len(r["faces"]) for r in records)
@@ -153,3 +163,4 @@ def handler(args: argparse.Namespace) -> int:
         with_face = sum(1 for r in records if r["faces"])
         print(f"{n_faces} faces in {with_face} of {len(records)} pictures", file=sys.stderr)
     return 1 if failed else 0
+

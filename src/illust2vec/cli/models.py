@@ -260,21 +260,19 @@ def cmd_info(args) -> int:
 
 
 def cmd_quantize(args) -> int:
-    from illust2vec.models.loading import load_model
+    from illust2vec.cli.common import model_args, model_from_args
     from illust2vec.models.quantize import quantize_model
 
-    model = load_model(args.name, tags=args.tag_file, model_dir=args.model_dir)
+    model = model_from_args(model_args(args, args.name, tag_file=args.tag_file), task=None)
     path = quantize_model(model, args.calibrate, model_dir=args.model_dir)
     print(f"{model.name}: int8 graph {path}")
     return 0
 
 
 def cmd_tags(args) -> int:
-    from illust2vec.models.loading import load_model
+    from illust2vec.cli.common import model_args, model_from_args
 
-    model = load_model(args.name, task="tag", model_dir=args.model_dir)
-    if model.tags is None:
-        raise Illust2VecError(f"{args.name} is not a tagger")
+    model = model_from_args(model_args(args, args.name), task="tag")  # "NAME is not a tagger" otherwise
     for name, cat in zip(model.tags.names, model.tags.categories):
         if args.category is None or cat == args.category:
             print(f"{cat}\t{name}")

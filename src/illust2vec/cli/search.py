@@ -150,14 +150,16 @@ def run(args: argparse.Namespace) -> int:
         extra = {"model": model_name, **({"tagger": tagger} if tagger else {})}
         write_records(({"rank": i, **h.to_dict(), **extra} for i, h in enumerate(hits, 1)), args.output, fmt)
     if args.sheet:
-        from illust2vec.collection.sheet import contact_sheet
+        from illust2vec.io.drawing import contact_sheet
+        from illust2vec.io.images import save_image
 
-        items = [(h.path, f"{i}. {Path(h.path).name} "
-                  + (f"d={h.distance}" if h.distance is not None else (f"{h.score:.3f}" if h.score is not None else "")))
-                 for i, h in enumerate(hits, 1)]
+        items = [(f"{i}. {Path(h.path).name} "
+                  + (f"d={h.distance}" if h.distance is not None else (f"{h.score:.3f}" if h.score is not None else "")),
+                  h.path) for i, h in enumerate(hits, 1)]
         moves = " ".join(f"{flag} {v}" for flag, v in (("plus:", args.plus), ("minus:", args.minus),
                                                        ("like:", args.like)) if v)
         title = f"query: {args.query or ''} {('tags: ' + args.tags) if args.tags else ''} {moves}"
-        contact_sheet(([(args.query, "query")] if args.query else []) + items, args.sheet, title=title.strip())
+        save_image(contact_sheet(([("query", args.query)] if args.query else []) + items, title=title.strip()),
+                   args.sheet)
         print(f"wrote {args.sheet}", file=sys.stderr)
     return 0

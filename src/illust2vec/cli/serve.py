@@ -17,7 +17,8 @@ examples:
 
 
 def register(sub) -> None:
-    from illust2vec.cli.common import add_db_argument, add_quiet_argument
+    from illust2vec.cli.common import add_db_argument, add_model_arguments, add_quiet_argument
+    from illust2vec.cli.helptext import short_help
 
     p = sub.add_parser(
         "serve", help="browse, filter, search and curate a collection in the browser (local web app)",
@@ -39,6 +40,9 @@ def register(sub) -> None:
                    help="layout of the map page, built on its first visit (default tsne; pca is instant)")
     p.add_argument("--open", action="store_true", help="open the app in the default browser")
     add_quiet_argument(p)
+    # the embedder of uploaded query images: the collection's (or --model/--weights), on --device, from --model-dir
+    add_model_arguments(p, "feature")
+    short_help(p, "--db", "--host", "--port", "--token", "--open", "--device", "--model-dir", "--quiet")
     p.set_defaults(func=run)
 
 
@@ -55,7 +59,13 @@ def run(args: argparse.Namespace) -> int:
     token = args.token
     if token is None and not is_loopback(args.host):
         token = new_token()
-    app = create_app(args.db, token=token, move_to=args.move_to, map_method=args.map_method)
+    def query_embedder():  # on the first query image: the one route, the collection's model by default
+        from illust2vec.cli.common import collection_models_from_args
+
+        return collection_models_from_args(args, app.app.state.service.col.info(), need_tagger=False)[0]
+
+    app = create_app(args.db, token=token, embedder=query_embedder, move_to=args.move_to,
+                     map_method=args.map_method)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
 

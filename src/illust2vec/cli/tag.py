@@ -219,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
 
     from illust2vec.cli.face_options import face_inputs, faces_requested, write_face_sidecar
     from illust2vec.cli.kohya_flags import TagFrequencies
-    from illust2vec.datasets.captions import CaptionError, caption_words, plan_captions, write_caption
+    from illust2vec.datasets.captions import CaptionError, caption_batch, caption_words, plan_captions, write_caption
     from illust2vec.datasets.tagstats import TagCounter
     from illust2vec.io.records import RecordSink
     from illust2vec.io.writers import tag_record, write_matrix
@@ -262,6 +262,12 @@ def run(args: argparse.Namespace) -> int:
         stack.callback(bar.close)
         writer = (stack.enter_context(RecordSink(args.output, fmt, rows=tag_rows, raw_csv=args.csv_raw))
                   if records and fmt in RECORD_FORMATS else None)
+        def caption_failed(exc: CaptionError) -> None:  # at commit time, after it was counted
+            nonlocal done
+            done -= 1
+            report(exc)
+
+        captions = stack.enter_context(caption_batch(caption_failed)) if plan is not None else None  # durable on exit
         for batch in iter_batches(model, files if faces is None else faces, batch_size=args.batch_size,
                                   workers=args.workers,
                                   outputs=("prob",), progress=bar, on_error=report):
@@ -292,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
                     if frequencies is not None:
                         frequencies.add(files[index], words)
                     try:
-                        write_caption(target, caption_opts.separator.join(words), caption_opts)
+                        write_caption(target, caption_opts.separator.join(words), caption_opts, batch=captions)
                     except CaptionError as exc:
                         report(exc)
                         continue

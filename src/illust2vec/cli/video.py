@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from illust2vec.cli.common import (
-    add_model_arguments, add_output_arguments, add_threshold_arguments, engine_options, model_from_args,
-    output_format,
+    add_model_arguments, add_output_arguments, add_threshold_arguments, model_args,
+    model_from_args, output_format,
 )
 from illust2vec.errors import Illust2VecError
 
@@ -83,10 +83,7 @@ def register(sub) -> None:
 
 
 def _feature_model(args: argparse.Namespace) -> Any:
-    from illust2vec.models.loading import load_model
-
-    return load_model(args.feature_model, task="feature", model_dir=args.model_dir, download=args.download,
-                      offline=args.offline, progress=not args.quiet, **engine_options(args))
+    return model_from_args(model_args(args, args.feature_model), task="feature")
 
 
 def video_options(args: argparse.Namespace, threshold: Any = None) -> VideoOptions:
@@ -107,6 +104,7 @@ def video_options(args: argparse.Namespace, threshold: Any = None) -> VideoOptio
 def run(args: argparse.Namespace) -> int:
     from illust2vec.cli.common import prepare_outputs
     from illust2vec.cli.tag import _thresholds
+    from illust2vec.io.atomic import DurableBatch
     from illust2vec.runtime.progress import ProgressBar
     from illust2vec.video import probe_video
     from illust2vec.video.outputs import save_frame, write_timeline, write_timeline_json
@@ -131,8 +129,10 @@ def run(args: argparse.Namespace) -> int:
     thresholds = _thresholds(args, model)
     feature_model = _feature_model(args) if args.feature_model else None
 
+    frames = DurableBatch()  # the saved frames, durable when tagging ends
+
     def sink(frame: Any, shot: int) -> None:
-        save_frame(frame.image, args.frames, frame.time, frame.index, shot, ext=args.frame_format)
+        save_frame(frame.image, args.frames, frame.time, frame.index, shot, ext=args.frame_format, batch=frames)
 
     bars = ProgressBar(unit="frame", enabled=not args.quiet)
     try:
@@ -142,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
         raise Illust2VecError(f"{path}: {exc}") from None
     finally:
         bars.close()
+        frames.commit()
 
     if args.output is None:
         import json

@@ -391,11 +391,6 @@ class ShardedIndex:
         return cls(shards, ids, binary=binary, transform=t if t.size else None, norms=a["norms"])
 
 
-def _live_in(live_rows: np.ndarray, start: int, stop: int) -> np.ndarray:
-    lo, hi = np.searchsorted(live_rows, [start, stop])
-    return live_rows[lo:hi]
-
-
 def float_kind(n: int, *, flat_max: int | None = None, ivf_min: int | None = None) -> str:
     """The float index kind used for ``n`` rows."""
     flat_max = FLAT_MAX if flat_max is None else flat_max

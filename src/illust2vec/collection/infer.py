@@ -74,14 +74,9 @@ def binarize(model, features: np.ndarray) -> np.ndarray:
 
 
 def _decode(path: str):
-    try:
-        try:
-            from illust2vec.io.images import load_image
-        except ImportError:  # pragma: no cover - before images.py exists
-            from PIL import Image
+    from illust2vec.io.images import load_image
 
-            with Image.open(path) as im:
-                return np.asarray(im.convert("RGB")), None
+    try:
         return load_image(path), None
     except Exception as exc:  # one bad file must not stop the run
         msg = str(exc) or type(exc).__name__

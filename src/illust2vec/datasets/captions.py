@@ -35,7 +35,9 @@ before any work, refuses an extension that names images or data files and report
 group of images that would share one caption (``x.jpg`` and ``x.png`` -> ``x.txt``);
 ``naming="name"`` gives distinct names (``x.jpg.txt``, ``x.png.txt``).
 :func:`write_caption` writes one file atomically and never overwrites a file that is not
-a caption (binary content) or appends to one it cannot read as UTF-8.
+a caption (binary content) or appends to one it cannot read as UTF-8; with a
+:class:`illust2vec.io.atomic.DurableBatch` (:func:`caption_batch`) thousands of captions cost
+a few ``fsync`` rounds instead of two each.
 
 >>> make_caption({"general": [("blue_eyes", 0.9), ("smile", 0.6)], "rating": [("safe", 0.8), ("questionable", 0.2)]},
 ...              CaptionOptions(rating="last", separator=" | "))
@@ -47,7 +49,7 @@ import fnmatch
 import functools
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -64,7 +66,7 @@ from illust2vec.datasets.caption_options import (
 )
 from illust2vec.datasets.caption_webui import webui_words
 from illust2vec.errors import Illust2VecError
-from illust2vec.io.atomic import atomic_write
+from illust2vec.io.atomic import DurableBatch, atomic_write
 from illust2vec.io.images import IMAGE_EXTENSIONS
 from illust2vec.models.tags import KAOMOJI, TagTable
 
@@ -76,6 +78,7 @@ __all__ = [
     "CaptionOptions",
     "CaptionPlan",
     "appended_caption",
+    "caption_batch",
     "caption_path",
     "caption_words",
     "check_extension",
@@ -346,7 +349,21 @@ def appended_caption(old_text: str, text: str, options: CaptionOptions = Caption
     return options.separator.join([old_text, *[w for w in words if tag_key(w) not in have_keys]])
 
 
-def write_caption(path: Path, text: str, options: CaptionOptions = CaptionOptions()) -> str:
+def caption_batch(on_error: Callable[[CaptionError], Any]) -> DurableBatch:
+    """A :class:`~illust2vec.io.atomic.DurableBatch` for :func:`write_caption`'s ``batch``.
+
+    A caption that fails when the batch commits (``fsync`` or rename) goes to ``on_error``
+    as a :class:`CaptionError` naming the file; leave the ``with`` block (or call
+    ``commit()``) before the captions must be on disk.
+    """
+    def failed(path: Path, exc: OSError) -> None:
+        on_error(CaptionError(f"{path}: cannot write the caption ({exc.strerror or exc})"))
+
+    return DurableBatch(on_error=failed)
+
+
+def write_caption(path: Path, text: str, options: CaptionOptions = CaptionOptions(), *,
+                  batch: DurableBatch | None = None) -> str:
     """Write one caption file atomically; returns ``"written"``, ``"appended"`` or ``"skipped"``.
 
     ``options.mode``: ``overwrite`` replaces the file, ``append`` adds the tags it does not
@@ -354,7 +371,9 @@ def write_caption(path: Path, text: str, options: CaptionOptions = CaptionOption
     with a newline except under the wd14-webui rules.  Raises
     :class:`CaptionError` (``PATH: reason``, the file untouched) when the path is a directory,
     the existing file is not text (it holds NUL bytes: not a caption), an append finds a
-    file that is not UTF-8, or the write fails.
+    file that is not UTF-8, or the write fails.  With ``batch`` (:func:`caption_batch`) the
+    file is complete under a temporary name on return and appears, durably, when the batch
+    commits.
     """
     path = Path(path)
     if path.is_dir():
@@ -376,7 +395,10 @@ def write_caption(path: Path, text: str, options: CaptionOptions = CaptionOption
             text = appended_caption(old_text, text, options)
     end = "\n" if options.final_newline else ""
     try:
-        atomic_write(path, lambda fh: fh.write(text + end), text=True)
+        if batch is not None:
+            batch.write(path, text + end)
+        else:
+            atomic_write(path, lambda fh: fh.write(text + end), text=True)
     except OSError as exc:
         raise CaptionError(f"{path}: cannot write the caption ({exc.strerror or exc})") from None
     return "appended" if old is not None and options.mode == "append" else "written"

@@ -100,28 +100,15 @@ class TagStats:
 
     def chart(self, path: str | os.PathLike, top: int = 30, category: str | None = None) -> Path:
         """A horizontal bar chart PNG of the ``top`` most frequent tags (share of images)."""
-        from PIL import Image, ImageDraw, ImageFont
+        from illust2vec.io.drawing import bar_chart
 
         rows = self.top(top, category)
-        font = ImageFont.load_default()
-        row_h, label_w, bar_w, pad = 18, 230, 420, 10
-        height = pad * 3 + row_h * (len(rows) + 1)
-        img = Image.new("RGB", (label_w + bar_w + 90 + 2 * pad, height), "white")
-        draw = ImageDraw.Draw(img)
         title = f"top {len(rows)} tags of {self.images} images" + (f" ({category})" if category else "")
-        draw.text((pad, pad), title, fill="black", font=font)
         palette = {"general": (70, 130, 180), "character": (200, 80, 80), "copyright": (120, 90, 190),
                    "rating": (120, 120, 120)}
-        for i, r in enumerate(rows):
-            y = pad * 2 + row_h * (i + 1)
-            label = r.tag if len(r.tag) <= 36 else r.tag[:35] + "…"
-            draw.text((pad, y + 2), label, fill="black", font=font)
-            w = max(1, round(bar_w * r.share))
-            draw.rectangle([label_w + pad, y + 2, label_w + pad + w, y + row_h - 3],
-                           fill=palette.get(r.category, (90, 160, 90)))
-            draw.text((label_w + pad + w + 5, y + 2), f"{r.count} ({r.share:.0%})", fill="black", font=font)
-        path = Path(path)
-        return atomic_write(path, lambda fh: img.save(fh, format="PNG"))
+        bars = [(r.tag, r.share, f"{r.count} ({r.share:.0%})", palette.get(r.category, (90, 160, 90))) for r in rows]
+        img = bar_chart(bars, title)
+        return atomic_write(Path(path), lambda fh: img.save(fh, format="PNG"))
 
 
 class TagCounter:

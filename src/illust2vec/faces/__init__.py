@@ -9,7 +9,8 @@ Main entry points:
   processes; faces as items for tagging, embedding, indexing and maps),
 * :class:`FaceInputs` / :func:`face_features` (face crops through a model,
   detection running ahead in worker processes),
-* :func:`draw_faces` / :func:`contact_sheet` (visual check),
+* :func:`draw_faces` / :func:`face_thumbnail` (visual check; a sheet of them:
+  :func:`illust2vec.io.drawing.contact_sheet`),
 * :mod:`illust2vec.cli.face_options` (``--faces`` options for the commands).
 
 The detector works with any Pillow version: it never touches Pillow's
@@ -31,7 +32,7 @@ _EXPORTS = {
     "face_label": "items", "face_ref": "items", "iter_detections": "items", "iter_face_items": "items",
     "parse_face_ref": "items",
     "FaceDetectorUnavailable": "native",
-    "draw_faces": "sheet", "contact_sheet": "sheet",
+    "draw_faces": "sheet", "face_thumbnail": "sheet",
 }
 
 __all__ = sorted([*_EXPORTS, "DEFAULT_MARGIN", "DEFAULT_MAX_SIDE"])

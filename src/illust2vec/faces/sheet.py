@@ -1,9 +1,10 @@
-"""Draw detected faces (boxes and landmarks) and lay pictures out on a contact sheet."""
+"""Draw detected faces (boxes and landmarks) on pictures and face thumbnails.
+
+A sheet of them: :func:`illust2vec.io.drawing.contact_sheet`.
+"""
 from __future__ import annotations
 
-import math
-from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -54,46 +55,3 @@ def face_thumbnail(image: np.ndarray, faces: Sequence[Face], *, cell: int = 256)
     h, w = image.shape[:2]
     scale = min(cell / w, cell / h)
     return draw_faces(image, faces, scale=scale, width=2 if scale > 0.4 else 1)
-
-
-def compose_sheet(
-    thumbnails: Sequence[tuple[str, Any]],
-    *,
-    cell: int = 256,
-    columns: int | None = None,
-    background: tuple[int, int, int] = (40, 40, 40),
-) -> Any:
-    """Grid of ``(caption, PIL thumbnail)`` pairs, each centred in a ``cell``-pixel square."""
-    from PIL import Image, ImageDraw
-
-    if not thumbnails:
-        raise ValueError("a contact sheet needs at least one image")
-    cols = columns or max(1, math.ceil(math.sqrt(len(thumbnails))))
-    rows = math.ceil(len(thumbnails) / cols)
-    caption_h = 14
-    sheet = Image.new("RGB", (cols * cell, rows * (cell + caption_h)), background)
-    draw = ImageDraw.Draw(sheet)
-    max_chars = max(4, cell // 6)
-    for k, (caption, thumb) in enumerate(thumbnails):
-        cx, cy = (k % cols) * cell, (k // cols) * (cell + caption_h)
-        sheet.paste(thumb, (cx + (cell - thumb.width) // 2, cy + (cell - thumb.height) // 2))
-        if len(caption) > max_chars:
-            caption = "..." + caption[-(max_chars - 3):]
-        draw.text((cx + 3, cy + cell + 1), caption, fill=(230, 230, 230))
-    return sheet
-
-
-def contact_sheet(
-    entries: Iterable[tuple[str, np.ndarray, Sequence[Face]]],
-    *,
-    cell: int = 256,
-    columns: int | None = None,
-) -> Any:
-    """Lay out ``(name, image, faces)`` entries as a grid of thumbnails with the faces drawn.
-
-    Each thumbnail is captioned with the file name and the number of faces.
-    """
-    thumbs = [
-        (f"{Path(name).name} ({len(faces)})", face_thumbnail(image, faces, cell=cell)) for name, image, faces in entries
-    ]
-    return compose_sheet(thumbs, cell=cell, columns=columns)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter
 
+from illust2vec.io.atomic import DurableBatch
+
 RGB = tuple[int, int, int]
 
 HAIR_COLORS: dict[str, RGB] = {
@@ -314,21 +316,19 @@ def write_gallery(
     """Draw ``characters`` x ``variants`` images into ``out_dir/<name>/<name>_<k>.png``.
 
     Also writes ``out_dir/tags.json`` (``{relative path: [tags]}``).  Returns the
-    items in file order.
+    items in file order.  Every file is written whole (one :class:`DurableBatch`).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     items: list[GalleryItem] = []
-    for ch in make_characters(characters, seed):
-        folder = out_dir / ch.name
-        folder.mkdir(exist_ok=True)
-        for v in range(variants):
-            path = folder / f"{ch.name}_{v + 1}.png"
-            draw_character(ch, v, size=size, seed=seed).save(path, optimize=False, compress_level=1)
-            items.append(GalleryItem(path, ch.name, v, image_tags(ch, v, seed)))
-    items.sort(key=lambda it: str(it.path))
-    (out_dir / "tags.json").write_text(
-        json.dumps({it.path.relative_to(out_dir).as_posix(): it.tags for it in items}, indent=1),
-        encoding="utf-8",
-    )
+    with DurableBatch() as batch:
+        for ch in make_characters(characters, seed):
+            for v in range(variants):
+                path = out_dir / ch.name / f"{ch.name}_{v + 1}.png"
+                with batch.open(path) as fh:
+                    draw_character(ch, v, size=size, seed=seed).save(fh, format="PNG", optimize=False,
+                                                                     compress_level=1)
+                items.append(GalleryItem(path, ch.name, v, image_tags(ch, v, seed)))
+        items.sort(key=lambda it: str(it.path))
+        batch.write(out_dir / "tags.json",
+                    json.dumps({it.path.relative_to(out_dir).as_posix(): it.tags for it in items}, indent=1))
     return items

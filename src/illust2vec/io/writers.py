@@ -1,7 +1,6 @@
 """Sinks: tag records as JSON/JSONL/CSV, vectors as NumPy/Parquet (captions: :mod:`illust2vec.datasets.captions`)."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from illust2vec.errors import Illust2VecError
-from illust2vec.io.atomic import AtomicFile, atomic_write, utf8_safe
+from illust2vec.io.atomic import DurableBatch, atomic_write, utf8_safe
 
 def tag_record(path: str, tags: dict[str, list[tuple[str, float]]], **extra: Any) -> dict[str, Any]:
     """One image's result: ``{"path": ..., "tags": {category: {tag: probability}}}`` (sorted by probability)."""
@@ -42,11 +41,17 @@ def write_matrix(path: str | os.PathLike, matrix: np.ndarray, paths: Sequence[st
         meta_file = path.with_suffix(".meta.json")
         meta = {"model": model, "shape": list(matrix.shape), "dtype": str(matrix.dtype)}
         # all written in full before any replaces its old file: a failure leaves the old set
-        with AtomicFile(path) as npy, AtomicFile(paths_file) as txt, contextlib.ExitStack() as more:
-            np.save(npy.file, matrix)
-            txt.write(listing)
+        batch = DurableBatch()
+        try:
+            with batch.open(path) as npy:
+                np.save(npy, matrix)
+            batch.write(paths_file, listing)
             if model is not None:
-                more.enter_context(AtomicFile(meta_file, text=True)).write(json.dumps(meta) + "\n")
+                batch.write(meta_file, json.dumps(meta) + "\n")
+        except BaseException:
+            batch.discard()
+            raise
+        batch.commit()
         written += [paths_file] + ([meta_file] if model is not None else [])
     elif suffix == ".npz":
         extra = {"columns": np.asarray(column_names, dtype=str)} if column_names is not None else {}

@@ -440,7 +440,7 @@ def _quality(feats, emb, layout, labels, options: LayoutOptions) -> dict:
 def write_map_viewer(html: Path | str, found: MapFeatures, lay: MapLayout, labels, *, title: str | None,
                      progress: Any = None) -> Path:
     """Stage 4: the HTML viewer of a laid-out map (one file up to :data:`VIEWER_EMBED_MAX` images)."""
-    from illust2vec.maps.render import load_thumbnail
+    from illust2vec.io.drawing import thumbnail
     from illust2vec.maps.viewer import ViewerOptions, ViewerPoint, write_viewer
 
     html = Path(html)
@@ -462,7 +462,7 @@ def write_map_viewer(html: Path | str, found: MapFeatures, lay: MapLayout, label
     thumb = paths.__getitem__ if thumbs is None else (thumbs if callable(thumbs) else thumbs.__getitem__)
     options = ViewerOptions(title=title or "illust2vec map", embed=n <= VIEWER_EMBED_MAX,
                             avoid_overlap=lay.grid is None)
-    return write_viewer(html, points, lambda i: load_thumbnail(thumb(i), 256), options,
+    return write_viewer(html, points, lambda i: thumbnail(thumb(i), 256), options,
                         cluster_names={c.id: c.name for c in lay.clusters}, quality=qnum, progress=progress)
 
 

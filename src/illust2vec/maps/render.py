@@ -19,15 +19,16 @@ from pathlib import Path
 from typing import Any, Hashable, Union
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw
 
 from illust2vec.io.atomic import atomic_write
+from illust2vec.io.drawing import ThumbSource, thumbnail
+from illust2vec.io.drawing import font as _font
 from illust2vec.io.images import save_image
 from illust2vec.maps.grid import GridLayout
 from illust2vec.maps.options import RenderOptions
 from illust2vec.runtime.progress import progress_callback
 
-ThumbSource = Union[str, Path, Image.Image, np.ndarray]
 Thumbnails = Union[Sequence[ThumbSource], Callable[[int], ThumbSource]]
 
 #: Distinct frame colours (Tableau 20 order, strong colours first).
@@ -81,50 +82,12 @@ class RenderResult:
     image: Image.Image | None = None
 
 
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
-
-
 def _fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
     if draw.textlength(text, font=font) <= width:
         return text
     while text and draw.textlength(text + "…", font=font) > width:
         text = text[:-1]
     return text + "…"
-
-
-def load_thumbnail(source: ThumbSource, box: int) -> Image.Image:
-    """Open ``source`` (path, PIL image or HxWx3 array) as RGB fitting in ``box`` x ``box``.
-
-    JPEGs are decoded at reduced scale (draft mode); EXIF orientation is
-    applied; transparency is composited onto white.
-    """
-    box = max(1, int(box))
-    if isinstance(source, (str, Path)):
-        im = Image.open(source)
-        if im.format == "JPEG":
-            im.draft("RGB", (box, box))
-    elif isinstance(source, np.ndarray):
-        im = Image.fromarray(np.asarray(source, dtype=np.uint8))
-    elif isinstance(source, Image.Image):
-        im = source
-    else:
-        raise TypeError(f"cannot make a thumbnail from {type(source).__name__}")
-    im = ImageOps.exif_transpose(im) if isinstance(source, (str, Path)) else im
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        bg = Image.new("RGB", rgba.size, (255, 255, 255))
-        bg.paste(rgba, mask=rgba.getchannel("A"))
-        im = bg
-    elif im.mode != "RGB":
-        im = im.convert("RGB")
-    else:
-        im = im.copy() if im is source else im
-    im.thumbnail((box, box), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return im
 
 
 def remove_overlaps(
@@ -326,7 +289,7 @@ def _paste(canvas: Image.Image, get: Callable[[int], ThumbSource], bx, by, color
 
     def _load(i: int) -> Image.Image | None:
         try:
-            return load_thumbnail(get(i), inner)
+            return thumbnail(get(i), inner)
         except Exception:  # noqa: BLE001 - an unreadable image becomes a placeholder
             return None
 

@@ -56,7 +56,7 @@ import numpy as np
 from PIL import Image
 
 from illust2vec.errors import Illust2VecError
-from illust2vec.io.atomic import AtomicFile, json_safe
+from illust2vec.io.atomic import AtomicFile, DurableBatch, json_safe
 from illust2vec.maps.legend import cluster_legend, natural_key
 from illust2vec.runtime.progress import progress_callback
 
@@ -247,6 +247,7 @@ def write_viewer(
     # next thumbnails are made; at most a few pages wait, so memory stays bounded.
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="i2v-atlas")
     pending: deque = deque()
+    pages = DurableBatch()  # the atlas files, durable before the page that loads them
     try:
         def emit(kind: str, index: int, img: Image.Image, store: list[str]) -> None:
             pending.append((kind, index, store, pool.submit(encode, img)))
@@ -266,10 +267,8 @@ def write_viewer(
                 store.append(uri)
             else:
                 name = f"{kind}-{index:04d}.js"
-                (files_dir / name).write_text(
-                    "window.__i2vAtlas&&window.__i2vAtlas(" + json.dumps(kind) + "," + str(index) + "," + json.dumps(uri) + ");\n",
-                    encoding="ascii",
-                )
+                pages.write(files_dir / name, "window.__i2vAtlas&&window.__i2vAtlas(" + json.dumps(kind) + ","
+                            + str(index) + "," + json.dumps(uri) + ");\n")
                 store.append(f"{files_dir.name}/{name}")
 
         hi_packer = _Packer(thumb_size, n, lambda idx, img: emit("hi", idx, img, hi_pages))
@@ -301,6 +300,7 @@ def write_viewer(
         base_packer.finish()
         while pending:
             drain_one()
+        pages.commit()
 
         data = _build_data(points, xy, slot, sizes, thumb_size, base_cell, title, cluster_names, quality)
         if point_size is not None:
@@ -346,6 +346,7 @@ def write_viewer(
         if spool is not None:
             spool.close()
             Path(spool.name).unlink(missing_ok=True)
+        pages.discard()
         if not embed:
             shutil.rmtree(files_dir, ignore_errors=True)
         raise

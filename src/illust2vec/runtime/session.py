@@ -13,16 +13,6 @@ DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "fp16")
 
 
-def available_devices() -> list[str]:
-    """Devices ONNX Runtime can use here (``cuda`` needs onnxruntime-gpu)."""
-    ort = load_onnxruntime()
-
-    devices = ["cpu"]
-    if "CUDAExecutionProvider" in ort.get_available_providers():
-        devices.append("cuda")
-    return devices
-
-
 def select_providers(device: str = "cpu", *, allow_fallback: bool = False) -> list:
     """Execution providers for ``device``; ``ILLUST2VEC_DEVICE`` overrides the default ``cpu``.
 

@@ -383,12 +383,13 @@ def morph(col, a, b, *, steps: int, binary: bool = False, method: str = "auto", 
 
 def morph_sheet(result: MorphResult, out: str | os.PathLike, *, thumb: int = 160, title: str | None = None) -> Path:
     """A one-row strip PNG of the path ``A, x1 .. xK, B`` with each step's length under its picture."""
-    from illust2vec.collection.sheet import contact_sheet
+    from illust2vec.io.drawing import contact_sheet
+    from illust2vec.io.images import save_image
 
     n = len(result.steps)
     items = []
     for i, s in enumerate(result.steps):
         label = "A" if i == 0 else "B" if i == n - 1 else str(i)
         cap = f"{label}: {Path(s.path).name if s.path else '(vector)'}" + (f" d={s.distance:.3f}" if i else "")
-        items.append((s.path or "", cap))
-    return contact_sheet(items, out, thumb=thumb, columns=n, title=title)
+        items.append((cap, s.path))
+    return save_image(contact_sheet(items, cell=thumb, columns=n, title=title), out)

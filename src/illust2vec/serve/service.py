@@ -12,6 +12,7 @@ SQLite connection and the search indexes are shared.
 """
 from __future__ import annotations
 
+import inspect
 import io
 import re
 import threading
@@ -37,6 +38,7 @@ from illust2vec.collection.query import TagIndex, normalize_tag
 from illust2vec.collection.view import SORTS
 from illust2vec.errors import Illust2VecError
 from illust2vec.io.atomic import atomic_write
+from illust2vec.io.drawing import thumbnail
 from illust2vec.io.images import load_image
 
 #: Largest ``limit`` of one items page and ``k`` of one similarity query.
@@ -62,8 +64,10 @@ class CollectionService:
 
     Args:
         db: the collection directory.
-        embedder: the model for query images from outside the collection
-            (default: the collection's embedder, loaded by name on first use).
+        embedder: the model for query images from outside the collection, or a
+            function of no arguments that returns it (called on the first query
+            image; ``illust2vec serve`` passes its model flags this way); default:
+            the collection's embedder, loaded by name on first use.
         move_to: where duplicate review moves the copies it takes out
             (default ``DB/duplicates``).
         thumb_dir: the thumbnail cache (default ``DB/thumbs``; kept in memory
@@ -244,6 +248,8 @@ class CollectionService:
             raise CollectionError(f"k must be between 1 and {MAX_LIMIT}")
         with self.lock:
             files = self.files()
+            if inspect.isroutine(self.embedder):  # a loader (a function), not a model
+                self.embedder = self.embedder()
             hits = self.col.search(image=bytes(image), k=k, embedder=self.embedder)
             return self._hits_to_items(files, hits, k, None)
 
@@ -410,8 +416,7 @@ class CollectionService:
             arr = load_image(path)
         except Illust2VecError as exc:
             raise NotFound(f"item {item_id}: {exc}") from None
-        im = Image.fromarray(arr)
-        im.thumbnail((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        im = thumbnail(arr, size)
         buf = io.BytesIO()
         im.save(buf, "JPEG", quality=85)
         data = buf.getvalue()

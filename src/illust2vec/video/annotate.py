@@ -22,22 +22,15 @@ from illust2vec.video.timeline import Timeline
 __all__ = ["annotate_video", "draw_tags"]
 
 
-def _font(size: int) -> Any:
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
-
-
 def draw_tags(image: np.ndarray, lines: list[str], *, font_size: int | None = None) -> np.ndarray:
     """Draw text lines in a translucent box at the top-left of an RGB frame; returns a new array."""
     from PIL import Image, ImageDraw
 
+    from illust2vec.io.drawing import font as default_font
+
     h, w = image.shape[:2]
     size = font_size or max(10, min(32, h // 24))
-    font = _font(size)
+    font = default_font(size)
     base = Image.fromarray(image).convert("RGBA")
     overlay = Image.new("RGBA", base.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)

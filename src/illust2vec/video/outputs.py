@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from illust2vec.errors import Illust2VecError
-from illust2vec.io.atomic import atomic_write, json_safe
+from illust2vec.io.atomic import DurableBatch, atomic_write, json_safe
 from illust2vec.video.timeline import Timeline
 
 __all__ = ["write_timeline", "write_timeline_json", "write_timeline_csv", "save_frame", "TIMELINE_FORMATS"]
@@ -68,16 +68,22 @@ def frame_filename(time: float, index: int, shot: int, ext: str = "jpg") -> str:
 
 
 def save_frame(image: np.ndarray, directory: str | Path, time: float, index: int, shot: int,
-               *, ext: str = "jpg", quality: int = 92) -> Path:
-    """Save one RGB frame into ``directory`` under :func:`frame_filename`; returns the path."""
+               *, ext: str = "jpg", quality: int = 92, batch: DurableBatch | None = None) -> Path:
+    """Save one RGB frame into ``directory`` under :func:`frame_filename`; returns the path.
+
+    Written atomically; with ``batch`` the frame is queued there and appears, durably, when
+    the batch commits (a few ``fsync`` rounds for a whole video instead of two per frame).
+    """
     from PIL import Image
 
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
     path = d / frame_filename(time, index, shot, ext)
     im = Image.fromarray(image)
-    if ext.lower() in ("jpg", "jpeg"):
-        im.save(path, quality=quality)
+    fmt = "JPEG" if ext.lower() in ("jpg", "jpeg") else Image.registered_extensions().get(f".{ext.lower()}", ext.upper())
+    params = {"quality": quality} if fmt == "JPEG" else {}
+    if batch is None:
+        atomic_write(path, lambda fh: im.save(fh, format=fmt, **params))
     else:
-        im.save(path)
+        with batch.open(path) as fh:
+            im.save(fh, format=fmt, **params)
     return path

@@ -47,15 +47,6 @@ def format_time(t: float, step: float, duration: float = 0.0) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def _font(size: int) -> Any:
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
-
-
 class PlotLayout:
     """Pixel geometry of a timeline plot (shared with tests and callers that annotate it)."""
 
@@ -107,6 +98,8 @@ def plot_timeline(
     """
     from PIL import Image, ImageDraw
 
+    from illust2vec.io.drawing import font as default_font
+
     if width < 200:
         raise ValueError(f"width={width!r}: use at least 200 pixels")
     names = list(tags) if tags is not None else timeline.top_tags(top, categories=categories)
@@ -116,7 +109,7 @@ def plot_timeline(
         if n not in index:
             raise ValueError(f"tag {n!r} is not in the timeline's model")
         cols.append(index[n])
-    font = _font(12)
+    font = default_font(12)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     label_w = max([int(probe.textlength(n, font=font)) for n in names] + [40])
     label_w = min(label_w, width // 3)

@@ -19,7 +19,6 @@ What this module knows about the family (the layout dghs-imgutils 0.19 reads,
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 from pathlib import Path
@@ -27,10 +26,11 @@ from typing import Any
 
 from illust2vec.errors import ModelFormatError, ModelNotFoundError
 from illust2vec.models.families.exports import open_export, read_recipe
+from illust2vec.models.families.tag_files import hub_model_files, read_tag_table
 from illust2vec.models.fetch import model_not_found, require_files
 from illust2vec.models.hub import HubRef, hub_files, hub_offline
 from illust2vec.models.image_model import ImageModel
-from illust2vec.models.spec import ModelFamily, ModelFile, ModelSpec
+from illust2vec.models.spec import ModelFamily, ModelSpec
 from illust2vec.models.store import ModelStore
 from illust2vec.models.tags import TagTable
 from illust2vec.prep.preprocess import InputRecipe
@@ -55,31 +55,7 @@ def camie_layout(stage: str, folder: str = "initial") -> dict[str, str]:
 
 def read_camie_tags(path: str | os.PathLike[str]) -> TagTable:
     """A Camie ``selected_tags.csv`` (``name``, ``category``) as a tag table; errors name the line."""
-    path = Path(path)
-    names: list[str] = []
-    cats: list[str] = []
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None or not {"name", "category"} <= set(reader.fieldnames):
-                raise ModelFormatError(f"{path}: not a tag file (need columns name,category; found "
-                                       f"{reader.fieldnames})")
-            for row in reader:
-                try:
-                    code = int(row["category"])
-                except (TypeError, ValueError):
-                    raise ModelFormatError(f"{path}:{reader.line_num}: bad category {row['category']!r}") from None
-                if not row.get("name"):
-                    raise ModelFormatError(f"{path}:{reader.line_num}: empty tag name")
-                names.append(row["name"])
-                cats.append(CATEGORY_CODES.get(code, f"category{code}"))
-    except FileNotFoundError:
-        raise ModelFormatError(f"{path}: tag file not found") from None
-    except UnicodeDecodeError as exc:
-        raise ModelFormatError(f"{path}: not UTF-8 text ({exc})") from None
-    if not names:
-        raise ModelFormatError(f"{path}: no tags")
-    return TagTable(tuple(names), tuple(cats))
+    return read_tag_table(path, CATEGORY_CODES)
 
 
 def read_camie_thresholds(path: str | os.PathLike[str], mode: str = "balanced") -> dict[str, float]:
@@ -149,15 +125,13 @@ def load_camie(spec: ModelSpec, store: ModelStore, *, download: bool = False, of
 
 def _zoo_record(stage: str) -> ModelSpec:
     layout = camie_layout(stage)
-    url = "https://huggingface.co/{repo}/resolve/main/{file}"
     return ModelSpec(
         name=f"camie-{stage}",
         family="camie",
         description=f"Camie tagger ({stage} stage; Camais03, 512 px, ONNX export by deepghs): about 70k Danbooru "
                     "tags in 7 categories (general, character, copyright, artist, meta, year, rating), thresholds "
                     "from its threshold.json (balanced), an embedding",
-        files=tuple(ModelFile(f"camie-{stage}.{file.rsplit('/', 1)[1]}", role, url.format(repo=CAMIE_REPO, file=file))
-                    for role, file in layout.items()),
+        files=hub_model_files(CAMIE_REPO, layout, f"camie-{stage}"),
         # the loaded model's recipe is read from preprocess.json; this one is its size only
         recipe=InputRecipe(size=(512, 512), layout="NCHW", channel_order="RGB", scale=1 / 255, resize="pil-bilinear"),
         outputs=("prob", "feature"),

@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from illust2vec.errors import ModelFormatError, ModelNotFoundError
+from illust2vec.models.families.tag_files import hub_model_files
 from illust2vec.models.fetch import model_not_found, require_files
 from illust2vec.models.graph_outputs import expose_outputs
 from illust2vec.models.hub import HubRef, hub_files, hub_offline
 from illust2vec.models.image_model import ImageModel
-from illust2vec.models.spec import ModelFamily, ModelFile, ModelSpec
+from illust2vec.models.spec import ModelFamily, ModelSpec
 from illust2vec.models.store import ModelStore
 from illust2vec.models.tags import TagTable
 from illust2vec.prep.preprocess import InputRecipe
@@ -142,14 +143,12 @@ def load_cl_tagger(spec: ModelSpec, store: ModelStore, *, download: bool = False
 def _zoo_record(version: str) -> ModelSpec:
     layout = cl_layout(version)
     short = version.replace("cl_tagger_", "").replace("_", ".")
-    url = "https://huggingface.co/{repo}/resolve/main/{file}"
     return ModelSpec(
         name=f"cl-tagger-{short}",
         family="cl_tagger",
         description=f"cl_tagger {short} (cella110n; 448 px): about 42k Danbooru tags in 8 categories from "
                     "tag_mapping.json; layout from the model's public front-ends (not checked against a peer tool)",
-        files=tuple(ModelFile(f"{version}.{file.rsplit('/', 1)[1]}", role, url.format(repo=CL_REPO, file=file))
-                    for role, file in layout.items()),
+        files=hub_model_files(CL_REPO, layout, version),
         recipe=CL_RECIPE,
         outputs=("prob",),
         license="Apache-2.0 (as published on the model card; not verified here)",

@@ -15,17 +15,16 @@ What this module knows about the family (the layout imgutils 0.19 reads,
 """
 from __future__ import annotations
 
-import csv
 import os
-from pathlib import Path
 from typing import Any
 
 from illust2vec.errors import ModelFormatError, ModelNotFoundError
 from illust2vec.models.families.exports import open_export
+from illust2vec.models.families.tag_files import hub_model_files, read_tag_table
 from illust2vec.models.fetch import model_not_found, require_files
 from illust2vec.models.hub import HubRef, hub_files, hub_offline
 from illust2vec.models.image_model import ImageModel
-from illust2vec.models.spec import ModelFamily, ModelFile, ModelSpec
+from illust2vec.models.spec import ModelFamily, ModelSpec
 from illust2vec.models.store import ModelStore
 from illust2vec.models.tags import TagTable
 from illust2vec.prep.preprocess import InputRecipe
@@ -43,30 +42,8 @@ _CODES = {0: "general", 4: "character", 9: "rating"}
 
 def read_deepdanbooru_tags(path: str | os.PathLike[str], *, real_names: bool = False) -> TagTable:
     """``deepdanbooru_tags.csv`` as a tag table (``real_names``: the ``real_name`` column)."""
-    path = Path(path)
-    names: list[str] = []
-    cats: list[str] = []
-    column = "real_name" if real_names else "name"
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None or not {column, "category"} <= set(reader.fieldnames):
-                raise ModelFormatError(f"{path}: not a DeepDanbooru tag file (need columns {column},category; "
-                                       f"found {reader.fieldnames})")
-            for row in reader:
-                try:
-                    code = int(row["category"])
-                except (TypeError, ValueError):
-                    raise ModelFormatError(f"{path}:{reader.line_num}: bad category {row['category']!r}") from None
-                names.append(row[column])
-                cats.append(_CODES.get(code, f"category{code}"))
-    except FileNotFoundError:
-        raise ModelFormatError(f"{path}: tag file not found") from None
-    except UnicodeDecodeError as exc:
-        raise ModelFormatError(f"{path}: not UTF-8 text ({exc})") from None
-    if not names:
-        raise ModelFormatError(f"{path}: no tags")
-    return TagTable(tuple(names), tuple(cats))
+    return read_tag_table(path, _CODES, name_column="real_name" if real_names else "name",
+                          what="DeepDanbooru tag file", require_names=False)
 
 
 def load_deepdanbooru_files(onnx_path: str | os.PathLike[str], tags_path: str | os.PathLike[str], *,
@@ -109,14 +86,12 @@ def load_deepdanbooru(spec: ModelSpec, store: ModelStore, *, download: bool = Fa
 
 
 def _zoo_record() -> ModelSpec:
-    url = "https://huggingface.co/{repo}/resolve/main/{file}"
     return ModelSpec(
         name="deepdanbooru",
         family="deepdanbooru",
         description="DeepDanbooru (KichangKim; ResNet, 512 px, ONNX export used by dghs-imgutils): Danbooru general, "
                     "character and rating tags; an old model, for comparison",
-        files=tuple(ModelFile(f"deepdanbooru.{file.rsplit('/', 1)[1]}", role, url.format(repo=DDB_REPO, file=file))
-                    for role, file in DDB_LAYOUT.items()),
+        files=hub_model_files(DDB_REPO, DDB_LAYOUT, "deepdanbooru"),
         recipe=DDB_RECIPE,
         outputs=("prob",),
         license="MIT (the DeepDanbooru project; as published, not verified here)",

@@ -20,20 +20,19 @@ What this module knows about the family (the layout dghs-imgutils 0.19 reads,
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from illust2vec.errors import ModelFormatError, ModelNotFoundError
 from illust2vec.models.fetch import model_not_found, require_files
 from illust2vec.models.families.exports import open_export, read_recipe
+from illust2vec.models.families.tag_files import category_code, csv_rows, hub_model_files
 from illust2vec.models.hub import HubRef, hub_files, hub_offline
 from illust2vec.models.image_model import ImageModel
-from illust2vec.models.spec import ModelFamily, ModelFile, ModelSpec
+from illust2vec.models.spec import ModelFamily, ModelSpec
 from illust2vec.models.store import ModelStore
 from illust2vec.models.tags import TagTable
 from illust2vec.prep.preprocess import InputRecipe
@@ -69,36 +68,21 @@ class PixAITagList:
 
 def read_pixai_tags(path: str | os.PathLike[str]) -> PixAITagList:
     """Parse a PixAI ``selected_tags.csv`` (``name``, ``category``, optional ``ips``); errors name the line."""
-    path = Path(path)
     names: list[str] = []
     codes: list[int] = []
     ips: dict[str, tuple[str, ...]] = {}
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None or not {"name", "category"} <= set(reader.fieldnames):
-                raise ModelFormatError(f"{path}: not a tag file (need columns name,category; found "
-                                       f"{reader.fieldnames})")
-            for row in reader:
-                line = reader.line_num
-                if not row.get("name"):
-                    raise ModelFormatError(f"{path}:{line}: empty tag name")
-                try:
-                    codes.append(int(row["category"]))
-                except (TypeError, ValueError):
-                    raise ModelFormatError(f"{path}:{line}: bad category {row['category']!r}") from None
-                names.append(row["name"])
-                if row.get("ips"):
-                    try:
-                        series = json.loads(row["ips"])
-                    except json.JSONDecodeError:
-                        raise ModelFormatError(f"{path}:{line}: the ips column is not a JSON list") from None
-                    if series:
-                        ips[row["name"]] = tuple(str(s) for s in series)
-    except FileNotFoundError:
-        raise ModelFormatError(f"{path}: tag file not found") from None
-    except UnicodeDecodeError as exc:
-        raise ModelFormatError(f"{path}: not UTF-8 text ({exc})") from None
+    for line, row in csv_rows(path, ("name", "category")):
+        if not row.get("name"):
+            raise ModelFormatError(f"{path}:{line}: empty tag name")
+        codes.append(category_code(path, line, row["category"]))
+        names.append(row["name"])
+        if row.get("ips"):
+            try:
+                series = json.loads(row["ips"])
+            except json.JSONDecodeError:
+                raise ModelFormatError(f"{path}:{line}: the ips column is not a JSON list") from None
+            if series:
+                ips[row["name"]] = tuple(str(s) for s in series)
     if not names:
         raise ModelFormatError(f"{path}: no tags")
     return PixAITagList(tuple(names), tuple(codes), ips)
@@ -109,26 +93,16 @@ def read_category_thresholds(path: str | os.PathLike[str]) -> tuple[dict[int, fl
 
     The first row of a category gives its threshold, the last its name (as imgutils reads it).
     """
-    path = Path(path)
     thresholds: dict[int, float] = {}
     names: dict[int, str] = {}
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None or not {"category", "name", "threshold"} <= set(reader.fieldnames):
-                raise ModelFormatError(f"{path}: not a thresholds.csv (need columns category,name,threshold; "
-                                       f"found {reader.fieldnames})")
-            for row in reader:
-                try:
-                    code, value = int(row["category"]), float(row["threshold"])
-                except (TypeError, ValueError):
-                    raise ModelFormatError(f"{path}:{reader.line_num}: bad number") from None
-                thresholds.setdefault(code, value)
-                names[code] = row["name"]
-    except FileNotFoundError:
-        raise ModelFormatError(f"{path}: thresholds file not found") from None
-    except UnicodeDecodeError as exc:
-        raise ModelFormatError(f"{path}: not UTF-8 text ({exc})") from None
+    for line, row in csv_rows(path, ("category", "name", "threshold"), what="thresholds.csv",
+                              missing="thresholds file"):
+        try:
+            code, value = int(row["category"]), float(row["threshold"])
+        except (TypeError, ValueError):
+            raise ModelFormatError(f"{path}:{line}: bad number") from None
+        thresholds.setdefault(code, value)
+        names[code] = row["name"]
     return thresholds, names
 
 
@@ -188,15 +162,13 @@ def load_pixai(spec: ModelSpec, store: ModelStore, *, download: bool = False, of
 
 def _zoo_record() -> ModelSpec:
     repo = "deepghs/pixai-tagger-v0.9-onnx"
-    url = "https://huggingface.co/{repo}/resolve/main/{file}"
     stem = "pixai-tagger-v0.9"
     return ModelSpec(
         name="pixai-v0.9",
         family="pixai",
         description="PixAI tagger v0.9 (pixai-labs; EVA02-L, 448 px, ONNX export by deepghs): about 13k Danbooru "
                     "general and character tags, per-category thresholds from its thresholds.csv, a 1024-d embedding",
-        files=tuple(ModelFile(f"{stem}.{file}", role, url.format(repo=repo, file=file))
-                    for role, file in PIXAI_LAYOUT.items()),
+        files=hub_model_files(repo, PIXAI_LAYOUT, stem),
         # what PixAI's own front-end does; the loaded model's recipe is read from preprocess.json
         recipe=InputRecipe(size=(448, 448), layout="NCHW", channel_order="RGB", scale=1 / 255,
                            mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize="pil-bilinear"),

@@ -22,8 +22,9 @@ LAYERS = {
     "faces": 5,
     "collection": 6,
     "maps": 7, "video": 7, "semantic": 7, "distributed": 7, "datasets": 7,
-    "serve": 8,
-    "cli": 9,
+    "pipeline": 8,
+    "serve": 9,
+    "cli": 10,
 }
 #: The lazy facade (``illust2vec/__init__.py``) and ``__main__`` sit above everything.
 FACADES = {"illust2vec", "illust2vec.__main__"}

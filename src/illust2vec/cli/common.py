@@ -361,15 +361,6 @@ def _default_tagger(args: argparse.Namespace) -> str | None:
     return name if model_available(get_spec(name), store) else None
 
 
-def expand_inputs(paths: list[str], *, recursive: bool = True) -> list[Path]:
-    from illust2vec.io.images import iter_image_files
-
-    files = iter_image_files(paths, recursive=recursive)
-    if not files:
-        raise Illust2VecError(f"no images found in: {', '.join(paths)}")
-    return files
-
-
 def prepare_outputs(*paths: str | os.PathLike | None, dirs: tuple[str | os.PathLike | None, ...] = ()) -> None:
     """Before any work: create the folders the outputs go to, and check they can be written.
 

@@ -199,3 +199,34 @@ def test_killed_node_every_input_exactly_once(cluster, images, i2v_tagger, tmp_p
         good = shard.index[shard.ok]
         assert np.allclose(shard.vectors["prob"], np.stack([probs[i % 17] for i in good]), atol=1e-5, rtol=0)
     assert seen == list(range(len(sources)))
+
+
+def test_decode_pools_start_after_ray_ran_in_this_process(cluster, images, i2v_tagger):
+    """Ray leaves its threads in this process; the decode pool's workers (forkserver, never fork) start anyway.
+
+    Batches decoded by worker processes equal those of the decode thread, and face
+    detection runs in the same pool.
+    """
+    from illust2vec.faces.items import iter_detections
+    from illust2vec.runtime.batches import iter_batches
+    from illust2vec.runtime.pool import START_METHOD
+
+    assert ray.get(ray.remote(lambda: 41 + 1).remote()) == 42  # Ray ran here, its threads are alive
+    assert threading.active_count() > 1 and START_METHOD in ("forkserver", "spawn")
+    sources = sorted(str(p) for p in images.iterdir())
+
+    def run(workers):
+        probs, errors = {}, {}
+        for b in iter_batches(i2v_tagger, sources, batch_size=4, workers=workers, outputs=("prob",)):
+            probs.update({i: b.outputs["prob"][j] for j, i in enumerate(b.indices)})
+            errors.update({e.index: e.message for e in b.errors})
+        return probs, errors
+
+    (thread_probs, thread_errors), (pool_probs, pool_errors) = run(None), run(2)
+    assert pool_errors == thread_errors and len(pool_errors) == 1
+    assert sorted(pool_probs) == sorted(thread_probs) and len(pool_probs) == len(sources) - 1
+    for i, p in thread_probs.items():
+        np.testing.assert_array_equal(pool_probs[i], p)
+    detections = list(iter_detections(sources, workers=2, chunksize=3))
+    assert [d.index for d in detections] == list(range(len(sources)))
+    assert [d.error is not None for d in detections] == [s.endswith("broken.jpg") for s in sources]

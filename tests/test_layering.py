@@ -168,3 +168,104 @@ def test_collection_modules_import_downward():
     upward = [f"{short(m)} -> {short(d)}" for m, deps in inside.items() for d in deps
               if d.startswith("illust2vec.collection") and COLLECTION_LAYERS[short(d)] >= COLLECTION_LAYERS[short(m)]]
     assert not upward, "collection modules importing their own layer or above:\n" + "\n".join(sorted(upward))
+
+
+#: Inside ``pipeline/``: the data-flow order.  Readers, then the runner, the distributor that runs it
+#: here or on Ray, the writers, and the tasks (the commands as calls) on top.
+PIPELINE_LAYERS = {"readers": 0, "runner": 1, "distribute": 2, "writers": 2, "tasks": 3, "__init__": 4}
+
+
+def test_pipeline_modules_follow_the_data_flow():
+    graph = import_graph()
+    inside = {m: d for m, d in graph.items() if m.startswith("illust2vec.pipeline")}
+
+    def short(m: str) -> str:
+        return "__init__" if m == "illust2vec.pipeline" else m.rsplit(".", 1)[-1]
+
+    missing = sorted(short(m) for m in inside if short(m) not in PIPELINE_LAYERS)
+    assert not missing, f"pipeline modules without a layer in PIPELINE_LAYERS: {missing}"
+    upward = [f"{short(m)} -> {short(d)}" for m, deps in inside.items() for d in deps
+              if d.startswith("illust2vec.pipeline") and PIPELINE_LAYERS[short(d)] >= PIPELINE_LAYERS[short(m)]]
+    assert not upward, "pipeline modules importing their own layer or above:\n" + "\n".join(sorted(upward))
+
+
+#: What starts a worker pool or a thread.
+POOL_CALLS = {"ProcessPoolExecutor", "ThreadPoolExecutor", "Pool", "Process", "Thread"}
+#: Threads outside ``runtime/`` that decode nothing, each with what it does.
+NOT_DECODING = {
+    ("cli/serve.py", "Thread"): "watches the collection for changes",
+    ("collection/index.py", "ThreadPoolExecutor"): "searches the index shards in parallel",
+    ("collection/index.py", "Thread"): "asks the kernel for huge pages of the index",
+    ("collection/mih.py", "ThreadPoolExecutor"): "multi-index hashing search",
+    ("maps/viewer.py", "ThreadPoolExecutor"): "encodes atlas pages (WebP) while the next ones are drawn",
+    ("serve/service.py", "Thread"): "computes near-duplicates in the background",
+}
+
+
+def pool_calls(path: Path) -> list[tuple[str, int]]:
+    """``(what, line)`` for every call that starts a pool or a thread in a file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call):
+            fn = node.func
+            name = fn.attr if isinstance(fn, ast.Attribute) else getattr(fn, "id", None)
+            if name in POOL_CALLS:
+                found.append((name, node.lineno))
+    return found
+
+
+def test_only_runtime_starts_decode_pools():
+    """One decode pool: no module outside ``runtime/`` starts processes or threads of its own to decode."""
+    stray, seen = [], set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if rel.startswith("runtime/"):
+            continue
+        for name, line in pool_calls(path):
+            seen.add((rel, name))
+            if (rel, name) not in NOT_DECODING:
+                stray.append(f"{rel}:{line}: {name}")
+    assert not stray, "pools outside runtime/ (decode through illust2vec.runtime.pool):\n" + "\n".join(stray)
+    assert set(NOT_DECODING) <= seen, f"stale NOT_DECODING entries: {sorted(set(NOT_DECODING) - seen)}"
+
+
+def test_the_pool_checker_sees_a_pool(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("import concurrent.futures as cf\nimport threading\n"
+                 "def f():\n    with cf.ProcessPoolExecutor(2) as p:\n        threading.Thread(target=f).start()\n")
+    assert pool_calls(f) == [("ProcessPoolExecutor", 4), ("Thread", 5)]
+
+
+MAX_PARAMETERS = 12
+#: Issue 24 part 3 (h24m) turns these into stages with option records; the lead removes the list on merge.
+TOO_MANY_PARAMETERS_FOR_NOW = {
+    "illust2vec.maps.pipeline.make_map", "illust2vec.maps.render.render_map", "illust2vec.video.timeline.tag_video",
+}
+
+
+def public_functions(path: Path) -> list[tuple[str, ast.AST]]:
+    """Module-level public functions and the public methods (and constructors) of public classes."""
+    module = module_name(path)
+    found = []
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+            found.append((f"{module}.{node.name}", node))
+        elif isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+            found += [(f"{module}.{node.name}.{m.name}", m) for m in node.body
+                      if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))
+                      and (not m.name.startswith("_") or m.name == "__init__")]
+    return found
+
+
+def parameter_count(fn) -> int:
+    a = fn.args
+    names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+    return len(names) - (1 if names and names[0] in ("self", "cls") else 0)
+
+
+def test_no_public_function_takes_more_than_12_parameters():
+    over = [f"{name}: {parameter_count(fn)}" for path in sorted(PACKAGE.rglob("*.py"))
+            for name, fn in public_functions(path)
+            if parameter_count(fn) > MAX_PARAMETERS and name not in TOO_MANY_PARAMETERS_FOR_NOW]
+    assert not over, f"public functions with more than {MAX_PARAMETERS} parameters (use an option record):\n" + \
+        "\n".join(over)

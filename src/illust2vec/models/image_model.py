@@ -57,7 +57,33 @@ def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """How an :class:`ImageModel`'s graph runs and is fed (see :class:`ImageModel` for each field)."""
+    """How an :class:`ImageModel`'s graph runs and is fed.
+
+    Parameters
+    ----------
+    device, threads, batch_size:
+        ``device`` is ``"cpu"`` or ``"cuda"``.
+    precision:
+        ``"fp32"`` (default); ``"int8"``: a static int8 graph calibrated on pictures,
+        cached in the model store (CPU; :mod:`illust2vec.models.quantize`); ``"bf16"``:
+        runs fp32 (no faster bf16 kernels in ONNX Runtime's CPU build, said in one line);
+        ``"auto"``: int8 on a CPU with fast int8 instructions, else fp32; ``"fp16"``:
+        half-precision weights and arithmetic, on CUDA only (see
+        :func:`illust2vec.runtime.session.to_float16`).  A model's :attr:`identity`
+        names a precision other than fp32, so a collection never mixes vectors of two.
+    calibration:
+        A folder of pictures to calibrate the int8 graph on (default: the one
+        ``models quantize --calibrate`` chose, else the drawn demo gallery).
+    keep_fp32:
+        Node names the int8 graph keeps in float32 (a family's measured sensitive layers).
+    model_dir:
+        The model store for the int8 graph (default: the store holding ``onnx_model``).
+    alpha:
+        Default transparency handling: ``"white"`` composites onto white,
+        ``"drop"`` ignores alpha like the original i2v.
+    allow_fallback, optimized_cache:
+        Run on the CPU when the device is missing; where ONNX Runtime's optimised graph is cached.
+    """
 
     device: str = "cpu"
     threads: int | None = None
@@ -108,30 +134,6 @@ class ImageModel:
         An :class:`EngineOptions`: how the graph runs and is fed (device, threads,
         batch size, transparency, precision); :func:`with_engine` builds it from keywords.
 
-    The :class:`EngineOptions` fields:
-
-    device, threads, batch_size:
-        ``device`` is ``"cpu"`` or ``"cuda"``.
-    precision:
-        ``"fp32"`` (default); ``"int8"``: a static int8 graph calibrated on pictures,
-        cached in the model store (CPU; :mod:`illust2vec.models.quantize`); ``"bf16"``:
-        runs fp32 (no faster bf16 kernels in ONNX Runtime's CPU build, said in one line);
-        ``"auto"``: int8 on a CPU with fast int8 instructions, else fp32; ``"fp16"``:
-        half-precision weights and arithmetic, on CUDA only (see
-        :func:`illust2vec.runtime.session.to_float16`).  A model's :attr:`identity`
-        names a precision other than fp32, so a collection never mixes vectors of two.
-    calibration:
-        A folder of pictures to calibrate the int8 graph on (default: the one
-        ``models quantize --calibrate`` chose, else the drawn demo gallery).
-    keep_fp32:
-        Node names the int8 graph keeps in float32 (a family's measured sensitive layers).
-    model_dir:
-        The model store for the int8 graph (default: the store holding ``onnx_model``).
-    alpha:
-        Default transparency handling: ``"white"`` composites onto white,
-        ``"drop"`` ignores alpha like the original i2v.
-    allow_fallback, optimized_cache:
-        Run on the CPU when the device is missing; where ONNX Runtime's optimised graph is cached.
     """
 
     def __init__(

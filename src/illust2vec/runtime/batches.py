@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from illust2vec.errors import Illust2VecError
 from illust2vec.io.images import failure_reason, load_image, source_name
 from illust2vec.prep.preprocess import InputRecipe, preprocess_one, warm_up
 from illust2vec.runtime.background import iterate_in_thread

@@ -7,8 +7,8 @@ Start-up: ``import illust2vec`` and ``illust2vec --help`` in fresh processes, ne
 on the anime36 images (``--images N``: N copies of them under distinct names) with the i2v
 oracle fixtures, and ``tag --workers 2`` (the decode pool's worker processes), this checkout against ``--baseline``
 (default: the commit before the restructure, c879c33) checked out in a temporary worktree.
-Runs alternate between the two trees and each figure is the median of ``--rounds`` runs, so
-both see the same machine load.  Prints a table and writes ``--out`` (benchmarks/results/product.json).
+Runs alternate between the two trees (in ABBA order) and each figure is the median of ``--rounds``
+runs, so both see the same machine load.  Prints a table and writes ``--out`` (benchmarks/results/product.json).
 """
 from __future__ import annotations
 
@@ -80,7 +80,8 @@ def main() -> int:
             f"index ({n} images)": [py, "-m", "illust2vec", *index],
         }
         for r in range(args.rounds + 1):  # round 0 warms the model stores and page cache
-            for name, src in trees.items():
+            # the order alternates (ABBA), so that neither tree always runs first after the other's load
+            for name, src in (list(trees.items()) if r % 2 else list(trees.items())[::-1]):
                 out = work / f"out-{name}"
                 out.mkdir(exist_ok=True)
                 env = {**os.environ, "PYTHONPATH": str(src), "ILLUST2VEC_HOME": str(work / f"store-{name}"),

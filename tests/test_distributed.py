@@ -154,6 +154,35 @@ def test_cli_tag_ray_jsonl_matches_local(cluster, images, tmp_path, capsys):
                 assert abs(p - b["tags"][cat][tag]) <= 1e-5
 
 
+def test_cli_embed_and_index_ray_match_local(cluster, images, tmp_path, capsys):
+    """``embed`` and ``index`` run here and with ``--ray`` through the same pipeline: the same rows."""
+    from illust2vec.cli.main import main
+    from illust2vec.collection import Collection
+
+    model = ["--weights", str(I2V_FIXTURES / "feature_w16_e1024.caffemodel"), "--model-dir", str(tmp_path / "store"),
+             "-q"]
+    ray = ["--ray", "auto", "--shard-size", "5"]
+    assert main(["embed", str(images), *model, "-o", str(tmp_path / "local.npy")]) == 1
+    assert main(["embed", str(images), *model, "-o", str(tmp_path / "ray.npy"), *ray]) == 1
+    err = capsys.readouterr().err
+    assert err.count(f"error: {images / 'broken.jpg'}: ") == 2 and err.count("embedded 16 of 17 images") == 2
+    assert (tmp_path / "ray.paths.txt").read_text() == (tmp_path / "local.paths.txt").read_text()
+    np.testing.assert_allclose(np.load(tmp_path / "ray.npy"), np.load(tmp_path / "local.npy"), rtol=0, atol=1e-5)
+
+    for name, extra in (("local", []), ("ray", ray)):
+        assert main(["index", str(images), "--db", str(tmp_path / f"{name}.i2v"), *model,
+                     "--tagger-weights", str(I2V_FIXTURES / "tag_w8_v1.caffemodel"),
+                     "--tag-list", str(I2V_FIXTURES / "tag_list.json"), *extra]) == 1
+    err = capsys.readouterr().err
+    assert err.count(f"error: {images / 'broken.jpg'}: ") == 2, err
+    infos = []
+    for name in ("local", "ray"):
+        with Collection.open(tmp_path / f"{name}.i2v", create=False) as col:
+            info = col.info()
+            infos.append((info["files"], info["embedder"], [t["name"] for t in info["taggers"]]))
+    assert infos[0] == infos[1] and infos[0][0] == 16
+
+
 def test_killed_node_every_input_exactly_once(cluster, images, i2v_tagger, tmp_path):
     from illust2vec.distributed import expand_sources, iter_shards, read_manifest, run_shards
 

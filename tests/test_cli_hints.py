@@ -160,3 +160,47 @@ def test_import_as_takes_every_file_of_the_model_all_or_nothing(tmp_path) -> Non
     code, _, err = run_cli("models", "--model-dir", tmp_path / "store2", "import", packed, caffemodel, "--as", "i2v-tag")
     assert code == 0, err
     assert (tmp_path / "store2" / "files" / "tag_list.json.gz").is_file()
+
+
+# --------------------------------------------------------------------------- missing inputs
+
+
+def test_a_missing_input_is_an_error_line_not_an_image(tmp_path, monkeypatch) -> None:
+    """`tag nonexist/`: one line, exit 1, no `[]`, no progress bar, no output file or collection (issue 26)."""
+    monkeypatch.chdir(tmp_path)
+    tagger = ["--weights", I2V_FIXTURES / "tag_w8_v1.caffemodel", "--tag-list", I2V_FIXTURES / "tag_list.json"]
+    cases = [
+        ["tag", "nonexist/", *tagger],
+        ["tag", "nonexist/", "nothing-*.png", *tagger, "-o", "tags.csv"],
+        ["embed", "nonexist/", "-m", "generic-effnet-lite0", "-o", "f.npy"],
+        ["index", "nonexist/", "--db", "new.i2v", "-m", "generic-effnet-lite0"],
+        ["faces", "nonexist/"],
+        ["explain", "nonexist.jpg", *tagger, "-o", "maps.png"],
+        ["map", "nonexist/", "-m", "generic-effnet-lite0", "-o", "m.png"],
+    ]
+    for argv in cases:
+        code, out, err = run_cli(*argv)
+        names = ", ".join(a for a in argv[1:3] if str(a).startswith("no"))
+        assert code == 1 and out == "", (argv, out, err)
+        assert err.splitlines() == [f"error: {names}: no such file or directory"], (argv, err)
+    assert list(tmp_path.iterdir()) == []
+    # beside a picture that exists, the missing path gets its line and the exit code says so
+    code, out, err = run_cli("tag", "nonexist/", ANIME36 / "00.jpg", *tagger, "-q", "--format", "json")
+    assert code == 1 and [r["path"] for r in json.loads(out)] == [str(ANIME36 / "00.jpg")]
+    assert "error: nonexist: no such file" in err
+
+
+def test_like_with_a_picture_says_it_takes_tags_and_how_to_search_by_picture(tmp_path) -> None:
+    pictures = _dataset(tmp_path, "pics")
+    db = tmp_path / "pics.i2v"
+    code, _, err = run_cli("index", pictures, "--db", db, "-m", "generic-effnet-lite0", "-q")
+    assert code == 0, err
+    picture = pictures / "10.jpg"
+    code, out, err = run_cli("search", "--like", picture, "--db", db)
+    lines = err.strip().splitlines()
+    assert code == 1 and out == "" and len(lines) == 1, err
+    assert "--like takes tag names" in lines[0] and "'illust2vec models tags generic-effnet-lite0'" in lines[0]
+    assert f"illust2vec search {picture} --db {db}" in lines[0]
+    # a Danbooru tag asked of a collection tagged by the ImageNet classifier: whose tags these are
+    code, out, err = run_cli("search", "--tags", "blue hair", "--db", db)
+    assert code == 1 and "did you mean" in err and "'illust2vec models tags generic-effnet-lite0'" in err, err

@@ -231,3 +231,15 @@ def test_map_of_a_face_collection_draws_each_face_crop(face_db, tmp_path):
             np.testing.assert_array_equal(thumb(i), want)
     result = make_map(db, tmp_path / "faces.png", method="pca", grid=False)
     assert result.paths == refs and result.png.exists()
+
+
+def test_the_face_bar_counts_faces_not_images(tmp_path, model_store, capsys):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for name in PICTURES[:2]:
+        shutil.copy(ANIME36 / name, imgs / name)
+    model = ["--weights", str(I2V / "feature_w16_e1024.caffemodel"), "--model-dir", str(model_store)]
+    assert main(["index", str(imgs), "--db", str(tmp_path / "db"), "--faces", "--face-workers", "0", *model]) == 0
+    bars = [b for b in capsys.readouterr().err.replace("\r", "\n").splitlines() if b.startswith("faces:")]
+    assert bars and all(("face/s" in b or "s/face" in b) and "img" not in b for b in bars if "/s" in b), bars
+    assert any("3face" in b for b in bars), bars  # one face in 01.jpg, two in 05.jpg

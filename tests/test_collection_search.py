@@ -353,3 +353,31 @@ def test_large_collections_with_few_directions_get_a_pca_product_quantiser(grown
     spread = np.random.default_rng(0).standard_normal((2000, 256), dtype=np.float32)
     idx2, kind = _index.build_float_index(spread, np.arange(2000))
     assert kind == "pq4fs-ip" and idx2.transform is None
+
+
+def test_pq_index_grown_past_pca_pq_min_is_rebuilt_once_with_the_projection(grown, monkeypatch):
+    """A full-vector PQ index trained below PCA_PQ_MIN rows that grows past it is rebuilt, so that the PCA
+    projection is chosen on the collection it became; once trained at that size it is only appended to."""
+    col, feats, codes = grown
+    monkeypatch.setattr(_index, "FLAT_MAX", 500)
+    monkeypatch.setattr(_index, "PCA_PQ_MIN", 2500)
+    monkeypatch.setattr(_index, "PCA_DIM", 64)
+    monkeypatch.setattr(_search, "RERANK_MIN", 3000)  # every row a candidate: exact
+    col.search(vector=feats[1], k=5)
+    _, im = _index_of(col)
+    assert im.kind == "pq4fs-ip" and im.built_ntotal == 2000
+    _append(col, feats[2000:2600], codes[2000:2600])
+    live = np.arange(2600)
+    _check_float_hits(col.search(vector=feats[2100], k=8), feats, live, feats[2100], 8)
+    _, im2 = _index_of(col)
+    assert im2.kind == "pca-pq4fs-ip" and im2.built_ntotal == 2600
+    saved = json.loads((col.path / "index" / "feature.json").read_text())
+    assert saved["kind"] == "pca-pq4fs-ip" and saved["built_ntotal"] == 2600
+    _append(col, feats[2600:], codes[2600:])
+    _check_float_hits(col.search(vector=feats[2900], k=8), feats, np.arange(3000), feats[2900], 8)
+    _, im3 = _index_of(col)
+    assert im3.ntotal == 3000 and im3.built_ntotal == 2600, im3  # appended, not rebuilt
+    # an index saved before built_ntotal was recorded loads, and counts as trained on what it holds
+    del saved["built_ntotal"]
+    assert not _index.outgrown(_index.IndexMeta(**{**saved, "kind": "pq4fs-ip", "ntotal": 2600}), 3000)
+    assert _index.outgrown(_index.IndexMeta(**{**saved, "kind": "pq4fs-ip", "ntotal": 2400}), 2600)

@@ -143,7 +143,7 @@ def test_the_checker_sees_a_cycle_inside_a_function(tmp_path):
 #: the store (the one writer), the queries built on the view, the producers that feed the store, and
 #: ``core.Collection`` on top; nothing imports ``core`` back (search, dupes and export take a view).
 COLLECTION_LAYERS = {
-    "errors": 0, "paths": 0, "prune": 0, "mih": 0, "infer": 0, "sheet": 0, "dupe_actions": 1, "index": 1,
+    "errors": 0, "paths": 0, "prune": 0, "mih": 0, "infer": 0, "sheet": 0, "packed": 0, "dupe_actions": 1, "index": 1,
     "vectors": 1, "db": 1,
     "taggers": 2, "query": 2, "compact": 2, "user_tags": 3, "pair_cache": 3,
     "view": 4,

@@ -125,6 +125,22 @@ def test_demo_runs_offline_and_writes_png_and_html(tmp_path, capsys):
     report = json.loads((tmp_path / "demo" / "report.json").read_text(encoding="utf-8"))
     assert report["n"] == 12 and {pt["label"] for pt in report["points"]} == set(folders)
     assert report["model"] and report["model"] in out
+    # where it wrote its files and how to open the viewer (issue 26)
+    viewer = (tmp_path / "demo" / "map.html").resolve().as_uri()
+    assert f"wrote {tmp_path / 'demo'}/: gallery/ (12 pictures)" in out
+    assert f"open the viewer in a web browser: {viewer}" in out and "--open" in out
+
+
+def test_demo_open_shows_the_viewer_in_the_browser(tmp_path, capsys, monkeypatch):
+    import webbrowser
+
+    opened: list[str] = []
+    monkeypatch.setattr(webbrowser, "open", lambda url, *a, **k: opened.append(url) or True)
+    code = main(["demo", "--out", str(tmp_path / "d"), "--characters", "2", "--variants", "2", "--method", "pca",
+                 "--open", "-q"])
+    assert code == 0
+    assert opened == [(tmp_path / "d" / "map.html").resolve().as_uri()]
+    assert f"opening {opened[0]}" in capsys.readouterr().out
 
 
 def test_gallery_is_deterministic_and_variants_differ():

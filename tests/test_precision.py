@@ -25,8 +25,9 @@ def _is_i2v_tagger(path) -> bool:
 
 
 def test_fp16_graph_has_half_weights_float_io_and_close_outputs(i2v_tagger, model_store):
-    graphs = [p for p in model_store.rglob("*.onnx") if p.parent.name != "ort"]
-    graph = next(p for p in graphs if _is_i2v_tagger(p))  # the store also holds other models' graphs
+    # the store also holds other models' graphs, and the tagger's int8 copies (tests/test_int8.py)
+    graphs = [p for p in model_store.rglob("*.onnx") if p.parent.name != "ort" and "-int8-" not in p.name]
+    graph = next(p for p in graphs if _is_i2v_tagger(p))
     half = onnx.load_from_string(to_float16(graph))
     onnx.checker.check_model(half)
     types = {init.data_type for init in half.graph.initializer if len(init.dims) > 1}
@@ -69,8 +70,9 @@ def test_half_input_graph_is_fed_float16_through_the_worker_ring(i2v_tagger, mod
     from illust2vec.models.image_model import EngineOptions, ImageModel
     from illust2vec.runtime.batches import iter_batches
 
-    graphs = [p for p in model_store.rglob("*.onnx") if p.parent.name != "ort"]
-    graph = next(p for p in graphs if _is_i2v_tagger(p))  # the store also holds other models' graphs
+    # the store also holds other models' graphs, and the tagger's int8 copies (tests/test_int8.py)
+    graphs = [p for p in model_store.rglob("*.onnx") if p.parent.name != "ort" and "-int8-" not in p.name]
+    graph = next(p for p in graphs if _is_i2v_tagger(p))
     half = ImageModel(to_float16(graph, half_input=True), recipe=i2v_tagger.recipe,
                       engine=EngineOptions(alpha="drop", batch_size=4))
     assert half.input_dtype == np.float16

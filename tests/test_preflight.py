@@ -1,7 +1,8 @@
 """What a command needs is checked before any work: one line, said once, before a picture is decoded.
 
-Optional libraries are hidden the way ``test_product`` hides them (``sys.modules[name] = None``
-in a fresh interpreter); read-only storage is a real read-only bind mount (``test_reliability``).
+Optional libraries are hidden in a fresh interpreter by a finder first on ``sys.meta_path`` that
+refuses them (:func:`run_hidden`); read-only storage is a real read-only bind mount
+(``test_reliability``).
 """
 from __future__ import annotations
 
@@ -34,9 +35,16 @@ def pictures(tmp_path_factory) -> Path:
 
 
 def run_hidden(hidden: list[str], *argv: str, cwd: Path) -> subprocess.CompletedProcess:
-    """``illust2vec ARGV`` in a fresh interpreter in which the ``hidden`` modules cannot be imported."""
-    code = ("import sys\n"
-            f"for name in {hidden!r}: sys.modules[name] = None\n"
+    """``illust2vec ARGV`` in a fresh interpreter in which the ``hidden`` modules cannot be imported:
+    a finder first on ``sys.meta_path`` refuses them, as an interpreter without the package would
+    (``importlib.util.find_spec`` and ``import`` both fail, nothing is planted in ``sys.modules``)."""
+    code = ("import importlib.abc, sys\n"
+            f"HIDDEN = {set(hidden)!r}\n"
+            "class Hide(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in HIDDEN:\n"
+            "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+            "sys.meta_path.insert(0, Hide())\n"
             "from illust2vec.cli.main import main\n"
             f"sys.exit(main({list(argv)!r}))")
     env = {k: v for k, v in os.environ.items() if k != "ILLUST2VEC_NVXS_LIBRARY"}
@@ -49,12 +57,14 @@ def test_a_missing_face_detector_is_one_line_not_one_per_picture(pictures, tmp_p
     for argv in (["faces", str(pictures), "-q"],
                  ["faces", str(pictures), "-q", "--workers", "2", "--crops", "crops"],
                  ["embed", str(pictures), "--faces", "-q", "-o", "f.npy", *EMBEDDER],
-                 ["tag", str(pictures), "--faces-only", "-q", *TAGGER]):
+                 ["tag", str(pictures), "--faces-only", "-q", *TAGGER],
+                 ["index", str(pictures), "--faces", "-q", "--db", "f.i2v", *EMBEDDER],
+                 ["map", str(pictures), "--faces", "-q", "-o", "f.png", "--method", "pca", *EMBEDDER]):
         r = run_hidden(["animeface"], *argv, cwd=tmp_path)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 1, (argv, r.stderr)
         assert len(lines) == 1 and lines[0].startswith("error: ") and want in lines[0], (argv, r.stderr)
-        assert r.stdout == "" and not (tmp_path / "f.npy").exists() and not (tmp_path / "crops").exists()
+        assert r.stdout == "" and list(tmp_path.iterdir()) == [], (argv, list(tmp_path.iterdir()))
 
 
 def test_the_library_raises_a_missing_detector_once(tmp_path):
@@ -72,7 +82,9 @@ def test_the_library_raises_a_missing_detector_once(tmp_path):
     assert r.stdout.strip() == "FaceDetectorUnavailable", r.stderr
 
 
-def test_missing_optional_libraries_are_said_before_the_work(pictures, tmp_path):
+def test_missing_optional_libraries_are_said_before_the_work(pictures, tmp_path, tmp_path_factory):
+    collection = tmp_path_factory.mktemp("db") / "pics.i2v"
+    assert run_cli("index", pictures, "--db", collection, "-q", *EMBEDDER)[0] == 1  # broken.jpg
     cases = [
         (["pyarrow"], ["tag", str(pictures), "-q", "-o", "tags.parquet", *TAGGER], "illust2vec[parquet]"),
         (["pyarrow"], ["embed", str(pictures), "-q", "-o", "f.parquet", *EMBEDDER], "illust2vec[parquet]"),
@@ -80,6 +92,8 @@ def test_missing_optional_libraries_are_said_before_the_work(pictures, tmp_path)
         (["umap"], ["map", str(pictures), "-q", "-o", "m.png", "--method", "umap", *EMBEDDER], "illust2vec[umap]"),
         (["onnxruntime"], ["demo", "--out", "demo", "-q"], "illust2vec[cpu]"),
         (["onnxruntime"], ["tag", str(pictures), "-q", *TAGGER], "illust2vec[cpu]"),
+        (["onnxruntime"], ["map", str(pictures), "-q", "-o", "m.png"], "illust2vec[cpu]"),  # no "note:" first
+        (["faiss"], ["dupes", "--db", str(collection), "-o", "d.csv"], "illust2vec[collections]"),
     ]
     for hidden, argv, want in cases:
         r = run_hidden(hidden, *argv, cwd=tmp_path)

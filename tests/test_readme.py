@@ -116,6 +116,14 @@ def test_the_cheap_readme_commands_run_as_written(tmp_path):
     assert "i2v-tag" in listing and "generic-effnet-lite0" in listing
 
 
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="not a git checkout")
+def test_the_readme_demo_leaves_the_checkout_clean():
+    """`illust2vec demo` run in a fresh clone writes ./illust2vec-demo/, which git ignores (issue 26)."""
+    out = build_parser().parse_args(["demo"]).out
+    r = subprocess.run(["git", "check-ignore", "-q", str(out / "map.html")], cwd=ROOT, timeout=30)
+    assert r.returncode == 0, f"{out}/ is not in .gitignore"
+
+
 @pytest.mark.parametrize("page", [README, *PAGES], ids=lambda p: str(p.relative_to(ROOT)))
 def test_relative_links_and_anchors_exist(page):
     text = re.sub(r"^```.*?^```", "", page.read_text(encoding="utf-8"), flags=re.M | re.S)

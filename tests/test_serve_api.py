@@ -185,6 +185,17 @@ def test_user_tags_take_precedence_and_reach_the_export(client, built, tmp_path)
     ra = recs[str(pics / "01.jpg")]
     assert ra["tags"]["my pick"] == 1.0 and model_tag not in ra["tags"]
     assert ra["user_tags"] == {"my pick": True, model_tag.lower(): False}
+    # CSV: one flat column per user tag, no JSON in a cell (issue 26)
+    import csv
+
+    with Collection.open(db, create=False) as col:
+        col.export(tmp_path / "e.csv", vectors=False, codes=False)
+    with open(tmp_path / "e.csv", newline="", encoding="utf-8") as fh:
+        rows = {r["path"]: r for r in csv.DictReader(fh)}
+    assert rows[str(pics / "01.jpg")]["user:my pick"] == "1" and rows[str(pics / "02.jpg")]["user:my pick"] == "1"
+    assert rows[str(pics / "01.jpg")][f"user:{model_tag.lower()}"] == "0"
+    assert rows[str(pics / "02.jpg")][f"user:{model_tag.lower()}"] == ""
+    assert not any(v.startswith(("{", "[")) for r in rows.values() for v in r.values())
     # forget both decisions: back to the model
     client.post("/api/user-tags", json={"ids": [a, b], "forget": ["my pick", model_tag]})
     assert client.get(f"/api/items/{a}").json()["user_tags"] == {}

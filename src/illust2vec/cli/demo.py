@@ -4,13 +4,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import webbrowser
 from pathlib import Path
-
 
 
 EXAMPLES = """\
 examples:
   illust2vec demo                                  ./illust2vec-demo/map.png and map.html
+  illust2vec demo --open                           the same, then the viewer in your web browser
   illust2vec demo --characters 40 --grid --out demo40/
   illust2vec demo --method umap                    needs illust2vec[umap]
 """
@@ -34,6 +35,7 @@ def register(sub) -> None:
                    help="feature model (default: i2v-feature if its weights are stored, else generic-effnet-lite0)")
     p.add_argument("--method", choices=("tsne", "umap", "pca"), default="tsne")
     p.add_argument("--grid", action="store_true", help="snap the map to a grid")
+    p.add_argument("--open", action="store_true", help="open the viewer (map.html) in the web browser when done")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=run, requires=demo_requirements)
 
@@ -42,7 +44,7 @@ def demo_requirements(args: argparse.Namespace) -> tuple[str, ...]:
     """The engine and the map's modules: said before the gallery is drawn, not after."""
     from illust2vec.cli.map import map_requirements
 
-    return ("onnxruntime", *map_requirements(args))
+    return map_requirements(args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,7 +88,14 @@ def run(args: argparse.Namespace) -> int:
     for c in result.clusters:
         print(f"  cluster {c.name} ({c.size} images)")
     print(f"model: {model.name}   time: {time.perf_counter() - t0:.1f} s")
+    print(f"wrote {out}/: gallery/ ({len(items)} pictures), map.png, map.html, report.json")
     print(f"map:    {result.png}")
     print(f"viewer: {result.html}")
     print(f"report: {result.report}")
+    url = result.html.resolve().as_uri()
+    if args.open:
+        print(f"opening {url}")
+        webbrowser.open(url)
+    else:
+        print(f"open the viewer in a web browser: {url}  (--open does it for you)")
     return 1 if errors else 0

@@ -59,7 +59,7 @@ def register(sub) -> None:
 
     short_help(p, "--db", "--max-distance", "--move-to", "--dry-run", "--undo", "--output", "--sheet",
                "--quiet")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, requires=("faiss",))  # checked before any work (cli.common.preflight)
 
 
 def _undo(args: argparse.Namespace) -> int:

@@ -108,10 +108,13 @@ def faces_requested(args: argparse.Namespace) -> bool:
 def expand_paths(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Files, directories (recursive) and globs -> image files (see :func:`illust2vec.io.images.iter_image_files`).
 
-    Missing paths are kept, so that detection reports ``PATH: no such file`` for them.
+    Missing paths are kept, so that detection reports ``PATH: no such file`` for them; when every
+    path is missing, nothing runs (:func:`illust2vec.pipeline.readers.require_inputs`).
     """
+    from illust2vec.pipeline.readers import require_inputs
     from illust2vec.io.images import iter_image_files
 
+    require_inputs([os.fspath(p) for p in paths])
     return list(iter_image_files(list(paths)))
 
 

@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from illust2vec.cli.ray_support import distributor_from_args
     from illust2vec.collection import Collection
     from illust2vec.pipeline.distribute import OnRay
+    from illust2vec.pipeline.readers import require_inputs
     from illust2vec.pipeline.tasks import index_files
 
     if args.from_shards:
@@ -79,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.paths:
         raise Illust2VecError("give image folders to index (or --from-shards DIR)")
     dist = distributor_from_args(args, "--faces", "--rebuild")
+    if not args.prune and not isinstance(dist, OnRay):  # --prune reads a missing folder as "its files were deleted"
+        require_inputs(args.paths)
     faces = face_options_from_args(args) if faces_requested(args) else None
     if args.dry_run:
         return _dry_run(args)

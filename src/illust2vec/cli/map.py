@@ -59,13 +59,19 @@ def register(sub) -> None:
 
 
 def map_requirements(args: argparse.Namespace) -> tuple[str, ...]:
-    """The optional modules a map with ``args.method`` needs (checked before any feature is computed)."""
-    return ("faiss", "scipy", "sklearn") + {"tsne": ("openTSNE",), "umap": ("umap",)}.get(args.method, ())
+    """The optional modules a map with ``args.method`` needs (checked before any feature is computed):
+    the engine too, unless the map reads a collection's stored vectors."""
+    from illust2vec.maps.pipeline import is_collection
+
+    paths = getattr(args, "paths", ())
+    engine = () if len(paths) == 1 and is_collection(paths[0]) else ("onnxruntime",)
+    return (*engine, "faiss", "scipy", "sklearn") + {"tsne": ("openTSNE",), "umap": ("umap",)}.get(args.method, ())
 
 
 def run(args: argparse.Namespace) -> int:
     from illust2vec.errors import Illust2VecError, one_line
     from illust2vec.maps.pipeline import format_quality, is_collection, make_map
+    from illust2vec.io.images import missing_inputs
 
     if args.output is None and args.html is None and args.report is None:
         print("error: nothing to write; give -o FILE.png, --html FILE.html and/or --report FILE.json",
@@ -78,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if len(args.paths) == 1 and is_collection(args.paths[0]):
         inputs = args.paths[0]
     else:
-        missing = [p for p in args.paths if not any(ch in p for ch in "*?[") and not Path(p).exists()]
+        missing = missing_inputs(args.paths)
         report = ErrorReport()
         for p in missing:
             print(f"error: {one_line(p)}: no such file or directory", file=sys.stderr)

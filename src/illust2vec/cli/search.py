@@ -134,8 +134,11 @@ def run(args: argparse.Namespace) -> int:
                                         embedder=embedder, nprobe=args.nprobe, tagger=args.tagger)
             except UnknownTagError as exc:
                 if args.like:
-                    raise UnknownTagError(f"{exc} (--like takes tag names, e.g. --like 'cat ears, smile'; to "
-                                          "start from a picture, give it as QUERY with --plus)") from None
+                    picture = Path(args.like).is_file()
+                    how = (f"for pictures like {args.like}: illust2vec search {args.like} --db {args.db}" if picture
+                           else "to start from a picture, give it as QUERY with --plus")
+                    raise UnknownTagError(f"{exc} (--like takes tag names, e.g. --like 'cat ears, smile'; "
+                                          f"{how})") from None
                 raise
         else:
             hits = col.search(image=args.query, k=args.k, binary=args.binary, tags=args.tags,

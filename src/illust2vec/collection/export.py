@@ -42,10 +42,11 @@ def export(view, path: str | os.PathLike | None, format: str | None = None, *, v
     against spreadsheet formulas (:func:`illust2vec.io.records.csv_cell`) unless ``raw_csv``.
     File names that are not UTF-8 are written as their bytes in CSV, as ``\\udcXX`` escapes in
     JSON and with ``\\xNN`` escapes in Parquet (which holds UTF-8 only).
-    When the collection has user tags (:mod:`.user_tags`), a column (last in CSV)
-    ``user_tags`` holds each record's decisions as JSON ``{tag: added?}``
-    (empty when none); in JSON Lines they are applied to ``tags`` (added tags
-    at 1.0, removed ones dropped) and given as an object.
+    When the collection has user tags (:mod:`.user_tags`), CSV has one column
+    ``user:TAG`` per user tag (last; ``1`` added, ``0`` removed, empty for no
+    decision), Parquet a ``user_tags`` column with each record's decisions as JSON
+    ``{tag: added?}`` (empty when none); in JSON Lines they are applied to ``tags``
+    (added tags at 1.0, removed ones dropped) and given as an object.
     """
     try:
         fmt = infer_format(path, format, FORMATS, default="jsonl")
@@ -71,7 +72,6 @@ def export(view, path: str | os.PathLike | None, format: str | None = None, *, v
     models = {"embedder_name": meta.get("embedder_name"), "embedder_identity": meta.get("embedder_identity"),
               "tagger_name": t.name if t else None, "tagger_identity": t.identity if t else None}
     user = view.user_tags_of([s for _, s, _ in rows_files])
-    user_col = [json.dumps(user[s], ensure_ascii=False, sort_keys=True) if s in user else "" for _, s, _ in rows_files]
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -82,7 +82,8 @@ def export(view, path: str | os.PathLike | None, format: str | None = None, *, v
             "row": pa.array(rows, pa.int64()),
         }
         if user:
-            cols["user_tags"] = pa.array(user_col, pa.string())
+            cols["user_tags"] = pa.array([json.dumps(user[s], ensure_ascii=False, sort_keys=True) if s in user else ""
+                                          for _, s, _ in rows_files], pa.string())
         for k, values in face_cols.items():
             cols[k] = pa.array(list(values), pa.float64() if k == "face_likelihood" else pa.int64())
         if P is not None:
@@ -96,6 +97,8 @@ def export(view, path: str | os.PathLike | None, format: str | None = None, *, v
         atomic_write(path, lambda fh: pq.write_table(table, fh), fsync=True)
         return len(rows_files)
 
+    user_names = sorted({n for d in user.values() for n in d})
+
     def csv_records():
         for i, (p, s, r) in enumerate(rows_files):
             rec: dict[str, object] = {"path": p, "sha256": s, "row": r}
@@ -106,8 +109,8 @@ def export(view, path: str | os.PathLike | None, format: str | None = None, *, v
                 rec.update({f"f{j}": repr(float(x)) for j, x in enumerate(F[i])})
             if C is not None:
                 rec["code"] = C[i].tobytes().hex()
-            if user:
-                rec["user_tags"] = user_col[i]
+            decided = user.get(s, {})
+            rec.update({f"user:{n}": ("" if n not in decided else int(decided[n])) for n in user_names})
             yield rec
 
     def json_records():

@@ -101,6 +101,7 @@ class IndexMeta:
     delete_gen: int
     ntotal: int
     dim: int
+    built_ntotal: int = 0  # rows when it was trained (0: an index saved before this was recorded)
 
 
 def search_threads() -> int:
@@ -405,6 +406,19 @@ def float_kind(n: int, *, flat_max: int | None = None, ivf_min: int | None = Non
 def size_class(kind: str) -> str:
     """The :func:`float_kind` a float index of ``kind`` was built for (the PQ kinds share one size class)."""
     return "pq4fs-ip" if kind == "pca-pq4fs-ip" else kind
+
+
+def outgrown(meta: IndexMeta, n: int) -> bool:
+    """Whether a float index described by ``meta`` should be rebuilt to hold ``n`` rows.
+
+    When ``n`` is in another :func:`size_class`; and when a full-vector PQ index trained on fewer than
+    :data:`PCA_PQ_MIN` rows grows past it, so that the choice of a PCA projection is made (once) on a
+    sample of the collection it has become.
+    """
+    if float_kind(n) != size_class(meta.kind):
+        return True
+    trained_on = meta.built_ntotal or meta.ntotal
+    return meta.kind == "pq4fs-ip" and trained_on < PCA_PQ_MIN <= n
 
 
 def _pca(sample: np.ndarray, k: int, seed: int) -> np.ndarray:

@@ -257,7 +257,7 @@ def add_faces(w: WriteSession, todo: dict[str, list[tuple[str, int, int]]], embe
     outputs = ("feature", *(f"prob{i}" for i in range(len(taggers))))
     # crops are decoded already: preprocessing runs in iter_batches' background thread
     for batch in iter_batches(model, crops, batch_size=batch_size, workers=None, outputs=outputs,
-                              progress=progress, desc="faces",
+                              progress=progress, desc="faces", unit="face",
                               on_error=lambda e: w.report.failed.append((str(getattr(e, "source", "?")),
                                                                          str(getattr(e, "message", e))))):
         idx = [int(i) for i in batch.indices]

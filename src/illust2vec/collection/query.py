@@ -222,9 +222,11 @@ class TagIndex:
 
 
 def suggest(name: str, pool: Iterable[str], tagger: str = "") -> str:
-    """``"; did you mean 'a', 'b'?"``, or where to look the tags up."""
+    """``"; did you mean 'a', 'b'?"`` and where to look the tagger's tags up (which model's tags they are)."""
     close = close_tags(name, pool)
-    return close or f"; 'illust2vec models tags {tagger or 'NAME'}' lists a tagger's tags"
+    if not close:
+        return f"; 'illust2vec models tags {tagger or 'NAME'}' lists a tagger's tags"
+    return close + (f" (the tags of {tagger}: 'illust2vec models tags {tagger}' lists them)" if tagger else "")
 
 
 @dataclass(frozen=True)

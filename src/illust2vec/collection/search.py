@@ -92,7 +92,7 @@ def get_index(view: CollectionView, kind: str, snap: Snapshot, *, nprobe: int | 
             new = live[np.searchsorted(live, im.rows_upto):]
             if kind == "codes":
                 _index.add_binary_rows(idx, vectors, new)
-            elif _index.float_kind(im.ntotal + len(new)) != _index.size_class(im.kind):
+            elif _index.outgrown(im, im.ntotal + len(new)):
                 cached = None  # grew past the size of this kind: rebuild as the next one
             else:
                 _index.add_float_rows(idx, vectors, new)
@@ -111,7 +111,8 @@ def get_index(view: CollectionView, kind: str, snap: Snapshot, *, nprobe: int | 
                     pass
         else:
             idx, k = _index.build_float_index(vectors, live)
-        im = _index.IndexMeta(_index.INDEX_FORMAT, k, ident, rows, gen, int(idx.ntotal), int(vectors.shape[1]))
+        im = _index.IndexMeta(_index.INDEX_FORMAT, k, ident, rows, gen, int(idx.ntotal), int(vectors.shape[1]),
+                              built_ntotal=int(idx.ntotal))
         cached = (idx, im)
         changed = True
     if changed and kind == "feature":

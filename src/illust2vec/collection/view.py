@@ -40,6 +40,7 @@ from illust2vec.collection import db as _db
 from illust2vec.collection import user_tags as _ut
 from illust2vec.collection.compact import ReaderLease
 from illust2vec.collection.errors import CollectionError
+from illust2vec.collection.packed import IntPositions, PackedStrings, StringPositions
 from illust2vec.collection.paths import canonical_path
 from illust2vec.collection.query import TagIndex, TagMatch, TagQuery, evaluate, model_matches
 from illust2vec.collection.taggers import TaggerInfo, pick_tagger, read_taggers
@@ -95,22 +96,26 @@ class FileTable:
     """The indexed files sorted by path, as parallel arrays (the web app's items).
 
     ``ids`` are ``files.id`` (stable across re-indexing; byte-identical
-    copies are separate items sharing one row).
+    copies are separate items sharing one row).  Paths and digests are packed
+    (:class:`~illust2vec.collection.packed.PackedStrings`) and looked up by
+    sorted keys: ~150 MB at a million files, where lists and dicts took ~400 MB.
     """
 
     key: tuple
     ids: np.ndarray
     rows: np.ndarray
-    paths: list[str]
-    shas: list[str]
-    pos: dict[int, int] = field(default_factory=dict)  # id -> index
-    by_path: dict[str, int] = field(default_factory=dict)  # path -> index
+    paths: Sequence[str]
+    shas: Sequence[str]
+    pos: IntPositions = field(init=False)  # id -> index
+    by_path: StringPositions = field(init=False)  # path -> index
 
     def __post_init__(self) -> None:
-        if not self.pos:
-            self.pos = {int(i): k for k, i in enumerate(self.ids)}
-        if not self.by_path:
-            self.by_path = {p: k for k, p in enumerate(self.paths)}
+        if not isinstance(self.paths, PackedStrings):
+            self.paths = PackedStrings(self.paths)
+        if not isinstance(self.shas, PackedStrings):
+            self.shas = PackedStrings(self.shas)
+        self.pos = IntPositions(self.ids)
+        self.by_path = StringPositions(self.paths)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -487,7 +492,8 @@ class CollectionView:
             recs = c.execute("SELECT id, row, path, sha256 FROM files WHERE row IS NOT NULL ORDER BY path").fetchall()
             table = FileTable(key, np.fromiter((r[0] for r in recs), dtype=np.int64, count=len(recs)),
                               np.fromiter((r[1] for r in recs), dtype=np.int64, count=len(recs)),
-                              [r[2] for r in recs], [r[3] for r in recs])
+                              PackedStrings(r[2] for r in recs), PackedStrings(r[3] for r in recs))
+            del recs
         else:
             table = got[1]
         self._memo["files"] = (version, table)

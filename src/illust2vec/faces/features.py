@@ -197,7 +197,7 @@ def face_features(
     probs: list[np.ndarray] = []
     meta: list[dict[str, Any]] = []
     for batch in iter_batches(model, faces, batch_size=batch_size, workers=workers, outputs=tuple(outputs),
-                              progress=progress, desc="faces", on_error=_err):
+                              progress=progress, desc="faces", unit="face", on_error=_err):
         if not batch.indices:
             continue
         feats.append(batch.outputs["feature"])

@@ -549,6 +549,25 @@ def iter_image_files(paths: Iterable[str | os.PathLike], *, recursive: bool = Tr
     return result
 
 
+def missing_inputs(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """The arguments of :func:`iter_image_files` that name nothing: no such path, or a glob that matches nothing.
+
+    Examples
+    --------
+    >>> missing_inputs(["does-not-exist/", "does-not-exist-*.png"])
+    ['does-not-exist/', 'does-not-exist-*.png']
+    """
+    out: list[str] = []
+    for arg in paths:
+        name = os.fspath(arg)
+        if os.path.lexists(name):
+            continue
+        if isinstance(arg, str) and _GLOB_CHARS.search(arg) and next(glob.iglob(arg, recursive=True), None):
+            continue
+        out.append(name)
+    return out
+
+
 def save_image(image: Image.Image, path: str | os.PathLike, **params) -> Path:
     """Save a picture atomically (:func:`illust2vec.io.atomic.atomic_write`), its format from the extension.
 

@@ -23,10 +23,25 @@ from illust2vec.errors import Illust2VecError
 Paths = Sequence[str | os.PathLike]
 
 
+def require_inputs(paths: Paths) -> None:
+    """Before any work: one error when no input names anything (``tag nonexist/``).
+
+    A missing path among others that exist is reported by the run (``error: PATH: no such file``)
+    and the exit code is 1; with nothing to read there is no run, no output and no progress bar.
+    """
+    from illust2vec.errors import one_line
+    from illust2vec.io.images import missing_inputs
+
+    missing = missing_inputs(paths)
+    if missing and len(missing) == len(paths):
+        raise Illust2VecError(f"{', '.join(one_line(p) for p in missing)}: no such file or directory")
+
+
 def image_files(paths: Paths, *, recursive: bool = True) -> list[Path]:
-    """The image files under ``paths``; none at all is an :class:`Illust2VecError`."""
+    """The image files under ``paths`` (see :func:`~illust2vec.io.images.iter_image_files`); none is an error."""
     from illust2vec.io.images import iter_image_files
 
+    require_inputs([str(p) for p in paths])
     files = iter_image_files([str(p) for p in paths], recursive=recursive)
     if not files:
         raise Illust2VecError(f"no images found in: {', '.join(map(str, paths))}")

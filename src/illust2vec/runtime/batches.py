@@ -174,11 +174,11 @@ def record_error(errors: list[ItemError], on_error: Callable[[ItemError], None] 
         on_error(err)
 
 
-def _progress_bar(progress: Any, total: int | None, desc: str):
+def _progress_bar(progress: Any, total: int | None, desc: str, unit: str):
     if progress is None or progress is False:
         return None
     if progress is True:
-        return progress_bar(total, desc=desc)
+        return progress_bar(total, desc=desc, unit=unit)
     return progress  # a tqdm-like object supplied by the caller
 
 
@@ -192,6 +192,7 @@ def iter_batches(
     outputs: Sequence[str] | None = None,
     progress: Any = None,
     desc: str = "images",
+    unit: str = "img",
     on_error: Callable[[ItemError], None] | None = None,
 ) -> Iterator[BatchResult]:
     """Run ``model`` over ``inputs`` batch by batch.
@@ -212,6 +213,9 @@ def iter_batches(
         Graph outputs to compute (default: all of the model's).
     progress:
         ``True`` for a tqdm bar on stderr, or a tqdm-like object to update.
+    desc, unit:
+        The label and the unit of the bar that ``progress=True`` makes (``"faces"``, ``"face"``
+        for face crops).
     on_error:
         Called with each :class:`ItemError` as soon as it happens (with
         ``workers >= 2`` from the engine's thread).
@@ -220,7 +224,7 @@ def iter_batches(
     keys = _inputs_of(model, alpha)
     names = tuple(outputs or model.outputs)
     total = len(inputs) if hasattr(inputs, "__len__") else None
-    bar = _progress_bar(progress, total, desc)
+    bar = _progress_bar(progress, total, desc, unit)
     try:
         if workers and workers >= 2:
             yield from _batches_from_processes(model, inputs, batch_size, workers, keys, names, bar, on_error)

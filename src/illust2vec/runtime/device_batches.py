@@ -222,6 +222,7 @@ def iter_batches_in_graph(
     outputs: Sequence[str] | None = None,
     progress: Any = None,
     desc: str = "images",
+    unit: str = "img",
     on_error: Callable[[ItemError], None] | None = None,
     runner: InGraphRunner | None = None,
 ) -> Iterator[BatchResult]:
@@ -247,7 +248,7 @@ def iter_batches_in_graph(
     device = "cpu" if runner.device_type == "cpu" else f"cuda:{runner.device_id}"
     decoder = BatchDecoder(decode, device=device, alpha=alpha)  # type: ignore[arg-type]
     total = len(inputs) if hasattr(inputs, "__len__") else None
-    bar = _progress_bar(progress, total, desc)
+    bar = _progress_bar(progress, total, desc, unit)
     if decoder.backend == "cpu" and workers and workers >= 2:
         batches = _batches_from_pool(inputs, batch_size, workers, alpha, ARENA_IMAGE_BYTES)
     else:

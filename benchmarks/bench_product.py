@@ -1,13 +1,14 @@
 """Start-up time and end-to-end speed of the one-product layout, against a baseline commit.
 
-    python benchmarks/bench_product.py [--baseline REV] [--rounds N]
+    python benchmarks/bench_product.py [--baseline REV] [--rounds N] [--images N] [--out FILE]
 
 Start-up: ``import illust2vec`` and ``illust2vec --help`` in fresh processes, next to a bare
 ``python -c pass`` (the interpreter's own start).  End to end: ``tag``, ``embed`` and ``index``
-on the 36 anime36 images with the i2v oracle fixtures, this checkout against ``--baseline``
+on the anime36 images (``--images N``: N copies of them under distinct names) with the i2v
+oracle fixtures, and ``tag --workers 2`` (the decode pool's worker processes), this checkout against ``--baseline``
 (default: the commit before the restructure, c879c33) checked out in a temporary worktree.
-Runs alternate between the two trees and each figure is the median of ``--rounds`` runs, so
-both see the same machine load.  Prints a table and writes benchmarks/results/product.json.
+Runs alternate between the two trees (in ABBA order) and each figure is the median of ``--rounds``
+runs, so both see the same machine load.  Prints a table and writes ``--out`` (benchmarks/results/product.json).
 """
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--baseline", default="c879c33", help="git revision to compare with (default c879c33)")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--images", type=int, default=36, help="pictures per command: copies of anime36 (default 36)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "product.json")
     args = ap.parse_args()
     if not FIXTURES.is_dir():
         raise SystemExit(f"needs the shared fixtures at {SHARED}")
@@ -51,24 +54,34 @@ def main() -> int:
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base_tree), args.baseline],
                    check=True, capture_output=True)
     trees = {"this": ROOT / "src", "baseline": base_tree / "src"}
+    images = IMAGES
+    if args.images != 36:
+        images = work / "images"
+        images.mkdir()
+        pictures = sorted(IMAGES.glob("*.jpg"))
+        for i in range(args.images):
+            shutil.copy(pictures[i % len(pictures)], images / f"{i:05d}.jpg")
+    n = args.images
     results: dict[str, dict[str, list[float]]] = {name: {} for name in trees}
     try:
-        tag = ["tag", str(IMAGES), "--weights", str(FIXTURES / "tag_w8_v1.caffemodel"),
+        tag = ["tag", str(images), "--weights", str(FIXTURES / "tag_w8_v1.caffemodel"),
                "--tags", str(FIXTURES / "tag_list.json"), "-q", "-o", "{out}/tags.json"]
-        embed = ["embed", str(IMAGES), "--weights", str(FIXTURES / "feature_w16_e1024.caffemodel"), "-q",
+        embed = ["embed", str(images), "--weights", str(FIXTURES / "feature_w16_e1024.caffemodel"), "-q",
                  "-o", "{out}/f.npy"]
-        index = ["index", str(IMAGES), "--weights", str(FIXTURES / "feature_w16_e1024.caffemodel"), "-q",
+        index = ["index", str(images), "--weights", str(FIXTURES / "feature_w16_e1024.caffemodel"), "-q",
                  "--db", "{out}/db{round}"]
         jobs = {
             "python -c pass": [py, "-c", "pass"],
             "import illust2vec": [py, "-c", "import illust2vec"],
             "illust2vec --help": [py, "-m", "illust2vec", "--help"],
-            "tag (36 images)": [py, "-m", "illust2vec", *tag],
-            "embed (36 images)": [py, "-m", "illust2vec", *embed],
-            "index (36 images)": [py, "-m", "illust2vec", *index],
+            f"tag ({n} images)": [py, "-m", "illust2vec", *tag],
+            f"tag --workers 2 ({n})": [py, "-m", "illust2vec", *tag, "--workers", "2"],
+            f"embed ({n} images)": [py, "-m", "illust2vec", *embed],
+            f"index ({n} images)": [py, "-m", "illust2vec", *index],
         }
         for r in range(args.rounds + 1):  # round 0 warms the model stores and page cache
-            for name, src in trees.items():
+            # the order alternates (ABBA), so that neither tree always runs first after the other's load
+            for name, src in (list(trees.items()) if r % 2 else list(trees.items())[::-1]):
                 out = work / f"out-{name}"
                 out.mkdir(exist_ok=True)
                 env = {**os.environ, "PYTHONPATH": str(src), "ILLUST2VEC_HOME": str(work / f"store-{name}"),
@@ -90,8 +103,7 @@ def main() -> int:
         a, b = statistics.median(results["this"][job]), statistics.median(results["baseline"][job])
         table[job] = {"this": a, "baseline": b, "ratio": a / b}
         print(f"{job:24s} {a:8.3f} {b:9.3f} {a / b:7.2f}")
-    out = ROOT / "benchmarks" / "results" / "product.json"
-    out.write_text(json.dumps({"baseline": args.baseline, "rounds": args.rounds, "load": load,
+    args.out.write_text(json.dumps({"baseline": args.baseline, "rounds": args.rounds, "images": n, "load": load,
                                "cpu": platform.processor(), "results": table}, indent=1) + "\n")
     return 0
 

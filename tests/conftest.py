@@ -56,13 +56,3 @@ def i2v_features(model_store):
     return Illustration2Vec.from_caffemodel(
         I2V_FIXTURES / "feature_w16_e1024.caffemodel", alpha="drop", model_dir=model_store,
     )
-
-
-def pytest_collection_modifyitems(config, items):
-    """Run the Ray cluster tests last.
-
-    Ray leaves threads (gRPC) in the test process after shutdown; on Python 3.13 a process forked
-    from it afterwards (our decode and face-detection worker pools) can die at start. Users are not
-    affected unless they use Ray and a fork-based worker pool in the same process (docs/known-limits.md).
-    """
-    items.sort(key=lambda item: "test_distributed.py" in str(item.path))

@@ -154,6 +154,35 @@ def test_cli_tag_ray_jsonl_matches_local(cluster, images, tmp_path, capsys):
                 assert abs(p - b["tags"][cat][tag]) <= 1e-5
 
 
+def test_cli_embed_and_index_ray_match_local(cluster, images, tmp_path, capsys):
+    """``embed`` and ``index`` run here and with ``--ray`` through the same pipeline: the same rows."""
+    from illust2vec.cli.main import main
+    from illust2vec.collection import Collection
+
+    model = ["--weights", str(I2V_FIXTURES / "feature_w16_e1024.caffemodel"), "--model-dir", str(tmp_path / "store"),
+             "-q"]
+    ray = ["--ray", "auto", "--shard-size", "5"]
+    assert main(["embed", str(images), *model, "-o", str(tmp_path / "local.npy")]) == 1
+    assert main(["embed", str(images), *model, "-o", str(tmp_path / "ray.npy"), *ray]) == 1
+    err = capsys.readouterr().err
+    assert err.count(f"error: {images / 'broken.jpg'}: ") == 2 and err.count("embedded 16 of 17 images") == 2
+    assert (tmp_path / "ray.paths.txt").read_text() == (tmp_path / "local.paths.txt").read_text()
+    np.testing.assert_allclose(np.load(tmp_path / "ray.npy"), np.load(tmp_path / "local.npy"), rtol=0, atol=1e-5)
+
+    for name, extra in (("local", []), ("ray", ray)):
+        assert main(["index", str(images), "--db", str(tmp_path / f"{name}.i2v"), *model,
+                     "--tagger-weights", str(I2V_FIXTURES / "tag_w8_v1.caffemodel"),
+                     "--tag-list", str(I2V_FIXTURES / "tag_list.json"), *extra]) == 1
+    err = capsys.readouterr().err
+    assert err.count(f"error: {images / 'broken.jpg'}: ") == 2, err
+    infos = []
+    for name in ("local", "ray"):
+        with Collection.open(tmp_path / f"{name}.i2v", create=False) as col:
+            info = col.info()
+            infos.append((info["files"], info["embedder"], [t["name"] for t in info["taggers"]]))
+    assert infos[0] == infos[1] and infos[0][0] == 16
+
+
 def test_killed_node_every_input_exactly_once(cluster, images, i2v_tagger, tmp_path):
     from illust2vec.distributed import expand_sources, iter_shards, read_manifest, run_shards
 
@@ -199,3 +228,34 @@ def test_killed_node_every_input_exactly_once(cluster, images, i2v_tagger, tmp_p
         good = shard.index[shard.ok]
         assert np.allclose(shard.vectors["prob"], np.stack([probs[i % 17] for i in good]), atol=1e-5, rtol=0)
     assert seen == list(range(len(sources)))
+
+
+def test_decode_pools_start_after_ray_ran_in_this_process(cluster, images, i2v_tagger):
+    """Ray leaves its threads in this process; the decode pool's workers (forkserver, never fork) start anyway.
+
+    Batches decoded by worker processes equal those of the decode thread, and face
+    detection runs in the same pool.
+    """
+    from illust2vec.faces.items import iter_detections
+    from illust2vec.runtime.batches import iter_batches
+    from illust2vec.runtime.pool import START_METHOD
+
+    assert ray.get(ray.remote(lambda: 41 + 1).remote()) == 42  # Ray ran here, its threads are alive
+    assert threading.active_count() > 1 and START_METHOD in ("forkserver", "spawn")
+    sources = sorted(str(p) for p in images.iterdir())
+
+    def run(workers):
+        probs, errors = {}, {}
+        for b in iter_batches(i2v_tagger, sources, batch_size=4, workers=workers, outputs=("prob",)):
+            probs.update({i: b.outputs["prob"][j] for j, i in enumerate(b.indices)})
+            errors.update({e.index: e.message for e in b.errors})
+        return probs, errors
+
+    (thread_probs, thread_errors), (pool_probs, pool_errors) = run(None), run(2)
+    assert pool_errors == thread_errors and len(pool_errors) == 1
+    assert sorted(pool_probs) == sorted(thread_probs) and len(pool_probs) == len(sources) - 1
+    for i, p in thread_probs.items():
+        np.testing.assert_array_equal(pool_probs[i], p)
+    detections = list(iter_detections(sources, workers=2, chunksize=3))
+    assert [d.index for d in detections] == list(range(len(sources)))
+    assert [d.error is not None for d in detections] == [s.endswith("broken.jpg") for s in sources]

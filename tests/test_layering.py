@@ -22,8 +22,9 @@ LAYERS = {
     "faces": 5,
     "collection": 6,
     "maps": 7, "video": 7, "semantic": 7, "distributed": 7, "datasets": 7,
-    "serve": 8,
-    "cli": 9,
+    "pipeline": 8,
+    "serve": 9,
+    "cli": 10,
 }
 #: The lazy facade (``illust2vec/__init__.py``) and ``__main__`` sit above everything.
 FACADES = {"illust2vec", "illust2vec.__main__"}
@@ -171,8 +172,6 @@ def test_collection_modules_import_downward():
 
 #: Most parameters a public function or method may take (``self`` not counted).
 MAX_PARAMETERS = 12
-#: Packages whose entry points became stage chains configured by option records (the rest: h24p's list).
-STAGED = ("maps", "video", "runtime/progress.py")
 #: Functions allowed more (none: a new one takes an options record instead).
 PARAMETER_SKIP: set[str] = set()
 
@@ -201,9 +200,8 @@ def public_signatures(root: Path):
         yield from walk(tree)
 
 
-def test_staged_entry_points_take_option_records():
-    too_many = {name: n for part in STAGED for name, n in public_signatures(PACKAGE / part)
-                if n > MAX_PARAMETERS and name not in PARAMETER_SKIP}
+def test_no_public_function_takes_more_than_12_parameters():
+    too_many = {name: n for name, n in public_signatures(PACKAGE) if n > MAX_PARAMETERS and name not in PARAMETER_SKIP}
     assert too_many == {}, f"more than {MAX_PARAMETERS} parameters (take an options record): {too_many}"
 
 
@@ -211,3 +209,70 @@ def test_the_parameter_check_counts_every_kind(tmp_path):
     f = tmp_path / "m.py"
     f.write_text("class A:\n    def m(self, a, /, b, *c, d, **e): ...\ndef f(a, b=1): ...\ndef _g(*a): ...\n")
     assert dict(public_signatures(f)) == {"m.A.m": 5, "m.f": 2}
+
+
+#: Inside ``pipeline/``: the data-flow order.  Readers, then the runner, the distributor that runs it
+#: here or on Ray, the writers, and the tasks (the commands as calls) on top.
+PIPELINE_LAYERS = {"readers": 0, "runner": 1, "distribute": 2, "writers": 2, "tasks": 3, "__init__": 4}
+
+
+def test_pipeline_modules_follow_the_data_flow():
+    graph = import_graph()
+    inside = {m: d for m, d in graph.items() if m.startswith("illust2vec.pipeline")}
+
+    def short(m: str) -> str:
+        return "__init__" if m == "illust2vec.pipeline" else m.rsplit(".", 1)[-1]
+
+    missing = sorted(short(m) for m in inside if short(m) not in PIPELINE_LAYERS)
+    assert not missing, f"pipeline modules without a layer in PIPELINE_LAYERS: {missing}"
+    upward = [f"{short(m)} -> {short(d)}" for m, deps in inside.items() for d in deps
+              if d.startswith("illust2vec.pipeline") and PIPELINE_LAYERS[short(d)] >= PIPELINE_LAYERS[short(m)]]
+    assert not upward, "pipeline modules importing their own layer or above:\n" + "\n".join(sorted(upward))
+
+
+#: What starts a worker pool or a thread.
+POOL_CALLS = {"ProcessPoolExecutor", "ThreadPoolExecutor", "Pool", "Process", "Thread"}
+#: Threads outside ``runtime/`` that decode nothing, each with what it does.
+NOT_DECODING = {
+    ("cli/serve.py", "Thread"): "watches the collection for changes",
+    ("collection/index.py", "ThreadPoolExecutor"): "searches the index shards in parallel",
+    ("collection/index.py", "Thread"): "asks the kernel for huge pages of the index",
+    ("collection/mih.py", "ThreadPoolExecutor"): "multi-index hashing search",
+    ("maps/viewer.py", "ThreadPoolExecutor"): "encodes atlas pages (WebP) while the next ones are drawn",
+    ("serve/service.py", "Thread"): "computes near-duplicates in the background",
+    ("io/atomic.py", "ThreadPoolExecutor"): "fsyncs a batch of written files in parallel (DurableBatch)",
+}
+
+
+def pool_calls(path: Path) -> list[tuple[str, int]]:
+    """``(what, line)`` for every call that starts a pool or a thread in a file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call):
+            fn = node.func
+            name = fn.attr if isinstance(fn, ast.Attribute) else getattr(fn, "id", None)
+            if name in POOL_CALLS:
+                found.append((name, node.lineno))
+    return found
+
+
+def test_only_runtime_starts_decode_pools():
+    """One decode pool: no module outside ``runtime/`` starts processes or threads of its own to decode."""
+    stray, seen = [], set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if rel.startswith("runtime/"):
+            continue
+        for name, line in pool_calls(path):
+            seen.add((rel, name))
+            if (rel, name) not in NOT_DECODING:
+                stray.append(f"{rel}:{line}: {name}")
+    assert not stray, "pools outside runtime/ (decode through illust2vec.runtime.pool):\n" + "\n".join(stray)
+    assert set(NOT_DECODING) <= seen, f"stale NOT_DECODING entries: {sorted(set(NOT_DECODING) - seen)}"
+
+
+def test_the_pool_checker_sees_a_pool(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("import concurrent.futures as cf\nimport threading\n"
+                 "def f():\n    with cf.ProcessPoolExecutor(2) as p:\n        threading.Thread(target=f).start()\n")
+    assert pool_calls(f) == [("ProcessPoolExecutor", 4), ("Thread", 5)]

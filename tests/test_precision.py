@@ -67,13 +67,14 @@ def test_fp16_with_allowed_fallback_runs_fp32_on_the_cpu(i2v_tagger, model_store
 
 
 def test_half_input_graph_is_fed_float16_through_the_worker_ring(i2v_tagger, model_store):
-    from illust2vec.models.image_model import ImageModel
+    from illust2vec.models.image_model import EngineOptions, ImageModel
     from illust2vec.runtime.batches import iter_batches
 
     # the store also holds other models' graphs, and the tagger's int8 copies (tests/test_int8.py)
     graphs = [p for p in model_store.rglob("*.onnx") if p.parent.name != "ort" and "-int8-" not in p.name]
     graph = next(p for p in graphs if _is_i2v_tagger(p))
-    half = ImageModel(to_float16(graph, half_input=True), recipe=i2v_tagger.recipe, alpha="drop", batch_size=4)
+    half = ImageModel(to_float16(graph, half_input=True), recipe=i2v_tagger.recipe,
+                      engine=EngineOptions(alpha="drop", batch_size=4))
     assert half.input_dtype == np.float16
     assert half.session.get_outputs()[0].type == "tensor(float)"
     files = sorted(ANIME36.glob("*.jpg"))[:6]

@@ -30,6 +30,10 @@ _LAZY = {
     "tag_video": "illust2vec.video",
     "detect_faces": "illust2vec.faces",
     "face_crops": "illust2vec.faces",
+    "tag_files": "illust2vec.pipeline.tasks",
+    "embed_files": "illust2vec.pipeline.tasks",
+    "TagResult": "illust2vec.pipeline.tasks",
+    "EmbedResult": "illust2vec.pipeline.tasks",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

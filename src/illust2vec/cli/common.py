@@ -378,30 +378,6 @@ def _default_tagger(args: argparse.Namespace) -> str | None:
     return name if model_available(get_spec(name), store) else None
 
 
-def require_inputs(paths: list[str]) -> None:
-    """Before any work: one error line when no input names anything (``tag nonexist/``).
-
-    A missing path among others that exist is reported by the run (``error: PATH: no such file``)
-    and the exit code is 1; with nothing to read there is no run, no output and no progress bar.
-    """
-    from illust2vec.io.images import missing_inputs
-
-    missing = missing_inputs(paths)
-    if missing and len(missing) == len(paths):
-        raise Illust2VecError(f"{', '.join(one_line(p) for p in missing)}: no such file or directory")
-
-
-def expand_inputs(paths: list[str], *, recursive: bool = True) -> list[Path]:
-    """The image files of the command's inputs (see :func:`illust2vec.io.images.iter_image_files`)."""
-    from illust2vec.io.images import iter_image_files
-
-    require_inputs(paths)
-    files = iter_image_files(paths, recursive=recursive)
-    if not files:
-        raise Illust2VecError(f"no images found in: {', '.join(paths)}")
-    return files
-
-
 def prepare_outputs(*paths: str | os.PathLike | None, dirs: tuple[str | os.PathLike | None, ...] = ()) -> None:
     """Before any work: create the folders the outputs go to, and check they can be written.
 

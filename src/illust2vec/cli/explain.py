@@ -11,7 +11,6 @@ from illust2vec.cli.common import (
     ErrorReport,
     add_input_arguments,
     add_model_arguments,
-    expand_inputs,
     model_from_args,
     progress_bar,
     split_tags,
@@ -74,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.format == "png" and not args.output:
         raise Illust2VecError("--format png needs --output (OUT.png or a directory); or use --format json")
-    files = expand_inputs(args.paths)
+    from illust2vec.pipeline.readers import image_files
+
+    files = image_files(args.paths)
     sheet = args.format == "png" and args.output.lower().endswith(".png")
     if sheet and len(files) != 1:
         raise Illust2VecError(f"-o {args.output}: one sheet holds one picture; give a directory for {len(files)}")

@@ -5,7 +5,7 @@ and gives ``face_inputs(files, args, on_error=report)`` (``None`` without
 ``--faces``) to :func:`illust2vec.runtime.batches.iter_batches` instead of its files;
 ``faces.source(i)`` / ``faces.fields(i)`` (``face_index``, ``box``,
 ``likelihood``) then describe output row ``i``.  Matrix outputs get a
-``FILE.faces.jsonl`` sidecar (:func:`write_face_sidecar`).
+``FILE.faces.jsonl`` sidecar (:func:`illust2vec.pipeline.writers.write_face_sidecar`).
 """
 from __future__ import annotations
 
@@ -104,9 +104,9 @@ def expand_paths(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Files, directories (recursive) and globs -> image files (see :func:`illust2vec.io.images.iter_image_files`).
 
     Missing paths are kept, so that detection reports ``PATH: no such file`` for them; when every
-    path is missing, nothing runs (:func:`illust2vec.cli.common.require_inputs`).
+    path is missing, nothing runs (:func:`illust2vec.pipeline.readers.require_inputs`).
     """
-    from illust2vec.cli.common import require_inputs
+    from illust2vec.pipeline.readers import require_inputs
     from illust2vec.io.images import iter_image_files
 
     require_inputs([os.fspath(p) for p in paths])
@@ -169,24 +169,6 @@ def map_face_inputs(
         kw["tag_names"] = list(model.tags.names)
         kw["tag_categories"] = list(getattr(model.tags, "categories", []) or []) or None
     return ff.refs, kw, ff.errors
-
-
-def write_face_sidecar(output: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) -> Path:
-    """Write ``OUTPUT.faces.jsonl``: per matrix row ``{"row", "source", "face_index", "box", "likelihood"}``."""
-    import json
-
-    from illust2vec.faces.features import FACE_FIELDS
-    from illust2vec.io.atomic import atomic_write, json_safe
-
-    path = Path(output)
-    side = path.with_name(path.stem + ".faces.jsonl")
-
-    def write(fh) -> None:
-        for row, meta in enumerate(rows):
-            rec = {"row": row, "source": meta["source"], **{k: meta[k] for k in FACE_FIELDS}}
-            fh.write(json_safe(json.dumps(rec, ensure_ascii=False)) + "\n")
-
-    return atomic_write(side, write, text=True)
 
 
 def iter_face_args(

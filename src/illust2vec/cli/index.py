@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from illust2vec.errors import Illust2VecError, one_line
@@ -67,42 +66,55 @@ def _print_prune(dropped: list[str], kept: dict[str, list[str]], *, verb: str) -
 
 
 def run(args: argparse.Namespace) -> int:
-    from illust2vec.cli.common import collection_models_from_args, require_inputs
+    """Options -> models, the collection as the writer -> the pipeline (here or on Ray, as ``--ray`` says)."""
+    from illust2vec.cli.common import ErrorReport, collection_models_from_args
     from illust2vec.cli.face_options import face_options_from_args, faces_requested
+    from illust2vec.cli.ray_support import distributor_from_args
     from illust2vec.collection import Collection
+    from illust2vec.pipeline.distribute import OnRay
+    from illust2vec.pipeline.readers import require_inputs
+    from illust2vec.pipeline.tasks import index_files
 
     if args.from_shards:
         return run_from_shards(args)
     if not args.paths:
         raise Illust2VecError("give image folders to index (or --from-shards DIR)")
-    if getattr(args, "ray", None) is not None:
-        return run_ray(args)
-    if not args.prune:  # --prune reads a missing folder as "its files were deleted"
+    dist = distributor_from_args(args, "--faces", "--rebuild")
+    if not args.prune and not isinstance(dist, OnRay):  # --prune reads a missing folder as "its files were deleted"
         require_inputs(args.paths)
     faces = face_options_from_args(args) if faces_requested(args) else None
     if args.dry_run:
-        if not args.prune:
-            raise Illust2VecError("--dry-run previews --prune; add --prune")
-        with Collection.open(args.db, create=False) as col:
-            plan = col.prune(args.paths, missing_roots=args.prune_missing, dry_run=True)
-        _print_prune(plan.drop, plan.kept, verb="would drop")
-        print(f"{args.db}: --dry-run: {len(plan.drop)} would be pruned, "
-              f"{sum(map(len, plan.kept.values()))} kept; nothing changed", file=sys.stderr)
-        return 0
+        return _dry_run(args)
     with Collection.open(args.db) as col:
         embedder, taggers = collection_models_from_args(args, None if args.rebuild else col.info())
-        report = col.add(args.paths, embedder=embedder, taggers=taggers, batch_size=args.batch_size,
-                         workers=args.workers, progress=not args.quiet, prune=args.prune,
-                         rebuild=args.rebuild, faces=faces, prune_missing=args.prune_missing)
-        for path, msg in report.failed:
+        if isinstance(dist, OnRay) and taggers:  # one tagger runs on the cluster: --tagger's, else the newest
+            chosen = next((t for t in taggers if t.name == args.tagger), taggers[-1])
+            taggers = [t for t in taggers if t is not chosen] + [chosen]
+        report = index_files(col, args.paths, embedder=embedder, taggers=taggers, distributor=dist,
+                             prune=args.prune, prune_missing=args.prune_missing, rebuild=args.rebuild,
+                             faces=faces, progress=not args.quiet, on_error=ErrorReport())
+        for path, msg in [] if isinstance(dist, OnRay) else report.failed:  # Ray's were printed as they came
             print(f"error: {one_line(path)}: {one_line(msg)}", file=sys.stderr)
         _print_prune(report.pruned_paths, report.prune_kept, verb="pruned")
         if report.compaction is not None and (report.compaction.dead_rows or report.compaction.freed):
             print(f"{args.db}: {report.compaction.describe(args.db)}", file=sys.stderr)
         info = col.info()
-    if report.seen == 0 and not args.prune:
+    if report.seen == 0 and not args.prune and not isinstance(dist, OnRay):
         raise Illust2VecError(f"no images found in: {', '.join(args.paths)}")
     return _summary(args, report, info)
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    from illust2vec.collection import Collection
+
+    if not args.prune:
+        raise Illust2VecError("--dry-run previews --prune; add --prune")
+    with Collection.open(args.db, create=False) as col:
+        plan = col.prune(args.paths, missing_roots=args.prune_missing, dry_run=True)
+    _print_prune(plan.drop, plan.kept, verb="would drop")
+    print(f"{args.db}: --dry-run: {len(plan.drop)} would be pruned, "
+          f"{sum(map(len, plan.kept.values()))} kept; nothing changed", file=sys.stderr)
+    return 0
 
 
 def _summary(args: argparse.Namespace, report, info: dict) -> int:
@@ -145,60 +157,3 @@ def run_from_shards(args: argparse.Namespace) -> int:
             _print_prune(report.pruned_paths, report.prune_kept, verb="pruned")
         info = col.info()
     return _summary(args, report, info)
-
-
-def run_ray(args: argparse.Namespace) -> int:
-    """``index --ray``: new and changed files run on a Ray cluster into shards, then merged here."""
-    import shutil
-
-    from illust2vec.cli.common import ErrorReport, collection_models_from_args
-    from illust2vec.cli.ray_support import report_reused_errors, reject_with_ray, run_on_ray
-    from illust2vec.collection import Collection
-    from illust2vec.distributed import expand_sources, index_shards
-
-    reject_with_ray(args, "--faces", "--rebuild")
-    with Collection.open(args.db) as col:
-        info = col.info()
-        embedder, taggers = collection_models_from_args(args, info)
-        new = [t for t in taggers if t.identity not in {s["identity"] for s in info["taggers"]}]
-        if new and info["files"]:
-            raise Illust2VecError(
-                f"--ray with a tagger the collection does not hold ({new[0].name!r}): add it first without --ray "
-                f"('illust2vec index DIR --db {args.db} --tagger {new[0].name}' tags the stored pictures here, "
-                "without embedding them again), then use --ray for new pictures")
-        # one tagger runs on the cluster: the one --tagger names, else the newest (the others fall behind, and say so)
-        tagger = next((t for t in taggers if t.name == args.tagger), taggers[-1] if taggers else None)
-        sources = expand_sources(args.paths)
-        if not sources:
-            raise Illust2VecError(f"no images found in: {', '.join(args.paths)}")
-        known = col.view.indexed_file_stats()
-        todo = [s for s in sources if not _unchanged(s, known)]
-        directory = args.shards or str(col.path / "ray-shards")
-        errors = ErrorReport()
-        if todo:
-            run = run_on_ray(args, todo, directory, tagger=tagger, embedder=embedder, report=errors)
-            report_reused_errors(run, errors)
-            report = index_shards(col, directory, progress=not args.quiet)
-            if not args.shards:
-                shutil.rmtree(directory, ignore_errors=True)
-        else:
-            from illust2vec.collection import AddReport
-
-            report = AddReport()
-        report.unchanged += len(sources) - len(todo)
-        if args.prune:
-            report.record_prune(col.prune(missing_roots=args.prune_missing))
-            _print_prune(report.pruned_paths, report.prune_kept, verb="pruned")
-        info = col.info()
-    return _summary(args, report, info)
-
-
-def _unchanged(source: str, known: dict) -> bool:
-    """Whether a local file is indexed with its current size and mtime (URIs are always sent)."""
-    if "://" in source:
-        return False
-    try:
-        st = os.stat(source)
-    except OSError:
-        return False
-    return known.get(os.path.realpath(source)) == (st.st_size, st.st_mtime_ns)

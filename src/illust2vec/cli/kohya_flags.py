@@ -13,13 +13,12 @@ script always writes caption files.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 from illust2vec.errors import Illust2VecError
 
-__all__ = ["KOHYA_DEFAULT_REPO", "KOHYA_FLAGS", "add_kohya_aliases", "TagFrequencies", "kohya_model_files", "kohya_threshold"]
+__all__ = ["KOHYA_DEFAULT_REPO", "KOHYA_FLAGS", "add_kohya_aliases", "kohya_model_files", "kohya_threshold"]
 
 #: kohya-ss' default ``--repo_id``.
 KOHYA_DEFAULT_REPO = "SmilingWolf/wd-v1-4-convnext-tagger-v2"
@@ -150,27 +149,3 @@ def kohya_model_files(args: argparse.Namespace) -> tuple[Path, Path] | None:
     return onnx, tags
 
 
-class TagFrequencies:
-    """kohya-ss' ``--frequency_tags``: how many captions each tag is in, printed at the end.
-
-    Ties are listed in the order kohya-ss meets the tags: pictures in sorted path order,
-    tags in caption order.
-    """
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-        self.first: dict[str, tuple[str, int]] = {}
-
-    def add(self, source: object, words) -> None:
-        for i, word in enumerate(words):
-            self.counts[word] = self.counts.get(word, 0) + 1
-            key = (str(source), i)
-            if word not in self.first or key < self.first[word]:
-                self.first[word] = key
-
-    def print(self, stream: Any = None) -> None:
-        """``Tag frequencies:`` then ``tag: count``, most frequent first."""
-        stream = stream or sys.stdout
-        print("Tag frequencies:", file=stream)
-        for tag in sorted(self.counts, key=lambda t: (-self.counts[t], self.first[t])):
-            print(f"{tag}: {self.counts[tag]}", file=stream)

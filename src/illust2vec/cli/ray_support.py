@@ -1,14 +1,8 @@
-"""``--ray [ADDRESS]`` and its options for ``tag``, ``embed`` and ``index``: the same commands on a Ray cluster."""
+"""Where ``tag``, ``embed`` and ``index`` run: ``--ray [ADDRESS]`` and its options (a Ray cluster), ``--in-graph``."""
 from __future__ import annotations
 
 import argparse
-import contextlib
-import shutil
-import tempfile
-from collections.abc import Iterator
-from typing import Any
 
-from illust2vec.cli.common import ErrorReport, progress_bar
 from illust2vec.errors import Illust2VecError
 
 
@@ -28,6 +22,13 @@ def add_ray_arguments(parser: argparse.ArgumentParser, *, shard_dir_default: str
                    help="CPUs (ONNX Runtime threads) per CPU model actor (default 1)")
 
 
+def add_in_graph_argument(parser: argparse.ArgumentParser) -> None:
+    """``--in-graph``: the runner's option for ``--device cuda`` (preprocessing on the device)."""
+    parser.add_argument("--in-graph", action="store_true",
+                        help="preprocess inside ONNX Runtime on the model's device: uint8 pixels go to the GPU "
+                             "(nvImageCodec decodes JPEGs there when installed); the same numbers on the CPU")
+
+
 def reject_with_ray(args: argparse.Namespace, *flags: str) -> None:
     """Usage error for options the Ray path does not offer."""
     for flag in flags:
@@ -36,48 +37,14 @@ def reject_with_ray(args: argparse.Namespace, *flags: str) -> None:
             raise Illust2VecError(f"{flag} is not available with --ray")
 
 
-@contextlib.contextmanager
-def shard_directory(args: argparse.Namespace, default: str | None = None) -> Iterator[str]:
-    """``--shards``, else ``default``, else a temporary directory removed at the end."""
-    if args.shards or default is not None:
-        yield args.shards or default
-        return
-    tmp = tempfile.mkdtemp(prefix="illust2vec-shards-")
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def distributor_from_args(args: argparse.Namespace, *rejected: str):
+    """The one option that picks where a command runs: :class:`~illust2vec.pipeline.distribute.Local`, or
+    :class:`~illust2vec.pipeline.distribute.OnRay` with ``--ray`` (which refuses the ``rejected`` flags)."""
+    from illust2vec.pipeline.distribute import distributor
+    from illust2vec.pipeline.runner import RunOptions
 
-
-def run_on_ray(args: argparse.Namespace, sources: list[str], directory: str, *, tagger=None, embedder=None,
-               report: ErrorReport, bar=None) -> Any:
-    """Run the models over ``sources`` into shards, with progress and one error line per bad input."""
-    from illust2vec.distributed import DEFAULT_SHARD_SIZE, ray_runtime, run_shards
-
-    import logging
-
-    logging.getLogger("ray.data").setLevel(logging.ERROR)  # Ray Data's INFO lines would bury the error lines
-    own_bar = bar is None
-    bar = bar if bar is not None else progress_bar(args, len(sources))
-    report.bar = bar
-    try:
-        with ray_runtime(args.ray or None):
-            return run_shards(sources, directory, tagger=tagger, embedder=embedder,
-                              shard_size=args.shard_size or DEFAULT_SHARD_SIZE, actors=args.actors,
-                              actor_cpus=args.actor_cpus, device=args.device, progress=bar, on_error=report)
-    finally:
-        if own_bar:
-            bar.close()
-        report.bar = None
-
-
-def report_reused_errors(run, report: ErrorReport) -> None:
-    """Error lines for failed inputs of shards an earlier run finished (this run reported its own)."""
-    from illust2vec.distributed.shards import read_shard
-    from illust2vec.runtime.batches import ItemError
-
-    for name in run.reused:
-        shard = read_shard(run.directory, name, {})
-        for i, path, msg in zip(shard.index, shard.path, shard.error):
-            if msg is not None:
-                report(ItemError(int(i), path, msg))
+    if getattr(args, "ray", None) is None:
+        return distributor(options=RunOptions(args.batch_size, args.workers, getattr(args, "in_graph", False)))
+    reject_with_ray(args, *rejected)
+    return distributor(args.ray, shards=args.shards, shard_size=args.shard_size, actors=args.actors,
+                       actor_cpus=args.actor_cpus, device=args.device)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from illust2vec.cli.common import (
     ErrorReport, add_exif_argument, add_input_arguments, add_model_arguments, add_output_arguments,
-    add_threshold_arguments, expand_inputs, model_from_args, output_format, progress_bar,
+    add_threshold_arguments, model_from_args, output_format, progress_bar,
 )
+from illust2vec.cli.ray_support import add_in_graph_argument, distributor_from_args
 from illust2vec.errors import Illust2VecError
 from illust2vec.models.compat import COMPAT_MODES, compat_mode
 from illust2vec.models.tags import THRESHOLD_COMPARES
@@ -35,13 +36,6 @@ RECORD_FORMATS = ("json", "jsonl", "csv", "parquet")
 MATRIX_FORMATS = ("npy", "npz")
 
 
-def tag_rows(record: dict) -> list[dict]:
-    """CSV/Parquet rows of one tag record: one per tag (path, [face columns], category, tag, probability, model)."""
-    base = {k: v for k, v in record.items() if k not in ("tags", "model")}
-    return [{**base, "category": cat, "tag": tag, "probability": p, "model": record.get("model")}
-            for cat, tags in record["tags"].items() for tag, p in tags.items()]
-
-
 def register(sub) -> None:
     p = sub.add_parser(
         "tag", help="estimate Danbooru tags (general, character, copyright, rating)",
@@ -52,6 +46,7 @@ def register(sub) -> None:
     add_input_arguments(p)
     add_model_arguments(p, task="tag")
     add_exif_argument(p)
+    add_in_graph_argument(p)
     t = add_threshold_arguments(p, ("constant", "f0.5", "f1", "f2", "mcut"))
     t.add_argument("--threshold-compare", choices=THRESHOLD_COMPARES, default=None,
                    help="gt: keep tags with probability > threshold (default; i2v, imgutils, the WD reference); "
@@ -173,27 +168,12 @@ def caption_options(args: argparse.Namespace):
 
 
 def _thresholds(args, model):
-    """Per-tag thresholds for ``plausible_tags`` (``>``): the flags, the ``--compat`` defaults, the model's."""
-    from illust2vec.models.tags import resolve_thresholds
+    """Per-tag thresholds (``None``: MCut) from the flags, the ``--compat`` defaults, the model's."""
+    from illust2vec.pipeline.tasks import tag_thresholds
 
-    compat = getattr(args, "compat", None)
-    mode = compat_mode(compat)
-    own = compat is None  # the model's own front-end rule (imgutils' >= for PixAI), unless --compat says
-    compare = getattr(args, "threshold_compare", None) or (model.threshold_compare if own else mode.threshold_compare)
-    float32 = model.thresholds_float32 if own else mode.thresholds_float32
-    if args.threshold_rule in ("f0.5", "f1", "f2"):
-        return resolve_thresholds(model.tags, model.thresholds_for(None, args.threshold_rule), compare=compare)
-    mapping = dict(mode.thresholds) if mode.thresholds is not None else dict(model.thresholds)
-    if args.threshold is not None:
-        mapping = {"default": args.threshold}
-    for cat in ("general", "character", "copyright"):
-        value = getattr(args, cat)
-        if value is not None:
-            if cat not in model.tags.category_names:
-                raise Illust2VecError(f"--{cat}: {model.name} has no {cat} tags "
-                                      f"(categories: {', '.join(model.tags.category_names)})")
-            mapping[cat] = value
-    return resolve_thresholds(model.tags, mapping, compare=compare, float32=float32)
+    return tag_thresholds(model, threshold=args.threshold, rule=args.threshold_rule,
+                          categories={c: getattr(args, c) for c in ("general", "character", "copyright")},
+                          compare=getattr(args, "threshold_compare", None), compat=getattr(args, "compat", None))
 
 
 def _overlap_table(args):
@@ -215,117 +195,50 @@ def _overlap_table(args):
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from illust2vec.cli.face_options import face_inputs, faces_requested, write_face_sidecar
-    from illust2vec.cli.kohya_flags import TagFrequencies
-    from illust2vec.datasets.captions import CaptionError, caption_batch, caption_words, plan_captions, write_caption
-    from illust2vec.datasets.tagstats import TagCounter
-    from illust2vec.io.records import RecordSink
-    from illust2vec.io.writers import tag_record, write_matrix
-    from illust2vec.models.overlap import drop_overlap_result
-    from illust2vec.models.tags import plausible_tags, plausible_tags_mcut
-    from illust2vec.runtime.batches import iter_batches
+    """Options -> readers, the model, writers -> the pipeline (here or on Ray: ``--ray`` picks the distributor)."""
+    from illust2vec.cli.face_options import face_inputs, faces_requested
+    from illust2vec.pipeline import readers, writers as w
+    from illust2vec.pipeline.distribute import OnRay
+    from illust2vec.pipeline.tasks import TagRule, run_tagging
 
     fmt = output_format(args, RECORD_FORMATS + MATRIX_FORMATS)
-    if getattr(args, "ray", None) is not None:
-        if getattr(args, "drop_overlap", None) is not None:
-            raise Illust2VecError("--drop-overlap is not supported with --ray yet; run without --ray")
-        return run_ray(args, fmt)
-    records = not (args.captions and args.output is None and args.format is None)  # captions alone: quiet stdout
+    dist = distributor_from_args(args, "--captions", "--faces")
+    if isinstance(dist, OnRay) and getattr(args, "drop_overlap", None) is not None:
+        raise Illust2VecError("--drop-overlap is not supported with --ray yet; run without --ray")
     if args.captions and faces_requested(args):
         raise Illust2VecError("--captions writes one caption per picture; it cannot be combined with --faces")
     if args.stats is not None and args.stats.suffix.lower() not in (".csv", ".json"):
         raise Illust2VecError(f"--stats {args.stats}: give a .csv or .json file")
     caption_opts = caption_options(args) if args.captions else None
-    files = expand_inputs(args.paths, recursive=args.recursive)
-    plan = plan_captions(files, caption_opts, args.caption_dir) if caption_opts is not None else None
+    files = (readers.source_list(args.paths) if isinstance(dist, OnRay)
+             else readers.image_files(args.paths, recursive=args.recursive))
     report = ErrorReport()
-    if plan is not None:
-        for clash in plan.clashes:  # before any work: one line per image that gets no caption
-            for image in clash.images:
-                report(_clash_line(image, clash))
-    implied = _overlap_table(args)
     model = model_from_args(args, task="tag")
-    thresholds = None if args.threshold_rule == "mcut" else _thresholds(args, model)
-    npy = fmt in MATRIX_FORMATS and not faces_requested(args)
-    matrix = np.full((len(files), len(model.tags)), np.nan, np.float32) if npy else None
-    face_probs: list[np.ndarray] = []
-    face_rows: list[dict] = []
-    bar = progress_bar(args, None if faces_requested(args) else len(files))
-    report.bar = bar
+    rule = TagRule(_thresholds(args, model), _overlap_table(args))
     faces = face_inputs(files, args, on_error=report)  # None without --faces
-    counter = TagCounter() if args.stats is not None or args.stats_chart is not None else None
-    frequencies = TagFrequencies() if args.frequency_tags else None
-    done = 0
-    with contextlib.ExitStack() as stack:
-        stack.callback(bar.close)
-        writer = (stack.enter_context(RecordSink(args.output, fmt, rows=tag_rows, raw_csv=args.csv_raw))
-                  if records and fmt in RECORD_FORMATS else None)
-        def caption_failed(exc: CaptionError) -> None:  # at commit time, after it was counted
-            nonlocal done
-            done -= 1
-            report(exc)
-
-        captions = stack.enter_context(caption_batch(caption_failed)) if plan is not None else None  # durable on exit
-        for batch in iter_batches(model, files if faces is None else faces, batch_size=args.batch_size,
-                                  workers=args.workers,
-                                  outputs=("prob",), progress=bar, on_error=report):
-            prob = batch.outputs["prob"]
-            batch_tags = (plausible_tags_mcut(prob, model.tags) if args.threshold_rule == "mcut"
-                          else plausible_tags(prob, model.tags, thresholds)) if len(batch) else []
-            for j, index in enumerate(batch.indices):
-                tags = batch_tags[j] if implied is None else drop_overlap_result(batch_tags[j], implied or None)
-                if matrix is not None:
-                    matrix[index] = prob[j]
-                elif faces is not None and fmt in MATRIX_FORMATS:
-                    face_probs.append(prob[j])
-                    face_rows.append(faces.meta[index])
-                if writer is not None and faces is not None:  # csv: path column "PATH#faceK [x,y,w,h]"
-                    path = faces.ref(index) if fmt == "csv" else faces.source(index)
-                    writer.write(tag_record(path, tags, **faces.fields(index), model=model.name))
-                elif writer is not None:
-                    writer.write(tag_record(str(files[index]), tags, model=model.name))
-                if counter is not None:
-                    counter.add(tags)
-                if frequencies is not None and plan is None:
-                    frequencies.add(files[index], [t for c, ts in tags.items() if c != "rating" for t, _ in ts])
-                if plan is not None:
-                    target = plan.target(files[index])
-                    if target is None:
-                        continue  # in a clash, reported above
-                    words = caption_words(tags, caption_opts, model.tags)
-                    if frequencies is not None:
-                        frequencies.add(files[index], words)
-                    try:
-                        write_caption(target, caption_opts.separator.join(words), caption_opts, batch=captions)
-                    except CaptionError as exc:
-                        report(exc)
-                        continue
-                done += 1
-    if matrix is not None:
-        write_matrix(args.output, matrix, [str(f) for f in files], model=model.name,
-                     column_names=list(model.tags.names) if fmt == "npz" else None)
-        print(f"wrote {args.output} ({matrix.shape[0]}x{matrix.shape[1]}; failed rows are NaN)", file=sys.stderr)
-    elif face_probs:
-        write_matrix(args.output, np.stack(face_probs), [m["source"] for m in face_rows], model=model.name,
-                     column_names=list(model.tags.names) if fmt == "npz" else None)
-        side = write_face_sidecar(args.output, face_rows)
-        print(f"wrote {args.output} ({len(face_probs)}x{len(model.tags)}, one row per face) and {side}",
-              file=sys.stderr)
-    if counter is not None:
-        write_stats_outputs(args, counter.stats())
-    if frequencies is not None:
-        frequencies.print()
+    stats = w.TagStatistics() if args.stats is not None or args.stats_chart is not None else None
+    frequencies = w.TagFrequencies() if args.frequency_tags else None
+    outputs: list[w.Writer] = [x for x in (stats, frequencies) if x is not None]
+    captions = None
+    if caption_opts is not None:
+        captions = w.Captions(files, caption_opts, table=model.tags, caption_dir=args.caption_dir,
+                              on_error=report, frequencies=frequencies)
+        outputs.append(captions)
+    if fmt in MATRIX_FORMATS:
+        outputs.insert(0, w.TagMatrix(args.output, files, model=model, columns=fmt == "npz") if faces is None
+                       else w.FaceTagMatrix(args.output, model=model, columns=fmt == "npz"))
+    elif not (args.captions and args.output is None and args.format is None):  # captions alone: quiet stdout
+        outputs.insert(0, w.TagRecords(args.output, fmt, model=model.name, raw_csv=args.csv_raw))  # opened last
+    report.bar = bar = progress_bar(args, None if faces is not None else len(files))
+    with w.writing(outputs) as lines, contextlib.closing(bar):
+        done = run_tagging(dist, files, model, rule, outputs, faces=faces, progress=bar, on_error=report)
+    if captions is not None:
+        done -= captions.failed  # counted when written, lost when the batch committed
+    for line in lines:
+        print(line, file=sys.stderr)
+    if stats is not None:
+        write_stats_outputs(args, stats.stats())
     return report.summary(done, "tagged")
-
-
-def _clash_line(image: Path, clash) -> str:
-    others = [str(p) for p in clash.images if p != image]
-    if clash.is_input:
-        return f"{image}: its caption {clash.target} would overwrite an input file; no caption written"
-    return (f"{image}: its caption {clash.target} would also be the caption of {', '.join(others)}; "
-            "no caption written (--caption-name name gives x.jpg.txt, x.png.txt)")
 
 
 def write_stats_outputs(args: argparse.Namespace, stats) -> None:
@@ -337,47 +250,3 @@ def write_stats_outputs(args: argparse.Namespace, stats) -> None:
     if args.stats_chart is not None:
         stats.chart(args.stats_chart, top=args.stats_top)
         print(f"wrote {args.stats_chart}", file=sys.stderr)
-
-
-def run_ray(args: argparse.Namespace, fmt: str) -> int:
-    """``tag --ray``: the tagger runs on a Ray cluster into shards, read back here in input order."""
-    import numpy as np
-
-    from illust2vec.cli.ray_support import report_reused_errors, reject_with_ray, run_on_ray, shard_directory
-    from illust2vec.distributed import expand_sources, iter_shards
-    from illust2vec.io.records import RecordSink
-    from illust2vec.io.writers import tag_record, write_matrix
-    from illust2vec.models.tags import plausible_tags, plausible_tags_mcut
-
-    reject_with_ray(args, "--captions", "--faces")
-    sources = expand_sources(args.paths)
-    if not sources:
-        raise Illust2VecError(f"no images found in: {', '.join(args.paths)}")
-    implied = _overlap_table(args)
-    model = model_from_args(args, task="tag")
-    thresholds = None if args.threshold_rule == "mcut" else _thresholds(args, model)
-    report = ErrorReport()
-    done = 0
-    with shard_directory(args) as directory:
-        run = run_on_ray(args, sources, directory, tagger=model, report=report)
-        report_reused_errors(run, report)
-        if fmt in MATRIX_FORMATS:
-            matrix = np.full((len(sources), len(model.tags)), np.nan, np.float32)
-            for shard in iter_shards(directory):
-                matrix[shard.index[shard.ok]] = shard.vectors["prob"]
-                done += int(shard.ok.sum())
-            write_matrix(args.output, matrix, sources, model=model.name,
-                         column_names=list(model.tags.names) if fmt == "npz" else None)
-            print(f"wrote {args.output} ({matrix.shape[0]}x{matrix.shape[1]}; failed rows are NaN)", file=sys.stderr)
-            return report.summary(done, "tagged")
-        with RecordSink(args.output, fmt, rows=tag_rows, raw_csv=args.csv_raw) as writer:
-            for shard in iter_shards(directory):
-                prob = shard.vectors["prob"]
-                if not len(prob):
-                    continue
-                tags = (plausible_tags_mcut(prob, model.tags) if args.threshold_rule == "mcut"
-                        else plausible_tags(prob, model.tags, thresholds))
-                for j, q in enumerate(np.flatnonzero(shard.ok)):
-                    writer.write(tag_record(shard.path[q], tags[j], model=model.name))
-                    done += 1
-    return report.summary(done, "tagged")

@@ -201,17 +201,6 @@ def fill_taggers(w: WriteSession, view: CollectionView, taggers: Sequence, *, ba
 
 
 # --------------------------------------------------------------------------- faces
-def _face_model(embedder, taggers: Sequence):
-    """The embedder and taggers as one model on the face crops (they must share the embedder's input)."""
-    model = model_set(embedder, taggers)
-    if model is None:
-        names = ", ".join(repr(getattr(t, "name", "?")) for t in taggers)
-        raise CollectionError(
-            f"with --faces the taggers must be the embedder or take the same input as it; {names} and "
-            f"{getattr(embedder, 'name', '?')!r} differ: use --tagger none or a matching tagger")
-    return model
-
-
 def add_faces(w: WriteSession, todo: dict[str, list[tuple[str, int, int]]], embedder, taggers: Sequence, options,
               *, batch_size: int, progress: bool) -> None:
     """Detect, embed and store the face items of the pictures in ``todo`` (sha -> [(path, size, mtime)]).
@@ -223,7 +212,7 @@ def add_faces(w: WriteSession, todo: dict[str, list[tuple[str, int, int]]], embe
     from illust2vec.faces.features import FaceInputs
     from illust2vec.runtime.batches import iter_batches
 
-    model = _face_model(embedder, taggers)
+    model = model_set(embedder, taggers)  # crops: one prepared batch per distinct input
     shas = list(todo)
     reps = [todo[s][0][0] for s in shas]
     pos = {p: i for i, p in enumerate(reps)}

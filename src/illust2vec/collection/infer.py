@@ -1,17 +1,14 @@
-"""Run the collection's models over files: decode in worker processes, infer in batches.
+"""Run the collection's models over files: one decode per picture, inference in batches.
 
-This is :func:`illust2vec.runtime.batches.iter_batches` (decode and preprocess in
-workers while the network runs).  Taggers whose input recipe equals the
-embedder's (the two i2v models) share the preprocessed batch (one
-:class:`~illust2vec.runtime.batches.ModelSet`, each tagger's ``prob`` output
-under a name of its own); models with different recipes get the decoded
-images (decoded once, in worker processes) and preprocess them themselves.
+This is :func:`illust2vec.runtime.batches.iter_batches` over one
+:class:`~illust2vec.runtime.batches.ModelSet` (the embedder's ``feature`` and
+each tagger's ``prob`` under a name of its own): every picture is decoded once,
+in the decode pool, and prepared once per distinct input recipe (the two i2v
+models share one prepared batch; a WD tagger beside the i2v embedder gets its
+own from the same decode).
 """
 from __future__ import annotations
 
-import os
-from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -46,12 +43,9 @@ class _Outputs:
         return {n: got[self.names[n]] for n in wanted}
 
 
-def model_set(embedder, taggers: Sequence) -> ModelSet | None:
-    """One :class:`ModelSet` running the embedder (``"feature"``) and tagger ``i`` (``"prob<i>"``) on one
-    prepared batch, when they all take the same input; ``None`` otherwise."""
-    models = ([embedder] if embedder is not None else []) + list(taggers)
-    if not ModelSet.shares_input(*models):
-        return None
+def model_set(embedder, taggers: Sequence) -> ModelSet:
+    """One :class:`ModelSet` running the embedder (``"feature"``) and tagger ``i`` (``"prob<i>"``) over one
+    decode per picture."""
     groups: dict[int, tuple[object, dict[str, str]]] = {}
     if embedder is not None:
         groups[id(embedder)] = (embedder, {"feature": "feature"})
@@ -73,44 +67,6 @@ def binarize(model, features: np.ndarray) -> np.ndarray:
     return np.packbits(np.asarray(features) > 0, axis=1)
 
 
-def _decode(path: str):
-    from illust2vec.io.images import load_image
-
-    try:
-        return load_image(path), None
-    except Exception as exc:  # one bad file must not stop the run
-        msg = str(exc) or type(exc).__name__
-        return None, msg
-
-
-def _decoded_batches(paths: Sequence[str], batch_size: int, workers: int | None) -> Iterator[list[tuple[int, object, str | None]]]:
-    """Batches of ``(index, image|None, error|None)``, decoded ahead in worker processes."""
-    workers = workers if workers is not None else max(1, min(4, (os.cpu_count() or 2) - 1))
-    if workers <= 0:
-        for i in range(0, len(paths), batch_size):
-            yield [(j, *_decode(paths[j])) for j in range(i, min(i + batch_size, len(paths)))]
-        return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        pending: deque[tuple[int, Future]] = deque()
-        nxt = 0
-        window = batch_size * 3
-        batch: list[tuple[int, object, str | None]] = []
-        while nxt < len(paths) or pending:
-            while nxt < len(paths) and len(pending) < window:
-                pending.append((nxt, pool.submit(_decode, paths[nxt])))
-                nxt += 1
-            j, fut = pending.popleft()
-            batch.append((j, *fut.result()))
-            if len(batch) == batch_size or (nxt == len(paths) and not pending):
-                yield batch
-                batch = []
-
-
-def _run_models(embedder, taggers: Sequence, images: list) -> tuple[np.ndarray | None, list[np.ndarray]]:
-    feats = None if embedder is None else np.asarray(embedder.extract_feature(images), dtype=np.float32)
-    return feats, [np.asarray(t.predict_proba(images), dtype=np.float32) for t in taggers]
-
-
 def infer(
     paths: Sequence[str],
     embedder,
@@ -126,40 +82,12 @@ def infer(
     if embedder is None and not taggers:
         raise ValueError("infer needs an embedder or a tagger")
     model = model_set(embedder, taggers)
-    if model is not None:
-        outputs = tuple(model.outputs)
-        for res in iter_batches(model, paths, batch_size=batch_size, workers=workers, outputs=outputs):
-            errors = [(int(e.index), str(e.message)) for e in res.errors]
-            idx = [int(i) for i in res.indices]
-            n = len(idx)
-            feats = (np.asarray(res.outputs["feature"], dtype=np.float32).reshape(n, -1)
-                     if embedder is not None and n else None)
-            probs = [np.asarray(res.outputs[f"prob{i}"], dtype=np.float32).reshape(n, -1) if n else
-                     np.zeros((0, len(t.tags.names)), np.float32) for i, t in enumerate(taggers)]
-            yield InferBatch(idx, feats, probs, errors)
-        return
-    for batch in _decoded_batches(paths, batch_size, workers):
-        ok = [(j, img) for j, img, err in batch if err is None]
-        errors = [(j, err) for j, img, err in batch if err is not None]
-        if ok:
-            try:
-                feats, probs = _run_models(embedder, taggers, [img for _, img in ok])
-            except Exception:
-                # find the culprit(s) one by one so the rest of the batch survives
-                good, fl, pl = [], [], []
-                for j, img in ok:
-                    try:
-                        f, p = _run_models(embedder, taggers, [img])
-                    except Exception as exc:
-                        errors.append((j, f"inference failed: {exc}"))
-                        continue
-                    good.append((j, img))
-                    fl.append(f)
-                    pl.append(p)
-                ok = good
-                feats = np.concatenate(fl) if (fl and embedder is not None) else None
-                probs = [np.concatenate([p[i] for p in pl]) for i in range(len(taggers))] if pl else []
-            if ok:
-                yield InferBatch([j for j, _ in ok], feats, probs, sorted(errors))
-                continue
-        yield InferBatch([], None, [np.zeros((0, len(t.tags.names)), np.float32) for t in taggers], sorted(errors))
+    for res in iter_batches(model, paths, batch_size=batch_size, workers=workers, outputs=model.outputs):
+        errors = [(int(e.index), str(e.message)) for e in res.errors]
+        idx = [int(i) for i in res.indices]
+        n = len(idx)
+        feats = (np.asarray(res.outputs["feature"], dtype=np.float32).reshape(n, -1)
+                 if embedder is not None and n else None)
+        probs = [np.asarray(res.outputs[f"prob{i}"], dtype=np.float32).reshape(n, -1) if n else
+                 np.zeros((0, len(t.tags.names)), np.float32) for i, t in enumerate(taggers)]
+        yield InferBatch(idx, feats, probs, errors)

@@ -4,7 +4,7 @@ A row of the dataset is one shard slice (:class:`~.shards.ShardSlice`); it
 flows through three stages:
 
 1. :func:`prepare_shard` (CPU tasks): read each source, hash its bytes,
-   decode and preprocess it with :func:`illust2vec.runtime.batches.prepare_item`
+   decode and preprocess it with :func:`illust2vec.runtime.batches.prepare_inputs`
    (the local pipeline's own per-item step) into one batch per input recipe.
 2. :class:`ModelStage` (actors, one ONNX Runtime session per model per
    actor, rebuilt once from the model sent through the object store): run
@@ -25,7 +25,7 @@ import numpy as np
 from illust2vec.collection.infer import binarize
 from illust2vec.distributed.shards import ShardRows, write_shard
 from illust2vec.distributed.sources import is_uri, read_source, stat_and_hash
-from illust2vec.runtime.batches import prepare_item
+from illust2vec.runtime.batches import prepare_inputs
 
 
 class RunModels:
@@ -80,16 +80,12 @@ def prepare_shard(row: dict[str, Any], *, recipes: list, alpha: str) -> dict[str
         except OSError as exc:
             error[j] = f"cannot read file: {exc.strerror or exc}"
             continue
-        got = []
-        for recipe in recipes:
-            array, message = prepare_item(item, alpha, recipe)
-            if array is None:
-                error[j] = message or "unknown error"
-                break
-            got.append(array)
-        else:
-            for r, a in enumerate(got):
-                arrays[r].append(a)
+        got, message = prepare_inputs(item, [(recipe, alpha) for recipe in recipes])  # one decode
+        if got is None:
+            error[j] = message or "unknown error"
+            continue
+        for r, a in enumerate(got):
+            arrays[r].append(a)
     out = {k: row[k] for k in ("k", "first", "name", "sources")}
     out.update(size=size, mtime_ns=mtime, sha256=sha, error=error)
     for r, recipe in enumerate(recipes):

@@ -9,12 +9,9 @@ image as a fallback item when no face is found (unless ``faces_only``).
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing
+import functools
 import os
 import re
-from collections import deque
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -22,6 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from illust2vec.errors import Illust2VecError, MissingDependency, is_missing_dependency
+from illust2vec.runtime.pool import WorkerDied, ordered_map
 from illust2vec.runtime.progress import progress_counter
 from illust2vec.faces.detect import (
     DEFAULT_MARGIN,
@@ -168,13 +166,6 @@ def _detect_chunk(tasks: list[tuple[int, Any, str]], opts: _Options) -> list[Det
     return [_detect_one(i, src, label, opts) for i, src, label in tasks]
 
 
-def _pool_context(start_method: str | None) -> multiprocessing.context.BaseContext:
-    # The platform's default (fork on Linux up to Python 3.13) unless asked otherwise:
-    # fork needs no ``if __name__ == "__main__"`` guard in user scripts; the
-    # workers only touch numpy, Pillow and the native detector.
-    return multiprocessing.get_context(start_method)
-
-
 def default_workers() -> int:
     """Worker processes used when none is given: the CPU count, at most 8."""
     return max(1, min(8, os.cpu_count() or 1))
@@ -195,10 +186,9 @@ def iter_detections(
     keep_image: str = "never",
     chunksize: int = 4,
     progress: Any = None,
-    start_method: str | None = None,
     scan: str = "fine",
 ) -> Iterator[Detection]:
-    """Detect faces in every input, in worker processes, yielding :class:`Detection` in input order.
+    """Detect faces in every input, in the decode pool's processes, yielding :class:`Detection` in input order.
 
     Parameters
     ----------
@@ -215,9 +205,6 @@ def iter_detections(
         Images per task sent to a worker.
     progress:
         ``True`` for a tqdm bar on stderr, or a callable receiving the number of images done.
-    start_method:
-        multiprocessing start method for the pool (``None``: the platform default;
-        ``"spawn"``/``"forkserver"`` need the usual ``__main__`` guard in scripts).
     scan:
         ``"fine"`` or ``"fast"`` (see :func:`~illust2vec.faces.detect_faces`).
     """
@@ -246,30 +233,17 @@ def iter_detections(
                 yield det
             return
         chunks = [tasks[i : i + chunksize] for i in range(0, len(tasks), chunksize)]
-        with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=_pool_context(start_method)) as pool:
-            pending: deque[cf.Future[list[Detection]]] = deque()
-            next_chunk = 0
-            try:
-                while next_chunk < len(chunks) or pending:
-                    while next_chunk < len(chunks) and len(pending) < 2 * n_workers:
-                        pending.append(pool.submit(_detect_chunk, chunks[next_chunk], opts))
-                        next_chunk += 1
-                    future = pending.popleft()
-                    try:
-                        chunk = future.result()
-                    except BrokenProcessPool as exc:
-                        in_flight = chunks[next_chunk - len(pending) - 1 : next_chunk]
-                        names = ", ".join(label for chunk_ in in_flight for _, _, label in chunk_)
-                        raise Illust2VecError(
-                            f"a face detection worker died while reading one of: {names}; "
-                            "run with 0 detection workers to find the file that crashes it"
-                        ) from exc
-                    for det in chunk:
-                        update(1)
-                        yield det
-            finally:
-                for fut in pending:
-                    fut.cancel()
+        try:  # the decode pool (runtime.pool): forkserver workers, safe after Ray or other threads ran here
+            for chunk in ordered_map(functools.partial(_detect_chunk, opts=opts), chunks, workers=n_workers):
+                for det in chunk:
+                    update(1)
+                    yield det
+        except WorkerDied as exc:
+            names = ", ".join(label for chunk_ in exc.tasks for _, _, label in chunk_)
+            raise Illust2VecError(
+                f"a face detection worker died while reading one of: {names}; "
+                "run with 0 detection workers to find the file that crashes it"
+            ) from exc
     finally:
         close()
 
@@ -323,7 +297,6 @@ def iter_face_items(
     max_side: int | None = DEFAULT_MAX_SIDE,
     chunksize: int = 4,
     progress: Any = None,
-    start_method: str | None = None,
     scan: str = "fine",
 ) -> Iterator[FaceItem | FaceItemError]:
     """Yield a :class:`FaceItem` for every face in ``paths`` (input order, faces by likelihood).
@@ -342,7 +315,6 @@ def iter_face_items(
         keep_image="never" if faces_only else "no_faces",
         chunksize=chunksize,
         progress=progress,
-        start_method=start_method,
         scan=scan,
     ):
         if det.error is not None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import colorsys
 import math
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Hashable, Union
@@ -28,6 +27,7 @@ from illust2vec.io.images import save_image
 from illust2vec.maps.grid import GridLayout
 from illust2vec.maps.options import RenderOptions
 from illust2vec.runtime.progress import progress_callback
+from illust2vec.runtime.pool import decode_threads
 
 Thumbnails = Union[Sequence[ThumbSource], Callable[[int], ThumbSource]]
 
@@ -294,7 +294,7 @@ def _paste(canvas: Image.Image, get: Callable[[int], ThumbSource], bx, by, color
             return None
 
     chunk = 64
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    with decode_threads(workers, name="i2v-thumbnails") as pool:  # the decode pool (runtime.pool)
         for start in range(0, n, chunk):
             idx = list(range(start, min(n, start + chunk)))
             for i, im in zip(idx, pool.map(_load, idx)):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, fields
 from pathlib import Path
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
@@ -54,6 +55,55 @@ def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
+@dataclass(frozen=True)
+class EngineOptions:
+    """How an :class:`ImageModel`'s graph runs and is fed.
+
+    Parameters
+    ----------
+    device, threads, batch_size:
+        ``device`` is ``"cpu"`` or ``"cuda"``.
+    precision:
+        ``"fp32"`` (default); ``"int8"``: a static int8 graph calibrated on pictures,
+        cached in the model store (CPU; :mod:`illust2vec.models.quantize`); ``"bf16"``:
+        runs fp32 (no faster bf16 kernels in ONNX Runtime's CPU build, said in one line);
+        ``"auto"``: int8 on a CPU with fast int8 instructions, else fp32; ``"fp16"``:
+        half-precision weights and arithmetic, on CUDA only (see
+        :func:`illust2vec.runtime.session.to_float16`).  A model's :attr:`identity`
+        names a precision other than fp32, so a collection never mixes vectors of two.
+    calibration:
+        A folder of pictures to calibrate the int8 graph on (default: the one
+        ``models quantize --calibrate`` chose, else the drawn demo gallery).
+    keep_fp32:
+        Node names the int8 graph keeps in float32 (a family's measured sensitive layers).
+    model_dir:
+        The model store for the int8 graph (default: the store holding ``onnx_model``).
+    alpha:
+        Default transparency handling: ``"white"`` composites onto white,
+        ``"drop"`` ignores alpha like the original i2v.
+    allow_fallback, optimized_cache:
+        Run on the CPU when the device is missing; where ONNX Runtime's optimised graph is cached.
+    """
+
+    device: str = "cpu"
+    threads: int | None = None
+    batch_size: int = 16
+    alpha: Alpha = "white"
+    allow_fallback: bool = False
+    optimized_cache: str | os.PathLike | None = None
+    precision: str = "fp32"
+    calibration: str | os.PathLike | None = None
+    keep_fp32: Sequence[str] = ()
+    model_dir: str | os.PathLike | None = None
+
+
+def with_engine(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` (the keywords a loader takes) as :class:`ImageModel` keywords: the engine ones in ``engine``."""
+    names = {f.name for f in fields(EngineOptions)}
+    rest = {k: v for k, v in options.items() if k not in names}
+    return {**rest, "engine": EngineOptions(**{k: v for k, v in options.items() if k in names})}
+
+
 class ImageModel:
     """An image model on ONNX Runtime.
 
@@ -76,30 +126,14 @@ class ImageModel:
         Optional (T, 3) array of i2v's f0.5/f1/f2 thresholds.
     binarize:
         ``"positive"`` (codes are ``feature > 0``) or ``"simhash"``.
-    device, threads, batch_size:
-        Engine options; ``device`` is ``"cpu"`` or ``"cuda"``.
-    precision:
-        ``"fp32"`` (default); ``"int8"``: a static int8 graph calibrated on pictures,
-        cached in the model store (CPU; :mod:`illust2vec.models.quantize`); ``"bf16"``:
-        runs fp32 (no faster bf16 kernels in ONNX Runtime's CPU build, said in one line);
-        ``"auto"``: int8 on a CPU with fast int8 instructions, else fp32; ``"fp16"``:
-        half-precision weights and arithmetic, on CUDA only (see
-        :func:`illust2vec.runtime.session.to_float16`).  A model's :attr:`identity`
-        names a precision other than fp32, so a collection never mixes vectors of two.
-    calibration:
-        A folder of pictures to calibrate the int8 graph on (default: the one
-        ``models quantize --calibrate`` chose, else the drawn demo gallery).
-    keep_fp32:
-        Node names the int8 graph keeps in float32 (a family's measured sensitive layers).
-    model_dir:
-        The model store for the int8 graph (default: the store holding ``onnx_model``).
-    alpha:
-        Default transparency handling: ``"white"`` composites onto white,
-        ``"drop"`` ignores alpha like the original i2v.
     threshold_compare, thresholds_float32:
         How the model's reference front-end compares a probability with its threshold
         (:func:`illust2vec.models.tags.resolve_thresholds`): ``"gt"`` (``p > t``, default) or
         ``"ge"`` (``p >= t``), the threshold rounded to float32 first or not.
+    engine:
+        An :class:`EngineOptions`: how the graph runs and is fed (device, threads,
+        batch size, transparency, precision); :func:`with_engine` builds it from keywords.
+
     """
 
     def __init__(
@@ -113,20 +147,17 @@ class ImageModel:
         thresholds: Mapping[str, float] | None = None,
         calibrated_thresholds: np.ndarray | None = None,
         binarize: str = "positive",
-        device: str = "cpu",
-        threads: int | None = None,
-        batch_size: int = 16,
-        alpha: Alpha = "white",
-        allow_fallback: bool = False,
-        optimized_cache: str | os.PathLike | None = None,
-        precision: str = "fp32",
         threshold_compare: str = "gt",
         thresholds_float32: bool = False,
-        calibration: str | os.PathLike | None = None,
-        keep_fp32: Sequence[str] = (),
-        model_dir: str | os.PathLike | None = None,
+        engine: EngineOptions | None = None,
     ) -> None:
         from illust2vec.models.quantize import quantized_graph, resolve_precision
+
+        e = engine if engine is not None else EngineOptions()
+        device, threads, batch_size, alpha = e.device, e.threads, e.batch_size, e.alpha
+        allow_fallback, optimized_cache, precision, calibration = e.allow_fallback, e.optimized_cache, e.precision, \
+            e.calibration
+        keep_fp32, model_dir = e.keep_fp32, e.model_dir
 
         self.name = name
         self.threshold_compare = threshold_compare

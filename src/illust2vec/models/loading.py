@@ -20,7 +20,7 @@ from illust2vec.models.catalog import FAMILIES, MODELS, get_family, get_spec, sp
 from illust2vec.models.compat import compat_mode, compat_recipe
 from illust2vec.models.families.i2v.model import Illustration2Vec
 from illust2vec.models.hub import HubRef, cached_file, is_repo_id
-from illust2vec.models.image_model import ImageModel
+from illust2vec.models.image_model import ImageModel, with_engine
 from illust2vec.models.spec import ModelFamily, ModelSpec
 from illust2vec.models.store import ModelStore
 from illust2vec.prep.preprocess import I2V_RECIPE, InputRecipe
@@ -181,4 +181,4 @@ def load_onnx_model(
             return family.load_files(path, tags, store=store, **options)
         table = family.tag_readers[suffix](tags)
     identity = f"sha256:{store.content_hash(path)}"
-    return ImageModel(path, recipe=recipe or I2V_RECIPE, tags=table, name=path.name, identity=identity, **options)
+    return ImageModel(path, recipe=recipe or I2V_RECIPE, tags=table, name=path.name, identity=identity, **with_engine(options))

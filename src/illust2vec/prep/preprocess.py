@@ -669,8 +669,9 @@ def _fast_plan(h_in: int, w_in: int, size: tuple[int, int], anti_aliasing: bool,
 def warm_up(recipe: InputRecipe) -> None:
     """Do the one-time set-up ``recipe`` needs (imports, kernel checks) now.
 
-    Called before worker processes are forked, so that each worker inherits
-    it instead of repeating it (scipy's sparse kernels take ~0.5 s to import).
+    Called once by each decode worker process as it starts (the decode pool's
+    initializer), so that the first picture does not pay for it (scipy's sparse
+    kernels take ~0.5 s to import).
     """
     if recipe.resize.startswith("skimage"):
         _sparse_rows_kernel()

@@ -6,10 +6,15 @@ batch and the run goes on; indices always refer to positions in the input.
 
 Decoding is overlapped with inference: by default one background thread
 prepares the next items while ONNX Runtime computes (enough on a CPU, where the
-network dominates); ``workers=N`` (N >= 2) uses N processes, for GPUs.  These
-write preprocessed images straight into a ring of batch buffers in shared
-memory, so feeding thousands of images per second costs the parent process no
-pickling or copying (with a pipe fallback where ``/dev/shm`` is too small).
+network dominates); ``workers=N`` (N >= 2) uses N processes of the decode pool
+(:mod:`illust2vec.runtime.pool`), for GPUs.  These write preprocessed images
+straight into a ring of batch buffers in shared memory, so feeding thousands of
+images per second costs the parent process no pickling or copying (with a pipe
+fallback where ``/dev/shm`` is too small).
+
+Every picture is decoded once: a :class:`ModelSet` of models with different
+input recipes gets one prepared input per distinct ``(recipe, alpha)``, all
+from the same decode.
 """
 from __future__ import annotations
 
@@ -22,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from illust2vec.errors import Illust2VecError
 from illust2vec.io.images import failure_reason, load_image, source_name
 from illust2vec.prep.preprocess import InputRecipe, preprocess_one, warm_up
 from illust2vec.runtime.background import iterate_in_thread
+from illust2vec.runtime.pool import decode_threads, process_pool
 from illust2vec.runtime.progress import progress_counter
 
 
@@ -57,29 +62,38 @@ class BatchResult:
         return len(self.indices)
 
 
+#: What one model takes: its input recipe and its transparency rule.
+InputKey = tuple[InputRecipe, str]
+
+
 class ModelSet:
     """Several models fed from one decode: each graph output comes from one model.
 
     ``ModelSet({"feature": embedder, "prob": tagger})`` looks like one model to
-    :func:`iter_batches`: every image is decoded and prepared once and each model
-    runs on the same prepared batch (tags and features in one pass).  The models
-    must share their input recipe and transparency rule (:meth:`shares_input`).
+    :func:`iter_batches`: every image is decoded once, prepared once per
+    distinct input (``inputs``: the ``(recipe, alpha)`` pairs, in order) and
+    each model runs on its own prepared batch (tags and features in one pass).
     """
 
     def __init__(self, by_output: dict[str, Any]) -> None:
         if not by_output:
             raise ValueError("ModelSet needs at least one output")
-        models = list(by_output.values())
-        first = models[0]
-        if not ModelSet.shares_input(*models):
-            names = ", ".join(getattr(m, "name", "?") for m in models)
-            raise Illust2VecError(f"{names}: these models prepare images differently and cannot share a batch")
         self.by_output = dict(by_output)
-        self.recipe = first.recipe
-        self.alpha = first.alpha
+        models = list({id(m): m for m in self.by_output.values()}.values())
+        first = models[0]
+        keys: list[InputKey] = []
+        for m in models:
+            if (m.recipe, m.alpha) not in keys:
+                keys.append((m.recipe, m.alpha))
+        self.inputs: tuple[InputKey, ...] = tuple(keys)
+        self._slot = {id(m): keys.index((m.recipe, m.alpha)) for m in models}
+        self.input_dtypes = tuple(
+            dtypes.pop() if len(dtypes := {np.dtype(getattr(m, "input_dtype", np.float32)) for m in models
+                                           if (m.recipe, m.alpha) == key}) == 1 else np.dtype(np.float32)
+            for key in keys)
+        self.recipe, self.alpha = keys[0]
+        self.input_dtype = self.input_dtypes[0]
         self.batch_size = first.batch_size
-        self.input_dtype = first.input_dtype if all(m.input_dtype == first.input_dtype for m in models) \
-            else np.dtype(np.float32)
         self.outputs = tuple(by_output)
         self.name = "+".join(dict.fromkeys(getattr(m, "name", "model") for m in models))
 
@@ -89,28 +103,66 @@ class ModelSet:
         first = models[0]
         return all(m.recipe == first.recipe and m.alpha == first.alpha for m in models[1:])
 
-    def run_all(self, batch: np.ndarray, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def run_prepared(self, batches: Sequence[np.ndarray], outputs: Sequence[str] | None = None
+                     ) -> dict[str, np.ndarray]:
+        """Outputs by name; ``batches[k]`` is the batch prepared for ``inputs[k]``."""
         names = list(outputs or self.outputs)
         result: dict[str, np.ndarray] = {}
         for model in {id(m): m for m in self.by_output.values()}.values():  # each model runs once
             wanted = [n for n in names if self.by_output[n] is model]
             if wanted:
-                result.update(model.run_all(batch, wanted))
+                result.update(model.run_all(batches[self._slot[id(model)]], wanted))
         return result
+
+    def run_all(self, batch: np.ndarray, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Outputs by name for one prepared batch (the models must share their input)."""
+        if len(self.inputs) != 1:
+            raise ValueError("these models prepare images differently: give one batch per input (run_prepared)")
+        return self.run_prepared([batch], outputs)
+
+
+def _inputs_of(model: Any, alpha: str | None) -> tuple[InputKey, ...]:
+    """The distinct inputs ``model`` takes (``alpha``, when given, overrides the models' own)."""
+    if isinstance(model, ModelSet):
+        keys = model.inputs
+        return tuple(dict.fromkeys((r, alpha) for r, _ in keys)) if alpha else keys
+    return ((model.recipe, alpha or model.alpha),)
+
+
+def _run_model(model: Any, batches: Sequence[np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
+    if isinstance(model, ModelSet):
+        if len(batches) == 1 and len(model.inputs) > 1:  # alpha override merged the inputs
+            batches = [batches[0]] * len(model.inputs)
+        return model.run_prepared(batches, names)
+    return model.run_all(batches[0], names)
+
+
+def prepare_inputs(source: Any, inputs: Sequence[InputKey], outs: Sequence[np.ndarray | None] | None = None
+                   ) -> tuple[list[np.ndarray] | None, str | None]:
+    """Decode one item once and prepare it for each of ``inputs`` (into ``outs[k]`` where given).
+
+    Returns ``(arrays, None)`` or ``(None, message)``; errors are returned, never
+    raised, and the message leaves out the source name.  The one per-item step of
+    every runner (threads, processes, Ray tasks).
+    """
+    try:
+        decoded: dict[tuple[str, str], np.ndarray] = {}
+        arrays = []
+        for k, (recipe, alpha) in enumerate(inputs):
+            key = (alpha, recipe.exif_orientation)
+            if key not in decoded:
+                decoded[key] = load_image(source, alpha=alpha, exif_orientation=recipe.exif_orientation)
+            arrays.append(preprocess_one(decoded[key], recipe, out=None if outs is None else outs[k]))
+        return arrays, None
+    except Exception as exc:  # noqa: BLE001 - a decoder bug must not stop the whole run
+        return None, failure_reason(source, exc)
 
 
 def prepare_item(source: Any, alpha: str, recipe: InputRecipe,
                  out: np.ndarray | None = None) -> tuple[np.ndarray | None, str | None]:
-    """Decode and preprocess one item (into ``out`` if given): ``(array, None)`` or ``(None, message)``.
-
-    Errors are returned, never raised; the message leaves out the source name.
-    The one per-item step of every runner (threads, processes, Ray tasks).
-    """
-    try:
-        image = load_image(source, alpha=alpha, exif_orientation=recipe.exif_orientation)
-        return preprocess_one(image, recipe, out=out), None
-    except Exception as exc:  # noqa: BLE001 - a decoder bug must not stop the whole run
-        return None, failure_reason(source, exc)
+    """:func:`prepare_inputs` for one input: ``(array, None)`` or ``(None, message)``."""
+    arrays, message = prepare_inputs(source, ((recipe, alpha),), (out,))
+    return (None, message) if arrays is None else (arrays[0], None)
 
 
 def record_error(errors: list[ItemError], on_error: Callable[[ItemError], None] | None, index: int, source: Any,
@@ -148,7 +200,7 @@ def iter_batches(
     workers:
         ``None``/``0``/``1``: one background decode thread; ``N >= 2``: N processes.
     alpha:
-        ``"white"`` or ``"drop"`` (default: the model's).
+        ``"white"`` or ``"drop"`` (default: the model's; for a :class:`ModelSet`, each model's).
     outputs:
         Graph outputs to compute (default: all of the model's).
     progress:
@@ -162,22 +214,22 @@ def iter_batches(
         ``workers >= 2`` from the engine's thread).
     """
     batch_size = batch_size or model.batch_size
-    alpha = alpha or model.alpha
+    keys = _inputs_of(model, alpha)
     names = tuple(outputs or model.outputs)
     total = len(inputs) if hasattr(inputs, "__len__") else None
     bar, close = progress_counter(progress, label=desc, unit=unit, total=total, leave=True)
     try:
         if workers and workers >= 2:
-            yield from _batches_from_processes(model, inputs, batch_size, workers, alpha, names, bar, on_error)
+            yield from _batches_from_processes(model, inputs, batch_size, workers, keys, names, bar, on_error)
         else:
-            yield from _batches_from_thread(model, inputs, batch_size, alpha, names, bar, on_error)
+            yield from _batches_from_thread(model, inputs, batch_size, keys, names, bar, on_error)
     finally:
         close()
 
 
-def _batches_from_thread(model, inputs, batch_size, alpha, names, bar, on_error) -> Iterator[BatchResult]:
+def _batches_from_thread(model, inputs, batch_size, keys, names, bar, on_error) -> Iterator[BatchResult]:
     """One background thread decodes the next items while the engine runs (CPU inference)."""
-    executor = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="illust2vec-decode")
+    executor = decode_threads(1)
     window = batch_size * 2
     pending: deque[tuple[int, Any, cf.Future]] = deque()
     source_iter = iter(enumerate(inputs))
@@ -188,27 +240,27 @@ def _batches_from_thread(model, inputs, batch_size, alpha, names, bar, on_error)
                 i, src = next(source_iter)
             except StopIteration:
                 return
-            pending.append((i, src, executor.submit(prepare_item, src, alpha, model.recipe)))
+            pending.append((i, src, executor.submit(prepare_inputs, src, keys)))
 
     try:
         fill()
         while pending:
-            arrays: list[np.ndarray] = []
+            arrays: list[list[np.ndarray]] = []
             indices: list[int] = []
             sources: list[str] = []
             errors: list[ItemError] = []
             while pending and len(arrays) < batch_size:
                 i, src, fut = pending.popleft()
-                array, message = fut.result()
-                if array is None:
+                prepared, message = fut.result()
+                if prepared is None:
                     record_error(errors, on_error, i, src, message)
                 else:
-                    arrays.append(array)
+                    arrays.append(prepared)
                     indices.append(i)
                     sources.append(source_name(src))
                 fill()
             if arrays:
-                result = model.run_all(np.stack(arrays), names)
+                result = _run_model(model, [np.stack(column) for column in zip(*arrays)], names)
             else:
                 result = {n: np.zeros((0, 0), np.float32) for n in names}
             bar(len(arrays) + len(errors))
@@ -225,8 +277,12 @@ def _batches_from_thread(model, inputs, batch_size, alpha, names, bar, on_error)
 
 #: Batch buffers in the ring: one being run by the engine, the others being filled.
 _SLOTS = 4
-_worker_ring: np.ndarray | None = None
+#: The rings this worker process writes into (one per distinct input), mapped by :func:`_attach_rings`.
+_worker_rings: list[np.ndarray] | None = None
 _worker_shm: Any = None
+
+#: How one ring lies in a shared block: ``(offset, shape, dtype string)``.
+RingSpec = tuple[int, tuple[int, ...], str]
 
 
 def _shared_buffer(nbytes: int):
@@ -250,72 +306,93 @@ def _shared_buffer(nbytes: int):
         return None
 
 
-def _attach_ring(name: str | None, shape: tuple[int, ...], dtype: str) -> None:
-    """Worker initializer: map the parent's batch ring (``name`` ``None``: send arrays back instead)."""
-    global _worker_ring, _worker_shm
+def ring_layout(shapes: Sequence[tuple[int, ...]], dtypes: Sequence[np.dtype]) -> tuple[list[RingSpec], int]:
+    """Where each ring lies in one shared block (64-byte aligned), and the block's size."""
+    specs: list[RingSpec] = []
+    offset = 0
+    for shape, dtype in zip(shapes, dtypes):
+        specs.append((offset, tuple(shape), np.dtype(dtype).str))
+        offset += -(-int(np.prod(shape)) * np.dtype(dtype).itemsize // 64) * 64
+    return specs, offset
+
+
+def ring_views(buffer: Any, specs: Sequence[RingSpec]) -> list[np.ndarray]:
+    return [np.ndarray(shape, dtype=dtype, buffer=buffer, offset=offset) for offset, shape, dtype in specs]
+
+
+def _attach_rings(name: str | None, specs: Sequence[RingSpec], recipes: Sequence[InputRecipe] = ()) -> None:
+    """Worker initializer: map the parent's batch rings (``name`` ``None``: send arrays back instead)."""
+    global _worker_rings, _worker_shm
+    for recipe in recipes:
+        warm_up(recipe)  # once per worker, before its first picture
     if name is None:
         return
     from multiprocessing import shared_memory
 
-    # Workers share the parent's resource tracker, so attaching registers nothing
-    # new, and the parent's unlink() is what removes the block.
+    # Workers share the parent's resource tracker (forkserver and spawn pass it on),
+    # and the parent's unlink() is what removes the block.
     shm = shared_memory.SharedMemory(name=name)
     _worker_shm = shm
-    _worker_ring = np.ndarray(shape, dtype=dtype, buffer=shm.buf)
+    _worker_rings = ring_views(shm.buf, specs)
 
 
-def _prepare_chunk(slot: int, start: int, sources: list[Any], alpha: str, recipe: InputRecipe
-                   ) -> tuple[list[str | None], list[np.ndarray] | None]:
-    """Decode and preprocess ``sources`` into rows ``start...`` of batch buffer ``slot``.
+def _prepare_chunk(slot: int, start: int, sources: list[Any], keys: Sequence[InputKey]
+                   ) -> tuple[list[str | None], list[list[np.ndarray]] | None]:
+    """Decode and preprocess ``sources`` into rows ``start...`` of batch buffer ``slot`` of each ring.
 
     Returns one error message (or ``None``) per source, and the arrays of the
-    good ones when there is no shared ring to write into.
+    good ones when there are no shared rings to write into.
     """
+    rings = _worker_rings
     messages: list[str | None] = []
-    arrays: list[np.ndarray] | None = None if _worker_ring is not None else []
-    # a float32 ring row is written in place by preprocess_one; float16 rows (fp16 graph) convert on assignment
-    direct = _worker_ring is not None and _worker_ring.dtype == np.float32
+    arrays: list[list[np.ndarray]] | None = None if rings is not None else []
     for j, src in enumerate(sources):
-        array, message = prepare_item(src, alpha, recipe, _worker_ring[slot, start + j] if direct else None)
+        # a float32 ring row is written in place by preprocess_one; float16 rows (fp16 graph) convert on assignment
+        outs = None if rings is None else [r[slot, start + j] if r.dtype == np.float32 else None for r in rings]
+        prepared, message = prepare_inputs(src, keys, outs)
         messages.append(message)
-        if array is not None and not direct:
-            if arrays is None:
-                _worker_ring[slot, start + j] = array  # type: ignore[index]
-            else:
-                arrays.append(array)
+        if prepared is None:
+            continue
+        if arrays is not None:
+            arrays.append(prepared)
+        else:
+            for ring, out, array in zip(rings, outs, prepared):  # type: ignore[arg-type]
+                if out is None:
+                    ring[slot, start + j] = array
     return messages, arrays
 
 
-def _batches_from_processes(model, inputs, batch_size, workers, alpha, names, bar, on_error
+def _batches_from_processes(model, inputs, batch_size, workers, keys, names, bar, on_error
                             ) -> Iterator[BatchResult]:
-    """``workers`` processes decode whole chunks straight into a ring of shared batch buffers.
+    """``workers`` processes decode whole chunks straight into rings of shared batch buffers.
 
     Each batch is the next ``batch_size`` inputs; its chunks are spread over
-    the workers and written in place, so the parent neither unpickles pixels
-    nor stacks arrays: the engine reads the shared buffer directly.  Up to
-    ``_SLOTS - 1`` batches are decoded while the engine runs the current one,
-    and the engine (its own thread) runs up to two batches ahead of the
-    caller.  ``on_error`` and the progress bar are called from that thread.
+    the workers and written in place (one ring per distinct input), so the
+    parent neither unpickles pixels nor stacks arrays: the engine reads the
+    shared buffers directly.  Up to ``_SLOTS - 1`` batches are decoded while the
+    engine runs the current one, and the engine (its own thread) runs up to two
+    batches ahead of the caller.  ``on_error`` and the progress bar are called
+    from that thread.
     """
     import itertools
 
-    recipe = model.recipe
-    dtype = np.dtype(getattr(model, "input_dtype", np.float32))  # float16 for a half-precision GPU graph
-    shape = (_SLOTS, batch_size, *recipe.input_shape)
-    shm = _shared_buffer(int(np.prod(shape)) * dtype.itemsize)
-    ring = np.ndarray(shape, dtype=dtype, buffer=shm.buf) if shm is not None else np.empty(shape, dtype)
+    dtypes = (getattr(model, "input_dtypes", None) if len(keys) > 1
+              else (np.dtype(getattr(model, "input_dtype", np.float32)),))  # float16 for a half-precision graph
+    specs, nbytes = ring_layout([(_SLOTS, batch_size, *r.input_shape) for r, _ in keys], dtypes)
+    shm = _shared_buffer(nbytes)
+    rings = (ring_views(shm.buf, specs) if shm is not None
+             else [np.empty(shape, dtype) for _, shape, dtype in specs])
     chunk = max(1, min(32, -(-batch_size // workers)))
-    warm_up(recipe)  # once here rather than once per forked worker
-    executor = cf.ProcessPoolExecutor(max_workers=workers, initializer=_attach_ring,
-                                      initargs=(shm.name if shm is not None else None, shape, dtype.str))
+    executor = process_pool(workers, initializer=_attach_rings,
+                            initargs=(shm.name if shm is not None else None, specs,
+                                      tuple(dict.fromkeys(r for r, _ in keys))))
     source_iter = enumerate(inputs)
     inflight: deque[tuple[int, list[tuple[int, Any]], list[tuple[int, cf.Future]]]] = deque()
 
     def submit(slot: int) -> None:
         items = list(itertools.islice(source_iter, batch_size))
         if items:
-            futures = [(s, executor.submit(_prepare_chunk, slot, s, [src for _, src in items[s : s + chunk]],
-                                           alpha, recipe))
+            futures = [(s, executor.submit(_prepare_chunk, slot, s, [src for _, src in items[s : s + chunk]], keys))
                        for s in range(0, len(items), chunk)]
             inflight.append((slot, items, futures))
 
@@ -331,14 +408,16 @@ def _batches_from_processes(model, inputs, batch_size, workers, alpha, names, ba
                     i, src = items[start + j]
                     if message is None:
                         if arrays is not None:
-                            ring[slot, start + j] = arrays.pop(0)
+                            for ring, array in zip(rings, arrays.pop(0)):
+                                ring[slot, start + j] = array
                         good.append(start + j)
                     else:
                         record_error(errors, on_error, i, src, message)
             if good:
-                batch = ring[slot, : len(good)] if len(good) == len(items) else ring[slot, good]
-                result = model.run_all(batch, names)
-                del batch
+                whole = len(good) == len(items)
+                batches = [ring[slot, : len(good)] if whole else ring[slot, good] for ring in rings]
+                result = _run_model(model, batches, names)
+                del batches
             else:
                 result = {n: np.zeros((0, 0), np.float32) for n in names}
             submit(slot)  # the engine is done with this buffer: refill it
@@ -346,7 +425,7 @@ def _batches_from_processes(model, inputs, batch_size, workers, alpha, names, ba
             yield BatchResult([items[g][0] for g in good], [source_name(items[g][1]) for g in good], result, errors)
 
     try:
-        for slot in range(_SLOTS):  # here, so that the workers fork before the engine thread exists
+        for slot in range(_SLOTS):
             submit(slot)
         # The engine runs in its own thread so that the caller's work on one batch
         # (writing tags, JSON, captions: Python holding the GIL) overlaps the next
@@ -357,7 +436,7 @@ def _batches_from_processes(model, inputs, batch_size, workers, alpha, names, ba
             for _, fut in futures:
                 fut.cancel()
         executor.shutdown(wait=True, cancel_futures=True)
-        ring = None  # the engine thread has ended: drop the last view of the shared block before closing it
+        rings = []  # the engine thread has ended: drop the last views of the shared block before closing it
         if shm is not None:
             try:
                 shm.close()

@@ -32,6 +32,7 @@ import numpy as np
 
 from illust2vec.runtime import batches as pipeline
 from illust2vec.runtime.background import iterate_in_thread
+from illust2vec.runtime.pool import process_pool
 from illust2vec.io.gpu_decode import BatchDecoder
 from illust2vec.io.images import source_name
 from illust2vec.runtime.batches import BatchResult, ItemError, record_error
@@ -137,7 +138,7 @@ def _decode_into(slot: int, start: int, sources: list[Any], alpha: str, budget: 
     shared ring and described as ``((offset, shape), None)``; without a ring, or
     when the room is full, the array itself is returned.
     """
-    ring = pipeline._worker_ring  # mapped by pipeline._attach_ring in this worker
+    ring = pipeline._worker_rings[0] if pipeline._worker_rings else None  # mapped by pipeline._attach_rings
     pos, end = start * budget, (start + len(sources)) * budget
     out: list[tuple[Any, str | None]] = []
     for array, message in BatchDecoder("cpu", alpha=alpha).decode(sources):
@@ -158,10 +159,11 @@ def _batches_from_pool(inputs: Iterable[Any], batch_size: int, workers: int, alp
     refilled when the caller asks for the next batch (it is done with the views).
     """
     slot_bytes = batch_size * budget
-    shm = pipeline._shared_buffer(_SLOTS * slot_bytes)
-    ring = np.ndarray((_SLOTS, slot_bytes), dtype=np.uint8, buffer=shm.buf) if shm is not None else None
-    pool = cf.ProcessPoolExecutor(max_workers=workers, initializer=pipeline._attach_ring,
-                                  initargs=(shm.name if shm is not None else None, (_SLOTS, slot_bytes), "|u1"))
+    specs, nbytes = pipeline.ring_layout([(_SLOTS, slot_bytes)], [np.dtype(np.uint8)])
+    shm = pipeline._shared_buffer(nbytes)
+    ring = pipeline.ring_views(shm.buf, specs)[0] if shm is not None else None
+    pool = process_pool(workers, initializer=pipeline._attach_rings,
+                        initargs=(shm.name if shm is not None else None, specs))
     chunk = max(1, min(32, -(-batch_size // workers)))
     source_iter = enumerate(inputs)
     inflight: deque[tuple[int, list[tuple[int, Any]], list[tuple[int, cf.Future]]]] = deque()
@@ -249,7 +251,6 @@ def iter_batches_in_graph(
     total = len(inputs) if hasattr(inputs, "__len__") else None
     bar, close = progress_counter(progress, label=desc, unit=unit, total=total, leave=True)
     if decoder.backend == "cpu" and workers and workers >= 2:
-        # the workers fork here, before any thread of this run exists
         batches = _batches_from_pool(inputs, batch_size, workers, alpha, ARENA_IMAGE_BYTES)
     else:
         batches = iterate_in_thread(_batches_from_decoder(inputs, batch_size, decoder), maxsize=2,

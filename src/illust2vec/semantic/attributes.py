@@ -413,9 +413,7 @@ def attribute_vector(col, image=None, vector=None, *, plus=None, minus=None, lik
 
 
 def attribute_search(col, image=None, vector=None, *, plus=None, minus=None, like=None, strength: float = 1.0,
-                     labels: Labels = None, k: int | None = 20, binary: bool = False, tags=None, not_tags=None,
-                     min_prob: float = 0.5, embedder=None, nprobe: int | None = None,
-                     tagger=None) -> list[SearchHit]:
+                     labels: Labels = None, embedder=None, tagger=None, **search: Any) -> list[SearchHit]:
     """Search ``col`` with a query moved toward ``plus`` tags and away from ``minus`` tags, or for ``like`` tags.
 
     Args:
@@ -426,9 +424,10 @@ def attribute_search(col, image=None, vector=None, *, plus=None, minus=None, lik
             level of items carrying the tag; see the module docstring).
         labels: where tag directions are learned from when the collection
             has no tagger: a labels file, a mapping or ``"captions"``.
-        k, binary, tags, not_tags, min_prob, embedder, nprobe: as for
-            :meth:`Collection.search` (``tags``/``not_tags`` are hard filters,
-            tag expressions with user tags).
+        embedder: as for :meth:`Collection.search`.
+        search: the other options of :meth:`Collection.search` (``k``,
+            ``binary``, ``tags``/``not_tags``: hard filters, tag expressions
+            with user tags, ``min_prob``, ``nprobe``).
         tagger: whose probabilities the directions and the filters use
             (default: the most recently added tagger).
 
@@ -437,5 +436,4 @@ def attribute_search(col, image=None, vector=None, *, plus=None, minus=None, lik
     """
     v = attribute_vector(col, image=image, vector=vector, plus=plus, minus=minus, like=like, strength=strength,
                          labels=labels, embedder=embedder, tagger=tagger)
-    return col.search(vector=v, k=k, binary=binary, tags=tags, not_tags=not_tags, min_prob=min_prob,
-                      embedder=embedder, nprobe=nprobe, tagger=tagger)
+    return col.search(vector=v, embedder=embedder, tagger=tagger, **search)

@@ -28,8 +28,8 @@ from illust2vec.models.families.tag_files import hub_model_files
 from illust2vec.models.fetch import model_not_found, require_files
 from illust2vec.models.graph_outputs import expose_outputs
 from illust2vec.models.hub import HubRef, hub_files, hub_offline
-from illust2vec.models.image_model import ImageModel
-from illust2vec.models.spec import ModelFamily, ModelSpec
+from illust2vec.models.image_model import ImageModel, with_engine
+from illust2vec.models.spec import ModelFamily, ModelFile, ModelSpec
 from illust2vec.models.store import ModelStore
 from illust2vec.models.tags import TagTable
 from illust2vec.prep.preprocess import InputRecipe
@@ -112,7 +112,7 @@ def load_cl_tagger_files(onnx_path: str | os.PathLike[str], tags_path: str | os.
     graph = store.cached_onnx(f"cl_tagger-{digest[:24]}-s{SURGERY_VERSION}", lambda: prepare_graph(onnx_path))
     return ImageModel(graph, recipe=CL_RECIPE, tags=read_tag_mapping(tags_path), name=name or onnx_path.parent.name,
                       identity=f"sha256:{digest}", thresholds=dict(DEFAULT_THRESHOLDS), binarize="simhash",
-                      threshold_compare="ge", **options)
+                      threshold_compare="ge", **with_engine(options))
 
 
 def load_cl_tagger_hub(repo: str | HubRef, store: ModelStore, *, download: bool = False,

@@ -39,7 +39,7 @@ import numpy as np
 
 from illust2vec.errors import ModelFormatError, ModelNotFoundError
 from illust2vec.models.families.torch_checkpoint import load_state_dict
-from illust2vec.models.image_model import ImageModel
+from illust2vec.models.image_model import ImageModel, with_engine
 from illust2vec.models.spec import ModelFamily, ModelFile, ModelSpec
 from illust2vec.models.store import ModelStore, sha256_file
 from illust2vec.models.tags import TagTable
@@ -343,7 +343,7 @@ def load_effnet(spec: ModelSpec | None, store: ModelStore, *, download: bool = F
         identity=f"sha256:{digest}+effnet-b{BUILDER_VERSION}",
         thresholds=dict(spec.thresholds) if spec is not None and spec.thresholds else {"default": 0.5},
         binarize=spec.binarize if spec is not None else "simhash",
-        **options,
+        **with_engine(options),
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from illust2vec.errors import ModelFormatError
 from illust2vec.models.graph_outputs import expose_outputs, output_names
-from illust2vec.models.image_model import ImageModel
+from illust2vec.models.image_model import ImageModel, with_engine
 from illust2vec.models.store import ModelStore
 from illust2vec.models.tags import TagTable
 from illust2vec.prep.preprocess import InputRecipe
@@ -73,4 +73,4 @@ def open_export(onnx_path: str | os.PathLike[str], *, family: str, prob: str, em
                               lambda: prepare_graph(onnx_path, prob, embedding, family))
     return ImageModel(graph, recipe=recipe, tags=tags, name=name or onnx_path.parent.name,
                       identity=f"sha256:{digest}", thresholds=dict(thresholds), binarize="simhash",
-                      threshold_compare=threshold_compare, thresholds_float32=thresholds_float32, **options)
+                      threshold_compare=threshold_compare, thresholds_float32=thresholds_float32, **with_engine(options))

@@ -42,7 +42,7 @@ from illust2vec.io.atomic import atomic_write
 from illust2vec.models.fetch import model_not_found, require_files
 from illust2vec.models.graph_outputs import expose_outputs
 from illust2vec.models.hub import WD_CONTRACT, HubRef, hub_files, hub_offline
-from illust2vec.models.image_model import ImageModel
+from illust2vec.models.image_model import ImageModel, with_engine
 from illust2vec.models.spec import ModelFamily, ModelFile, ModelSpec
 from illust2vec.models.store import ModelStore
 from illust2vec.models.tags import (  # noqa: F401 (re-exported)
@@ -475,7 +475,7 @@ def load_wd_files(
     model = model_cls(
         graph_path, recipe=wd_recipe(info.input_size, info.layout), tags=tags.table(),
         name=name or onnx_path.parent.name, identity=f"sha256:{digest}",
-        thresholds=dict(thresholds or DEFAULT_THRESHOLDS), binarize="simhash", **options,
+        thresholds=dict(thresholds or DEFAULT_THRESHOLDS), binarize="simhash", **with_engine(options),
     )
     if info.fixed_batch and not _batch_ok(model, store.onnx_dir / f"{key}.batch"):
         log.warning("note: %s was exported for one image at a time; running it with batch size 1", model.name)

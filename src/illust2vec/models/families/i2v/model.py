@@ -15,7 +15,7 @@ from typing import Any
 from illust2vec.errors import Illust2VecError
 from illust2vec.models.families.i2v.caffe.net import read_caffemodel  # the wire reader: light, no onnx
 from illust2vec.models.fetch import require_files
-from illust2vec.models.image_model import ImageModel
+from illust2vec.models.image_model import ImageModel, with_engine
 from illust2vec.models.spec import ModelFamily, ModelFile, ModelSpec
 from illust2vec.models.store import ModelStore
 from illust2vec.models.tags import I2V_LAYOUT, TagTable, load_thresholds
@@ -61,7 +61,7 @@ class Illustration2Vec(ImageModel):
         options.setdefault("optimized_cache", onnx_path.parent / "ort")
         return cls(
             onnx_path, recipe=recipe, tags=table, name=name or Path(weights).name, identity=identity,
-            calibrated_thresholds=calibrated, **options,
+            calibrated_thresholds=calibrated, **with_engine(options),
         )
 
 
@@ -124,7 +124,7 @@ def load_i2v(spec: ModelSpec, store: ModelStore, *, download: bool = False, offl
     options.setdefault("optimized_cache", store.onnx_dir / "ort")
     return Illustration2Vec(
         onnx_path, recipe=spec.recipe, tags=table, name=spec.name, identity=identity,
-        thresholds=spec.thresholds or None, binarize=spec.binarize, **options,
+        thresholds=spec.thresholds or None, binarize=spec.binarize, **with_engine(options),
     )
 
 

@@ -156,18 +156,24 @@ COLLECTION_LAYERS = {
 }
 
 
-def test_collection_modules_import_downward():
+def check_inner_layers(package: str, layers: dict[str, int]) -> None:
+    """Modules of ``illust2vec.<package>`` import only lower entries of ``layers`` (each module has one)."""
     graph = import_graph()
-    inside = {m: d for m, d in graph.items() if m.startswith("illust2vec.collection")}
+    prefix = f"illust2vec.{package}"
+    inside = {m: d for m, d in graph.items() if m.startswith(prefix)}
 
     def short(m: str) -> str:
-        return "__init__" if m == "illust2vec.collection" else m.rsplit(".", 1)[-1]
+        return "__init__" if m == prefix else m.rsplit(".", 1)[-1]
 
-    missing = sorted(short(m) for m in inside if short(m) not in COLLECTION_LAYERS)
-    assert not missing, f"collection modules without a layer in COLLECTION_LAYERS: {missing}"
+    missing = sorted(short(m) for m in inside if short(m) not in layers)
+    assert not missing, f"{package} modules without a layer: {missing}"
     upward = [f"{short(m)} -> {short(d)}" for m, deps in inside.items() for d in deps
-              if d.startswith("illust2vec.collection") and COLLECTION_LAYERS[short(d)] >= COLLECTION_LAYERS[short(m)]]
-    assert not upward, "collection modules importing their own layer or above:\n" + "\n".join(sorted(upward))
+              if d.startswith(prefix) and layers[short(d)] >= layers[short(m)]]
+    assert not upward, f"{package} modules importing their own layer or above:\n" + "\n".join(sorted(upward))
+
+
+def test_collection_modules_import_downward():
+    check_inner_layers("collection", COLLECTION_LAYERS)
 
 
 #: Most parameters a public function or method may take (``self`` not counted).
@@ -217,17 +223,7 @@ PIPELINE_LAYERS = {"readers": 0, "runner": 1, "distribute": 2, "writers": 2, "ta
 
 
 def test_pipeline_modules_follow_the_data_flow():
-    graph = import_graph()
-    inside = {m: d for m, d in graph.items() if m.startswith("illust2vec.pipeline")}
-
-    def short(m: str) -> str:
-        return "__init__" if m == "illust2vec.pipeline" else m.rsplit(".", 1)[-1]
-
-    missing = sorted(short(m) for m in inside if short(m) not in PIPELINE_LAYERS)
-    assert not missing, f"pipeline modules without a layer in PIPELINE_LAYERS: {missing}"
-    upward = [f"{short(m)} -> {short(d)}" for m, deps in inside.items() for d in deps
-              if d.startswith("illust2vec.pipeline") and PIPELINE_LAYERS[short(d)] >= PIPELINE_LAYERS[short(m)]]
-    assert not upward, "pipeline modules importing their own layer or above:\n" + "\n".join(sorted(upward))
+    check_inner_layers("pipeline", PIPELINE_LAYERS)
 
 
 #: What starts a worker pool or a thread.

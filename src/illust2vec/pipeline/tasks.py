@@ -21,6 +21,7 @@ from illust2vec.pipeline.distribute import Local, OnRay
 from illust2vec.pipeline.readers import image_files
 from illust2vec.pipeline.runner import RunOptions
 from illust2vec.pipeline.writers import Row, Writer
+from illust2vec.runtime.background import iterate_in_thread
 from illust2vec.runtime.batches import BatchResult, ItemError
 
 Distributor = Union[Local, OnRay]
@@ -98,6 +99,12 @@ def _write(rows: Iterable[Row], writers: Sequence[Writer]) -> int:
     return done
 
 
+def _ahead(batches: Iterable[BatchResult]) -> Iterator[BatchResult]:
+    """The batches computed ahead in a thread, so that the writers' file work here overlaps the model's
+    (ONNX Runtime releases the GIL): captions cost their I/O, not a pause of the model."""
+    return iterate_in_thread(iter(batches), maxsize=2, name="illust2vec-model")
+
+
 def run_tagging(distributor: Distributor, sources: Sequence[Any], model: Any, rule: TagRule,
                 writers: Sequence[Writer], *, faces: Any = None, progress: Any = None,
                 on_error: Callable[[ItemError], None] | None = None) -> int:
@@ -105,7 +112,7 @@ def run_tagging(distributor: Distributor, sources: Sequence[Any], model: Any, ru
     ``writers``; returns how many inputs were tagged and written."""
     batches = distributor.batches(sources if faces is None else faces, tagger=model, progress=progress,
                                   on_error=on_error)
-    return _write(_rows(batches, sources, faces, lambda prob: rule.tags(prob, model.tags)), writers)
+    return _write(_rows(_ahead(batches), sources, faces, lambda prob: rule.tags(prob, model.tags)), writers)
 
 
 def run_embedding(distributor: Distributor, sources: Sequence[Any], model: Any, writers: Sequence[Writer], *,
@@ -113,7 +120,7 @@ def run_embedding(distributor: Distributor, sources: Sequence[Any], model: Any, 
     """Embed ``sources`` (or the crops of ``faces``) into ``writers``; returns how many inputs were embedded."""
     batches = distributor.batches(sources if faces is None else faces, embedder=model, progress=progress,
                                   on_error=on_error)
-    return _write(_rows(batches, sources, faces), writers)
+    return _write(_rows(_ahead(batches), sources, faces), writers)
 
 
 # --------------------------------------------------------------------------- library calls

@@ -13,8 +13,7 @@ from illust2vec.cli.common import (
 )
 from illust2vec.cli.ray_support import add_in_graph_argument, distributor_from_args
 from illust2vec.errors import Illust2VecError
-from illust2vec.models.compat import COMPAT_MODES, compat_mode
-from illust2vec.models.tags import THRESHOLD_COMPARES
+from illust2vec.models.compat import COMPAT_MODES, THRESHOLD_COMPARES, compat_mode
 
 EXAMPLES = """\
 examples:

@@ -9,34 +9,32 @@ reads, ``col.store`` (:class:`CollectionStore`) is the one writer.
 """
 from __future__ import annotations
 
-from illust2vec.collection.core import DB_NAME, Collection, database_error
-from illust2vec.collection.dupes import DupeGroup
-from illust2vec.collection.errors import CollectionError, ModelMismatchError, UnknownTagError
-from illust2vec.collection.query import TagQuery, TagTerm
-from illust2vec.collection.search import SearchHit
-from illust2vec.collection.store import AddReport, CollectionStore, ItemBatch, ModelRecord, WriteSession
-from illust2vec.collection.taggers import TaggerInfo, UnknownTaggerError
-from illust2vec.collection.view import CollectionView, FileTable, Snapshot
+import importlib
+from typing import Any
 
-__all__ = [
-    "DB_NAME",
-    "AddReport",
-    "Collection",
-    "CollectionError",
-    "CollectionStore",
-    "CollectionView",
-    "DupeGroup",
-    "FileTable",
-    "ItemBatch",
-    "ModelMismatchError",
-    "ModelRecord",
-    "SearchHit",
-    "Snapshot",
-    "TagQuery",
-    "TagTerm",
-    "TaggerInfo",
-    "UnknownTagError",
-    "UnknownTaggerError",
-    "WriteSession",
-    "database_error",
-]
+#: Public names -> the module that defines them, imported on first use (so that ``--help`` and the
+#: modules that only need :class:`CollectionError` do not load SQLite, FAISS glue and numpy).
+_LAZY = {
+    "DB_NAME": "core", "Collection": "core", "database_error": "core",
+    "DupeGroup": "dupes",
+    "CollectionError": "errors", "ModelMismatchError": "errors", "UnknownTagError": "errors",
+    "TagQuery": "query", "TagTerm": "query",
+    "SearchHit": "search",
+    "AddReport": "store", "CollectionStore": "store", "ItemBatch": "store", "ModelRecord": "store",
+    "WriteSession": "store",
+    "TaggerInfo": "taggers", "UnknownTaggerError": "taggers",
+    "CollectionView": "view", "FileTable": "view", "Snapshot": "view",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'illust2vec.collection' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"illust2vec.collection.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

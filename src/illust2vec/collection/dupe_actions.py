@@ -28,8 +28,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from illust2vec.collection.errors import CollectionError
 from illust2vec.models.store import sha256_file
 
@@ -79,6 +77,8 @@ def _webp_lossless(path: str) -> bool:
 
 def file_facts(path: str | os.PathLike) -> FileFacts:
     """Resolution, size, format and mtime of ``path`` (reads the image header only)."""
+    from PIL import Image
+
     p = str(path)
     try:
         st = os.stat(p)

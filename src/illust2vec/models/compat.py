@@ -25,11 +25,19 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
 from illust2vec.errors import Illust2VecError, did_you_mean
-from illust2vec.prep.preprocess import InputRecipe
 
-__all__ = ["COMPAT_MODES", "CompatMode", "compat_mode", "compat_recipe"]
+if TYPE_CHECKING:
+    from illust2vec.prep.preprocess import InputRecipe
+
+__all__ = ["COMPAT_MODES", "THRESHOLD_COMPARES", "CompatMode", "ThresholdCompare", "compat_mode", "compat_recipe"]
+
+#: How a probability is compared with its threshold: strictly above (``gt``: i2v, imgutils, the WD
+#: reference front-end) or at least (``ge``: kohya-ss' tagger, the WD14 web UI extension).
+ThresholdCompare = Literal["gt", "ge"]
+THRESHOLD_COMPARES: tuple[str, ...] = ("gt", "ge")
 
 
 @dataclass(frozen=True)

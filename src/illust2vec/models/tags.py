@@ -10,13 +10,14 @@ import json
 import os
 import zlib
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from illust2vec.errors import Illust2VecError, ModelFormatError
+from illust2vec.models.compat import THRESHOLD_COMPARES, ThresholdCompare
 
 #: Category order of illustration2vec's tag list: (name, count) blocks in file order.
 I2V_LAYOUT: tuple[tuple[str, int], ...] = (("general", 512), ("character", 512), ("copyright", 512), ("rating", 3))
@@ -26,10 +27,6 @@ UNTHRESHOLDED = frozenset({"rating"})
 
 THRESHOLD_RULES = ("constant", "f0.5", "f1", "f2")
 
-#: How a probability is compared with its threshold: strictly above (``gt``: i2v, imgutils, the WD
-#: reference front-end) or at least (``ge``: kohya-ss' tagger, the WD14 web UI extension).
-ThresholdCompare = Literal["gt", "ge"]
-THRESHOLD_COMPARES: tuple[str, ...] = ("gt", "ge")
 
 TagList = list[tuple[str, float]]
 

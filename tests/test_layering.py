@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "illust2vec"
 #: Top-level package or module -> layer.  A module may import from its own
 #: package or from a lower layer; the same layer in another package is not allowed.
 LAYERS = {
-    "errors": 0, "version": 0,
+    "errors": 0, "version": 0, "lazy": 0,
     "io": 1,
     "prep": 2,
     "runtime": 3,

@@ -8,42 +8,34 @@ Heavy modules are imported lazily, so ``import illust2vec`` is fast.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from illust2vec.lazy import lazy_exports
 from illust2vec.version import __version__
 
 _LAZY = {
-    "Illustration2Vec": "illust2vec.models.families.i2v.model",
-    "ImageModel": "illust2vec.models.image_model",
-    "load_model": "illust2vec.models.loading",
-    "make_i2v_with_chainer": "illust2vec.models.families.i2v.model",
-    "make_i2v_with_caffe": "illust2vec.models.families.i2v.model",
-    "load_image": "illust2vec.io.images",
-    "iter_image_files": "illust2vec.io.images",
-    "InputRecipe": "illust2vec.prep.preprocess",
-    "preprocess": "illust2vec.prep.preprocess",
-    "ModelStore": "illust2vec.models.store",
-    "list_models": "illust2vec.models.catalog",
-    "Illust2VecError": "illust2vec.errors",
-    "iter_video_frames": "illust2vec.video",
-    "tag_video": "illust2vec.video",
-    "detect_faces": "illust2vec.faces",
-    "face_crops": "illust2vec.faces",
-    "tag_files": "illust2vec.pipeline.tasks",
-    "embed_files": "illust2vec.pipeline.tasks",
-    "TagResult": "illust2vec.pipeline.tasks",
-    "EmbedResult": "illust2vec.pipeline.tasks",
+    "Illustration2Vec": "models.families.i2v.model",
+    "ImageModel": "models.image_model",
+    "load_model": "models.loading",
+    "make_i2v_with_chainer": "models.families.i2v.model",
+    "make_i2v_with_caffe": "models.families.i2v.model",
+    "load_image": "io.images",
+    "iter_image_files": "io.images",
+    "InputRecipe": "prep.preprocess",
+    "preprocess": "prep.preprocess",
+    "ModelStore": "models.store",
+    "list_models": "models.catalog",
+    "Illust2VecError": "errors",
+    "iter_video_frames": "video",
+    "tag_video": "video",
+    "detect_faces": "faces",
+    "face_crops": "faces",
+    "tag_files": "pipeline.tasks",
+    "embed_files": "pipeline.tasks",
+    "TagResult": "pipeline.tasks",
+    "EmbedResult": "pipeline.tasks",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'illust2vec' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports("illust2vec", _LAZY)
 
 
 def __dir__() -> list[str]:

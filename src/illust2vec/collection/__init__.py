@@ -9,8 +9,7 @@ reads, ``col.store`` (:class:`CollectionStore`) is the one writer.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from illust2vec.lazy import lazy_exports
 
 #: Public names -> the module that defines them, imported on first use (so that ``--help`` and the
 #: modules that only need :class:`CollectionError` do not load SQLite, FAISS glue and numpy).
@@ -27,13 +26,7 @@ _LAZY = {
 }
 
 __all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'illust2vec.collection' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"illust2vec.collection.{module}"), name)
+__getattr__ = lazy_exports("illust2vec.collection", _LAZY)
 
 
 def __dir__() -> list[str]:

@@ -18,10 +18,8 @@ internals (see :mod:`illust2vec.faces.native`).
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from illust2vec.faces.defaults import DEFAULT_MARGIN, DEFAULT_MAX_SIDE  # noqa: F401 (exported)
+from illust2vec.lazy import lazy_exports
 
 #: Public name -> submodule; imported on first use, so that the CLI's parser stays light.
 _EXPORTS = {
@@ -36,10 +34,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted([*_EXPORTS, "DEFAULT_MARGIN", "DEFAULT_MAX_SIDE"])
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'illust2vec.faces' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"illust2vec.faces.{module}"), name)
+__getattr__ = lazy_exports("illust2vec.faces", _EXPORTS)

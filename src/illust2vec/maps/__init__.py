@@ -12,8 +12,7 @@ Stages, each a plain function on arrays (imported lazily, so ``import illust2vec
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from illust2vec.lazy import lazy_exports
 
 _EXPORTS = {
     "make_map": "pipeline",
@@ -34,10 +33,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'illust2vec.maps' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"illust2vec.maps.{module}"), name)
+__getattr__ = lazy_exports("illust2vec.maps", _EXPORTS)

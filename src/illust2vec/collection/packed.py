@@ -48,7 +48,8 @@ class PackedStrings(Sequence[str]):
 
 
 class IntPositions:
-    """``key -> position`` over an int64 array of distinct keys (a read-only mapping's ``get``/``in``)."""
+    """``key -> position`` over an int64 array of keys (a read-only mapping's ``get``/``in``; with
+    repeated keys, such as string hashes, :meth:`matches` gives every position)."""
 
     __slots__ = ("_sorted", "_order")
 
@@ -60,11 +61,15 @@ class IntPositions:
     def __len__(self) -> int:
         return len(self._sorted)
 
-    def get(self, key: int, default: int | None = None) -> int | None:
+    def matches(self, key: int) -> Iterator[int]:
+        """The positions of every entry equal to ``key``."""
         i = int(np.searchsorted(self._sorted, key))
-        if i < len(self._sorted) and self._sorted[i] == key:
-            return int(self._order[i])
-        return default
+        while i < len(self._sorted) and self._sorted[i] == key:
+            yield int(self._order[i])
+            i += 1
+
+    def get(self, key: int, default: int | None = None) -> int | None:
+        return next(self.matches(key), default)
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, (int, np.integer)) and self.get(int(key)) is not None
@@ -89,15 +94,7 @@ class StringPositions:
         return len(self._strings)
 
     def get(self, key: str, default: int | None = None) -> int | None:
-        hashes = self._hashes
-        h = hash(key)
-        i = int(np.searchsorted(hashes._sorted, h))
-        while i < len(hashes._sorted) and hashes._sorted[i] == h:  # equal hashes: compare the strings
-            k = int(hashes._order[i])
-            if self._strings[k] == key:
-                return k
-            i += 1
-        return default
+        return next((k for k in self._hashes.matches(hash(key)) if self._strings[k] == key), default)
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.get(key) is not None
